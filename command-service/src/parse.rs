@@ -1,0 +1,343 @@
+//! Requests parsed into commands at the edge. Every bad field is reported,
+//! each under its protobuf field path, before anything is read or written.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use dynabridge::commands::{CommandMeta, RequestId};
+use dynabridge::convert::{money_from_pb, order_lines_from_pb, status_from_pb};
+use dynabridge::domain::{
+    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, UserId, UserName,
+    ValidationError, Version,
+};
+use dynabridge::pb;
+
+/// SHA-256 of the request with its idempotency key and correlation id
+/// cleared: what must match when a request id is reused.
+fn request_hash<M: Message + Clone>(request: &M, clear: impl FnOnce(&mut M)) -> String {
+    let mut copy = request.clone();
+    clear(&mut copy);
+    let digest = Sha256::digest(copy.encode_to_vec());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn expected_version(raw: Option<i64>, errors: &mut ValidationError) -> Option<Version> {
+    match raw {
+        Some(v) if v < 0 => {
+            errors.push(FieldViolation::new("expected_version", "must be at least 0"));
+            None
+        }
+        other => other,
+    }
+}
+
+fn meta(
+    request_id: Option<RequestId>,
+    request_hash: String,
+    correlation_id: &str,
+    expected_version: Option<Version>,
+) -> Option<CommandMeta> {
+    Some(CommandMeta {
+        request_id: request_id?,
+        request_hash,
+        correlation_id: correlation_id.to_owned(),
+        expected_version,
+    })
+}
+
+pub struct CreateUser {
+    pub meta: CommandMeta,
+    pub email: Email,
+    pub name: UserName,
+}
+
+impl CreateUser {
+    pub fn parse(req: &pb::CreateUserRequest, correlation_id: &str) -> Result<Self, ValidationError> {
+        let pb::CreateUserRequest {
+            request_id,
+            correlation_id: _,
+            email,
+            name,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let email = errors.check(Email::parse(email).map_err(|e| e.under("email")));
+        let name = errors.check(UserName::parse(name).map_err(|e| e.under("name")));
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, correlation_id, None), email, name) {
+            (Some(meta), Some(email), Some(name)) if errors.is_empty() => Ok(Self { meta, email, name }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub struct UpdateUserProfile {
+    pub meta: CommandMeta,
+    pub user_id: UserId,
+    pub name: Option<UserName>,
+    pub email: Option<Email>,
+}
+
+impl UpdateUserProfile {
+    pub fn parse(
+        req: &pb::UpdateUserProfileRequest,
+        correlation_id: &str,
+    ) -> Result<Self, ValidationError> {
+        let pb::UpdateUserProfileRequest {
+            request_id,
+            correlation_id: _,
+            user_id,
+            expected_version: raw_expected,
+            name,
+            email,
+            update_mask,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let user_id = errors.check(UserId::parse("user_id", user_id));
+        let expected = expected_version(*raw_expected, &mut errors);
+        let (mut new_name, mut new_email) = (None, None);
+        let paths = update_mask.as_ref().map(|m| m.paths.as_slice()).unwrap_or_default();
+        if paths.is_empty() {
+            errors.push(FieldViolation::new(
+                "update_mask",
+                "must name at least one of: name, email",
+            ));
+        }
+        for path in paths {
+            match path.as_str() {
+                "name" => new_name = errors.check(UserName::parse(name).map_err(|e| e.under("name"))),
+                "email" => {
+                    new_email = errors.check(Email::parse(email).map_err(|e| e.under("email")));
+                }
+                other => errors.push(FieldViolation::new(
+                    "update_mask.paths",
+                    format!("{other:?} is not updatable; use name or email"),
+                )),
+            }
+        }
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, correlation_id, expected), user_id) {
+            (Some(meta), Some(user_id)) if errors.is_empty() => Ok(Self {
+                meta,
+                user_id,
+                name: new_name,
+                email: new_email,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub struct CreateOrder {
+    pub meta: CommandMeta,
+    pub user_id: UserId,
+    pub items: OrderLines,
+    pub expected_total: Option<Money>,
+}
+
+impl CreateOrder {
+    pub fn parse(req: &pb::CreateOrderRequest, correlation_id: &str) -> Result<Self, ValidationError> {
+        let pb::CreateOrderRequest {
+            request_id,
+            correlation_id: _,
+            user_id,
+            items,
+            total,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let user_id = errors.check(UserId::parse("user_id", user_id));
+        let items = errors
+            .check(order_lines_from_pb(items))
+            .and_then(|lines| errors.check(OrderLines::new(lines)));
+        let expected_total = match total {
+            Some(total) => errors.check(money_from_pb(Some(total)).map_err(|e| e.under("total"))),
+            None => None,
+        };
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, correlation_id, None), user_id, items) {
+            (Some(meta), Some(user_id), Some(items)) if errors.is_empty() => Ok(Self {
+                meta,
+                user_id,
+                items,
+                expected_total,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub struct UpdateOrderStatus {
+    pub meta: CommandMeta,
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+}
+
+impl UpdateOrderStatus {
+    pub fn parse(
+        req: &pb::UpdateOrderStatusRequest,
+        correlation_id: &str,
+    ) -> Result<Self, ValidationError> {
+        let pb::UpdateOrderStatusRequest {
+            request_id,
+            correlation_id: _,
+            order_id,
+            expected_version: raw_expected,
+            status,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let order_id = errors.check(OrderId::parse("order_id", order_id));
+        let expected = expected_version(*raw_expected, &mut errors);
+        let status = errors.check(status_from_pb(*status).map_err(|e| e.under("status")));
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, correlation_id, expected), order_id, status) {
+            (Some(meta), Some(order_id), Some(status)) if errors.is_empty() => Ok(Self {
+                meta,
+                order_id,
+                status,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(err: &ValidationError) -> Vec<&str> {
+        err.violations.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    #[test]
+    fn create_user_reports_every_bad_field() {
+        let err = CreateUser::parse(&pb::CreateUserRequest::default(), "c")
+            .err()
+            .unwrap();
+        assert_eq!(fields(&err), ["request_id", "email", "name"]);
+    }
+
+    #[test]
+    fn the_hash_ignores_request_and_correlation_ids_only() {
+        let req = pb::CreateUserRequest {
+            request_id: "r1".into(),
+            correlation_id: "c1".into(),
+            email: "a@example.com".into(),
+            name: "A".into(),
+        };
+        let a = CreateUser::parse(&req, "c1").ok().unwrap();
+        let b = CreateUser::parse(
+            &pb::CreateUserRequest {
+                request_id: "r2".into(),
+                correlation_id: "c2".into(),
+                ..req.clone()
+            },
+            "c2",
+        )
+        .ok()
+        .unwrap();
+        let c = CreateUser::parse(
+            &pb::CreateUserRequest {
+                name: "B".into(),
+                ..req
+            },
+            "c1",
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(a.meta.request_hash, b.meta.request_hash);
+        assert_ne!(a.meta.request_hash, c.meta.request_hash);
+    }
+
+    #[test]
+    fn update_profile_needs_a_known_mask() {
+        let req = pb::UpdateUserProfileRequest {
+            request_id: "r".into(),
+            user_id: uuid::Uuid::new_v4().to_string(),
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["name".into(), "age".into()],
+            }),
+            name: "Ann".into(),
+            expected_version: Some(-1),
+            ..Default::default()
+        };
+        let err = UpdateUserProfile::parse(&req, "c").err().unwrap();
+        assert_eq!(fields(&err), ["expected_version", "update_mask.paths"]);
+        let err = UpdateUserProfile::parse(
+            &pb::UpdateUserProfileRequest {
+                update_mask: None,
+                expected_version: None,
+                ..req
+            },
+            "c",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["update_mask"]);
+    }
+
+    #[test]
+    fn create_order_names_nested_item_fields() {
+        let req = pb::CreateOrderRequest {
+            request_id: "r".into(),
+            user_id: "not-a-uuid".into(),
+            items: vec![pb::OrderItem {
+                sku: "x".into(),
+                quantity: 0,
+                unit_price: None,
+            }],
+            total: Some(pb::Money {
+                currency_code: "USD".into(),
+                amount_minor: -1,
+            }),
+            ..Default::default()
+        };
+        let err = CreateOrder::parse(&req, "c").err().unwrap();
+        assert_eq!(
+            fields(&err),
+            [
+                "user_id",
+                "items[0].quantity",
+                "items[0].unit_price",
+                "total.amount_minor"
+            ]
+        );
+        let err = CreateOrder::parse(
+            &pb::CreateOrderRequest {
+                items: vec![],
+                user_id: uuid::Uuid::new_v4().to_string(),
+                total: None,
+                ..req
+            },
+            "c",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["items"]);
+    }
+
+    #[test]
+    fn update_status_rejects_unspecified() {
+        let req = pb::UpdateOrderStatusRequest {
+            request_id: "r".into(),
+            order_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let err = UpdateOrderStatus::parse(&req, "c").err().unwrap();
+        assert_eq!(fields(&err), ["status"]);
+    }
+}

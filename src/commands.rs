@@ -1,0 +1,316 @@
+//! The command side's application service: load an aggregate, decide, append
+//! in one transaction, with idempotency and bounded retries. Transport-free:
+//! the gRPC adapter parses requests into the types here.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{
+    Aggregate, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, StoredEvent,
+    User, UserCommand, UserId, UserName, ValidationError, Version,
+};
+use crate::error::AppError;
+use crate::store::{Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord};
+
+/// A client's idempotency key: 1 to 128 printable ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        if raw.is_empty() {
+            return Err(ValidationError::single("request_id", "is required"));
+        }
+        if raw.len() > 128 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ValidationError::single(
+                "request_id",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What every command carries besides its own fields.
+#[derive(Clone, Debug)]
+pub struct CommandMeta {
+    pub request_id: RequestId,
+    /// Hash of the request without `request_id` and `correlation_id`: a retry
+    /// must send the same request.
+    pub request_hash: String,
+    pub correlation_id: String,
+    /// The version the client saw; the command fails with `ABORTED` if the
+    /// aggregate has moved on.
+    pub expected_version: Option<Version>,
+}
+
+/// Runs commands against the event store.
+#[derive(Clone, Debug)]
+pub struct CommandHandler {
+    store: EventStore,
+    max_attempts: u32,
+}
+
+impl CommandHandler {
+    /// How many times a command without `expected_version` is re-read and
+    /// re-decided when concurrent writers keep winning.
+    pub const MAX_ATTEMPTS: u32 = 5;
+
+    pub fn new(store: EventStore) -> Self {
+        Self {
+            store,
+            max_attempts: Self::MAX_ATTEMPTS,
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub async fn create_user(
+        &self,
+        meta: &CommandMeta,
+        email: Email,
+        name: UserName,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = UserId::new_random();
+        let command = UserCommand::Create { id, email, name };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_user_profile(
+        &self,
+        meta: &CommandMeta,
+        id: UserId,
+        name: Option<UserName>,
+        email: Option<Email>,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = UserCommand::UpdateProfile { id, name, email };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    pub async fn create_order(
+        &self,
+        meta: &CommandMeta,
+        user_id: UserId,
+        items: OrderLines,
+        expected_total: Option<Money>,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = OrderId::new_random();
+        let command = OrderCommand::Create {
+            id,
+            user_id,
+            items,
+            expected_total,
+        };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_order_status(
+        &self,
+        meta: &CommandMeta,
+        id: OrderId,
+        status: OrderStatus,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = OrderCommand::UpdateStatus { id, status };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    /// Loads an aggregate from its events. Events of another aggregate type
+    /// under this id mean the aggregate asked for does not exist.
+    async fn load<A: Aggregate>(&self, id: Uuid) -> Result<A, AppError> {
+        let events = self.store.load(&id.to_string()).await?;
+        if events
+            .first()
+            .is_some_and(|e| e.event.aggregate_type() != A::TYPE)
+        {
+            return Ok(A::default());
+        }
+        Ok(events.iter().fold(A::default(), |agg, e| agg.apply(&e.event)))
+    }
+
+    async fn execute<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        id: Uuid,
+        command: &A::Command,
+        creates: Creates,
+    ) -> Result<CommandOutcome, AppError> {
+        for attempt in 1..=self.max_attempts {
+            // A new aggregate's id was just made: there is nothing to read.
+            let aggregate = match creates {
+                Creates::Aggregate => A::default(),
+                Creates::Nothing => self.load::<A>(id).await?,
+            };
+            if let Some(expected) = meta.expected_version
+                && expected != aggregate.version()
+            {
+                return self
+                    .replay_or(
+                        meta,
+                        AppError::Conflict(format!(
+                            "{} {id} is at version {}, not the expected {expected}",
+                            A::TYPE.as_str(),
+                            aggregate.version()
+                        )),
+                    )
+                    .await;
+            }
+            let events = match aggregate.decide(command) {
+                Ok(events) => events,
+                // A retried request may be refused now because it already
+                // happened (an order cannot move to PROCESSING twice).
+                Err(err) => return self.replay_or(meta, err.into()).await,
+            };
+            if events.is_empty() {
+                return Ok(CommandOutcome {
+                    aggregate_id: id.to_string(),
+                    version: aggregate.version(),
+                    event_ids: Vec::new(),
+                    correlation_id: meta.correlation_id.clone(),
+                    total: None,
+                });
+            }
+            let now = Utc::now();
+            let append = self.build_append::<A>(meta, &aggregate, events, now);
+            match self.store.append(&append).await {
+                Ok(()) => {
+                    tracing::info!(
+                        aggregate_type = A::TYPE.as_str(),
+                        aggregate_id = %id,
+                        version = append.idempotency.outcome.version,
+                        events = append.events.len(),
+                        "events appended"
+                    );
+                    return Ok(append.idempotency.outcome);
+                }
+                Err(AppendError::DuplicateRequest) => {
+                    return self
+                        .replay_or(meta, AppError::Internal("idempotency record vanished".into()))
+                        .await;
+                }
+                Err(AppendError::Conflict) if meta.expected_version.is_some() => {
+                    return Err(AppError::Conflict(format!(
+                        "{} {id} was changed concurrently",
+                        A::TYPE.as_str()
+                    )));
+                }
+                Err(AppendError::Conflict) => {
+                    tracing::debug!(attempt, aggregate_id = %id, "concurrent append, re-deciding");
+                    continue;
+                }
+                Err(AppendError::EmailTaken) => {
+                    return Err(AppError::AlreadyExists(
+                        "the email address belongs to another user".into(),
+                    ));
+                }
+                Err(AppendError::UserMissing) => {
+                    return Err(AppError::NotFound(format!(
+                        "user {} not found",
+                        append.require_user.map(|u| u.to_string()).unwrap_or_default()
+                    )));
+                }
+                Err(AppendError::Store(err)) => return Err(err),
+            }
+        }
+        Err(AppError::Conflict(format!(
+            "{} {id} kept changing concurrently; retry",
+            A::TYPE.as_str()
+        )))
+    }
+
+    fn build_append<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        aggregate: &A,
+        events: Vec<crate::domain::Event>,
+        now: DateTime<Utc>,
+    ) -> Append {
+        let base = aggregate.version();
+        let stored: Vec<StoredEvent> = events
+            .into_iter()
+            .zip(1..)
+            .map(|(event, n)| StoredEvent {
+                event_id: Uuid::new_v4(),
+                version: base + n,
+                occurred_at: now,
+                schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
+                request_id: meta.request_id.as_str().to_owned(),
+                correlation_id: meta.correlation_id.clone(),
+                event,
+            })
+            .collect();
+        let first = &stored[0].event;
+        let (mut claim_email, mut release_email, mut require_user, mut total) =
+            (None, None, None, None);
+        match first {
+            crate::domain::Event::UserCreated { user_id, .. }
+            | crate::domain::Event::UserProfileUpdated { user_id, .. } => {
+                let user_events: Vec<_> = stored.iter().map(|s| s.event.clone()).collect();
+                let claims = aggregate.email_claims(&user_events);
+                claim_email = claims.claim.map(|e| (e, *user_id));
+                release_email = claims.release.map(|e| (e, *user_id));
+            }
+            crate::domain::Event::OrderCreated {
+                user_id, total: t, ..
+            } => {
+                require_user = Some(*user_id);
+                total = Some(*t);
+            }
+            crate::domain::Event::OrderStatusUpdated { .. } => {}
+        }
+        let last = &stored[stored.len() - 1];
+        let outcome = CommandOutcome {
+            aggregate_id: last.event.aggregate_id().to_string(),
+            version: last.version,
+            event_ids: stored.iter().map(|s| s.event_id.to_string()).collect(),
+            correlation_id: meta.correlation_id.clone(),
+            total,
+        };
+        Append {
+            events: stored,
+            idempotency: IdempotencyRecord {
+                request_id: meta.request_id.as_str().to_owned(),
+                request_hash: meta.request_hash.clone(),
+                outcome,
+            },
+            claim_email,
+            release_email,
+            require_user,
+            now,
+        }
+    }
+
+    /// If this request was already recorded, its original outcome (or a
+    /// rejection when the key was reused for another request); else `err`.
+    async fn replay_or(&self, meta: &CommandMeta, err: AppError) -> Result<CommandOutcome, AppError> {
+        match self.store.recorded_request(meta.request_id.as_str()).await? {
+            Some((hash, outcome)) if hash == meta.request_hash => {
+                tracing::info!(request_id = meta.request_id.as_str(), "retried request, returning the original outcome");
+                Ok(outcome)
+            }
+            Some(_) => Err(ValidationError::single(
+                "request_id",
+                "was already used for a different request",
+            )
+            .into()),
+            None => Err(err),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Creates {
+    /// The command creates a new aggregate with a fresh id.
+    Aggregate,
+    /// The command acts on an existing aggregate.
+    Nothing,
+}

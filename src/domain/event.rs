@@ -1,0 +1,105 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Email, Money, OrderId, OrderLine, OrderStatus, UserId, UserName, Version};
+
+/// The kind of aggregate an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AggregateType {
+    User,
+    Order,
+}
+
+impl AggregateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Order => "Order",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "User" => Some(Self::User),
+            "Order" => Some(Self::Order),
+            _ => None,
+        }
+    }
+}
+
+/// A domain event: a fact that an aggregate decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    UserCreated {
+        user_id: UserId,
+        email: Email,
+        name: UserName,
+    },
+    /// Only the fields that changed are `Some`.
+    UserProfileUpdated {
+        user_id: UserId,
+        name: Option<UserName>,
+        email: Option<Email>,
+    },
+    OrderCreated {
+        order_id: OrderId,
+        user_id: UserId,
+        items: Vec<OrderLine>,
+        total: Money,
+    },
+    OrderStatusUpdated {
+        order_id: OrderId,
+        status: OrderStatus,
+        previous_status: OrderStatus,
+    },
+}
+
+impl Event {
+    /// The event's type name: also its protobuf message name and its
+    /// EventBridge detail-type.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::UserCreated { .. } => "UserCreated",
+            Self::UserProfileUpdated { .. } => "UserProfileUpdated",
+            Self::OrderCreated { .. } => "OrderCreated",
+            Self::OrderStatusUpdated { .. } => "OrderStatusUpdated",
+        }
+    }
+
+    pub fn aggregate_type(&self) -> AggregateType {
+        match self {
+            Self::UserCreated { .. } | Self::UserProfileUpdated { .. } => AggregateType::User,
+            Self::OrderCreated { .. } | Self::OrderStatusUpdated { .. } => AggregateType::Order,
+        }
+    }
+
+    /// The id of the aggregate the event belongs to, as stored.
+    pub fn aggregate_id(&self) -> Uuid {
+        match self {
+            Self::UserCreated { user_id, .. } | Self::UserProfileUpdated { user_id, .. } => {
+                *user_id.as_uuid()
+            }
+            Self::OrderCreated { order_id, .. } | Self::OrderStatusUpdated { order_id, .. } => {
+                *order_id.as_uuid()
+            }
+        }
+    }
+}
+
+/// An event with the metadata it is stored and published with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub version: Version,
+    pub occurred_at: DateTime<Utc>,
+    /// The version of the payload's shape.
+    pub schema_version: u32,
+    pub request_id: String,
+    pub correlation_id: String,
+    pub event: Event,
+}
+
+impl StoredEvent {
+    /// The payload shape this build writes.
+    pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+}

@@ -1,0 +1,233 @@
+//! gRPC plumbing shared by the servers: the one mapping from [`AppError`] to
+//! `tonic::Status`, correlation ids, health, reflection and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::AppError;
+
+/// The `ErrorInfo` domain of every error this system returns.
+pub const ERROR_DOMAIN: &str = "dynabridge.dev";
+
+/// The metadata key a correlation id travels in, both ways.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Self {
+        let (code, reason, message) = match err {
+            AppError::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations.violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, []);
+                return Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {violations}"),
+                    details,
+                );
+            }
+            AppError::NotFound(m) => (Code::NotFound, "NOT_FOUND", m),
+            AppError::AlreadyExists(m) => (Code::AlreadyExists, "ALREADY_EXISTS", m),
+            AppError::FailedPrecondition(m) => (Code::FailedPrecondition, "FAILED_PRECONDITION", m),
+            AppError::Conflict(m) => (Code::Aborted, "CONCURRENT_MODIFICATION", m),
+            AppError::DeadlineExceeded(m) => (Code::DeadlineExceeded, "NOT_YET_VISIBLE", m),
+            AppError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                (
+                    Code::Unavailable,
+                    "STORE_UNAVAILABLE",
+                    "the store is unavailable, retry with backoff".to_owned(),
+                )
+            }
+            AppError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (Code::Internal, "INTERNAL", "internal error".to_owned())
+            }
+        };
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, []);
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// The correlation id of a request: the request's field if set, else the
+/// `x-correlation-id` metadata, else a new UUID. A malformed field is bad
+/// input; malformed metadata is replaced.
+pub fn correlation_id(
+    field: &str,
+    metadata: &MetadataMap,
+) -> Result<String, crate::domain::ValidationError> {
+    let valid = |s: &str| {
+        !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !field.is_empty() {
+        if !valid(field) {
+            return Err(crate::domain::ValidationError::single(
+                "correlation_id",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        return Ok(field.to_owned());
+    }
+    if let Some(header) = metadata
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid(s))
+    {
+        return Ok(header.to_owned());
+    }
+    Ok(uuid::Uuid::new_v4().to_string())
+}
+
+/// The span every line logged for one request is in.
+pub fn request_span(method: &'static str, correlation_id: &str) -> tracing::Span {
+    tracing::info_span!("rpc", method, correlation_id = %correlation_id)
+}
+
+/// The time a request may take: its `grpc-timeout`, if the client set one.
+pub fn request_deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reflection v1 and v1alpha over our contracts and gRPC health, so that
+/// grpcurl works without `.proto` files.
+pub fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Wraps `shutdown` so that, when it fires, every named service (and the
+/// server as a whole, "") turns NOT_SERVING before the server drains.
+pub fn not_serving_then(
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        shutdown.await;
+        tracing::info!("shutting down: not serving, draining requests");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        for service in services {
+            reporter
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    }
+}
+
+/// Sets up logging: `RUST_LOG` filters (default `info`), and
+/// `DYNABRIDGE_LOG_FORMAT=json` switches to JSON lines.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("DYNABRIDGE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // A second initialisation (in tests) is harmless and ignored.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_maps_to_bad_request_with_every_field() {
+        let mut v = crate::domain::ValidationError::single("email", "is required");
+        v.push(crate::domain::FieldViolation::new("name", "must not be empty"));
+        let status = Status::from(AppError::Invalid(v));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email", "name"]);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak() {
+        let status = Status::from(AppError::Internal("table foo-event-store exploded".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("foo"));
+    }
+
+    #[test]
+    fn correlation_id_prefers_field_then_metadata() {
+        let mut md = MetadataMap::new();
+        md.insert(CORRELATION_HEADER, "from-header".parse().unwrap());
+        assert_eq!(correlation_id("from-field", &md).unwrap(), "from-field");
+        assert_eq!(correlation_id("", &md).unwrap(), "from-header");
+        let generated = correlation_id("", &MetadataMap::new()).unwrap();
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+        assert!(correlation_id("has space", &md).is_err());
+    }
+
+    #[test]
+    fn grpc_timeout_is_parsed() {
+        let mut md = MetadataMap::new();
+        md.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(request_deadline(&md), Some(Duration::from_millis(250)));
+    }
+}

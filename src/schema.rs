@@ -1,0 +1,137 @@
+//! Every table, index and attribute name, in one place.
+//!
+//! Tables are named `<prefix>-<table>`; the prefix separates deployments (and
+//! tests) that share one account or one local store.
+
+/// The tables of one deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables {
+    pub prefix: String,
+}
+
+impl Tables {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    fn name(&self, table: &str) -> String {
+        format!("{}-{table}", self.prefix)
+    }
+
+    /// The event store: one item per event. Written by the command service.
+    pub fn event_store(&self) -> String {
+        self.name("event-store")
+    }
+
+    /// Durable idempotency records, one per `request_id`. Command service.
+    pub fn idempotency(&self) -> String {
+        self.name("idempotency")
+    }
+
+    /// Email ownership, one item per claimed address. Command service.
+    pub fn unique_emails(&self) -> String {
+        self.name("unique-emails")
+    }
+
+    /// The user read model. Written by the projector, read by the query service.
+    pub fn user_profiles(&self) -> String {
+        self.name("user-profiles")
+    }
+
+    /// The order read model. Written by the projector, read by the query service.
+    pub fn order_summaries(&self) -> String {
+        self.name("order-summaries")
+    }
+
+    /// The projector's stream checkpoints.
+    pub fn checkpoints(&self) -> String {
+        self.name("projector-checkpoints")
+    }
+
+    /// The event bus events are published to.
+    pub fn event_bus(&self) -> String {
+        self.name("events")
+    }
+}
+
+/// The event store table.
+pub mod event_store {
+    pub const AGGREGATE_ID: &str = "AggregateId";
+    pub const VERSION: &str = "Version";
+    pub const EVENT_ID: &str = "EventId";
+    pub const EVENT_TYPE: &str = "EventType";
+    pub const TIMESTAMP: &str = "Timestamp";
+    /// The payload as ProtoJSON of the event's message (for example `OrderCreated`).
+    pub const EVENT_DATA: &str = "EventData";
+    /// The client's `request_id`.
+    pub const COMMAND_ID: &str = "CommandId";
+    pub const CORRELATION_ID: &str = "CorrelationId";
+    pub const AGGREGATE_TYPE: &str = "AggregateType";
+    pub const SCHEMA_VERSION: &str = "SchemaVersion";
+    pub const EVENT_TYPE_INDEX: &str = "EventType-Timestamp-index";
+}
+
+/// The idempotency table.
+pub mod idempotency {
+    pub const REQUEST_ID: &str = "RequestId";
+    /// SHA-256 of the request without its `request_id` and `correlation_id`.
+    pub const REQUEST_HASH: &str = "RequestHash";
+    pub const AGGREGATE_ID: &str = "AggregateId";
+    pub const VERSION: &str = "Version";
+    pub const EVENT_IDS: &str = "EventIds";
+    pub const CORRELATION_ID: &str = "CorrelationId";
+    /// The command's extra response fields, as JSON (for example an order's total).
+    pub const RESULT: &str = "Result";
+    pub const CREATED_AT: &str = "CreatedAt";
+    /// Epoch seconds; DynamoDB's TTL removes the record after it.
+    pub const EXPIRES_AT: &str = "ExpiresAt";
+}
+
+/// The email ownership table.
+pub mod unique_emails {
+    pub const EMAIL: &str = "Email";
+    pub const USER_ID: &str = "UserId";
+}
+
+/// Attributes shared by both read models.
+pub mod read_model {
+    pub const VERSION: &str = "Version";
+    pub const CREATED_AT: &str = "CreatedAt";
+    pub const UPDATED_AT: &str = "UpdatedAt";
+}
+
+/// The user read model.
+pub mod user_profiles {
+    pub const USER_ID: &str = "UserId";
+    pub const EMAIL: &str = "Email";
+    pub const NAME: &str = "Name";
+    pub const EMAIL_INDEX: &str = "Email-index";
+}
+
+/// The order read model.
+pub mod order_summaries {
+    pub const ORDER_ID: &str = "OrderId";
+    pub const USER_ID: &str = "UserId";
+    pub const STATUS: &str = "Status";
+    /// The items as ProtoJSON of a list of `OrderItem`.
+    pub const ITEMS: &str = "Items";
+    pub const TOTAL_CURRENCY: &str = "TotalCurrency";
+    pub const TOTAL_MINOR: &str = "TotalMinor";
+    /// Hash `UserId`, range `CreatedAt`.
+    pub const USER_ID_INDEX: &str = "UserId-index";
+    /// Hash `Status`, range `CreatedAt`.
+    pub const STATUS_INDEX: &str = "Status-index";
+}
+
+/// The projector's checkpoint table.
+pub mod checkpoints {
+    pub const STREAM_ARN: &str = "StreamArn";
+    pub const SHARD_ID: &str = "ShardId";
+    /// The last sequence number fully processed.
+    pub const SEQUENCE_NUMBER: &str = "SequenceNumber";
+    /// Set once every record of a closed shard is processed.
+    pub const FINISHED: &str = "Finished";
+    pub const UPDATED_AT: &str = "UpdatedAt";
+}
