@@ -134,7 +134,9 @@ impl CommandHandler {
         {
             return Ok(A::default());
         }
-        Ok(events.iter().fold(A::default(), |agg, e| agg.apply(&e.event)))
+        Ok(events
+            .iter()
+            .fold(A::default(), |agg, e| agg.apply(&e.event)))
     }
 
     async fn execute<A: Aggregate>(
@@ -194,7 +196,10 @@ impl CommandHandler {
                 }
                 Err(AppendError::DuplicateRequest) => {
                     return self
-                        .replay_or(meta, AppError::Internal("idempotency record vanished".into()))
+                        .replay_or(
+                            meta,
+                            AppError::Internal("idempotency record vanished".into()),
+                        )
                         .await;
                 }
                 Err(AppendError::Conflict) if meta.expected_version.is_some() => {
@@ -215,7 +220,10 @@ impl CommandHandler {
                 Err(AppendError::UserMissing) => {
                     return Err(AppError::NotFound(format!(
                         "user {} not found",
-                        append.require_user.map(|u| u.to_string()).unwrap_or_default()
+                        append
+                            .require_user
+                            .map(|u| u.to_string())
+                            .unwrap_or_default()
                     )));
                 }
                 Err(AppendError::Store(err)) => return Err(err),
@@ -291,10 +299,21 @@ impl CommandHandler {
 
     /// If this request was already recorded, its original outcome (or a
     /// rejection when the key was reused for another request); else `err`.
-    async fn replay_or(&self, meta: &CommandMeta, err: AppError) -> Result<CommandOutcome, AppError> {
-        match self.store.recorded_request(meta.request_id.as_str()).await? {
+    async fn replay_or(
+        &self,
+        meta: &CommandMeta,
+        err: AppError,
+    ) -> Result<CommandOutcome, AppError> {
+        match self
+            .store
+            .recorded_request(meta.request_id.as_str())
+            .await?
+        {
             Some((hash, outcome)) if hash == meta.request_hash => {
-                tracing::info!(request_id = meta.request_id.as_str(), "retried request, returning the original outcome");
+                tracing::info!(
+                    request_id = meta.request_id.as_str(),
+                    "retried request, returning the original outcome"
+                );
                 Ok(outcome)
             }
             Some(_) => Err(ValidationError::single(

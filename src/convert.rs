@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{FieldViolation, Money, OrderLine, OrderStatus, Quantity, Sku, ValidationError};
+use crate::domain::{
+    FieldViolation, Money, OrderLine, OrderStatus, Quantity, Sku, ValidationError,
+};
 use crate::pb;
 
 pub fn money_to_pb(money: Money) -> pb::Money {
@@ -60,7 +62,9 @@ pub fn order_lines_from_pb(items: &[pb::OrderItem]) -> Result<Vec<OrderLine>, Va
     let mut errors = ValidationError::default();
     let mut lines = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        if let Some(line) = errors.check(order_line_from_pb(item).map_err(|e| e.under(&format!("items[{i}]")))) {
+        if let Some(line) =
+            errors.check(order_line_from_pb(item).map_err(|e| e.under(&format!("items[{i}]"))))
+        {
             lines.push(line);
         }
     }
@@ -89,7 +93,10 @@ pub fn status_from_pb(raw: i32) -> Result<OrderStatus, ValidationError> {
         Ok(pb::OrderStatus::Cancelled) => Ok(OrderStatus::Cancelled),
         Ok(pb::OrderStatus::Unspecified) => Err(ValidationError::single("", "is required")),
         Err(_) => Err(ValidationError {
-            violations: vec![FieldViolation::new("", format!("{raw} is not an OrderStatus"))],
+            violations: vec![FieldViolation::new(
+                "",
+                format!("{raw} is not an OrderStatus"),
+            )],
         }),
     }
 }

@@ -79,8 +79,16 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
             email,
         }) => Event::UserProfileUpdated {
             user_id: UserId::parse("user_id", user_id).map_err(bad)?,
-            name: name.as_deref().map(UserName::parse).transpose().map_err(bad)?,
-            email: email.as_deref().map(Email::parse).transpose().map_err(bad)?,
+            name: name
+                .as_deref()
+                .map(UserName::parse)
+                .transpose()
+                .map_err(bad)?,
+            email: email
+                .as_deref()
+                .map(Email::parse)
+                .transpose()
+                .map_err(bad)?,
         },
         Payload::OrderCreated(pb::OrderCreated {
             order_id,
@@ -205,8 +213,18 @@ pub fn from_envelope(envelope: &pb::EventEnvelope) -> Result<StoredEvent, Decode
 
 /// The envelope's ProtoJSON: the EventBridge `detail`.
 pub fn envelope_json(stored: &StoredEvent) -> String {
-    // See `payload_to_json` for why this cannot fail.
-    serde_json::to_string(&to_envelope(stored)).unwrap_or_default()
+    // See `payload_to_json` for why serialising cannot fail.
+    let mut json = serde_json::to_value(to_envelope(stored)).unwrap_or_default();
+    // The ProtoJSON mapping writes timestamps Z-normalised with 0, 3, 6 or 9
+    // fractional digits; pbjson-types writes "+00:00", so set it right here.
+    if let Some(field) = json.get_mut("occurredAt") {
+        *field = serde_json::Value::String(
+            stored
+                .occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        );
+    }
+    json.to_string()
 }
 
 #[cfg(test)]
@@ -227,7 +245,8 @@ mod tests {
             request_id: "req-1".into(),
             correlation_id: "corr-1".into(),
             event: Event::OrderCreated {
-                order_id: OrderId::parse("order_id", "7d3e8a3c-1b2a-4c5d-8e9f-0a1b2c3d4e5f").unwrap(),
+                order_id: OrderId::parse("order_id", "7d3e8a3c-1b2a-4c5d-8e9f-0a1b2c3d4e5f")
+                    .unwrap(),
                 user_id: UserId::parse("user_id", "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d").unwrap(),
                 items: vec![OrderLine {
                     sku: Sku::parse("laptop").unwrap(),
@@ -260,7 +279,10 @@ mod tests {
     #[test]
     fn every_event_round_trips_through_the_stored_payload() {
         let stored = sample_order_created();
-        let Event::OrderCreated { order_id, user_id, .. } = stored.event.clone() else {
+        let Event::OrderCreated {
+            order_id, user_id, ..
+        } = stored.event.clone()
+        else {
             unreachable!()
         };
         let events = [

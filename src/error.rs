@@ -47,7 +47,10 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_dynamodb::error::SdkError;
-    let detail = format!("{context}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&err));
+    let detail = format!(
+        "{context}: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(&err)
+    );
     match &err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => AppError::Unavailable(detail),
         SdkError::ServiceError(service) => {
@@ -56,6 +59,7 @@ where
                 code,
                 "ProvisionedThroughputExceededException"
                     | "ThrottlingException"
+                    | "LimitExceededException"
                     | "RequestLimitExceeded"
                     | "InternalServerError"
                     | "ServiceUnavailable"

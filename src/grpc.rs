@@ -62,9 +62,8 @@ pub fn correlation_id(
     field: &str,
     metadata: &MetadataMap,
 ) -> Result<String, crate::domain::ValidationError> {
-    let valid = |s: &str| {
-        !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
-    };
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
     if !field.is_empty() {
         if !valid(field) {
             return Err(crate::domain::ValidationError::single(
@@ -109,8 +108,12 @@ pub fn request_deadline(metadata: &MetadataMap) -> Option<Duration> {
 /// grpcurl works without `.proto` files.
 pub fn reflection_services() -> Result<
     (
-        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
     ),
     tonic_reflection::server::Error,
 > {
@@ -151,32 +154,34 @@ pub async fn shutdown_signal() {
 
 /// Wraps `shutdown` so that, when it fires, every named service (and the
 /// server as a whole, "") turns NOT_SERVING before the server drains.
-pub fn not_serving_then(
+pub async fn not_serving_then(
     reporter: tonic_health::server::HealthReporter,
     services: Vec<&'static str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        shutdown.await;
-        tracing::info!("shutting down: not serving, draining requests");
+) {
+    shutdown.await;
+    tracing::info!("shutting down: not serving, draining requests");
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    for service in services {
         reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
             .await;
-        for service in services {
-            reporter
-                .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                .await;
-        }
     }
 }
 
-/// Sets up logging: `RUST_LOG` filters (default `info`), and
-/// `DYNABRIDGE_LOG_FORMAT=json` switches to JSON lines.
+/// Sets up logging to stderr (stdout may carry published events): `RUST_LOG`
+/// filters (default `info`), and `DYNABRIDGE_LOG_FORMAT=json` switches to
+/// JSON lines.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("DYNABRIDGE_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
     // A second initialisation (in tests) is harmless and ignored.
     let _ = if json {
         builder.json().try_init()
@@ -192,7 +197,10 @@ mod tests {
     #[test]
     fn invalid_maps_to_bad_request_with_every_field() {
         let mut v = crate::domain::ValidationError::single("email", "is required");
-        v.push(crate::domain::FieldViolation::new("name", "must not be empty"));
+        v.push(crate::domain::FieldViolation::new(
+            "name",
+            "must not be empty",
+        ));
         let status = Status::from(AppError::Invalid(v));
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();

@@ -6,5 +6,4 @@ include!(concat!(env!("OUT_DIR"), "/dynabridge.v1.serde.rs"));
 
 /// The encoded descriptor set of every file in `proto/`, with its imports,
 /// for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    tonic::include_file_descriptor_set!("dynabridge_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dynabridge_descriptor");

@@ -7,9 +7,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    TimeToLiveSpecification,
 };
 
 use crate::schema::{
@@ -31,12 +31,17 @@ pub enum ProvisionError {
     Definition(#[from] BuildError),
 }
 
+/// An attribute name and type.
+type Attribute = (&'static str, ScalarAttributeType);
+
+/// A global secondary index: name, hash key, optional range key.
+type IndexDef = (&'static str, Attribute, Option<Attribute>);
+
 struct TableDef {
     name: String,
     /// (name, type); the first is the hash key, the optional second the range key.
-    key: Vec<(&'static str, ScalarAttributeType)>,
-    /// (index name, hash, optional range)
-    indexes: Vec<(&'static str, (&'static str, ScalarAttributeType), Option<(&'static str, ScalarAttributeType)>)>,
+    key: Vec<Attribute>,
+    indexes: Vec<IndexDef>,
     stream: bool,
     ttl_attribute: Option<&'static str>,
 }
@@ -104,10 +109,7 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
     ]
 }
 
-fn key_schema(
-    hash: &str,
-    range: Option<&str>,
-) -> Result<Vec<KeySchemaElement>, BuildError> {
+fn key_schema(hash: &str, range: Option<&str>) -> Result<Vec<KeySchemaElement>, BuildError> {
     let mut keys = vec![
         KeySchemaElement::builder()
             .attribute_name(hash)

@@ -40,7 +40,11 @@ pub enum Applied<R> {
 #[error("unreadable read-model row: {0}")]
 pub struct RowError(pub String);
 
-fn gate<R>(current: Option<&R>, version_of: impl Fn(&R) -> Version, event: &StoredEvent) -> Option<Applied<R>> {
+fn gate<R>(
+    current: Option<&R>,
+    version_of: impl Fn(&R) -> Version,
+    event: &StoredEvent,
+) -> Option<Applied<R>> {
     let have = current.map(version_of).unwrap_or(0);
     if event.version <= have {
         return Some(Applied::AlreadyApplied);
@@ -94,8 +98,12 @@ impl UserProfileRow {
                 updated_at: event.occurred_at,
             },
             (Event::UserProfileUpdated { name, email, .. }, Some(current)) => Self {
-                name: name.as_ref().map_or_else(|| current.name.clone(), |n| n.as_str().to_owned()),
-                email: email.as_ref().map_or_else(|| current.email.clone(), |e| e.as_str().to_owned()),
+                name: name
+                    .as_ref()
+                    .map_or_else(|| current.name.clone(), |n| n.as_str().to_owned()),
+                email: email
+                    .as_ref()
+                    .map_or_else(|| current.email.clone(), |e| e.as_str().to_owned()),
                 version: event.version,
                 updated_at: event.occurred_at,
                 ..current.clone()
@@ -112,12 +120,30 @@ impl UserProfileRow {
 
     pub fn to_item(&self) -> Item {
         HashMap::from([
-            (user_profiles::USER_ID.into(), AttributeValue::S(self.user_id.clone())),
-            (user_profiles::EMAIL.into(), AttributeValue::S(self.email.clone())),
-            (user_profiles::NAME.into(), AttributeValue::S(self.name.clone())),
-            (read_model::VERSION.into(), AttributeValue::N(self.version.to_string())),
-            (read_model::CREATED_AT.into(), AttributeValue::S(format_time(self.created_at))),
-            (read_model::UPDATED_AT.into(), AttributeValue::S(format_time(self.updated_at))),
+            (
+                user_profiles::USER_ID.into(),
+                AttributeValue::S(self.user_id.clone()),
+            ),
+            (
+                user_profiles::EMAIL.into(),
+                AttributeValue::S(self.email.clone()),
+            ),
+            (
+                user_profiles::NAME.into(),
+                AttributeValue::S(self.name.clone()),
+            ),
+            (
+                read_model::VERSION.into(),
+                AttributeValue::N(self.version.to_string()),
+            ),
+            (
+                read_model::CREATED_AT.into(),
+                AttributeValue::S(format_time(self.created_at)),
+            ),
+            (
+                read_model::UPDATED_AT.into(),
+                AttributeValue::S(format_time(self.updated_at)),
+            ),
         ])
     }
 
@@ -205,8 +231,14 @@ impl OrderSummaryRow {
     pub fn to_item(&self) -> Item {
         let items: Vec<pb::OrderItem> = self.items.iter().map(order_line_to_pb).collect();
         HashMap::from([
-            (order_summaries::ORDER_ID.into(), AttributeValue::S(self.order_id.clone())),
-            (order_summaries::USER_ID.into(), AttributeValue::S(self.user_id.clone())),
+            (
+                order_summaries::ORDER_ID.into(),
+                AttributeValue::S(self.order_id.clone()),
+            ),
+            (
+                order_summaries::USER_ID.into(),
+                AttributeValue::S(self.user_id.clone()),
+            ),
             (
                 order_summaries::ITEMS.into(),
                 // Generated messages always serialise, see `envelope::payload_to_json`.
@@ -220,10 +252,22 @@ impl OrderSummaryRow {
                 order_summaries::TOTAL_MINOR.into(),
                 AttributeValue::N(self.total.amount_minor.to_string()),
             ),
-            (order_summaries::STATUS.into(), AttributeValue::S(self.status.as_str().to_owned())),
-            (read_model::VERSION.into(), AttributeValue::N(self.version.to_string())),
-            (read_model::CREATED_AT.into(), AttributeValue::S(format_time(self.created_at))),
-            (read_model::UPDATED_AT.into(), AttributeValue::S(format_time(self.updated_at))),
+            (
+                order_summaries::STATUS.into(),
+                AttributeValue::S(self.status.as_str().to_owned()),
+            ),
+            (
+                read_model::VERSION.into(),
+                AttributeValue::N(self.version.to_string()),
+            ),
+            (
+                read_model::CREATED_AT.into(),
+                AttributeValue::S(format_time(self.created_at)),
+            ),
+            (
+                read_model::UPDATED_AT.into(),
+                AttributeValue::S(format_time(self.updated_at)),
+            ),
         ])
     }
 
@@ -279,7 +323,8 @@ pub fn get_n(item: &Item, name: &str) -> Result<i64, RowError> {
 }
 
 fn get_time(item: &Item, name: &str) -> Result<DateTime<Utc>, RowError> {
-    parse_time(get_s(item, name)?).ok_or_else(|| RowError(format!("attribute {name} is not a time")))
+    parse_time(get_s(item, name)?)
+        .ok_or_else(|| RowError(format!("attribute {name} is not a time")))
 }
 
 #[cfg(test)]
@@ -293,7 +338,9 @@ mod tests {
         StoredEvent {
             event_id: Uuid::new_v4(),
             version,
-            occurred_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, version as u32).unwrap(),
+            occurred_at: Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, 0, version as u32)
+                .unwrap(),
             schema_version: 1,
             request_id: format!("r{version}"),
             correlation_id: "c".into(),
@@ -345,7 +392,10 @@ mod tests {
             row = Some(next(UserProfileRow::apply(row.as_ref(), event)));
         }
         let row = row.unwrap();
-        assert_eq!((row.name.as_str(), row.email.as_str(), row.version), ("Annie", "b@example.com", 3));
+        assert_eq!(
+            (row.name.as_str(), row.email.as_str(), row.version),
+            ("Annie", "b@example.com", 3)
+        );
         assert_eq!(row.created_at, events[0].occurred_at);
         assert_eq!(row.updated_at, events[2].occurred_at);
         assert_eq!(UserProfileRow::from_item(&row.to_item()).unwrap(), row);
@@ -355,13 +405,21 @@ mod tests {
     fn redelivered_events_are_already_applied_and_gaps_are_reported() {
         let events = user_events(UserId::new_random());
         let row1 = next(UserProfileRow::apply(None, &events[0]));
-        assert_eq!(UserProfileRow::apply(Some(&row1), &events[0]), Applied::AlreadyApplied);
+        assert_eq!(
+            UserProfileRow::apply(Some(&row1), &events[0]),
+            Applied::AlreadyApplied
+        );
         assert_eq!(
             UserProfileRow::apply(Some(&row1), &events[2]),
             Applied::Gap { from: 2, to: 2 }
         );
-        assert_eq!(UserProfileRow::apply(None, &events[2]), Applied::Gap { from: 1, to: 2 });
-        let Applied::Next { expected_version, .. } = UserProfileRow::apply(Some(&row1), &events[1])
+        assert_eq!(
+            UserProfileRow::apply(None, &events[2]),
+            Applied::Gap { from: 1, to: 2 }
+        );
+        let Applied::Next {
+            expected_version, ..
+        } = UserProfileRow::apply(Some(&row1), &events[1])
         else {
             panic!()
         };
@@ -397,6 +455,9 @@ mod tests {
         assert_eq!((row.status, row.version), (OrderStatus::Processing, 2));
         assert_eq!(OrderSummaryRow::from_item(&row.to_item()).unwrap(), row);
         let user_event = &user_events(UserId::new_random())[0];
-        assert_eq!(OrderSummaryRow::apply(Some(&row), user_event), Applied::Ignored);
+        assert_eq!(
+            OrderSummaryRow::apply(Some(&row), user_event),
+            Applied::Ignored
+        );
     }
 }

@@ -24,7 +24,11 @@ pub struct Config {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Address the gRPC server listens on.
-    #[arg(long, env = "DYNABRIDGE_COMMAND_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "DYNABRIDGE_COMMAND_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
 }
 

@@ -24,7 +24,10 @@ fn request_hash<M: Message + Clone>(request: &M, clear: impl FnOnce(&mut M)) -> 
 fn expected_version(raw: Option<i64>, errors: &mut ValidationError) -> Option<Version> {
     match raw {
         Some(v) if v < 0 => {
-            errors.push(FieldViolation::new("expected_version", "must be at least 0"));
+            errors.push(FieldViolation::new(
+                "expected_version",
+                "must be at least 0",
+            ));
             None
         }
         other => other,
@@ -52,7 +55,10 @@ pub struct CreateUser {
 }
 
 impl CreateUser {
-    pub fn parse(req: &pb::CreateUserRequest, correlation_id: &str) -> Result<Self, ValidationError> {
+    pub fn parse(
+        req: &pb::CreateUserRequest,
+        correlation_id: &str,
+    ) -> Result<Self, ValidationError> {
         let pb::CreateUserRequest {
             request_id,
             correlation_id: _,
@@ -68,7 +74,9 @@ impl CreateUser {
             r.correlation_id.clear();
         });
         match (meta(request_id, hash, correlation_id, None), email, name) {
-            (Some(meta), Some(email), Some(name)) if errors.is_empty() => Ok(Self { meta, email, name }),
+            (Some(meta), Some(email), Some(name)) if errors.is_empty() => {
+                Ok(Self { meta, email, name })
+            }
             _ => Err(errors),
         }
     }
@@ -100,7 +108,10 @@ impl UpdateUserProfile {
         let user_id = errors.check(UserId::parse("user_id", user_id));
         let expected = expected_version(*raw_expected, &mut errors);
         let (mut new_name, mut new_email) = (None, None);
-        let paths = update_mask.as_ref().map(|m| m.paths.as_slice()).unwrap_or_default();
+        let paths = update_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
         if paths.is_empty() {
             errors.push(FieldViolation::new(
                 "update_mask",
@@ -109,7 +120,9 @@ impl UpdateUserProfile {
         }
         for path in paths {
             match path.as_str() {
-                "name" => new_name = errors.check(UserName::parse(name).map_err(|e| e.under("name"))),
+                "name" => {
+                    new_name = errors.check(UserName::parse(name).map_err(|e| e.under("name")))
+                }
                 "email" => {
                     new_email = errors.check(Email::parse(email).map_err(|e| e.under("email")));
                 }
@@ -143,7 +156,10 @@ pub struct CreateOrder {
 }
 
 impl CreateOrder {
-    pub fn parse(req: &pb::CreateOrderRequest, correlation_id: &str) -> Result<Self, ValidationError> {
+    pub fn parse(
+        req: &pb::CreateOrderRequest,
+        correlation_id: &str,
+    ) -> Result<Self, ValidationError> {
         let pb::CreateOrderRequest {
             request_id,
             correlation_id: _,
@@ -204,7 +220,11 @@ impl UpdateOrderStatus {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (meta(request_id, hash, correlation_id, expected), order_id, status) {
+        match (
+            meta(request_id, hash, correlation_id, expected),
+            order_id,
+            status,
+        ) {
             (Some(meta), Some(order_id), Some(status)) if errors.is_empty() => Ok(Self {
                 meta,
                 order_id,

@@ -61,16 +61,24 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        handle("CreateUser", request, |r| &r.correlation_id, |req, cid| async move {
-            let cmd = CreateUser::parse(&req, &cid)?;
-            let out = self.handler.create_user(&cmd.meta, cmd.email, cmd.name).await?;
-            Ok(pb::CreateUserResponse {
-                user_id: out.aggregate_id,
-                version: out.version,
-                event_ids: out.event_ids,
-                correlation_id: out.correlation_id,
-            })
-        })
+        handle(
+            "CreateUser",
+            request,
+            |r| &r.correlation_id,
+            |req, cid| async move {
+                let cmd = CreateUser::parse(&req, &cid)?;
+                let out = self
+                    .handler
+                    .create_user(&cmd.meta, cmd.email, cmd.name)
+                    .await?;
+                Ok(pb::CreateUserResponse {
+                    user_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
         .await
     }
 
@@ -78,19 +86,24 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::UpdateUserProfileRequest>,
     ) -> Result<Response<pb::UpdateUserProfileResponse>, Status> {
-        handle("UpdateUserProfile", request, |r| &r.correlation_id, |req, cid| async move {
-            let cmd = UpdateUserProfile::parse(&req, &cid)?;
-            let out = self
-                .handler
-                .update_user_profile(&cmd.meta, cmd.user_id, cmd.name, cmd.email)
-                .await?;
-            Ok(pb::UpdateUserProfileResponse {
-                user_id: out.aggregate_id,
-                version: out.version,
-                event_ids: out.event_ids,
-                correlation_id: out.correlation_id,
-            })
-        })
+        handle(
+            "UpdateUserProfile",
+            request,
+            |r| &r.correlation_id,
+            |req, cid| async move {
+                let cmd = UpdateUserProfile::parse(&req, &cid)?;
+                let out = self
+                    .handler
+                    .update_user_profile(&cmd.meta, cmd.user_id, cmd.name, cmd.email)
+                    .await?;
+                Ok(pb::UpdateUserProfileResponse {
+                    user_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
         .await
     }
 
@@ -98,20 +111,25 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        handle("CreateOrder", request, |r| &r.correlation_id, |req, cid| async move {
-            let cmd = CreateOrder::parse(&req, &cid)?;
-            let out = self
-                .handler
-                .create_order(&cmd.meta, cmd.user_id, cmd.items, cmd.expected_total)
-                .await?;
-            Ok(pb::CreateOrderResponse {
-                order_id: out.aggregate_id,
-                version: out.version,
-                event_ids: out.event_ids,
-                correlation_id: out.correlation_id,
-                total: out.total.map(money_to_pb),
-            })
-        })
+        handle(
+            "CreateOrder",
+            request,
+            |r| &r.correlation_id,
+            |req, cid| async move {
+                let cmd = CreateOrder::parse(&req, &cid)?;
+                let out = self
+                    .handler
+                    .create_order(&cmd.meta, cmd.user_id, cmd.items, cmd.expected_total)
+                    .await?;
+                Ok(pb::CreateOrderResponse {
+                    order_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                    total: out.total.map(money_to_pb),
+                })
+            },
+        )
         .await
     }
 
@@ -119,19 +137,24 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::UpdateOrderStatusRequest>,
     ) -> Result<Response<pb::UpdateOrderStatusResponse>, Status> {
-        handle("UpdateOrderStatus", request, |r| &r.correlation_id, |req, cid| async move {
-            let cmd = UpdateOrderStatus::parse(&req, &cid)?;
-            let out = self
-                .handler
-                .update_order_status(&cmd.meta, cmd.order_id, cmd.status)
-                .await?;
-            Ok(pb::UpdateOrderStatusResponse {
-                order_id: out.aggregate_id,
-                version: out.version,
-                event_ids: out.event_ids,
-                correlation_id: out.correlation_id,
-            })
-        })
+        handle(
+            "UpdateOrderStatus",
+            request,
+            |r| &r.correlation_id,
+            |req, cid| async move {
+                let cmd = UpdateOrderStatus::parse(&req, &cid)?;
+                let out = self
+                    .handler
+                    .update_order_status(&cmd.meta, cmd.order_id, cmd.status)
+                    .await?;
+                Ok(pb::UpdateOrderStatusResponse {
+                    order_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
         .await
     }
 }

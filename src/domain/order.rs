@@ -72,10 +72,16 @@ impl OrderLines {
     /// request (`items`, `items[3].unit_price.currency_code`).
     pub fn new(lines: Vec<OrderLine>) -> Result<Self, ValidationError> {
         if lines.is_empty() {
-            return Err(ValidationError::single("items", "must have at least 1 item"));
+            return Err(ValidationError::single(
+                "items",
+                "must have at least 1 item",
+            ));
         }
         if lines.len() > Self::MAX {
-            return Err(ValidationError::single("items", "must have at most 100 items"));
+            return Err(ValidationError::single(
+                "items",
+                "must have at most 100 items",
+            ));
         }
         let currency = lines[0].unit_price.currency;
         let mut errors = ValidationError::default();
@@ -323,10 +329,7 @@ mod tests {
             line("c", 1, 1, "EUR"),
         ])
         .unwrap_err();
-        assert_eq!(
-            err.violations[0].field,
-            "items[2].unit_price.currency_code"
-        );
+        assert_eq!(err.violations[0].field, "items[2].unit_price.currency_code");
     }
 
     #[test]

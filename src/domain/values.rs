@@ -128,10 +128,7 @@ impl Quantity {
 
     pub fn parse(raw: i64) -> Result<Self, ValidationError> {
         if !(1..=Self::MAX).contains(&raw) {
-            return Err(ValidationError::single(
-                "",
-                "must be between 1 and 1000000",
-            ));
+            return Err(ValidationError::single("", "must be between 1 and 1000000"));
         }
         Ok(Self(raw))
     }
@@ -178,7 +175,10 @@ pub struct Money {
 impl Money {
     pub fn new(currency: Currency, amount_minor: i64) -> Result<Self, ValidationError> {
         if amount_minor < 0 {
-            return Err(ValidationError::single("amount_minor", "must be at least 0"));
+            return Err(ValidationError::single(
+                "amount_minor",
+                "must be at least 0",
+            ));
         }
         Ok(Self {
             currency,
@@ -188,13 +188,18 @@ impl Money {
 
     pub fn parse(currency_code: &str, amount_minor: i64) -> Result<Self, ValidationError> {
         let mut errors = ValidationError::default();
-        let currency = errors.check(Currency::parse(currency_code).map_err(|e| e.under("currency_code")));
+        let currency =
+            errors.check(Currency::parse(currency_code).map_err(|e| e.under("currency_code")));
         if amount_minor < 0 {
-            errors.push(super::FieldViolation::new("amount_minor", "must be at least 0"));
+            errors.push(super::FieldViolation::new(
+                "amount_minor",
+                "must be at least 0",
+            ));
         }
         errors.into_result()?;
         // Both checks passed, so the currency is present.
-        let currency = currency.ok_or_else(|| ValidationError::single("currency_code", "is required"))?;
+        let currency =
+            currency.ok_or_else(|| ValidationError::single("currency_code", "is required"))?;
         Ok(Self {
             currency,
             amount_minor,
@@ -285,9 +290,16 @@ mod tests {
         let big = Money::new(usd, i64::MAX / 2 + 1).unwrap();
         assert!(big.times(Quantity::parse(2).unwrap()).is_none());
         assert!(big.plus(big).is_none());
-        assert!(Money::new(usd, 1).unwrap().plus(Money::new(eur, 1).unwrap()).is_none());
+        assert!(
+            Money::new(usd, 1)
+                .unwrap()
+                .plus(Money::new(eur, 1).unwrap())
+                .is_none()
+        );
         assert_eq!(
-            Money::new(usd, 1999).unwrap().times(Quantity::parse(3).unwrap()),
+            Money::new(usd, 1999)
+                .unwrap()
+                .times(Quantity::parse(3).unwrap()),
             Some(Money::new(usd, 5997).unwrap())
         );
     }

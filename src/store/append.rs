@@ -8,9 +8,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::codec::event_to_item;
@@ -145,8 +143,14 @@ impl EventStore {
         if let Some((email, user_id)) = &append.claim_email {
             let put = Put::builder()
                 .table_name(self.tables.unique_emails())
-                .item(unique_emails::EMAIL, AttributeValue::S(email.as_str().to_owned()))
-                .item(unique_emails::USER_ID, AttributeValue::S(user_id.to_string()))
+                .item(
+                    unique_emails::EMAIL,
+                    AttributeValue::S(email.as_str().to_owned()),
+                )
+                .item(
+                    unique_emails::USER_ID,
+                    AttributeValue::S(user_id.to_string()),
+                )
                 .condition_expression("attribute_not_exists(#email)")
                 .expression_attribute_names("#email", unique_emails::EMAIL)
                 .build()
@@ -157,7 +161,10 @@ impl EventStore {
         if let Some((email, user_id)) = &append.release_email {
             let delete = Delete::builder()
                 .table_name(self.tables.unique_emails())
-                .key(unique_emails::EMAIL, AttributeValue::S(email.as_str().to_owned()))
+                .key(
+                    unique_emails::EMAIL,
+                    AttributeValue::S(email.as_str().to_owned()),
+                )
                 .condition_expression("#user = :user")
                 .expression_attribute_names("#user", unique_emails::USER_ID)
                 .expression_attribute_values(":user", AttributeValue::S(user_id.to_string()))
@@ -170,7 +177,10 @@ impl EventStore {
             // The user's first event exists if and only if the user does.
             let check = ConditionCheck::builder()
                 .table_name(&self.event_table)
-                .key(event_store::AGGREGATE_ID, AttributeValue::S(user_id.to_string()))
+                .key(
+                    event_store::AGGREGATE_ID,
+                    AttributeValue::S(user_id.to_string()),
+                )
                 .key(event_store::VERSION, AttributeValue::N("1".into()))
                 .condition_expression("attribute_exists(#id) AND #type = :user")
                 .expression_attribute_names("#id", event_store::AGGREGATE_ID)
@@ -200,28 +210,63 @@ impl EventStore {
         now: DateTime<Utc>,
     ) -> HashMap<String, AttributeValue> {
         let outcome = &record.outcome;
-        let expires = now.timestamp() + i64::try_from(self.idempotency_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let expires =
+            now.timestamp() + i64::try_from(self.idempotency_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let mut item = HashMap::from([
-            (idempotency::REQUEST_ID.into(), AttributeValue::S(record.request_id.clone())),
-            (idempotency::REQUEST_HASH.into(), AttributeValue::S(record.request_hash.clone())),
-            (idempotency::AGGREGATE_ID.into(), AttributeValue::S(outcome.aggregate_id.clone())),
-            (idempotency::VERSION.into(), AttributeValue::N(outcome.version.to_string())),
-            (idempotency::CORRELATION_ID.into(), AttributeValue::S(outcome.correlation_id.clone())),
-            (idempotency::CREATED_AT.into(), AttributeValue::S(crate::convert::format_time(now))),
-            (idempotency::EXPIRES_AT.into(), AttributeValue::N(expires.to_string())),
+            (
+                idempotency::REQUEST_ID.into(),
+                AttributeValue::S(record.request_id.clone()),
+            ),
+            (
+                idempotency::REQUEST_HASH.into(),
+                AttributeValue::S(record.request_hash.clone()),
+            ),
+            (
+                idempotency::AGGREGATE_ID.into(),
+                AttributeValue::S(outcome.aggregate_id.clone()),
+            ),
+            (
+                idempotency::VERSION.into(),
+                AttributeValue::N(outcome.version.to_string()),
+            ),
+            (
+                idempotency::CORRELATION_ID.into(),
+                AttributeValue::S(outcome.correlation_id.clone()),
+            ),
+            (
+                idempotency::CREATED_AT.into(),
+                AttributeValue::S(crate::convert::format_time(now)),
+            ),
+            (
+                idempotency::EXPIRES_AT.into(),
+                AttributeValue::N(expires.to_string()),
+            ),
         ]);
         if !outcome.event_ids.is_empty() {
             item.insert(
                 idempotency::EVENT_IDS.into(),
-                AttributeValue::L(outcome.event_ids.iter().cloned().map(AttributeValue::S).collect()),
+                AttributeValue::L(
+                    outcome
+                        .event_ids
+                        .iter()
+                        .cloned()
+                        .map(AttributeValue::S)
+                        .collect(),
+                ),
             );
         }
         if let Some(total) = outcome.total {
             item.insert(
                 idempotency::RESULT.into(),
                 AttributeValue::M(HashMap::from([
-                    ("TotalCurrency".into(), AttributeValue::S(total.currency.as_str().to_owned())),
-                    ("TotalMinor".into(), AttributeValue::N(total.amount_minor.to_string())),
+                    (
+                        "TotalCurrency".into(),
+                        AttributeValue::S(total.currency.as_str().to_owned()),
+                    ),
+                    (
+                        "TotalMinor".into(),
+                        AttributeValue::N(total.amount_minor.to_string()),
+                    ),
                 ])),
             );
         }
@@ -237,7 +282,10 @@ impl EventStore {
             .client
             .get_item()
             .table_name(self.tables.idempotency())
-            .key(idempotency::REQUEST_ID, AttributeValue::S(request_id.to_owned()))
+            .key(
+                idempotency::REQUEST_ID,
+                AttributeValue::S(request_id.to_owned()),
+            )
             .consistent_read(true)
             .send()
             .await
@@ -247,17 +295,24 @@ impl EventStore {
         };
         let s = |name: &str| match item.get(name) {
             Some(AttributeValue::S(s)) => Ok(s.clone()),
-            _ => Err(AppError::Internal(format!("idempotency record lacks {name}"))),
+            _ => Err(AppError::Internal(format!(
+                "idempotency record lacks {name}"
+            ))),
         };
         let version = match item.get(idempotency::VERSION) {
-            Some(AttributeValue::N(n)) => n.parse().map_err(|_| AppError::Internal("bad version".into()))?,
-            _ => return Err(AppError::Internal("idempotency record lacks a version".into())),
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| AppError::Internal("bad version".into()))?,
+            _ => {
+                return Err(AppError::Internal(
+                    "idempotency record lacks a version".into(),
+                ));
+            }
         };
         let event_ids = match item.get(idempotency::EVENT_IDS) {
-            Some(AttributeValue::L(ids)) => ids
-                .iter()
-                .filter_map(|v| v.as_s().ok().cloned())
-                .collect(),
+            Some(AttributeValue::L(ids)) => {
+                ids.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+            }
             _ => Vec::new(),
         };
         let total = match item.get(idempotency::RESULT) {
@@ -308,9 +363,10 @@ fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
         return AppendError::Store(from_sdk_error("appending events", err));
     }
     let failed = |part: Part| {
-        parts.iter().zip(&reasons).any(|(p, code)| {
-            *p == part && code.as_deref() == Some("ConditionalCheckFailed")
-        })
+        parts
+            .iter()
+            .zip(&reasons)
+            .any(|(p, code)| *p == part && code.as_deref() == Some("ConditionalCheckFailed"))
     };
     // Order matters: a retried request fails every condition it met the first
     // time, and must be recognised as a retry.

@@ -8,23 +8,55 @@ use uuid::Uuid;
 
 use crate::convert::{format_time, parse_time};
 use crate::domain::{AggregateType, StoredEvent};
-use crate::envelope::{DecodeError, event_from_payload, payload_from_json, payload_of, payload_to_json};
+use crate::envelope::{
+    DecodeError, event_from_payload, payload_from_json, payload_of, payload_to_json,
+};
 use crate::readmodel::{Item, get_n, get_s};
 use crate::schema::event_store as attr;
 
 pub fn event_to_item(stored: &StoredEvent) -> Item {
     let event = &stored.event;
     HashMap::from([
-        (attr::AGGREGATE_ID.into(), AttributeValue::S(event.aggregate_id().to_string())),
-        (attr::VERSION.into(), AttributeValue::N(stored.version.to_string())),
-        (attr::EVENT_ID.into(), AttributeValue::S(stored.event_id.to_string())),
-        (attr::EVENT_TYPE.into(), AttributeValue::S(event.event_type().to_owned())),
-        (attr::AGGREGATE_TYPE.into(), AttributeValue::S(event.aggregate_type().as_str().to_owned())),
-        (attr::TIMESTAMP.into(), AttributeValue::S(format_time(stored.occurred_at))),
-        (attr::SCHEMA_VERSION.into(), AttributeValue::N(stored.schema_version.to_string())),
-        (attr::EVENT_DATA.into(), AttributeValue::S(payload_to_json(&payload_of(event)))),
-        (attr::COMMAND_ID.into(), AttributeValue::S(stored.request_id.clone())),
-        (attr::CORRELATION_ID.into(), AttributeValue::S(stored.correlation_id.clone())),
+        (
+            attr::AGGREGATE_ID.into(),
+            AttributeValue::S(event.aggregate_id().to_string()),
+        ),
+        (
+            attr::VERSION.into(),
+            AttributeValue::N(stored.version.to_string()),
+        ),
+        (
+            attr::EVENT_ID.into(),
+            AttributeValue::S(stored.event_id.to_string()),
+        ),
+        (
+            attr::EVENT_TYPE.into(),
+            AttributeValue::S(event.event_type().to_owned()),
+        ),
+        (
+            attr::AGGREGATE_TYPE.into(),
+            AttributeValue::S(event.aggregate_type().as_str().to_owned()),
+        ),
+        (
+            attr::TIMESTAMP.into(),
+            AttributeValue::S(format_time(stored.occurred_at)),
+        ),
+        (
+            attr::SCHEMA_VERSION.into(),
+            AttributeValue::N(stored.schema_version.to_string()),
+        ),
+        (
+            attr::EVENT_DATA.into(),
+            AttributeValue::S(payload_to_json(&payload_of(event))),
+        ),
+        (
+            attr::COMMAND_ID.into(),
+            AttributeValue::S(stored.request_id.clone()),
+        ),
+        (
+            attr::CORRELATION_ID.into(),
+            AttributeValue::S(stored.correlation_id.clone()),
+        ),
     ])
 }
 
@@ -102,7 +134,10 @@ mod tests {
             },
         };
         let mut item = event_to_item(&stored);
-        item.insert(attr::AGGREGATE_ID.into(), AttributeValue::S(Uuid::new_v4().to_string()));
+        item.insert(
+            attr::AGGREGATE_ID.into(),
+            AttributeValue::S(Uuid::new_v4().to_string()),
+        );
         assert!(event_from_item(&item).is_err());
     }
 }

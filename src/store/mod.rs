@@ -46,9 +46,8 @@ pub async fn read_events(
             .await
             .map_err(|e| from_sdk_error("reading events", e))?;
         for item in page.items() {
-            events.push(
-                codec::event_from_item(item).map_err(|e| AppError::Internal(e.to_string()))?,
-            );
+            events
+                .push(codec::event_from_item(item).map_err(|e| AppError::Internal(e.to_string()))?);
         }
         match page.last_evaluated_key {
             Some(key) if !key.is_empty() => start_key = Some(key),

@@ -1,0 +1,20 @@
+//! `local-stack`: the whole system on 127.0.0.1, for development.
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = local_stack::Options::parse();
+    dynabridge::grpc::init_tracing();
+    let stack = local_stack::start(options)
+        .await
+        .context("starting the local stack")?;
+    println!("{}", stack.endpoints().banner());
+    stack
+        .run_until(dynabridge::grpc::shutdown_signal())
+        .await
+        .context("running the local stack")?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The error of the projector's DynamoDB tables (read models, checkpoints,
+//! the event store). Every failure is retried; the kind only decides how
+//! loudly it is logged.
+
+use dynabridge::error::AppError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Transport failure, timeout or throttling: expected to pass.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bad request, an unreadable row, a missing table.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<AppError> for StoreError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Unavailable(detail) => Self::Unavailable(detail),
+            other => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Classifies an SDK error of any AWS client the way the root library does.
+pub fn sdk_error<E, R>(context: &str, err: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    dynabridge::error::from_sdk_error(context, err).into()
+}

@@ -1,0 +1,549 @@
+//! Writing the read models, version-gated: an event changes a row only if
+//! the stored row is at the version just before it, so that redelivered
+//! events change nothing and missing ones are filled in from the event store
+//! first.
+//!
+//! The rows this projector wrote or read are kept in a bounded cache, so that
+//! the steady state is one DynamoDB call per event (the conditional `PutItem`).
+//! The cache may be behind the table (another writer, another projector): a
+//! failed condition evicts the row, reads it again and retries.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use dynabridge::domain::{AggregateType, StoredEvent, Version};
+use dynabridge::readmodel::{Applied, OrderSummaryRow, UserProfileRow};
+use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
+
+use crate::error::{StoreError, sdk_error};
+
+/// Rows the cache holds at most.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+/// Conditional writes that may fail for one event before the event is
+/// retried as a whole: each failure means another writer moved the row on.
+const MAX_CONFLICTS: usize = 8;
+
+/// The read model an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    UserProfiles,
+    OrderSummaries,
+}
+
+impl Model {
+    pub fn of(event: &StoredEvent) -> Self {
+        match event.event.aggregate_type() {
+            AggregateType::User => Self::UserProfiles,
+            AggregateType::Order => Self::OrderSummaries,
+        }
+    }
+}
+
+/// A row of either read model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    User(UserProfileRow),
+    Order(OrderSummaryRow),
+}
+
+impl Row {
+    pub fn version(&self) -> Version {
+        match self {
+            Self::User(r) => r.version,
+            Self::Order(r) => r.version,
+        }
+    }
+
+    pub fn model(&self) -> Model {
+        match self {
+            Self::User(_) => Model::UserProfiles,
+            Self::Order(_) => Model::OrderSummaries,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(r) => &r.user_id,
+            Self::Order(r) => &r.order_id,
+        }
+    }
+
+    fn apply(model: Model, current: Option<&Row>, event: &StoredEvent) -> Applied<Row> {
+        match model {
+            Model::UserProfiles => {
+                let current = match current {
+                    Some(Row::User(r)) => Some(r),
+                    _ => None,
+                };
+                lift(UserProfileRow::apply(current, event), Row::User)
+            }
+            Model::OrderSummaries => {
+                let current = match current {
+                    Some(Row::Order(r)) => Some(r),
+                    _ => None,
+                };
+                lift(OrderSummaryRow::apply(current, event), Row::Order)
+            }
+        }
+    }
+}
+
+fn lift<R>(applied: Applied<R>, wrap: impl FnOnce(R) -> Row) -> Applied<Row> {
+    match applied {
+        Applied::Next {
+            row,
+            expected_version,
+        } => Applied::Next {
+            row: wrap(row),
+            expected_version,
+        },
+        Applied::AlreadyApplied => Applied::AlreadyApplied,
+        Applied::Gap { from, to } => Applied::Gap { from, to },
+        Applied::Ignored => Applied::Ignored,
+    }
+}
+
+/// What a conditional write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// The stored row was not at the expected version.
+    ConditionFailed,
+}
+
+/// The tables the read models need.
+#[async_trait]
+pub trait RowStore: Send + Sync {
+    /// The row, read consistently.
+    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError>;
+
+    /// Stores `row` if the stored one is at `expected_version` (0: absent).
+    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError>;
+
+    /// The aggregate's events `from..=to` from the event store, in order.
+    async fn events(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// Two generations of rows: a hit in the old one moves the row to the young
+/// one, and a full young generation replaces the old. Recently used rows
+/// survive, memory stays bounded, and nothing is scanned.
+#[derive(Debug)]
+struct RowCache {
+    generation_capacity: usize,
+    young: HashMap<(Model, String), Row>,
+    old: HashMap<(Model, String), Row>,
+}
+
+impl RowCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            generation_capacity: (capacity / 2).max(1),
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, model: Model, id: &str) -> Option<Row> {
+        let key = (model, id.to_owned());
+        if let Some(row) = self.young.get(&key) {
+            return Some(row.clone());
+        }
+        let row = self.old.remove(&key)?;
+        self.insert(row.clone());
+        Some(row)
+    }
+
+    fn insert(&mut self, row: Row) {
+        if self.young.len() >= self.generation_capacity {
+            self.old = std::mem::take(&mut self.young);
+        }
+        let key = (row.model(), row.id().to_owned());
+        self.old.remove(&key);
+        self.young.insert(key, row);
+    }
+
+    fn remove(&mut self, model: Model, id: &str) {
+        let key = (model, id.to_owned());
+        self.young.remove(&key);
+        self.old.remove(&key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+/// Applies events to the read models.
+pub struct ReadModels {
+    store: Box<dyn RowStore>,
+    cache: Mutex<RowCache>,
+}
+
+impl ReadModels {
+    pub fn new(store: Box<dyn RowStore>, cache_capacity: usize) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(RowCache::new(cache_capacity)),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, RowCache> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // in a way that matters: every entry is a row we wrote.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes sure `event` is reflected in its read model, filling any gap
+    /// before it from the event store.
+    pub async fn project(&self, event: &StoredEvent) -> Result<(), StoreError> {
+        let model = Model::of(event);
+        let id = event.event.aggregate_id().to_string();
+        let cached = self.cache().get(model, &id);
+        let mut from_cache = cached.is_some();
+        let mut current = match cached {
+            Some(row) => Some(row),
+            // A first event needs no read: the conditional write fails if
+            // the row exists, and that failure is the read.
+            None if event.version <= 1 => None,
+            None => self.read(model, &id).await?,
+        };
+        let mut missing: VecDeque<StoredEvent> = VecDeque::new();
+        let mut conflicts = 0;
+        loop {
+            let next = missing.front().unwrap_or(event);
+            match Row::apply(model, current.as_ref(), next) {
+                Applied::Ignored | Applied::AlreadyApplied => {
+                    if missing.pop_front().is_none() {
+                        return Ok(());
+                    }
+                }
+                Applied::Gap { from, to } => {
+                    if from_cache {
+                        // Another writer may have moved the row on; only the
+                        // table can say whether the gap is real.
+                        current = self.read(model, &id).await?;
+                        from_cache = false;
+                        continue;
+                    }
+                    if !missing.is_empty() {
+                        return Err(StoreError::Failed(format!(
+                            "aggregate {id}: event store events do not follow on from the read model"
+                        )));
+                    }
+                    let events = self.store.events(&id, from, to).await?;
+                    let versions: Vec<Version> = events.iter().map(|e| e.version).collect();
+                    if versions != (from..=to).collect::<Vec<_>>() {
+                        return Err(StoreError::Failed(format!(
+                            "aggregate {id}: the event store lacks versions {from} to {to}"
+                        )));
+                    }
+                    tracing::info!(aggregate_id = %id, from, to, version = event.version, "filling a read model gap from the event store");
+                    missing = events.into();
+                }
+                Applied::Next {
+                    row,
+                    expected_version,
+                } => match self.store.put(&row, expected_version).await? {
+                    PutOutcome::Written => {
+                        tracing::debug!(
+                            event_id = %next.event_id,
+                            event_type = next.event.event_type(),
+                            aggregate_id = %id,
+                            version = row.version(),
+                            "read model updated"
+                        );
+                        self.cache().insert(row.clone());
+                        current = Some(row);
+                        from_cache = false;
+                        if missing.pop_front().is_none() {
+                            return Ok(());
+                        }
+                    }
+                    PutOutcome::ConditionFailed => {
+                        conflicts += 1;
+                        if conflicts > MAX_CONFLICTS {
+                            return Err(StoreError::Failed(format!(
+                                "aggregate {id}: the read model row keeps changing under the projector"
+                            )));
+                        }
+                        tracing::debug!(aggregate_id = %id, expected_version, "read model row was not at the expected version, reading it again");
+                        current = self.read(model, &id).await?;
+                        from_cache = false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads the row from the table, replacing whatever the cache held: a
+    /// row just read is as good as one just written.
+    async fn read(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
+        self.cache().remove(model, id);
+        let row = self.store.get(model, id).await?;
+        if let Some(row) = &row {
+            self.cache().insert(row.clone());
+        }
+        Ok(row)
+    }
+
+    #[cfg(test)]
+    fn cached_rows(&self) -> usize {
+        self.cache().len()
+    }
+}
+
+/// The read models and the event store on DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoRows {
+    client: aws_sdk_dynamodb::Client,
+    tables: Tables,
+}
+
+impl DynamoRows {
+    pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    fn table_and_key(&self, model: Model) -> (String, &'static str) {
+        match model {
+            Model::UserProfiles => (self.tables.user_profiles(), user_profiles::USER_ID),
+            Model::OrderSummaries => (self.tables.order_summaries(), order_summaries::ORDER_ID),
+        }
+    }
+}
+
+#[async_trait]
+impl RowStore for DynamoRows {
+    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
+        let (table, key) = self.table_and_key(model);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .consistent_read(true)
+            .key(key, AttributeValue::S(id.to_owned()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("reading a read model row", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let row = match model {
+            Model::UserProfiles => UserProfileRow::from_item(&item).map(Row::User),
+            Model::OrderSummaries => OrderSummaryRow::from_item(&item).map(Row::Order),
+        };
+        row.map(Some)
+            .map_err(|e| StoreError::Failed(format!("row {id}: {e}")))
+    }
+
+    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError> {
+        let (table, key) = self.table_and_key(row.model());
+        let item = match row {
+            Row::User(r) => r.to_item(),
+            Row::Order(r) => r.to_item(),
+        };
+        let request = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item));
+        let request = if expected_version == 0 {
+            request
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", key)
+        } else {
+            request
+                .condition_expression("#Version = :expected")
+                .expression_attribute_names("#Version", read_model::VERSION)
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(expected_version.to_string()),
+                )
+        };
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(PutOutcome::ConditionFailed)
+            }
+            Err(err) => Err(sdk_error("writing a read model row", err)),
+        }
+    }
+
+    async fn events(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        dynabridge::store::read_events(
+            &self.client,
+            &self.tables.event_store(),
+            aggregate_id,
+            from,
+            Some(to),
+        )
+        .await
+        .map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeRows, RowCall, user_events};
+
+    fn read_models(store: &FakeRows) -> ReadModels {
+        ReadModels::new(Box::new(store.clone()), CACHE_CAPACITY)
+    }
+
+    #[tokio::test]
+    async fn steady_state_is_one_write_per_event() {
+        let store = FakeRows::default();
+        let models = read_models(&store);
+        let events = user_events(3);
+        for event in &events {
+            models.project(event).await.unwrap();
+        }
+        let calls = store.calls();
+        assert_eq!(
+            calls,
+            vec![RowCall::Put(1, 0), RowCall::Put(2, 1), RowCall::Put(3, 2)],
+            "no reads: version 1 needs none and later ones hit the cache"
+        );
+        assert_eq!(store.row_version(&events[0]), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_event_changes_nothing() {
+        let store = FakeRows::default();
+        let events = user_events(2);
+        read_models(&store).project(&events[0]).await.unwrap();
+        read_models(&store).project(&events[1]).await.unwrap();
+        let before = store.row(&events[0]);
+        store.clear_calls();
+
+        // A fresh projector (empty cache) sees both again.
+        let models = read_models(&store);
+        models.project(&events[0]).await.unwrap();
+        models.project(&events[1]).await.unwrap();
+        assert_eq!(store.row(&events[0]), before);
+        assert_eq!(
+            store.calls(),
+            vec![RowCall::Put(1, 0), RowCall::Get],
+            "the first write fails its condition; the row read then is cached and shows the second applied"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_cache_entry_is_evicted_and_the_row_read_again() {
+        let store = FakeRows::default();
+        let events = user_events(3);
+        let models = read_models(&store);
+        models.project(&events[0]).await.unwrap();
+        // Another writer applies version 2 behind this projector's back.
+        read_models(&store).project(&events[1]).await.unwrap();
+        store.clear_calls();
+
+        models.project(&events[1]).await.unwrap();
+        assert_eq!(
+            store.calls(),
+            vec![RowCall::Put(2, 1), RowCall::Get],
+            "the cached version 1 row fails the condition, the re-read shows version 2 applied"
+        );
+        store.clear_calls();
+        models.project(&events[2]).await.unwrap();
+        assert_eq!(
+            store.calls(),
+            vec![RowCall::Put(3, 2)],
+            "the fresh row is cached"
+        );
+        assert_eq!(store.row_version(&events[0]), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_from_the_event_store_in_order() {
+        let store = FakeRows::default();
+        let events = user_events(4);
+        store.add_events(&events);
+        read_models(&store).project(&events[0]).await.unwrap();
+        store.clear_calls();
+
+        let models = read_models(&store);
+        models.project(&events[3]).await.unwrap();
+        assert_eq!(
+            store.calls(),
+            vec![
+                RowCall::Get,
+                RowCall::Events(2, 3),
+                RowCall::Put(2, 1),
+                RowCall::Put(3, 2),
+                RowCall::Put(4, 3)
+            ]
+        );
+        assert_eq!(store.row(&events[0]), {
+            let mut row = None;
+            for e in &events {
+                if let Applied::Next { row: next, .. } = UserProfileRow::apply(row.as_ref(), e) {
+                    row = Some(next);
+                }
+            }
+            row.map(Row::User)
+        });
+    }
+
+    #[tokio::test]
+    async fn a_gap_the_event_store_cannot_fill_is_an_error_and_writes_nothing() {
+        let store = FakeRows::default();
+        let events = user_events(3);
+        read_models(&store).project(&events[0]).await.unwrap();
+        let err = read_models(&store).project(&events[2]).await.unwrap_err();
+        assert!(err.to_string().contains("lacks versions 2 to 2"), "{err}");
+        assert_eq!(store.row_version(&events[0]), Some(1));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_recent_rows() {
+        let mut cache = RowCache::new(4);
+        let rows: Vec<Row> = (0..10)
+            .map(|i| {
+                let mut row = crate::testing::user_row(1);
+                row.user_id = format!("user-{i}");
+                Row::User(row)
+            })
+            .collect();
+        for row in &rows {
+            cache.insert(row.clone());
+            // Row 0 is used all the time and must survive.
+            assert!(cache.get(Model::UserProfiles, "user-0").is_some());
+        }
+        assert!(cache.len() <= 4, "{}", cache.len());
+        assert!(cache.get(Model::UserProfiles, "user-1").is_none());
+        assert!(cache.get(Model::UserProfiles, "user-9").is_some());
+        assert!(cache.get(Model::OrderSummaries, "user-9").is_none());
+    }
+
+    #[tokio::test]
+    async fn every_written_row_is_cached() {
+        let store = FakeRows::default();
+        let models = read_models(&store);
+        for event in user_events(2) {
+            models.project(&event).await.unwrap();
+        }
+        assert_eq!(models.cached_rows(), 1);
+    }
+}

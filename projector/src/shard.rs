@@ -1,0 +1,590 @@
+//! Reading one shard, from its checkpoint until it closes: `GetRecords` in a
+//! loop, each batch handled, then checkpointed.
+//!
+//! Invariant: a checkpoint is written only after the handler returned `Ok`
+//! for every event up to it, and at most once per batch. A batch whose
+//! handling fails is retried with capped backoff until it succeeds or the
+//! projector shuts down; the shard never moves past an unprocessed event.
+//!
+//! A record that cannot be decoded is poison: the shard stops at it, after
+//! checkpointing the records before it. Skipping it would lose an event for
+//! good (a read model behind forever, a subscriber never told), and
+//! retrying cannot help since the bytes will not change. Stopping keeps the
+//! position, makes the error loud, and lets an operator fix the item or
+//! deploy a projector that reads it; the shard resumes on restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodbstreams::types::AttributeValue;
+use dynabridge::domain::StoredEvent;
+use dynabridge::schema::event_store;
+use dynabridge::store::codec::event_from_item;
+
+use crate::attribute::image_to_item;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::control::{Shutdown, Timing};
+use crate::handler::BatchHandler;
+use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
+
+/// The most records one `GetRecords` returns.
+pub const RECORDS_PER_CALL: i32 = 1000;
+
+/// Everything a shard reader needs, shared by the readers of one stream.
+pub struct Pipeline {
+    pub stream_arn: String,
+    pub streams: Arc<dyn StreamApi>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub handler: Arc<dyn BatchHandler>,
+    pub timing: Timing,
+    pub shutdown: Shutdown,
+}
+
+/// Why a shard reader stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardEnd {
+    /// The shard is closed and every record is processed and checkpointed.
+    Finished,
+    /// Stopped at a record that cannot be decoded.
+    Poisoned,
+    Shutdown,
+}
+
+/// A record that cannot become an event.
+#[derive(Debug)]
+struct Poison {
+    reason: String,
+    event_id: Option<String>,
+}
+
+enum BatchEnd {
+    Done { last_sequence_number: String },
+    Poisoned,
+    Shutdown,
+}
+
+/// The event in a stream record; `None` for a record that is not an event.
+fn decode(record: &StreamRecord) -> Result<Option<StoredEvent>, Poison> {
+    if record.sequence_number.is_empty() {
+        return Err(Poison {
+            reason: "record without a sequence number".into(),
+            event_id: None,
+        });
+    }
+    if record.operation != Operation::Insert {
+        return Ok(None);
+    }
+    let Some(image) = &record.new_image else {
+        return Err(Poison {
+            reason: "insert without a new image: the stream must carry NEW_IMAGE".into(),
+            event_id: None,
+        });
+    };
+    let poison = |reason: String| Poison {
+        reason,
+        event_id: event_id_of(image),
+    };
+    let item = image_to_item(image).map_err(|e| poison(e.to_string()))?;
+    event_from_item(&item)
+        .map(Some)
+        .map_err(|e| poison(e.to_string()))
+}
+
+fn event_id_of(image: &HashMap<String, AttributeValue>) -> Option<String> {
+    match image.get(event_store::EVENT_ID) {
+        Some(AttributeValue::S(id)) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+impl Pipeline {
+    /// Reads `shard_id` from `checkpoint` until it closes, a poison record
+    /// stops it, or shutdown. An error is one retrying cannot fix.
+    pub async fn run_shard(
+        &self,
+        shard_id: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<ShardEnd, StreamError> {
+        let mut last_sequence_number = checkpoint.sequence_number;
+        let start = StartPosition::after(last_sequence_number.as_deref());
+        tracing::info!(shard_id, from = ?start, "reading shard");
+        let Some(mut iterator) = self.iterator(shard_id, start).await? else {
+            return Ok(ShardEnd::Shutdown);
+        };
+        let mut idle = self.timing.idle_backoff();
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(ShardEnd::Shutdown);
+            }
+            let page = match self.streams.get_records(&iterator, RECORDS_PER_CALL).await {
+                Ok(page) => {
+                    retry.reset();
+                    page
+                }
+                Err(StreamError::ExpiredIterator) => {
+                    tracing::debug!(shard_id, "shard iterator expired, renewing it");
+                    let position = StartPosition::after(last_sequence_number.as_deref());
+                    match self.iterator(shard_id, position).await? {
+                        Some(renewed) => iterator = renewed,
+                        None => return Ok(ShardEnd::Shutdown),
+                    }
+                    continue;
+                }
+                Err(StreamError::Trimmed) => {
+                    tracing::warn!(shard_id, after = ?last_sequence_number, "stream records were trimmed before the projector read them, going on from the oldest record left");
+                    match self.iterator(shard_id, StartPosition::TrimHorizon).await? {
+                        Some(renewed) => iterator = renewed,
+                        None => return Ok(ShardEnd::Shutdown),
+                    }
+                    continue;
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(shard_id, error = %err, "reading the stream failed, retrying");
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return Ok(ShardEnd::Shutdown);
+                    }
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let closed = page.next_iterator.is_none();
+            if !page.records.is_empty() {
+                idle.reset();
+                match self.process(shard_id, &page.records, closed).await {
+                    BatchEnd::Done {
+                        last_sequence_number: last,
+                    } => last_sequence_number = Some(last),
+                    BatchEnd::Poisoned => return Ok(ShardEnd::Poisoned),
+                    BatchEnd::Shutdown => return Ok(ShardEnd::Shutdown),
+                }
+            } else if closed {
+                // The last page was empty: nothing checkpointed it finished.
+                let finished = Checkpoint {
+                    sequence_number: last_sequence_number.clone(),
+                    finished: true,
+                };
+                if !self.save(shard_id, &finished).await {
+                    return Ok(ShardEnd::Shutdown);
+                }
+            }
+            let Some(next) = page.next_iterator else {
+                tracing::info!(shard_id, last_sequence_number = ?last_sequence_number, "shard closed and finished");
+                return Ok(ShardEnd::Finished);
+            };
+            iterator = next;
+            if page.records.is_empty() && !self.shutdown.sleep(idle.next_delay()).await {
+                return Ok(ShardEnd::Shutdown);
+            }
+        }
+    }
+
+    /// A new iterator at `position`, retrying what can pass; `None` on
+    /// shutdown.
+    async fn iterator(
+        &self,
+        shard_id: &str,
+        mut position: StartPosition,
+    ) -> Result<Option<String>, StreamError> {
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            match self
+                .streams
+                .shard_iterator(&self.stream_arn, shard_id, &position)
+                .await
+            {
+                Ok(iterator) => return Ok(Some(iterator)),
+                Err(StreamError::Trimmed) if position != StartPosition::TrimHorizon => {
+                    tracing::warn!(shard_id, from = ?position, "the checkpointed position is trimmed, going on from the oldest record left");
+                    position = StartPosition::TrimHorizon;
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(shard_id, error = %err, "getting a shard iterator failed, retrying");
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return Ok(None);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Handles one non-empty batch and checkpoints it.
+    async fn process(&self, shard_id: &str, records: &[StreamRecord], closed: bool) -> BatchEnd {
+        let mut events = Vec::with_capacity(records.len());
+        let mut last_good: Option<&str> = None;
+        let mut poison = None;
+        for record in records {
+            match decode(record) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {
+                    tracing::debug!(shard_id, sequence_number = %record.sequence_number, operation = ?record.operation, "not an insert, skipped")
+                }
+                Err(why) => {
+                    poison = Some((record, why));
+                    break;
+                }
+            }
+            last_good = Some(&record.sequence_number);
+        }
+        if let Some(last) = last_good {
+            tracing::debug!(shard_id, records = records.len(), events = events.len(), last_sequence_number = %last, "handling a batch");
+            if !events.is_empty() && !self.handle(shard_id, &events).await {
+                return BatchEnd::Shutdown;
+            }
+            let checkpoint = Checkpoint {
+                sequence_number: Some(last.to_owned()),
+                finished: closed && poison.is_none(),
+            };
+            if !self.save(shard_id, &checkpoint).await {
+                return BatchEnd::Shutdown;
+            }
+        }
+        match (poison, last_good) {
+            (Some((record, why)), _) => {
+                tracing::error!(
+                    shard_id,
+                    sequence_number = %record.sequence_number,
+                    event_id = why.event_id.as_deref().unwrap_or("unknown"),
+                    error = %why.reason,
+                    "poison record: the shard stops before it until the item is fixed or the projector can read it"
+                );
+                BatchEnd::Poisoned
+            }
+            (None, Some(last)) => BatchEnd::Done {
+                last_sequence_number: last.to_owned(),
+            },
+            // Only an empty batch has neither, and it is never processed.
+            (None, None) => BatchEnd::Shutdown,
+        }
+    }
+
+    /// Hands `events` to the handler until it succeeds; `false` on shutdown.
+    async fn handle(&self, shard_id: &str, events: &[StoredEvent]) -> bool {
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            match self.handler.handle(events, &self.shutdown).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    if self.shutdown.is_triggered() {
+                        tracing::info!(
+                            shard_id,
+                            events = events.len(),
+                            "shutdown: batch abandoned without a checkpoint"
+                        );
+                        return false;
+                    }
+                    if err.is_transient() {
+                        tracing::warn!(shard_id, error = %err, events = events.len(), "handling a batch failed, retrying");
+                    } else {
+                        tracing::error!(shard_id, error = %err, events = events.len(), "handling a batch failed, retrying");
+                    }
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `checkpoint` until it is stored; `false` on shutdown.
+    async fn save(&self, shard_id: &str, checkpoint: &Checkpoint) -> bool {
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            match self
+                .checkpoints
+                .save(&self.stream_arn, shard_id, checkpoint)
+                .await
+            {
+                Ok(()) => return true,
+                Err(err) => {
+                    if err.is_transient() {
+                        tracing::warn!(shard_id, error = %err, "writing a checkpoint failed, retrying");
+                    } else {
+                        tracing::error!(shard_id, error = %err, "writing a checkpoint failed, retrying");
+                    }
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Entry, Harness, insert_record, user_events};
+
+    fn handled_versions(journal: &[Entry]) -> Vec<i64> {
+        journal
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Handled(versions) => Some(versions.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_closed_shard_is_read_to_the_end_with_one_checkpoint_per_batch() {
+        let h = Harness::new();
+        let events = user_events(5);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(2);
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        let s = |n| h.seq(n);
+        assert_eq!(
+            h.journal.entries(),
+            vec![
+                Entry::Iterator("A".into(), StartPosition::TrimHorizon),
+                Entry::Handled(vec![1, 2]),
+                Entry::Checkpoint("A".into(), Some(s(2)), false),
+                Entry::Handled(vec![3, 4]),
+                Entry::Checkpoint("A".into(), Some(s(4)), false),
+                Entry::Handled(vec![5]),
+                Entry::Checkpoint("A".into(), Some(s(5)), true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shard_closing_on_an_empty_page_is_marked_finished() {
+        let h = Harness::new();
+        let events = user_events(2);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.close_on_empty_page("A");
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        assert_eq!(
+            h.checkpoints.saved("A"),
+            vec![(Some(h.seq(2)), false), (Some(h.seq(2)), true)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_shard_is_polled_until_shutdown_and_never_finished() {
+        let h = Harness::new();
+        h.streams
+            .add_shard("A", None, h.records(&user_events(1)), false);
+        let pipeline = Arc::new(h.pipeline());
+        let task = tokio::spawn({
+            let pipeline = pipeline.clone();
+            async move { pipeline.run_shard("A", Checkpoint::default()).await }
+        });
+        crate::testing::wait_until("several idle polls", || h.streams.get_records_calls() >= 5)
+            .await;
+        h.trigger.trigger();
+        assert_eq!(task.await.unwrap().unwrap(), ShardEnd::Shutdown);
+        assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(1)), false)]);
+    }
+
+    #[tokio::test]
+    async fn reading_starts_after_the_checkpoint() {
+        let h = Harness::new();
+        let events = user_events(4);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        let checkpoint = Checkpoint {
+            sequence_number: Some(h.seq(2)),
+            finished: false,
+        };
+        h.pipeline().run_shard("A", checkpoint).await.unwrap();
+        assert_eq!(handled_versions(&h.journal.entries()), vec![3, 4]);
+        assert_eq!(
+            h.journal.entries()[0],
+            Entry::Iterator("A".into(), StartPosition::After(h.seq(2)))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_iterator_is_renewed_after_the_last_processed_record() {
+        let h = Harness::new();
+        let events = user_events(4);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(2);
+        h.streams.expire_once("A", 2);
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        let journal = h.journal.entries();
+        assert_eq!(
+            journal[..4],
+            [
+                Entry::Iterator("A".into(), StartPosition::TrimHorizon),
+                Entry::Handled(vec![1, 2]),
+                Entry::Checkpoint("A".into(), Some(h.seq(2)), false),
+                Entry::Iterator("A".into(), StartPosition::After(h.seq(2))),
+            ]
+        );
+        assert_eq!(
+            handled_versions(&journal),
+            vec![1, 2, 3, 4],
+            "nothing handled twice or skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn trimmed_data_restarts_from_the_trim_horizon() {
+        let h = Harness::new();
+        let events = user_events(2);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(1);
+        h.streams.trim_once("A", 1);
+
+        h.pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        let iterators: Vec<_> = h
+            .journal
+            .entries()
+            .into_iter()
+            .filter(|e| matches!(e, Entry::Iterator(..)))
+            .collect();
+        assert_eq!(
+            iterators,
+            vec![
+                Entry::Iterator("A".into(), StartPosition::TrimHorizon),
+                Entry::Iterator("A".into(), StartPosition::TrimHorizon)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_checkpointed_before_the_batch_succeeds() {
+        let h = Harness::new();
+        let events = user_events(2);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.handler.fail_next(2);
+        h.checkpoints.fail_next(1);
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        assert_eq!(
+            h.journal.entries(),
+            vec![
+                Entry::Iterator("A".into(), StartPosition::TrimHorizon),
+                Entry::HandleFailed,
+                Entry::HandleFailed,
+                Entry::Handled(vec![1, 2]),
+                Entry::CheckpointFailed,
+                Entry::Checkpoint("A".into(), Some(h.seq(2)), true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_abandons_a_failing_batch_without_a_checkpoint() {
+        let h = Harness::new();
+        h.streams
+            .add_shard("A", None, h.records(&user_events(1)), true);
+        h.handler.fail_next(usize::MAX);
+        let pipeline = Arc::new(h.pipeline());
+        let task = tokio::spawn({
+            let pipeline = pipeline.clone();
+            async move { pipeline.run_shard("A", Checkpoint::default()).await }
+        });
+        crate::testing::wait_until("a few failures", || h.handler.failures() >= 3).await;
+        h.trigger.trigger();
+        assert_eq!(task.await.unwrap().unwrap(), ShardEnd::Shutdown);
+        assert!(h.checkpoints.saved("A").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_stops_the_shard_after_checkpointing_what_precedes_it() {
+        let h = Harness::new();
+        let events = user_events(4);
+        let mut records = h.records(&events);
+        // Version 3 lost its payload.
+        records[2]
+            .new_image
+            .as_mut()
+            .unwrap()
+            .remove(event_store::EVENT_DATA);
+        h.streams.add_shard("A", None, records, true);
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Poisoned);
+        assert_eq!(handled_versions(&h.journal.entries()), vec![1, 2]);
+        assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), false)]);
+    }
+
+    #[tokio::test]
+    async fn a_poison_first_record_checkpoints_nothing() {
+        let h = Harness::new();
+        let events = user_events(2);
+        let mut records = h.records(&events);
+        records[0].new_image = None;
+        h.streams.add_shard("A", None, records, true);
+
+        let end = h
+            .pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Poisoned);
+        assert!(handled_versions(&h.journal.entries()).is_empty());
+        assert!(h.checkpoints.saved("A").is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_that_are_not_inserts_are_checkpointed_but_not_handled() {
+        let h = Harness::new();
+        let events = user_events(1);
+        let mut records = h.records(&events);
+        let mut modify = insert_record(h.seq(2), &events[0]);
+        modify.operation = Operation::Other("MODIFY".into());
+        records.push(modify);
+        h.streams.add_shard("A", None, records, true);
+
+        h.pipeline()
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(handled_versions(&h.journal.entries()), vec![1]);
+        assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), true)]);
+    }
+
+    #[test]
+    fn decoding_reads_the_event_of_an_insert() {
+        let event = &user_events(1)[0];
+        let record = insert_record("100000000000000000001".into(), event);
+        assert_eq!(decode(&record).unwrap().as_ref(), Some(event));
+        let mut no_seq = record.clone();
+        no_seq.sequence_number.clear();
+        assert!(decode(&no_seq).is_err());
+        let mut broken = record;
+        broken
+            .new_image
+            .as_mut()
+            .unwrap()
+            .insert(event_store::VERSION.into(), AttributeValue::S("x".into()));
+        let poison = decode(&broken).unwrap_err();
+        assert_eq!(poison.event_id, Some(event.event_id.to_string()));
+    }
+}

@@ -1,0 +1,686 @@
+//! In-memory fakes of the stream, the checkpoint table, the handler, the
+//! read-model tables and the event bus, for unit tests. They write what
+//! happens, in order, to one [`Journal`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use dynabridge::domain::{
+    Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
+    UserName, Version,
+};
+use dynabridge::readmodel::UserProfileRow;
+use dynabridge::store::codec::event_to_item;
+use uuid::Uuid;
+
+use crate::attribute::item_to_image;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::control::{Shutdown, ShutdownTrigger, Timing};
+use crate::error::StoreError;
+use crate::handler::{BatchHandler, HandleError};
+use crate::publish::{BusEntry, EventBusApi};
+use crate::read_model::{Model, PutOutcome, Row, RowStore};
+use crate::shard::Pipeline;
+use crate::stream::{
+    Operation, RecordPage, ShardInfo, ShardPage, StartPosition, StreamApi, StreamError,
+    StreamRecord,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap()
+}
+
+pub fn fast_timing() -> Timing {
+    Timing {
+        idle_poll_start: Duration::from_millis(1),
+        idle_poll_max: Duration::from_millis(4),
+        rediscover_every: Duration::from_millis(10),
+        retry_start: Duration::from_millis(1),
+        retry_max: Duration::from_millis(4),
+    }
+}
+
+/// Polls `condition` until it holds; panics after a generous deadline.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn at(version: Version) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(version)
+}
+
+fn stored(version: Version, event: Event) -> StoredEvent {
+    StoredEvent {
+        event_id: Uuid::new_v4(),
+        version,
+        occurred_at: at(version),
+        schema_version: 1,
+        request_id: format!("req-{version}"),
+        correlation_id: "corr".into(),
+        event,
+    }
+}
+
+/// Versions 1 to `n` of one new user: created, then renamed.
+pub fn user_events(n: Version) -> Vec<StoredEvent> {
+    let user_id = UserId::new_random();
+    (1..=n)
+        .map(|v| {
+            let event = if v == 1 {
+                Event::UserCreated {
+                    user_id,
+                    email: Email::parse("user@example.com").unwrap(),
+                    name: UserName::parse("User").unwrap(),
+                }
+            } else {
+                Event::UserProfileUpdated {
+                    user_id,
+                    name: Some(UserName::parse(&format!("Name {v}")).unwrap()),
+                    email: None,
+                }
+            };
+            stored(v, event)
+        })
+        .collect()
+}
+
+/// Versions 1 to `n` of one new order: created, then processing.
+pub fn order_events(n: Version) -> Vec<StoredEvent> {
+    let order_id = OrderId::new_random();
+    (1..=n)
+        .map(|v| {
+            let event = if v == 1 {
+                Event::OrderCreated {
+                    order_id,
+                    user_id: UserId::new_random(),
+                    items: vec![OrderLine {
+                        sku: Sku::parse("sku-1").unwrap(),
+                        quantity: Quantity::parse(2).unwrap(),
+                        unit_price: Money::parse("EUR", 150).unwrap(),
+                    }],
+                    total: Money::parse("EUR", 300).unwrap(),
+                }
+            } else {
+                Event::OrderStatusUpdated {
+                    order_id,
+                    status: OrderStatus::Processing,
+                    previous_status: OrderStatus::Created,
+                }
+            };
+            stored(v, event)
+        })
+        .collect()
+}
+
+pub fn user_row(version: Version) -> UserProfileRow {
+    UserProfileRow {
+        user_id: Uuid::new_v4().to_string(),
+        email: "user@example.com".into(),
+        name: "User".into(),
+        version,
+        created_at: at(1),
+        updated_at: at(version),
+    }
+}
+
+pub fn insert_record(sequence_number: String, event: &StoredEvent) -> StreamRecord {
+    StreamRecord {
+        sequence_number,
+        operation: Operation::Insert,
+        new_image: Some(item_to_image(&event_to_item(event))),
+    }
+}
+
+/// What the fakes saw, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Iterator(String, StartPosition),
+    Handled(Vec<Version>),
+    HandleFailed,
+    Checkpoint(String, Option<String>, bool),
+    CheckpointFailed,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Journal(Arc<Mutex<Vec<Entry>>>);
+
+impl Journal {
+    fn push(&self, entry: Entry) {
+        lock(&self.0).push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        lock(&self.0).clone()
+    }
+
+    pub fn handled_versions(&self) -> Vec<Version> {
+        self.entries()
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Handled(v) => Some(v),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct FakeShard {
+    info: ShardInfo,
+    records: Vec<StreamRecord>,
+    closed: bool,
+    /// Closed shards end on an empty page rather than with the last records.
+    close_on_empty_page: bool,
+}
+
+#[derive(Debug)]
+struct StreamsState {
+    shards: Vec<FakeShard>,
+    records_per_call: usize,
+    describe_page_size: usize,
+    expire: HashSet<(String, usize)>,
+    trim: HashSet<(String, usize)>,
+    get_records_calls: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeStreams {
+    state: Arc<Mutex<StreamsState>>,
+    journal: Journal,
+}
+
+impl FakeStreams {
+    fn new(journal: Journal) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(StreamsState {
+                shards: Vec::new(),
+                records_per_call: usize::MAX,
+                describe_page_size: usize::MAX,
+                expire: HashSet::new(),
+                trim: HashSet::new(),
+                get_records_calls: 0,
+            })),
+            journal,
+        }
+    }
+
+    pub fn add_shard(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        records: Vec<StreamRecord>,
+        closed: bool,
+    ) {
+        lock(&self.state).shards.push(FakeShard {
+            info: ShardInfo {
+                id: id.into(),
+                parent: parent.map(Into::into),
+            },
+            records,
+            closed,
+            close_on_empty_page: false,
+        });
+    }
+
+    pub fn close_on_empty_page(&self, id: &str) {
+        for shard in &mut lock(&self.state).shards {
+            if shard.info.id == id {
+                shard.close_on_empty_page = true;
+            }
+        }
+    }
+
+    pub fn set_records_per_call(&self, n: usize) {
+        lock(&self.state).records_per_call = n;
+    }
+
+    pub fn set_describe_page_size(&self, n: usize) {
+        lock(&self.state).describe_page_size = n;
+    }
+
+    /// The next `GetRecords` of an iterator at `position` of `shard` fails
+    /// as expired.
+    pub fn expire_once(&self, shard: &str, position: usize) {
+        lock(&self.state).expire.insert((shard.into(), position));
+    }
+
+    /// The next `GetRecords` at `position` of `shard` fails as trimmed.
+    pub fn trim_once(&self, shard: &str, position: usize) {
+        lock(&self.state).trim.insert((shard.into(), position));
+    }
+
+    pub fn get_records_calls(&self) -> usize {
+        lock(&self.state).get_records_calls
+    }
+}
+
+fn not_found(what: &str) -> StreamError {
+    StreamError::Store(StoreError::Failed(format!("no such {what}")))
+}
+
+#[async_trait]
+impl StreamApi for FakeStreams {
+    async fn describe_shards(
+        &self,
+        _arn: &str,
+        start: Option<String>,
+    ) -> Result<ShardPage, StreamError> {
+        let state = lock(&self.state);
+        let from = match start {
+            Some(id) => state
+                .shards
+                .iter()
+                .position(|s| s.info.id == id)
+                .map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let shards: Vec<ShardInfo> = state
+            .shards
+            .iter()
+            .skip(from)
+            .take(state.describe_page_size)
+            .map(|s| s.info.clone())
+            .collect();
+        let more = from + shards.len() < state.shards.len();
+        Ok(ShardPage {
+            last_evaluated_shard_id: more.then(|| shards.last().map(|s| s.id.clone())).flatten(),
+            shards,
+        })
+    }
+
+    async fn shard_iterator(
+        &self,
+        _arn: &str,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, StreamError> {
+        self.journal
+            .push(Entry::Iterator(shard_id.into(), position.clone()));
+        let state = lock(&self.state);
+        let shard = state
+            .shards
+            .iter()
+            .find(|s| s.info.id == shard_id)
+            .ok_or_else(|| not_found("shard"))?;
+        let index = match position {
+            StartPosition::TrimHorizon => 0,
+            StartPosition::After(seq) => shard
+                .records
+                .iter()
+                .take_while(|r| r.sequence_number <= *seq)
+                .count(),
+        };
+        Ok(format!("{shard_id}#{index}"))
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordPage, StreamError> {
+        let mut state = lock(&self.state);
+        state.get_records_calls += 1;
+        let (shard_id, index) = iterator
+            .rsplit_once('#')
+            .ok_or_else(|| not_found("iterator"))?;
+        let index: usize = index.parse().map_err(|_| not_found("iterator"))?;
+        let key = (shard_id.to_owned(), index);
+        if state.expire.remove(&key) {
+            return Err(StreamError::ExpiredIterator);
+        }
+        if state.trim.remove(&key) {
+            return Err(StreamError::Trimmed);
+        }
+        let per_call = state.records_per_call.min(usize::try_from(limit).unwrap());
+        let shard = state
+            .shards
+            .iter()
+            .find(|s| s.info.id == shard_id)
+            .ok_or_else(|| not_found("shard"))?;
+        let end = (index + per_call).min(shard.records.len());
+        let at_end = if shard.close_on_empty_page {
+            index == shard.records.len()
+        } else {
+            end == shard.records.len()
+        };
+        Ok(RecordPage {
+            records: shard.records[index..end].to_vec(),
+            next_iterator: (!(shard.closed && at_end)).then(|| format!("{shard_id}#{end}")),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct CheckpointState {
+    stored: HashMap<String, Checkpoint>,
+    saved: Vec<(String, Option<String>, bool)>,
+    fail_next: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeCheckpoints {
+    state: Arc<Mutex<CheckpointState>>,
+    journal: Journal,
+}
+
+impl FakeCheckpoints {
+    /// Stores a checkpoint as if an earlier run wrote it.
+    pub fn put(&self, shard: &str, sequence_number: Option<String>, finished: bool) {
+        lock(&self.state).stored.insert(
+            shard.into(),
+            Checkpoint {
+                sequence_number,
+                finished,
+            },
+        );
+    }
+
+    pub fn fail_next(&self, n: usize) {
+        lock(&self.state).fail_next = n;
+    }
+
+    /// Every successful save for `shard`, in order.
+    pub fn saved(&self, shard: &str) -> Vec<(Option<String>, bool)> {
+        lock(&self.state)
+            .saved
+            .iter()
+            .filter(|(s, _, _)| s == shard)
+            .map(|(_, seq, finished)| (seq.clone(), *finished))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for FakeCheckpoints {
+    async fn load_all(&self, _arn: &str) -> Result<HashMap<String, Checkpoint>, StoreError> {
+        Ok(lock(&self.state).stored.clone())
+    }
+
+    async fn save(
+        &self,
+        _arn: &str,
+        shard_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        if state.fail_next > 0 {
+            state.fail_next -= 1;
+            self.journal.push(Entry::CheckpointFailed);
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        state.stored.insert(shard_id.into(), checkpoint.clone());
+        state.saved.push((
+            shard_id.into(),
+            checkpoint.sequence_number.clone(),
+            checkpoint.finished,
+        ));
+        self.journal.push(Entry::Checkpoint(
+            shard_id.into(),
+            checkpoint.sequence_number.clone(),
+            checkpoint.finished,
+        ));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct HandlerState {
+    fail_next: usize,
+    failures: usize,
+    events: Vec<StoredEvent>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeHandler {
+    state: Arc<Mutex<HandlerState>>,
+    journal: Journal,
+}
+
+impl FakeHandler {
+    pub fn fail_next(&self, n: usize) {
+        lock(&self.state).fail_next = n;
+    }
+
+    pub fn failures(&self) -> usize {
+        lock(&self.state).failures
+    }
+
+    /// Every event handled successfully, in order.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        lock(&self.state).events.clone()
+    }
+}
+
+#[async_trait]
+impl BatchHandler for FakeHandler {
+    async fn handle(
+        &self,
+        events: &[StoredEvent],
+        _shutdown: &Shutdown,
+    ) -> Result<(), HandleError> {
+        let mut state = lock(&self.state);
+        if state.fail_next > 0 {
+            state.fail_next -= 1;
+            state.failures += 1;
+            self.journal.push(Entry::HandleFailed);
+            return Err(HandleError::ReadModel(StoreError::Unavailable(
+                "injected".into(),
+            )));
+        }
+        state.events.extend(events.iter().cloned());
+        self.journal
+            .push(Entry::Handled(events.iter().map(|e| e.version).collect()));
+        Ok(())
+    }
+}
+
+/// A shard reader's world, faked.
+#[derive(Debug)]
+pub struct Harness {
+    pub journal: Journal,
+    pub streams: FakeStreams,
+    pub checkpoints: FakeCheckpoints,
+    pub handler: FakeHandler,
+    pub trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let journal = Journal::default();
+        let (trigger, shutdown) = Shutdown::new();
+        Self {
+            streams: FakeStreams::new(journal.clone()),
+            checkpoints: FakeCheckpoints {
+                state: Arc::default(),
+                journal: journal.clone(),
+            },
+            handler: FakeHandler {
+                state: Arc::default(),
+                journal: journal.clone(),
+            },
+            journal,
+            trigger,
+            shutdown,
+        }
+    }
+
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline {
+            stream_arn: "arn:test:stream".into(),
+            streams: Arc::new(self.streams.clone()),
+            checkpoints: Arc::new(self.checkpoints.clone()),
+            handler: Arc::new(self.handler.clone()),
+            timing: fast_timing(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// The sequence number of the `n`th record of a shard (fixed width, so
+    /// that string order is numeric order).
+    pub fn seq(&self, n: Version) -> String {
+        (100_000_000_000_000_000_000_u128 + u128::try_from(n).unwrap()).to_string()
+    }
+
+    /// Insert records for `events`, numbered by version.
+    pub fn records(&self, events: &[StoredEvent]) -> Vec<StreamRecord> {
+        events
+            .iter()
+            .map(|e| insert_record(self.seq(e.version), e))
+            .collect()
+    }
+}
+
+/// A read-model call the fake saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowCall {
+    Get,
+    /// The row's version and the expected one, whether or not it succeeded.
+    Put(Version, Version),
+    Events(Version, Version),
+}
+
+#[derive(Debug, Default)]
+struct RowsState {
+    rows: HashMap<(Model, String), Row>,
+    events: Vec<StoredEvent>,
+    calls: Vec<RowCall>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FakeRows(Arc<Mutex<RowsState>>);
+
+impl FakeRows {
+    pub fn calls(&self) -> Vec<RowCall> {
+        lock(&self.0).calls.clone()
+    }
+
+    pub fn clear_calls(&self) {
+        lock(&self.0).calls.clear();
+    }
+
+    /// Puts `events` in the fake event store.
+    pub fn add_events(&self, events: &[StoredEvent]) {
+        lock(&self.0).events.extend(events.iter().cloned());
+    }
+
+    /// The row of the aggregate `event` belongs to.
+    pub fn row(&self, event: &StoredEvent) -> Option<Row> {
+        lock(&self.0)
+            .rows
+            .get(&(Model::of(event), event.event.aggregate_id().to_string()))
+            .cloned()
+    }
+
+    pub fn row_version(&self, event: &StoredEvent) -> Option<Version> {
+        self.row(event).map(|r| r.version())
+    }
+}
+
+#[async_trait]
+impl RowStore for FakeRows {
+    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
+        let mut state = lock(&self.0);
+        state.calls.push(RowCall::Get);
+        Ok(state.rows.get(&(model, id.to_owned())).cloned())
+    }
+
+    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError> {
+        let mut state = lock(&self.0);
+        state
+            .calls
+            .push(RowCall::Put(row.version(), expected_version));
+        let key = (row.model(), row.id().to_owned());
+        let stored = state.rows.get(&key).map_or(0, Row::version);
+        if stored != expected_version {
+            return Ok(PutOutcome::ConditionFailed);
+        }
+        state.rows.insert(key, row.clone());
+        Ok(PutOutcome::Written)
+    }
+
+    async fn events(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut state = lock(&self.0);
+        state.calls.push(RowCall::Events(from, to));
+        let mut events: Vec<StoredEvent> = state
+            .events
+            .iter()
+            .filter(|e| {
+                e.event.aggregate_id().to_string() == aggregate_id
+                    && (from..=to).contains(&e.version)
+            })
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| e.version);
+        Ok(events)
+    }
+}
+
+#[derive(Debug, Default)]
+struct BusState {
+    refusals: VecDeque<Vec<usize>>,
+    refuse_forever: bool,
+    calls: Vec<Vec<BusEntry>>,
+    accepted: Vec<BusEntry>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FakeBus(Arc<Mutex<BusState>>);
+
+impl FakeBus {
+    /// The next call refuses the entries at these positions.
+    pub fn refuse_next(&self, positions: Vec<usize>) {
+        lock(&self.0).refusals.push_back(positions);
+    }
+
+    pub fn refuse_forever(&self) {
+        lock(&self.0).refuse_forever = true;
+    }
+
+    pub fn calls(&self) -> Vec<Vec<BusEntry>> {
+        lock(&self.0).calls.clone()
+    }
+
+    pub fn accepted(&self) -> Vec<BusEntry> {
+        lock(&self.0).accepted.clone()
+    }
+}
+
+#[async_trait]
+impl EventBusApi for FakeBus {
+    async fn put_events(&self, entries: &[BusEntry]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut state = lock(&self.0);
+        assert!(
+            entries.len() <= crate::publish::MAX_ENTRIES_PER_CALL,
+            "too many entries in one call"
+        );
+        state.calls.push(entries.to_vec());
+        let refused = if state.refuse_forever {
+            (0..entries.len()).collect()
+        } else {
+            state.refusals.pop_front().unwrap_or_default()
+        };
+        let mut results = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if refused.contains(&i) {
+                results.push(Some("ThrottlingException".to_owned()));
+            } else {
+                state.accepted.push(entry.clone());
+                results.push(None);
+            }
+        }
+        Ok(results)
+    }
+}

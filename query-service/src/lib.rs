@@ -1,0 +1,205 @@
+//! The query service: the read side, `dynabridge.v1.QueryService`.
+//!
+//! It serves from the read models only. Architecture invariant: the query
+//! service never reads the event store ([`read_models`] is handed the two
+//! read-model tables and nothing else).
+//!
+//! - [`api`]: the gRPC adapter.
+//! - [`request`]: requests parsed from their protobuf messages.
+//! - [`queries`]: what each query does: `min_version` waits, paging.
+//! - [`read_models`]: the DynamoDB reads.
+//! - [`page_token`]: signed, opaque page tokens.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod page_token;
+pub mod queries;
+pub mod read_models;
+pub mod request;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use dynabridge::config::StoreArgs;
+use dynabridge::grpc::{not_serving_then, reflection_services};
+use dynabridge::pb::query_service_server::QueryServiceServer;
+use tonic::server::NamedService as _;
+
+use crate::api::QueryApi;
+use crate::page_token::PageTokens;
+use crate::queries::Queries;
+use crate::read_models::ReadModels;
+
+/// The shortest page token secret accepted: the output size of SHA-256.
+pub const MIN_SECRET_LEN: usize = 32;
+/// The longest `max_wait_ms` accepted: waits beyond it hold connections
+/// for nothing; a client that needs longer can retry.
+pub const MAX_WAIT_MS_LIMIT: u64 = 60_000;
+
+/// Flags and environment of the query service.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address the gRPC server listens on.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_QUERY_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub listen: SocketAddr,
+    /// Key that signs page tokens, at least 32 bytes. Replicas behind one
+    /// load balancer need the same key; without one, a random key is made at
+    /// start-up and tokens do not survive a restart.
+    #[arg(long, env = "DYNABRIDGE_PAGE_TOKEN_SECRET", hide_env_values = true)]
+    pub page_token_secret: Option<String>,
+    /// The longest a `min_version` read waits, in milliseconds, whatever the
+    /// call's deadline (1 to 60000).
+    #[arg(long, env = "DYNABRIDGE_MAX_WAIT_MS", default_value_t = 5000)]
+    pub max_wait_ms: u64,
+}
+
+/// A configuration the service cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Store(String),
+    #[error("the page token secret must be at least {MIN_SECRET_LEN} bytes")]
+    ShortSecret,
+    #[error("max wait must be between 1 and {MAX_WAIT_MS_LIMIT} ms, not {0}")]
+    MaxWait(u64),
+}
+
+impl Config {
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.store.validate().map_err(ConfigError::Store)?;
+        if self
+            .page_token_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
+            return Err(ConfigError::ShortSecret);
+        }
+        if !(1..=MAX_WAIT_MS_LIMIT).contains(&self.max_wait_ms) {
+            return Err(ConfigError::MaxWait(self.max_wait_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The name health reports the query service under.
+pub const SERVICE_NAME: &str = QueryServiceServer::<QueryApi>::NAME;
+
+/// Serves on `listener` until `shutdown` resolves, then turns NOT_SERVING
+/// and drains in-flight requests.
+pub async fn run(
+    config: Config,
+    sdk: &aws_config::SdkConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().context("invalid configuration")?;
+    let tokens = match &config.page_token_secret {
+        Some(secret) => PageTokens::new(secret.as_bytes())?,
+        None => {
+            tracing::warn!(
+                "no page token secret configured: using a random key, so page tokens \
+                 will not survive a restart nor work across replicas"
+            );
+            PageTokens::random()?
+        }
+    };
+    let tables = config.store.tables();
+    let read_models = ReadModels::new(aws_sdk_dynamodb::Client::new(sdk), &tables);
+    let queries = Queries::new(
+        read_models,
+        tokens,
+        Duration::from_millis(config.max_wait_ms),
+    );
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    let (reflection_v1, reflection_v1alpha) =
+        reflection_services().context("building the reflection service")?;
+
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(%addr, table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(QueryServiceServer::new(QueryApi::new(queries)))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            not_serving_then(reporter, vec![SERVICE_NAME], shutdown),
+        )
+        .await
+        .context("serving gRPC")?;
+    tracing::info!("query service stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        Cli::try_parse_from(std::iter::once("query-service").chain(args.iter().copied()))
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&[]);
+        assert_eq!(config.max_wait_ms, 5000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let config = parse(&["--page-token-secret", "short"]);
+        assert!(matches!(config.validate(), Err(ConfigError::ShortSecret)));
+        let config = parse(&["--page-token-secret", &"k".repeat(MIN_SECRET_LEN)]);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn max_wait_is_bounded() {
+        for bad in ["0", "60001"] {
+            let config = parse(&["--max-wait-ms", bad]);
+            assert!(
+                matches!(config.validate(), Err(ConfigError::MaxWait(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_table_prefixes_are_refused() {
+        let config = parse(&["--table-prefix", "no spaces"]);
+        assert!(matches!(config.validate(), Err(ConfigError::Store(_))));
+    }
+
+    #[test]
+    fn health_uses_the_proto_service_name() {
+        assert_eq!(SERVICE_NAME, "dynabridge.v1.QueryService");
+    }
+}

@@ -1,0 +1,218 @@
+//! `spawn_app()`: a query service on port 0 over a fresh in-process store,
+//! with seeding helpers and a gRPC client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeZone as _, Utc};
+use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge::config::StoreArgs;
+use dynabridge::domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, UserId, Version};
+use dynabridge::pb::query_service_client::QueryServiceClient;
+use dynabridge::readmodel::{Item, OrderSummaryRow, UserProfileRow};
+use dynabridge::schema::Tables;
+use query_service::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Every wait in these tests ends by this, so that a hang fails instead of
+/// blocking the suite.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub channel: Channel,
+    pub client: QueryServiceClient<Channel>,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub tables: Tables,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _store_shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A fresh in-memory store serving the DynamoDB API on port 0. Dropping the
+/// returned sender stops it.
+async fn spawn_store() -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let db = dynoxide::Database::memory()?;
+    tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+        let _ = stopped.await;
+    }));
+    Ok((addr, stop))
+}
+
+fn unique_prefix() -> String {
+    format!("qs-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A service over a fresh store with its tables.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// As [`spawn_app`], with `tweak` applied to the configuration.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    try_spawn_app(tweak, None).await.expect("spawning the app")
+}
+
+/// A service whose store endpoint nobody listens on.
+pub async fn spawn_app_without_store() -> TestApp {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+        listener.local_addr().expect("local address")
+        // Dropped here: the port is closed.
+    };
+    try_spawn_app(|_| {}, Some(closed))
+        .await
+        .expect("spawning the app")
+}
+
+async fn try_spawn_app(
+    tweak: impl FnOnce(&mut Config),
+    store_addr: Option<SocketAddr>,
+) -> anyhow::Result<TestApp> {
+    let (store_addr, store_shutdown) = match store_addr {
+        Some(addr) => (addr, None),
+        None => {
+            let (addr, stop) = spawn_store().await?;
+            (addr, Some(stop))
+        }
+    };
+    let aws = AwsArgs {
+        endpoint_url: Some(format!("http://{store_addr}")),
+        region: Some("us-east-1".into()),
+    };
+    let sdk = load_sdk_config(&aws, Some(StaticCredentials::local())).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let prefix = unique_prefix();
+    let tables = Tables::new(prefix.clone());
+    if store_shutdown.is_some() {
+        dynabridge::provision::ensure_tables(&dynamo, &tables)
+            .await
+            .context("creating tables")?;
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = Config {
+        store: StoreArgs {
+            table_prefix: prefix,
+            aws,
+        },
+        listen: addr,
+        page_token_secret: Some("a test secret of at least thirty-two bytes".into()),
+        max_wait_ms: 5000,
+    };
+    tweak(&mut config);
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        query_service::run(config, &sdk, listener, async {
+            let _ = stop.await;
+        })
+        .await
+    });
+    // The listener is bound already, so the connection waits for nothing.
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(TestApp {
+        client: QueryServiceClient::new(channel.clone()),
+        channel,
+        dynamo,
+        tables,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _store_shutdown: store_shutdown,
+    })
+}
+
+impl TestApp {
+    /// Signals shutdown and returns what `run` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let server = self.server.take().context("already stopped")?;
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .context("the server did not stop in time")??
+    }
+
+    pub fn shutdown_sender(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+
+    pub async fn put(&self, table: String, item: Item) {
+        self.dynamo
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("seeding a row");
+    }
+
+    pub async fn put_user(&self, row: &UserProfileRow) {
+        self.put(self.tables.user_profiles(), row.to_item()).await;
+    }
+
+    pub async fn put_order(&self, row: &OrderSummaryRow) {
+        self.put(self.tables.order_summaries(), row.to_item()).await;
+    }
+
+    /// A raw item, for rows this build cannot read.
+    pub async fn put_raw_user(&self, pairs: &[(&str, &str)]) {
+        let item = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), AttributeValue::S((*v).to_owned())))
+            .collect();
+        self.put(self.tables.user_profiles(), item).await;
+    }
+}
+
+/// A fixed instant plus `minutes`, so that orders sort by creation.
+pub fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("a valid time")
+        + chrono::Duration::minutes(minutes)
+}
+
+pub fn user_row(user_id: UserId, email: &str, name: &str, version: Version) -> UserProfileRow {
+    UserProfileRow {
+        user_id: user_id.to_string(),
+        email: email.to_owned(),
+        name: name.to_owned(),
+        version,
+        created_at: at(0),
+        updated_at: at(version),
+    }
+}
+
+pub fn order_row(
+    order_id: OrderId,
+    user_id: UserId,
+    status: OrderStatus,
+    created_minute: i64,
+    version: Version,
+) -> OrderSummaryRow {
+    let unit_price = Money::parse("EUR", 250).expect("money");
+    OrderSummaryRow {
+        order_id: order_id.to_string(),
+        user_id: user_id.to_string(),
+        items: vec![OrderLine {
+            sku: Sku::parse("SKU-1").expect("sku"),
+            quantity: Quantity::parse(2).expect("quantity"),
+            unit_price,
+        }],
+        total: Money::parse("EUR", 500).expect("money"),
+        status,
+        version,
+        created_at: at(created_minute),
+        updated_at: at(created_minute + version),
+    }
+}

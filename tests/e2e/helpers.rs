@@ -1,0 +1,348 @@
+//! `spawn_app()`: a fresh store, the tables, and the three services on
+//! 127.0.0.1 port 0, talking to each other only through the store.
+//!
+//! The store is an in-process dynoxide by default. With
+//! `DYNABRIDGE_TEST_ENDPOINT` set (for example to a moto server), every
+//! service talks to that endpoint instead, under a unique table prefix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge::config::StoreArgs;
+use dynabridge::pb::command_service_client::CommandServiceClient;
+use dynabridge::pb::query_service_client::QueryServiceClient;
+use dynabridge::schema::{Tables, event_store};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running service and how to stop it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    addr: SocketAddr,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "service did not stop cleanly: {result:?}"
+        );
+    }
+}
+
+pub struct TestApp {
+    pub command: CommandServiceClient<Channel>,
+    pub query: QueryServiceClient<Channel>,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub tables: Tables,
+    pub sink_path: PathBuf,
+    pub store_endpoint: String,
+    sdk: aws_config::SdkConfig,
+    store_args: StoreArgs,
+    command_service: Option<Running>,
+    query_service: Option<Running>,
+    projector: Option<Running>,
+    _store_stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn unique_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Starts the embedded store in this process on 127.0.0.1 port 0.
+pub async fn start_embedded_store() -> Result<(String, oneshot::Sender<()>), Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let db = dynoxide::Database::memory()?;
+    tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+        let _ = stopped.await;
+    }));
+    Ok((format!("http://{addr}"), stop))
+}
+
+pub async fn spawn_app() -> TestApp {
+    try_spawn_app().await.expect("spawn app")
+}
+
+async fn try_spawn_app() -> Result<TestApp, Error> {
+    dynabridge::grpc::init_tracing();
+    let (store_endpoint, store_stop) = match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
+        Ok(endpoint) => (endpoint, None),
+        Err(_) => {
+            let (endpoint, stop) = start_embedded_store().await?;
+            (endpoint, Some(stop))
+        }
+    };
+    let store_args = StoreArgs {
+        table_prefix: unique_prefix(),
+        aws: AwsArgs {
+            endpoint_url: Some(store_endpoint.clone()),
+            region: Some("us-east-1".into()),
+        },
+    };
+    let sdk = load_sdk_config(&store_args.aws, Some(StaticCredentials::local())).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let tables = store_args.tables();
+    dynabridge::provision::ensure_tables(&dynamo, &tables).await?;
+
+    let dir = tempfile::tempdir()?;
+    let sink_path = dir.path().join("published.jsonl");
+    let mut app = TestApp {
+        command: CommandServiceClient::new(
+            Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+        ),
+        query: QueryServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+        dynamo,
+        tables,
+        sink_path,
+        store_endpoint,
+        sdk,
+        store_args,
+        command_service: None,
+        query_service: None,
+        projector: None,
+        _store_stop: store_stop,
+        _dir: dir,
+    };
+    app.start_command_service().await?;
+    app.start_query_service().await?;
+    app.start_projector().await?;
+    Ok(app)
+}
+
+async fn connect(addr: SocketAddr) -> Result<Channel, Error> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
+}
+
+impl TestApp {
+    async fn start_command_service(&mut self) -> Result<(), Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = command_service::Config {
+            store: self.store_args.clone(),
+            listen: addr,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let sdk = self.sdk.clone();
+        let task = tokio::spawn(async move {
+            command_service::run(config, &sdk, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        self.command = CommandServiceClient::new(connect(addr).await?);
+        self.command_service = Some(Running {
+            stop: Some(stop),
+            task,
+            addr,
+        });
+        Ok(())
+    }
+
+    async fn start_query_service(&mut self) -> Result<(), Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = query_service::Config {
+            store: self.store_args.clone(),
+            listen: addr,
+            page_token_secret: Some("end-to-end-test-page-token-secret".into()),
+            max_wait_ms: 5_000,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let sdk = self.sdk.clone();
+        let task = tokio::spawn(async move {
+            query_service::run(config, &sdk, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        self.query = QueryServiceClient::new(connect(addr).await?);
+        self.query_service = Some(Running {
+            stop: Some(stop),
+            task,
+            addr,
+        });
+        Ok(())
+    }
+
+    async fn start_projector(&mut self) -> Result<(), Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = projector::Config {
+            store: self.store_args.clone(),
+            health_listen: addr,
+            event_bus: None,
+            event_source: "dynabridge.test".into(),
+            sink_path: self.sink_path.clone(),
+            idle_poll_max_ms: 20,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let sdk = self.sdk.clone();
+        let task = tokio::spawn(async move {
+            projector::run(config, &sdk, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        self.projector = Some(Running {
+            stop: Some(stop),
+            task,
+            addr,
+        });
+        Ok(())
+    }
+
+    /// Stops the command service gracefully and starts a new one on a new
+    /// port: nothing in memory survives, only the store.
+    pub async fn restart_command_service(&mut self) {
+        if let Some(running) = self.command_service.take() {
+            running.stop().await;
+        }
+        self.start_command_service()
+            .await
+            .expect("restart command service");
+    }
+
+    pub fn command_addr(&self) -> SocketAddr {
+        self.command_service
+            .as_ref()
+            .map(|r| r.addr)
+            .expect("command service running")
+    }
+
+    pub fn query_addr(&self) -> SocketAddr {
+        self.query_service
+            .as_ref()
+            .map(|r| r.addr)
+            .expect("query service running")
+    }
+
+    pub fn projector_health_addr(&self) -> SocketAddr {
+        self.projector
+            .as_ref()
+            .map(|r| r.addr)
+            .expect("projector running")
+    }
+
+    /// Every event in the event store, as (aggregate id, version, type).
+    pub async fn stored_events(&self) -> Vec<(String, i64, String)> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(self.tables.event_store())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan event store");
+            for item in page.items() {
+                let s = |name: &str| {
+                    item.get(name)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let version = item
+                    .get(event_store::VERSION)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(-1);
+                events.push((
+                    s(event_store::AGGREGATE_ID),
+                    version,
+                    s(event_store::EVENT_TYPE),
+                ));
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        events.sort();
+        events
+    }
+
+    /// The number of items in a table.
+    pub async fn count_items(&self, table: &str) -> usize {
+        let mut count = 0;
+        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            count += page.items().len();
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return count,
+            }
+        }
+    }
+
+    /// The published events in the sink, as parsed JSON lines.
+    pub fn published(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.sink_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("sink line is JSON"))
+            .collect()
+    }
+
+    pub async fn shutdown(mut self) {
+        for running in [
+            self.command_service.take(),
+            self.query_service.take(),
+            self.projector.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            running.stop().await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
