@@ -41,7 +41,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tables = config.store.tables();
-    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let client = dynabridge::aws::dynamodb_client(sdk);
     let api = CommandApi::new(CommandHandler::new(EventStore::new(client, tables.clone())));
 
     let (reporter, health) = tonic_health::server::health_reporter();

@@ -19,6 +19,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {err}");
         std::process::exit(2);
     }
+    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
+        dynabridge::aws::record_calls_to(path)?;
+    }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     command_service::run(config, &sdk, listener, shutdown_signal()).await

@@ -104,14 +104,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tables = config.store.tables();
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let dynamodb = dynabridge::aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
 
     // Opened first: a sink that cannot be written is a configuration error
     // worth failing on before anything else starts.
     let publisher: Box<dyn Publisher> = match &config.event_bus {
         Some(bus) => Box::new(BusPublisher::new(
-            Box::new(SdkEventBus::new(aws_sdk_eventbridge::Client::new(sdk))),
+            Box::new(SdkEventBus::new(dynabridge::aws::eventbridge_client(sdk))),
             config.event_source.clone(),
             bus.clone(),
             timing.clone(),
@@ -165,7 +165,7 @@ pub async fn run(
         }
         let pipeline = Arc::new(Pipeline {
             stream_arn,
-            streams: Arc::new(SdkStreams::new(aws_sdk_dynamodbstreams::Client::new(sdk))),
+            streams: Arc::new(SdkStreams::new(dynabridge::aws::streams_client(sdk))),
             checkpoints: Arc::new(DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints())),
             handler: Arc::new(Projection::new(
                 ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY),

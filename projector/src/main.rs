@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("projector: invalid configuration: {message}");
         std::process::exit(2);
     }
+    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
+        dynabridge::aws::record_calls_to(path)?;
+    }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listener = tokio::net::TcpListener::bind(config.health_listen)
         .await

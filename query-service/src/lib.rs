@@ -113,7 +113,7 @@ pub async fn run(
         }
     };
     let tables = config.store.tables();
-    let read_models = ReadModels::new(aws_sdk_dynamodb::Client::new(sdk), &tables);
+    let read_models = ReadModels::new(dynabridge::aws::dynamodb_client(sdk), &tables);
     let queries = Queries::new(
         read_models,
         tokens,

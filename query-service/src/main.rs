@@ -39,6 +39,9 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
+        dynabridge::aws::record_calls_to(path)?;
+    }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

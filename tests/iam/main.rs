@@ -1,0 +1,950 @@
+//! The IAM roles of `deploy/cloudformation/dynabridge.yaml` against the
+//! calls the binaries really make: every DynamoDB and EventBridge action a
+//! binary calls is allowed to its role, and nothing more is.
+//!
+//! The three real binaries run as separate processes against an embedded
+//! store, each recording its AWS calls (`DYNABRIDGE_AWS_CALL_LOG`), through
+//! a flow that takes every code path that calls AWS. The projector publishes
+//! to a stand-in for EventBridge's `PutEvents` through its real bus client,
+//! so that publishing is recorded too, and the published entries are run
+//! through the template's event rules. What the stand-in cannot show is
+//! that AWS accepts the calls; the moto run covers the bus API itself.
+//!
+//! Beside it, checks of the template alone: the tables are the ones
+//! `src/provision.rs` creates, the roles keep the write and read sides
+//! apart and trust only their binary's ServiceAccount, and the rules
+//! deliver to their queues with retries and a dead-letter queue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fake_eventbridge;
+mod policy;
+mod processes;
+mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use dynabridge::pb;
+use dynabridge::pb::command_service_client::CommandServiceClient;
+use dynabridge::pb::query_service_client::QueryServiceClient;
+use dynabridge::schema::{Tables, order_summaries, user_profiles};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::fake_eventbridge::FakeEventBridge;
+use crate::policy::{Allow, Request, Role};
+use crate::template::Template;
+
+/// The deployment the template is resolved for: any account and region do;
+/// recorded ARNs are moved into them.
+const REGION: &str = "eu-west-1";
+const ACCOUNT: &str = "123456789012";
+const NAMESPACE: &str = "shop";
+const OIDC_ISSUER: &str = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
+
+/// Each binary, and the logical id of its role in the template.
+const BINARIES: [(&str, &str); 3] = [
+    ("command-service", "CommandServiceRole"),
+    ("projector", "ProjectorRole"),
+    ("query-service", "QueryServiceRole"),
+];
+
+/// Allowances the flow cannot reach: (binary, action, resource pattern,
+/// why). Each is an allowance nothing checks, so keep this empty; an entry
+/// the flow does reach fails the test.
+const NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[];
+
+fn unique_prefix() -> String {
+    // The template's Prefix: lowercase, at most 24 characters.
+    format!("iam{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+fn load_template(prefix: &str) -> Template {
+    let provider = format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_ISSUER}");
+    Template::load(
+        &[
+            ("Prefix", prefix),
+            ("Environment", "dev"),
+            ("EksOidcProviderArn", &provider),
+            ("EksOidcIssuer", OIDC_ISSUER),
+            ("Namespace", NAMESPACE),
+        ],
+        REGION,
+        ACCOUNT,
+    )
+}
+
+/// An embedded store on loopback, and a client of it that records nothing.
+async fn start_store() -> (String, aws_sdk_dynamodb::Client) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(dynoxide::server::serve_with_shutdown(
+        listener,
+        dynoxide::Database::memory().unwrap(),
+        std::future::pending(),
+    ));
+    let sdk = dynabridge::aws::load_sdk_config(
+        &dynabridge::aws::AwsArgs {
+            endpoint_url: Some(endpoint.clone()),
+            region: Some("us-east-1".into()),
+        },
+        Some(dynabridge::aws::StaticCredentials::local()),
+    )
+    .await;
+    (endpoint, aws_sdk_dynamodb::Client::new(&sdk))
+}
+
+fn role<'a>(roles: &'a [Role], logical_id: &str) -> &'a Role {
+    roles
+        .iter()
+        .find(|r| r.logical_id == logical_id)
+        .unwrap_or_else(|| panic!("no role {logical_id} in the template"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() {
+    let (endpoint, dynamo) = start_store().await;
+    let prefix = unique_prefix();
+    let tables = Tables::new(prefix.clone());
+    dynabridge::provision::ensure_tables(&dynamo, &tables)
+        .await
+        .unwrap();
+    let bus = FakeEventBridge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = |binary: &str| dir.path().join(format!("{binary}.calls"));
+
+    let service_args = ["--endpoint-url", &endpoint, "--listen", "127.0.0.1:0"];
+    let command_proc = processes::spawn(
+        "command-service",
+        &prefix,
+        &log("command-service"),
+        &service_args,
+        &[],
+    );
+    let query_proc = processes::spawn(
+        "query-service",
+        &prefix,
+        &log("query-service"),
+        &service_args,
+        &[],
+    );
+    let event_bus = tables.event_bus();
+    let projector_args = [
+        "--health-listen",
+        "127.0.0.1:0",
+        "--event-bus",
+        &event_bus,
+        "--idle-poll-max-ms",
+        "20",
+    ];
+    // The SDK's own endpoint settings, since the store and the bus differ:
+    // a service's endpoint variable wins over AWS_ENDPOINT_URL (but not
+    // over --endpoint-url, which sets every service's).
+    let projector_env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_EVENTBRIDGE", bus.endpoint.as_str()),
+    ];
+    let spawn_projector = || {
+        processes::spawn(
+            "projector",
+            &prefix,
+            &log("projector"),
+            &projector_args,
+            &projector_env,
+        )
+    };
+    let projector = spawn_projector();
+
+    let mut flow = Flow {
+        commands: CommandServiceClient::connect(format!("http://{}", command_proc.addr))
+            .await
+            .unwrap(),
+        queries: QueryServiceClient::connect(format!("http://{}", query_proc.addr))
+            .await
+            .unwrap(),
+        events: 0,
+    };
+    let state = flow.before_restart(&dynamo, &tables).await;
+    // The restarted projector resumes from its checkpoint, with an empty
+    // row cache: the next events on known aggregates read their rows.
+    projector.terminate();
+    let projector = spawn_projector();
+    flow.after_restart(&state).await;
+
+    // Every event was published, to the template's bus.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let entries = loop {
+        let entries = bus.entries();
+        let distinct = entries
+            .iter()
+            .map(|e| fake_eventbridge::as_event(e)["detail"]["eventId"].to_string())
+            .collect::<BTreeSet<String>>()
+            .len();
+        if distinct == flow.events {
+            break entries;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{distinct} of {} events published",
+            flow.events
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Each once: the restarted projector went on from its checkpoint (the
+    // first one stopped cleanly, after checkpointing what it published).
+    assert_eq!(entries.len(), flow.events, "published more than once");
+    command_proc.terminate();
+    query_proc.terminate();
+    projector.terminate();
+
+    let template = load_template(&prefix);
+    assert_eq!(template.property("EventBus", "Name"), event_bus);
+    check_rules_route(&template, &prefix, &entries);
+
+    let roles = policy::roles(&template);
+    let mut failures = Vec::new();
+    let mut recorded = BTreeMap::new();
+    for (binary, role_id) in BINARIES {
+        let role = role(&roles, role_id);
+        let text = std::fs::read_to_string(log(binary)).unwrap();
+        let requests: BTreeSet<Request> = text
+            .lines()
+            .map(|line| policy::request(line, REGION, ACCOUNT))
+            .collect();
+        assert!(!requests.is_empty(), "{binary} recorded no call");
+        for request in &requests {
+            if !role.allows.iter().any(|allow| allow.allows(request)) {
+                failures.push(format!(
+                    "{binary} calls {request}, which {role_id} does not allow"
+                ));
+            }
+        }
+        for allow in &role.allows {
+            let used = requests.iter().any(|r| allow.allows(r));
+            let excused = NOT_EXERCISED
+                .iter()
+                .any(|(b, a, r, _)| *b == binary && *a == allow.action && *r == allow.resource);
+            match (used, excused) {
+                (false, false) => failures.push(format!(
+                    "{role_id} allows {allow}, which {binary} never called"
+                )),
+                (true, true) => failures.push(format!(
+                    "{allow} is listed as not exercised, but {binary} called it"
+                )),
+                _ => {}
+            }
+        }
+        recorded.insert(binary, requests);
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\nrecorded:\n{}",
+        failures.join("\n"),
+        recorded
+            .iter()
+            .flat_map(|(b, rs)| rs.iter().map(move |r| format!("  {b}: {r}")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// What the flow created before the projector restart.
+struct Created {
+    ann: String,
+    order_of_bob: String,
+}
+
+/// The clients, and how many events the commands appended.
+struct Flow {
+    commands: CommandServiceClient<Channel>,
+    queries: QueryServiceClient<Channel>,
+    events: usize,
+}
+
+impl Flow {
+    async fn create_user(&mut self, request_id: &str, email: &str, name: &str) -> String {
+        let created = self
+            .commands
+            .create_user(pb::CreateUserRequest {
+                request_id: request_id.into(),
+                email: email.into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += created.event_ids.len();
+        created.user_id
+    }
+
+    async fn update_user(&mut self, request_id: &str, user_id: &str, name: &str, email: &str) {
+        let paths = [("name", name), ("email", email)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(p, _)| p.to_owned())
+            .collect();
+        let updated = self
+            .commands
+            .update_user_profile(pb::UpdateUserProfileRequest {
+                request_id: request_id.into(),
+                user_id: user_id.into(),
+                name: name.into(),
+                email: email.into(),
+                update_mask: Some(pbjson_types::FieldMask { paths }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += updated.event_ids.len();
+    }
+
+    async fn create_order(&mut self, request_id: &str, user_id: &str) -> String {
+        let created = self
+            .commands
+            .create_order(pb::CreateOrderRequest {
+                request_id: request_id.into(),
+                user_id: user_id.into(),
+                items: vec![pb::OrderItem {
+                    sku: "widget".into(),
+                    quantity: 2,
+                    unit_price: Some(pb::Money {
+                        currency_code: "EUR".into(),
+                        amount_minor: 250,
+                    }),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += created.event_ids.len();
+        created.order_id
+    }
+
+    async fn set_status(&mut self, request_id: &str, order_id: &str, status: pb::OrderStatus) {
+        let updated = self
+            .commands
+            .update_order_status(pb::UpdateOrderStatusRequest {
+                request_id: request_id.into(),
+                order_id: order_id.into(),
+                status: status as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += updated.event_ids.len();
+    }
+
+    /// The profile once the read model is at `min_version`.
+    async fn profile(&mut self, user_id: &str, min_version: i64) -> pb::UserProfile {
+        self.queries
+            .get_user_profile(pb::GetUserProfileRequest {
+                user_id: user_id.into(),
+                min_version,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    /// The order once the read model is at `min_version`.
+    async fn order(&mut self, order_id: &str, min_version: i64) -> pb::OrderSummary {
+        self.queries
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.into(),
+                min_version,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
+    }
+
+    /// Every order of a user, one per page.
+    async fn orders_of_user(&mut self, user_id: &str) -> BTreeSet<String> {
+        let (mut orders, mut token, mut pages) = (BTreeSet::new(), String::new(), 0);
+        loop {
+            let page = self
+                .queries
+                .list_orders_by_user(pb::ListOrdersByUserRequest {
+                    user_id: user_id.into(),
+                    page_size: 1,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            orders.extend(page.orders.into_iter().map(|o| o.order_id));
+            pages += 1;
+            token = page.next_page_token;
+            if token.is_empty() {
+                assert_eq!(pages, orders.len(), "one order per page");
+                return orders;
+            }
+        }
+    }
+
+    /// Every order in a status, one per page.
+    async fn orders_in(&mut self, status: pb::OrderStatus) -> BTreeSet<String> {
+        let (mut orders, mut token, mut pages) = (BTreeSet::new(), String::new(), 0);
+        loop {
+            let page = self
+                .queries
+                .list_orders_by_status(pb::ListOrdersByStatusRequest {
+                    status: status as i32,
+                    page_size: 1,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            orders.extend(page.orders.into_iter().map(|o| o.order_id));
+            pages += 1;
+            token = page.next_page_token;
+            if token.is_empty() {
+                assert_eq!(pages, orders.len(), "one order per page");
+                return orders;
+            }
+        }
+    }
+
+    async fn before_restart(
+        &mut self,
+        dynamo: &aws_sdk_dynamodb::Client,
+        tables: &Tables,
+    ) -> Created {
+        // Commands: creations, an idempotent retry, a change of address
+        // (claim and release), orders (the user must exist), status changes.
+        let ann = self.create_user("u-ann", "ann@example.com", "Ann").await;
+        let retried = self
+            .commands
+            .create_user(pb::CreateUserRequest {
+                request_id: "u-ann".into(),
+                email: "ann@example.com".into(),
+                name: "Ann".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried.user_id, ann, "a retry returns the original outcome");
+        let bob = self.create_user("u-bob", "bob@example.com", "Bob").await;
+        self.update_user("u-ann-email", &ann, "", "ann@example.org")
+            .await;
+        let first = self.create_order("o-1", &ann).await;
+        let second = self.create_order("o-2", &ann).await;
+        let order_of_bob = self.create_order("o-3", &bob).await;
+        self.set_status("o-1-processing", &first, pb::OrderStatus::Processing)
+            .await;
+        self.set_status("o-1-shipped", &first, pb::OrderStatus::Shipped)
+            .await;
+
+        // All five queries, the lists over several pages.
+        assert_eq!(self.profile(&ann, 2).await.email, "ann@example.org");
+        assert_eq!(self.profile(&bob, 1).await.version, 1);
+        let by_email = self
+            .queries
+            .get_user_by_email(pb::GetUserByEmailRequest {
+                email: "ann@example.org".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(by_email.user_id, ann);
+        assert_eq!(
+            self.order(&first, 3).await.status,
+            pb::OrderStatus::Shipped as i32
+        );
+        assert_eq!(self.order(&second, 1).await.version, 1);
+        assert_eq!(self.order(&order_of_bob, 1).await.version, 1);
+        assert_eq!(
+            self.orders_of_user(&ann).await,
+            BTreeSet::from([first.clone(), second.clone()])
+        );
+        assert_eq!(
+            self.orders_in(pb::OrderStatus::Created).await,
+            BTreeSet::from([second.clone(), order_of_bob.clone()])
+        );
+
+        // A gap: rows lost behind the projector's back. The next event on
+        // each aggregate finds no row and fills it from the event store.
+        for (table, key, id) in [
+            (tables.user_profiles(), user_profiles::USER_ID, &bob),
+            (tables.order_summaries(), order_summaries::ORDER_ID, &second),
+        ] {
+            dynamo
+                .delete_item()
+                .table_name(table)
+                .key(key, AttributeValue::S(id.clone()))
+                .send()
+                .await
+                .unwrap();
+        }
+        self.update_user("u-bob-name", &bob, "Bobby", "").await;
+        self.set_status("o-2-cancelled", &second, pb::OrderStatus::Cancelled)
+            .await;
+        let filled = self.profile(&bob, 2).await;
+        assert_eq!((filled.version, filled.name.as_str()), (2, "Bobby"));
+        let filled = self.order(&second, 2).await;
+        assert_eq!(
+            (filled.version, filled.status),
+            (2, pb::OrderStatus::Cancelled as i32)
+        );
+        Created { ann, order_of_bob }
+    }
+
+    async fn after_restart(&mut self, created: &Created) {
+        self.update_user("u-ann-name", &created.ann, "Ann Again", "")
+            .await;
+        self.set_status(
+            "o-3-processing",
+            &created.order_of_bob,
+            pb::OrderStatus::Processing,
+        )
+        .await;
+        assert_eq!(self.profile(&created.ann, 3).await.name, "Ann Again");
+        assert_eq!(
+            self.order(&created.order_of_bob, 2).await.status,
+            pb::OrderStatus::Processing as i32
+        );
+    }
+}
+
+/// Each published entry reaches exactly the rules meant for it, and every
+/// rule gets something: the patterns fit what the projector publishes.
+fn check_rules_route(template: &Template, prefix: &str, entries: &[Value]) {
+    let rules: Vec<(String, Value)> = template
+        .resources_of_type("AWS::Events::Rule")
+        .map(|(id, rule)| {
+            (
+                template.property(id, "Name"),
+                template.resolve(&rule["Properties"]["EventPattern"]),
+            )
+        })
+        .collect();
+    let status = template.resolve(&json!({"Ref": "FilteredOrderStatus"}));
+    let mut matched = BTreeSet::new();
+    for entry in entries {
+        assert_eq!(entry["EventBusName"], template.property("EventBus", "Name"));
+        let event = fake_eventbridge::as_event(entry);
+        let got: BTreeSet<&str> = rules
+            .iter()
+            .filter(|(_, pattern)| fake_eventbridge::matches(pattern, &event))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut expected = BTreeSet::new();
+        let (user_rule, order_rule, status_rule) = (
+            format!("{prefix}-user-events"),
+            format!("{prefix}-order-events"),
+            format!("{prefix}-orders-with-status"),
+        );
+        match event["detail-type"].as_str().unwrap() {
+            "UserCreated" | "UserProfileUpdated" => {
+                expected.insert(user_rule.as_str());
+            }
+            "OrderCreated" => {
+                expected.insert(order_rule.as_str());
+            }
+            "OrderStatusUpdated" => {
+                expected.insert(order_rule.as_str());
+                if event["detail"]["orderStatusUpdated"]["status"] == status {
+                    expected.insert(status_rule.as_str());
+                }
+            }
+            other => panic!("unknown detail-type {other}"),
+        }
+        assert_eq!(got, expected, "rules matching {event}");
+        matched.extend(got.into_iter().map(str::to_owned));
+    }
+    let all: BTreeSet<String> = rules.into_iter().map(|(name, _)| name).collect();
+    assert_eq!(matched, all, "every rule matched a published event");
+}
+
+#[test]
+fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
+    let prefix = unique_prefix();
+    let template = load_template(&prefix);
+    let roles = policy::roles(&template);
+    let ids: BTreeSet<&str> = roles.iter().map(|r| r.logical_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        BINARIES.iter().map(|(_, id)| *id).collect(),
+        "one role per binary, and no other"
+    );
+    let tables = Tables::new(prefix.clone());
+    let table = |name: String| format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}");
+    let stream = |name: String| format!("{}/stream/2030-01-01T00:00:00.000", table(name));
+    let event_store_side = [
+        table(tables.event_store()),
+        format!(
+            "{}/index/EventType-Timestamp-index",
+            table(tables.event_store())
+        ),
+        stream(tables.event_store()),
+        table(tables.idempotency()),
+        table(tables.unique_emails()),
+    ];
+    let read_side = [
+        table(tables.user_profiles()),
+        format!(
+            "{}/index/{}",
+            table(tables.user_profiles()),
+            user_profiles::EMAIL_INDEX
+        ),
+        table(tables.order_summaries()),
+        format!(
+            "{}/index/{}",
+            table(tables.order_summaries()),
+            order_summaries::USER_ID_INDEX
+        ),
+        format!(
+            "{}/index/{}",
+            table(tables.order_summaries()),
+            order_summaries::STATUS_INDEX
+        ),
+        table(tables.checkpoints()),
+    ];
+    let covering = |role: &Role, arns: &[String]| -> Vec<String> {
+        role.allows
+            .iter()
+            .flat_map(|a| {
+                arns.iter()
+                    .filter(|arn| a.covers(arn))
+                    .map(move |arn| format!("{a} covers {arn}"))
+            })
+            .collect()
+    };
+
+    // The query service reads read models only.
+    let query = role(&roles, "QueryServiceRole");
+    for allow in &query.allows {
+        assert!(
+            ["dynamodb:GetItem", "dynamodb:Query"].contains(&allow.action.as_str()),
+            "the query service may only read: {allow}"
+        );
+    }
+    assert_eq!(covering(query, &event_store_side), Vec::<String>::new());
+
+    // The command service never touches a read model or the checkpoints.
+    let command = role(&roles, "CommandServiceRole");
+    assert_eq!(covering(command, &read_side), Vec::<String>::new());
+
+    // Exact actions and resources only; the one pattern is the stream's
+    // ARN, whose label only the deployment knows.
+    for role in &roles {
+        for allow in &role.allows {
+            assert!(
+                !allow.action.contains(['*', '?']),
+                "{}: wildcard action {allow}",
+                role.logical_id
+            );
+            let resource = allow.resource.trim_end_matches("/stream/*");
+            assert!(
+                !resource.contains(['*', '?']),
+                "{}: wildcard resource {allow}",
+                role.logical_id
+            );
+        }
+    }
+
+    // Only the projector publishes, only PutEvents, only to this bus.
+    let bus = format!(
+        "arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{}",
+        tables.event_bus()
+    );
+    for role in &roles {
+        let events: Vec<&Allow> = role
+            .allows
+            .iter()
+            .filter(|a| a.action.to_lowercase().starts_with("events:"))
+            .collect();
+        let expected: Vec<(&str, &str)> = if role.logical_id == "ProjectorRole" {
+            vec![("events:PutEvents", bus.as_str())]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            events
+                .iter()
+                .map(|a| (a.action.as_str(), a.resource.as_str()))
+                .collect::<Vec<_>>(),
+            expected,
+            "{} and EventBridge",
+            role.logical_id
+        );
+    }
+
+    // Each role is assumed by its binary's ServiceAccount through IRSA, and
+    // by nothing else.
+    for (binary, id) in BINARIES {
+        let trust = &role(&roles, id).trust;
+        let statements = trust["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1, "{id}: one trust statement");
+        assert_eq!(
+            statements[0],
+            json!({
+                "Effect": "Allow",
+                "Principal": { "Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_ISSUER}") },
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": { "StringEquals": {
+                    format!("{OIDC_ISSUER}:sub"): format!("system:serviceaccount:{NAMESPACE}:{prefix}-{binary}"),
+                    format!("{OIDC_ISSUER}:aud"): "sts.amazonaws.com",
+                } }
+            }),
+            "{id} trust policy"
+        );
+    }
+}
+
+#[test]
+fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
+    let prefix = unique_prefix();
+    let template = load_template(&prefix);
+    let bus = template.property("EventBus", "Name");
+    assert_eq!(bus, Tables::new(prefix.clone()).event_bus());
+    let dead_letter = template.resolve(&json!({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}));
+
+    // The archive keeps the bus's events for the configured days.
+    let archive = template.resolve(
+        &template
+            .resources_of_type("AWS::Events::Archive")
+            .map(|(_, a)| a["Properties"].clone())
+            .next()
+            .expect("an archive"),
+    );
+    assert_eq!(
+        archive["SourceArn"],
+        format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}")
+    );
+    assert_eq!(archive["RetentionDays"], "30");
+
+    // Which rules may send to which queue, from the queue policies.
+    let mut senders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, policy) in template.resources_of_type("AWS::SQS::QueuePolicy") {
+        let properties = template.resolve(&policy["Properties"]);
+        for statement in properties["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(
+                statement["Principal"],
+                json!({"Service": "events.amazonaws.com"}),
+                "{id}"
+            );
+            assert_eq!(statement["Action"], "sqs:SendMessage", "{id}");
+            let queue = statement["Resource"].as_str().unwrap().to_owned();
+            let rules = match &statement["Condition"]["ArnEquals"]["aws:SourceArn"] {
+                Value::String(rule) => vec![rule.clone()],
+                Value::Array(rules) => rules
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_owned())
+                    .collect(),
+                other => panic!("{id}: no aws:SourceArn condition: {other}"),
+            };
+            senders.entry(queue).or_default().extend(rules);
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    let mut rule_arns = BTreeSet::new();
+    for (id, rule) in template.resources_of_type("AWS::Events::Rule") {
+        let properties = template.resolve(&rule["Properties"]);
+        let name = properties["Name"].as_str().unwrap().to_owned();
+        let arn = format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{bus}/{name}");
+        assert_eq!(properties["EventBusName"], bus, "{id}");
+        assert_eq!(properties["State"], "ENABLED", "{id}");
+        assert_eq!(
+            properties["EventPattern"]["source"],
+            json!(["dynabridge"]),
+            "{id}"
+        );
+        let targets = properties["Targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 1, "{id}: one queue per rule");
+        let target = &targets[0];
+        let queue = target["Arn"].as_str().unwrap();
+        assert!(
+            queue.starts_with(&format!("arn:aws:sqs:{REGION}:{ACCOUNT}:")),
+            "{id}: {queue}"
+        );
+        assert_ne!(queue, dead_letter, "{id}");
+        assert_eq!(target["DeadLetterConfig"]["Arn"], dead_letter, "{id}");
+        assert!(
+            target["RetryPolicy"]["MaximumRetryAttempts"].is_number(),
+            "{id}"
+        );
+        assert!(
+            target["RetryPolicy"]["MaximumEventAgeInSeconds"].is_number(),
+            "{id}"
+        );
+        assert_eq!(
+            senders.get(queue),
+            Some(&BTreeSet::from([arn.clone()])),
+            "{id}: its queue accepts this rule only"
+        );
+        names.insert(name);
+        rule_arns.insert(arn);
+    }
+    assert_eq!(
+        names,
+        ["user-events", "order-events", "orders-with-status"]
+            .iter()
+            .map(|n| format!("{prefix}-{n}"))
+            .collect()
+    );
+    assert_eq!(
+        senders.get(dead_letter.as_str().unwrap()),
+        Some(&rule_arns),
+        "the dead-letter queue accepts every rule"
+    );
+    assert_eq!(senders.len(), 4, "one policy per queue: {senders:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_creates_the_tables_provision_creates() {
+    let (_endpoint, dynamo) = start_store().await;
+    let prefix = unique_prefix();
+    let tables = Tables::new(prefix.clone());
+    dynabridge::provision::ensure_tables(&dynamo, &tables)
+        .await
+        .unwrap();
+    let template = load_template(&prefix);
+
+    let mut declared_names = BTreeSet::new();
+    for (id, table) in template.resources_of_type("AWS::DynamoDB::Table") {
+        let name = template.property(id, "TableName");
+        let properties = &table["Properties"];
+        let described = dynamo
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{id}: provision creates no table {name}: {e:?}"))
+            .table
+            .unwrap();
+        assert_eq!(
+            declared_shape(&template, properties),
+            described_shape(&described),
+            "{id}"
+        );
+
+        // What only a deployment on AWS needs.
+        assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST", "{id}");
+        assert_eq!(
+            properties["PointInTimeRecoverySpecification"],
+            json!({"PointInTimeRecoveryEnabled": true}),
+            "{id}"
+        );
+        assert_eq!(properties["SSESpecification"]["SSEEnabled"], true, "{id}");
+        assert_eq!(
+            properties["DeletionProtectionEnabled"],
+            json!({"Fn::If": ["IsProd", true, false]}),
+            "{id}"
+        );
+        let ttl = if name == tables.idempotency() {
+            json!({"AttributeName": dynabridge::schema::idempotency::EXPIRES_AT, "Enabled": true})
+        } else {
+            Value::Null
+        };
+        assert_eq!(properties["TimeToLiveSpecification"], ttl, "{id}");
+        declared_names.insert(name);
+    }
+    assert_eq!(
+        declared_names,
+        BTreeSet::from([
+            tables.event_store(),
+            tables.idempotency(),
+            tables.unique_emails(),
+            tables.user_profiles(),
+            tables.order_summaries(),
+            tables.checkpoints(),
+        ])
+    );
+}
+
+/// Keys, attributes, indexes and stream of a table, as the template declares them.
+fn declared_shape(template: &Template, properties: &Value) -> Value {
+    let key_schema = |keys: &Value| -> Value {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| json!([k["AttributeName"], k["KeyType"]]))
+            .collect()
+    };
+    let mut attributes: Vec<Value> = properties["AttributeDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| json!([a["AttributeName"], a["AttributeType"]]))
+        .collect();
+    attributes.sort_by_key(Value::to_string);
+    let mut indexes: Vec<Value> = properties["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            json!([
+                i["IndexName"],
+                key_schema(&i["KeySchema"]),
+                i["Projection"]["ProjectionType"]
+            ])
+        })
+        .collect();
+    indexes.sort_by_key(Value::to_string);
+    json!({
+        "name": template.resolve(&properties["TableName"]),
+        "key": key_schema(&properties["KeySchema"]),
+        "attributes": attributes,
+        "indexes": indexes,
+        "stream": properties["StreamSpecification"]["StreamViewType"],
+    })
+}
+
+/// The same, as the store describes a table `src/provision.rs` created.
+fn described_shape(table: &aws_sdk_dynamodb::types::TableDescription) -> Value {
+    let key_schema = |keys: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Value {
+        keys.iter()
+            .map(|k| json!([k.attribute_name(), k.key_type().as_str()]))
+            .collect()
+    };
+    let mut attributes: Vec<Value> = table
+        .attribute_definitions()
+        .iter()
+        .map(|a| json!([a.attribute_name(), a.attribute_type().as_str()]))
+        .collect();
+    attributes.sort_by_key(Value::to_string);
+    let mut indexes: Vec<Value> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            json!([
+                i.index_name(),
+                key_schema(i.key_schema()),
+                i.projection()
+                    .and_then(|p| p.projection_type())
+                    .map(|t| t.as_str())
+            ])
+        })
+        .collect();
+    indexes.sort_by_key(Value::to_string);
+    json!({
+        "name": table.table_name(),
+        "key": key_schema(table.key_schema()),
+        "attributes": attributes,
+        "indexes": indexes,
+        "stream": table
+            .stream_specification()
+            .filter(|s| s.stream_enabled())
+            .and_then(|s| s.stream_view_type())
+            .map(|t| t.as_str()),
+    })
+}

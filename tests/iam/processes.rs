@@ -1,0 +1,137 @@
+//! The three real binaries as child processes, as `tests/processes` runs
+//! them, each recording its AWS calls to its own file.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The workspace's binaries sit next to this test's `deps/` folder;
+/// `cargo test --workspace` builds them before running any test (alone:
+/// `cargo build --workspace --bins` first).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed when dropped, so a failing test leaves
+/// nothing behind.
+pub struct Proc {
+    name: String,
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts binary `name` with `prefix`, recording its AWS calls to
+/// `call_log`, and waits until it logs the address it listens on (JSON logs
+/// on stderr, field `addr`). `args` and `env` say where the store is.
+pub fn spawn(
+    name: &str,
+    prefix: &str,
+    call_log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut command = Command::new(binary(name));
+    command
+        .args(["--table-prefix", prefix])
+        .args(args)
+        .env(dynabridge::aws::CALL_LOG_ENV, call_log)
+        .env("DYNABRIDGE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("AWS_ACCESS_KEY_ID", "dynabridge-local")
+        .env("AWS_SECRET_ACCESS_KEY", "dynabridge-local")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        // Only the endpoints the test sets.
+        .env_remove("DYNABRIDGE_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+        .env_remove("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
+        .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
+        .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let logs = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let prefix = name.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(logs).lines().map_while(Result::ok) {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                eprintln!("{prefix}: {line}");
+                continue;
+            };
+            // Shown with a failing test's output: what went wrong inside.
+            if matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
+                eprintln!("{prefix}: {line}");
+            }
+            if !sent
+                && let Some(addr) = json["fields"]["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{name} did not report its address"));
+    Proc {
+        name: name.to_owned(),
+        child,
+        addr,
+    }
+}
