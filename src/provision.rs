@@ -1,6 +1,14 @@
-//! Creates the tables, idempotently. The same code provisions the embedded
+//! Creates the tables and, in [`event_bus`], the EventBridge bus with its
+//! archive and rules, idempotently. The same code provisions the embedded
 //! store, an emulator or a real AWS account (where CloudFormation is the
 //! usual way, and this is the quick one).
+
+pub mod event_bus;
+
+pub use event_bus::{
+    BusRule, EventBus, EventBusOptions, ProvisionedRule, RuleTarget, ensure_event_bus,
+    ensure_rule_target,
+};
 
 use std::time::Duration;
 
@@ -29,6 +37,45 @@ pub enum ProvisionError {
     NotActive(String),
     #[error("invalid table definition: {0}")]
     Definition(#[from] BuildError),
+    #[error("{action} {resource}: {source}")]
+    EventBridge {
+        action: &'static str,
+        resource: String,
+        #[source]
+        source: Box<aws_sdk_eventbridge::Error>,
+    },
+    #[error("invalid event bus options: {0}")]
+    InvalidOptions(String),
+    #[error("EventBridge returned no ARN for {0}")]
+    MissingArn(String),
+    #[error("archive {archive} archives {archived}, not the bus {bus_arn}")]
+    ArchiveOfAnotherBus {
+        archive: String,
+        archived: String,
+        bus_arn: String,
+    },
+    #[error("archive {archive} is {state}: {reason}")]
+    ArchiveFailed {
+        archive: String,
+        state: String,
+        reason: String,
+    },
+    #[error("archive {0} did not become enabled in time")]
+    ArchiveNotEnabled(String),
+    #[error("invalid target {target} of rule {rule}: {source}")]
+    InvalidTarget {
+        rule: String,
+        target: String,
+        #[source]
+        source: BuildError,
+    },
+    #[error("rule {rule} refused target {target}: {code}: {message}")]
+    TargetRefused {
+        rule: String,
+        target: String,
+        code: String,
+        message: String,
+    },
 }
 
 /// An attribute name and type.

@@ -4,6 +4,10 @@
 //! The store is an in-process dynoxide by default. With
 //! `DYNABRIDGE_TEST_ENDPOINT` set (for example to a moto server), every
 //! service talks to that endpoint instead, under a unique table prefix.
+//!
+//! The projector publishes to the JSON-lines sink, or with
+//! [`spawn_app_with`] and `publish_to_bus` to the bus `<prefix>-events` at
+//! the same endpoint (which then has to speak EventBridge).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +45,17 @@ impl Running {
     }
 }
 
+/// The `source` of the events the test projector publishes.
+pub const EVENT_SOURCE: &str = "dynabridge.test";
+
+/// What [`spawn_app_with`] varies; the default is what [`spawn_app`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct AppOptions {
+    /// Publish to the bus `<prefix>-events` instead of the sink. The bus is
+    /// not provisioned here; until it exists, the projector keeps retrying.
+    pub publish_to_bus: bool,
+}
+
 pub struct TestApp {
     pub command: CommandServiceClient<Channel>,
     pub query: QueryServiceClient<Channel>,
@@ -50,6 +65,7 @@ pub struct TestApp {
     pub store_endpoint: String,
     sdk: aws_config::SdkConfig,
     store_args: StoreArgs,
+    options: AppOptions,
     command_service: Option<Running>,
     query_service: Option<Running>,
     projector: Option<Running>,
@@ -74,10 +90,14 @@ pub async fn start_embedded_store() -> Result<(String, oneshot::Sender<()>), Err
 }
 
 pub async fn spawn_app() -> TestApp {
-    try_spawn_app().await.expect("spawn app")
+    spawn_app_with(AppOptions::default()).await
 }
 
-async fn try_spawn_app() -> Result<TestApp, Error> {
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    try_spawn_app(options).await.expect("spawn app")
+}
+
+async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
     dynabridge::grpc::init_tracing();
     let (store_endpoint, store_stop) = match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
         Ok(endpoint) => (endpoint, None),
@@ -111,6 +131,7 @@ async fn try_spawn_app() -> Result<TestApp, Error> {
         store_endpoint,
         sdk,
         store_args,
+        options,
         command_service: None,
         query_service: None,
         projector: None,
@@ -187,8 +208,8 @@ impl TestApp {
         let config = projector::Config {
             store: self.store_args.clone(),
             health_listen: addr,
-            event_bus: None,
-            event_source: "dynabridge.test".into(),
+            event_bus: self.options.publish_to_bus.then(|| self.tables.event_bus()),
+            event_source: EVENT_SOURCE.into(),
             sink_path: self.sink_path.clone(),
             idle_poll_max_ms: 20,
         };
@@ -217,6 +238,12 @@ impl TestApp {
         self.start_command_service()
             .await
             .expect("restart command service");
+    }
+
+    /// The AWS configuration of the services: the test endpoint, region
+    /// and credentials.
+    pub fn sdk(&self) -> &aws_config::SdkConfig {
+        &self.sdk
     }
 
     pub fn command_addr(&self) -> SocketAddr {

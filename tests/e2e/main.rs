@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod commands;
+mod eventbridge;
 mod helpers;
 mod queries;
 mod validation;
