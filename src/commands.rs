@@ -43,6 +43,8 @@ pub struct CommandMeta {
     /// must send the same request.
     pub request_hash: String,
     pub correlation_id: String,
+    /// The request's W3C trace context, stored with its events.
+    pub trace_parent: Option<String>,
     /// The version the client saw; the command fails with `ABORTED` if the
     /// aggregate has moved on.
     pub expected_version: Option<Version>,
@@ -253,6 +255,7 @@ impl CommandHandler {
                 schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
                 request_id: meta.request_id.as_str().to_owned(),
                 correlation_id: meta.correlation_id.clone(),
+                trace_parent: meta.trace_parent.clone(),
                 event,
             })
             .collect();

@@ -159,6 +159,9 @@ pub fn to_envelope(stored: &StoredEvent) -> pb::EventEnvelope {
         schema_version,
         request_id,
         correlation_id,
+        // Not part of the published contract: it travels beside it, as the
+        // entry's trace header.
+        trace_parent: _,
         event,
     } = stored;
     pb::EventEnvelope {
@@ -207,6 +210,7 @@ pub fn from_envelope(envelope: &pb::EventEnvelope) -> Result<StoredEvent, Decode
         schema_version: *schema_version,
         request_id: request_id.clone(),
         correlation_id: correlation_id.clone(),
+        trace_parent: None,
         event,
     })
 }
@@ -244,6 +248,7 @@ mod tests {
             schema_version: 1,
             request_id: "req-1".into(),
             correlation_id: "corr-1".into(),
+            trace_parent: None,
             event: Event::OrderCreated {
                 order_id: OrderId::parse("order_id", "7d3e8a3c-1b2a-4c5d-8e9f-0a1b2c3d4e5f")
                     .unwrap(),

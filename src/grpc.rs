@@ -1,5 +1,6 @@
 //! gRPC plumbing shared by the servers: the one mapping from [`AppError`] to
-//! `tonic::Status`, correlation ids, health, reflection and graceful shutdown.
+//! `tonic::Status`, correlation ids and trace context, health, reflection and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,6 +10,16 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::AppError;
+use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
+
+/// Where a binary serves: its gRPC server (the health server, for the
+/// projector) and, if any, its Prometheus `/metrics` endpoint. Bound by the
+/// caller, so that a port that cannot be had fails before anything starts.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub metrics: Option<tokio::net::TcpListener>,
+}
 
 /// The `ErrorInfo` domain of every error this system returns.
 pub const ERROR_DOMAIN: &str = "dynabridge.dev";
@@ -81,6 +92,16 @@ pub fn correlation_id(
         return Ok(header.to_owned());
     }
     Ok(uuid::Uuid::new_v4().to_string())
+}
+
+/// The caller's W3C trace context, if it sent a valid `traceparent`. An
+/// invalid one is ignored, as the W3C spec asks: the request starts a new
+/// trace rather than failing.
+pub fn trace_parent(metadata: &MetadataMap) -> Option<TraceParent> {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 /// The span every line logged for one request is in.
@@ -173,21 +194,10 @@ pub async fn not_serving_then(
 
 /// Sets up logging to stderr (stdout may carry published events): `RUST_LOG`
 /// filters (default `info`), and `DYNABRIDGE_LOG_FORMAT=json` switches to
-/// JSON lines.
+/// JSON lines. The binaries use [`crate::telemetry::init`], which adds trace
+/// export when configured.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("DYNABRIDGE_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    // A second initialisation (in tests) is harmless and ignored.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::telemetry::init_logs();
 }
 
 #[cfg(test)]
@@ -230,6 +240,20 @@ mod tests {
         let generated = correlation_id("", &MetadataMap::new()).unwrap();
         assert!(uuid::Uuid::parse_str(&generated).is_ok());
         assert!(correlation_id("has space", &md).is_err());
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_read_and_a_bad_one_ignored() {
+        let mut md = MetadataMap::new();
+        assert_eq!(trace_parent(&md), None);
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        md.insert(TRACEPARENT_HEADER, value.parse().unwrap());
+        assert_eq!(
+            trace_parent(&md).map(|t| t.to_string()).as_deref(),
+            Some(value)
+        );
+        md.insert(TRACEPARENT_HEADER, "00-nonsense".parse().unwrap());
+        assert_eq!(trace_parent(&md), None);
     }
 
     #[test]

@@ -344,6 +344,7 @@ mod tests {
             schema_version: 1,
             request_id: format!("r{version}"),
             correlation_id: "c".into(),
+            trace_parent: None,
             event,
         }
     }

@@ -68,6 +68,8 @@ pub mod event_store {
     /// The client's `request_id`.
     pub const COMMAND_ID: &str = "CommandId";
     pub const CORRELATION_ID: &str = "CorrelationId";
+    /// The W3C `traceparent` of the appending request; absent without one.
+    pub const TRACE_PARENT: &str = "TraceParent";
     pub const AGGREGATE_TYPE: &str = "AggregateType";
     pub const SCHEMA_VERSION: &str = "SchemaVersion";
     pub const EVENT_TYPE_INDEX: &str = "EventType-Timestamp-index";

@@ -4,19 +4,28 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use dynabridge::commands::CommandHandler;
 use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{not_serving_then, reflection_services};
+use dynabridge::grpc::{Listeners, reflection_services};
+use dynabridge::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
 use dynabridge::pb::command_service_server::CommandServiceServer;
+use dynabridge::schema::idempotency;
 use dynabridge::store::EventStore;
+use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 
 mod parse;
 mod service;
 
 pub use service::CommandApi;
 
-/// The gRPC health name of this service.
+/// The gRPC health name of this service: readiness, SERVING while the store
+/// is reachable (as is "").
 pub const SERVICE_NAME: &str = "dynabridge.v1.CommandService";
+
+/// The gRPC health name of the process: liveness, SERVING until shutdown
+/// whatever the store does.
+pub const LIVENESS_NAME: &str = "dynabridge.v1.CommandService.Liveness";
 
 /// Flags and environment of the command service.
 #[derive(Clone, Debug, clap::Args)]
@@ -32,42 +41,113 @@ pub struct Config {
     pub listen: SocketAddr,
 }
 
+/// The binary's flags beyond [`Config`]: health checks and metrics.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Observability {
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_COMMAND_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+}
+
 /// Serves on `listener` until `shutdown` resolves, then turns NOT_SERVING
-/// and drains in-flight requests.
+/// and drains in-flight requests. Health checks at the default interval, no
+/// metrics endpoint: see [`run_with`].
 pub async fn run(
     config: Config,
     sdk: &aws_config::SdkConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    run_with(config, &HealthArgs::default(), sdk, listeners, shutdown).await
+}
+
+/// [`run`], with the health checks of `health` and the metrics endpoint
+/// on `listeners.metrics`, if any.
+pub async fn run_with(
+    config: Config,
+    health: &HealthArgs,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
-    let api = CommandApi::new(CommandHandler::new(EventStore::new(client, tables.clone())));
+    let api = CommandApi::new(CommandHandler::new(EventStore::new(
+        client.clone(),
+        tables.clone(),
+    )));
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
-        .await;
+    let registry = prometheus::Registry::new();
+    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    // The idempotency table: the command service's own, and its role may
+    // GetItem it already.
+    let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
+    let (health, health_service) = ServiceHealth::start(
+        SERVICE_NAME,
+        LIVENESS_NAME,
+        probe,
+        health,
+        Some(reachable_gauge(&registry).context("registering metrics")?),
+    )
+    .await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
+    let metrics = MetricsEndpoint::spawn(&registry, listeners.metrics);
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
         event_store = %tables.event_store(),
         "command service listening"
     );
-    tonic::transport::Server::builder()
-        .add_service(health)
+    let served = tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer())
+        .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(CommandServiceServer::new(api))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            not_serving_then(reporter, vec![SERVICE_NAME], shutdown),
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            health.shutdown_after(shutdown),
         )
-        .await?;
+        .await;
+    metrics.stop().await.context("serving metrics")?;
+    served?;
     tracing::info!("command service stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        observability: Observability,
+    }
+
+    #[test]
+    fn health_and_metrics_have_documented_defaults() {
+        let cli = Cli::try_parse_from(["command-service"]).unwrap();
+        assert_eq!(cli.observability.health, HealthArgs::default());
+        assert_eq!(cli.observability.health.health_check_interval_ms, 5_000);
+        assert_eq!(
+            cli.observability.metrics_listen,
+            "127.0.0.1:9091".parse().unwrap()
+        );
+        assert_eq!(LIVENESS_NAME, format!("{SERVICE_NAME}.Liveness"));
+    }
 }

@@ -1,7 +1,8 @@
+use anyhow::Context as _;
 use clap::Parser;
 
 use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{init_tracing, shutdown_signal};
+use dynabridge::grpc::{Listeners, shutdown_signal};
 
 /// The dynabridge command service (`dynabridge.v1.CommandService`).
 #[derive(Debug, Parser)]
@@ -9,13 +10,22 @@ use dynabridge::grpc::{init_tracing, shutdown_signal};
 struct Cli {
     #[command(flatten)]
     config: command_service::Config,
+    #[command(flatten)]
+    observability: command_service::Observability,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { config } = Cli::parse();
-    init_tracing();
-    if let Err(err) = config.store.validate() {
+    let Cli {
+        config,
+        observability,
+    } = Cli::parse();
+    let _telemetry = dynabridge::telemetry::init("command-service")?;
+    if let Err(err) = config
+        .store
+        .validate()
+        .and_then(|()| observability.health.validate())
+    {
         eprintln!("error: {err}");
         std::process::exit(2);
     }
@@ -23,6 +33,25 @@ async fn main() -> anyhow::Result<()> {
         dynabridge::aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    command_service::run(config, &sdk, listener, shutdown_signal()).await
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind(config.listen).await?,
+        metrics: Some(
+            tokio::net::TcpListener::bind(observability.metrics_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the metrics endpoint to {}",
+                        observability.metrics_listen
+                    )
+                })?,
+        ),
+    };
+    command_service::run_with(
+        config,
+        &observability.health,
+        &sdk,
+        listeners,
+        shutdown_signal(),
+    )
+    .await
 }

@@ -34,16 +34,25 @@ fn expected_version(raw: Option<i64>, errors: &mut ValidationError) -> Option<Ve
     }
 }
 
+/// What a request carries besides its message, read from the call by the
+/// adapter: its correlation id and W3C trace context.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub correlation_id: String,
+    pub trace_parent: Option<String>,
+}
+
 fn meta(
     request_id: Option<RequestId>,
     request_hash: String,
-    correlation_id: &str,
+    origin: &Origin,
     expected_version: Option<Version>,
 ) -> Option<CommandMeta> {
     Some(CommandMeta {
         request_id: request_id?,
         request_hash,
-        correlation_id: correlation_id.to_owned(),
+        correlation_id: origin.correlation_id.clone(),
+        trace_parent: origin.trace_parent.clone(),
         expected_version,
     })
 }
@@ -55,10 +64,7 @@ pub struct CreateUser {
 }
 
 impl CreateUser {
-    pub fn parse(
-        req: &pb::CreateUserRequest,
-        correlation_id: &str,
-    ) -> Result<Self, ValidationError> {
+    pub fn parse(req: &pb::CreateUserRequest, origin: &Origin) -> Result<Self, ValidationError> {
         let pb::CreateUserRequest {
             request_id,
             correlation_id: _,
@@ -73,7 +79,7 @@ impl CreateUser {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (meta(request_id, hash, correlation_id, None), email, name) {
+        match (meta(request_id, hash, origin, None), email, name) {
             (Some(meta), Some(email), Some(name)) if errors.is_empty() => {
                 Ok(Self { meta, email, name })
             }
@@ -92,7 +98,7 @@ pub struct UpdateUserProfile {
 impl UpdateUserProfile {
     pub fn parse(
         req: &pb::UpdateUserProfileRequest,
-        correlation_id: &str,
+        origin: &Origin,
     ) -> Result<Self, ValidationError> {
         let pb::UpdateUserProfileRequest {
             request_id,
@@ -136,7 +142,7 @@ impl UpdateUserProfile {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (meta(request_id, hash, correlation_id, expected), user_id) {
+        match (meta(request_id, hash, origin, expected), user_id) {
             (Some(meta), Some(user_id)) if errors.is_empty() => Ok(Self {
                 meta,
                 user_id,
@@ -156,10 +162,7 @@ pub struct CreateOrder {
 }
 
 impl CreateOrder {
-    pub fn parse(
-        req: &pb::CreateOrderRequest,
-        correlation_id: &str,
-    ) -> Result<Self, ValidationError> {
+    pub fn parse(req: &pb::CreateOrderRequest, origin: &Origin) -> Result<Self, ValidationError> {
         let pb::CreateOrderRequest {
             request_id,
             correlation_id: _,
@@ -181,7 +184,7 @@ impl CreateOrder {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (meta(request_id, hash, correlation_id, None), user_id, items) {
+        match (meta(request_id, hash, origin, None), user_id, items) {
             (Some(meta), Some(user_id), Some(items)) if errors.is_empty() => Ok(Self {
                 meta,
                 user_id,
@@ -202,7 +205,7 @@ pub struct UpdateOrderStatus {
 impl UpdateOrderStatus {
     pub fn parse(
         req: &pb::UpdateOrderStatusRequest,
-        correlation_id: &str,
+        origin: &Origin,
     ) -> Result<Self, ValidationError> {
         let pb::UpdateOrderStatusRequest {
             request_id,
@@ -220,11 +223,7 @@ impl UpdateOrderStatus {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (
-            meta(request_id, hash, correlation_id, expected),
-            order_id,
-            status,
-        ) {
+        match (meta(request_id, hash, origin, expected), order_id, status) {
             (Some(meta), Some(order_id), Some(status)) if errors.is_empty() => Ok(Self {
                 meta,
                 order_id,
@@ -239,13 +238,20 @@ impl UpdateOrderStatus {
 mod tests {
     use super::*;
 
+    fn origin(correlation_id: &str) -> Origin {
+        Origin {
+            correlation_id: correlation_id.to_owned(),
+            trace_parent: None,
+        }
+    }
+
     fn fields(err: &ValidationError) -> Vec<&str> {
         err.violations.iter().map(|v| v.field.as_str()).collect()
     }
 
     #[test]
     fn create_user_reports_every_bad_field() {
-        let err = CreateUser::parse(&pb::CreateUserRequest::default(), "c")
+        let err = CreateUser::parse(&pb::CreateUserRequest::default(), &origin("c"))
             .err()
             .unwrap();
         assert_eq!(fields(&err), ["request_id", "email", "name"]);
@@ -259,14 +265,14 @@ mod tests {
             email: "a@example.com".into(),
             name: "A".into(),
         };
-        let a = CreateUser::parse(&req, "c1").ok().unwrap();
+        let a = CreateUser::parse(&req, &origin("c1")).ok().unwrap();
         let b = CreateUser::parse(
             &pb::CreateUserRequest {
                 request_id: "r2".into(),
                 correlation_id: "c2".into(),
                 ..req.clone()
             },
-            "c2",
+            &origin("c2"),
         )
         .ok()
         .unwrap();
@@ -275,7 +281,7 @@ mod tests {
                 name: "B".into(),
                 ..req
             },
-            "c1",
+            &origin("c1"),
         )
         .ok()
         .unwrap();
@@ -295,7 +301,7 @@ mod tests {
             expected_version: Some(-1),
             ..Default::default()
         };
-        let err = UpdateUserProfile::parse(&req, "c").err().unwrap();
+        let err = UpdateUserProfile::parse(&req, &origin("c")).err().unwrap();
         assert_eq!(fields(&err), ["expected_version", "update_mask.paths"]);
         let err = UpdateUserProfile::parse(
             &pb::UpdateUserProfileRequest {
@@ -303,7 +309,7 @@ mod tests {
                 expected_version: None,
                 ..req
             },
-            "c",
+            &origin("c"),
         )
         .err()
         .unwrap();
@@ -326,7 +332,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let err = CreateOrder::parse(&req, "c").err().unwrap();
+        let err = CreateOrder::parse(&req, &origin("c")).err().unwrap();
         assert_eq!(
             fields(&err),
             [
@@ -343,7 +349,7 @@ mod tests {
                 total: None,
                 ..req
             },
-            "c",
+            &origin("c"),
         )
         .err()
         .unwrap();
@@ -357,7 +363,7 @@ mod tests {
             order_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        let err = UpdateOrderStatus::parse(&req, "c").err().unwrap();
+        let err = UpdateOrderStatus::parse(&req, &origin("c")).err().unwrap();
         assert_eq!(fields(&err), ["status"]);
     }
 }

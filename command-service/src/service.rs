@@ -7,11 +7,12 @@ use tracing::Instrument;
 use dynabridge::commands::CommandHandler;
 use dynabridge::convert::money_to_pb;
 use dynabridge::error::AppError;
-use dynabridge::grpc::{CORRELATION_HEADER, correlation_id, request_span};
+use dynabridge::grpc::{CORRELATION_HEADER, correlation_id, request_span, trace_parent};
 use dynabridge::pb;
 use dynabridge::pb::command_service_server::CommandService;
+use dynabridge::telemetry::continue_trace;
 
-use crate::parse::{CreateOrder, CreateUser, UpdateOrderStatus, UpdateUserProfile};
+use crate::parse::{CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile};
 
 #[derive(Clone, Debug)]
 pub struct CommandApi {
@@ -33,7 +34,8 @@ fn respond<T>(message: T, correlation_id: &str) -> Response<T> {
     response
 }
 
-/// Runs `body` in a span carrying the request's correlation id.
+/// Runs `body` in a span carrying the request's correlation id, and part of
+/// the caller's trace, with the [`Origin`] its events are stored with.
 async fn handle<Req, Resp, F, Fut>(
     method: &'static str,
     request: Request<Req>,
@@ -41,13 +43,17 @@ async fn handle<Req, Resp, F, Fut>(
     body: F,
 ) -> Result<Response<Resp>, Status>
 where
-    F: FnOnce(Req, String) -> Fut,
+    F: FnOnce(Req, Origin) -> Fut,
     Fut: Future<Output = Result<Resp, AppError>>,
 {
     let (metadata, _, message) = request.into_parts();
     let cid = correlation_id(field(&message), &metadata).map_err(AppError::from)?;
     let span = request_span(method, &cid);
-    let result = body(message, cid.clone()).instrument(span.clone()).await;
+    let origin = Origin {
+        correlation_id: cid.clone(),
+        trace_parent: continue_trace(&span, trace_parent(&metadata)).map(|t| t.to_string()),
+    };
+    let result = body(message, origin).instrument(span.clone()).await;
     span.in_scope(|| match &result {
         Ok(_) => tracing::debug!("command accepted"),
         Err(err) => tracing::info!(error = %err, "command refused"),
@@ -65,8 +71,8 @@ impl CommandService for CommandApi {
             "CreateUser",
             request,
             |r| &r.correlation_id,
-            |req, cid| async move {
-                let cmd = CreateUser::parse(&req, &cid)?;
+            |req, origin| async move {
+                let cmd = CreateUser::parse(&req, &origin)?;
                 let out = self
                     .handler
                     .create_user(&cmd.meta, cmd.email, cmd.name)
@@ -90,8 +96,8 @@ impl CommandService for CommandApi {
             "UpdateUserProfile",
             request,
             |r| &r.correlation_id,
-            |req, cid| async move {
-                let cmd = UpdateUserProfile::parse(&req, &cid)?;
+            |req, origin| async move {
+                let cmd = UpdateUserProfile::parse(&req, &origin)?;
                 let out = self
                     .handler
                     .update_user_profile(&cmd.meta, cmd.user_id, cmd.name, cmd.email)
@@ -115,8 +121,8 @@ impl CommandService for CommandApi {
             "CreateOrder",
             request,
             |r| &r.correlation_id,
-            |req, cid| async move {
-                let cmd = CreateOrder::parse(&req, &cid)?;
+            |req, origin| async move {
+                let cmd = CreateOrder::parse(&req, &origin)?;
                 let out = self
                     .handler
                     .create_order(&cmd.meta, cmd.user_id, cmd.items, cmd.expected_total)
@@ -141,8 +147,8 @@ impl CommandService for CommandApi {
             "UpdateOrderStatus",
             request,
             |r| &r.correlation_id,
-            |req, cid| async move {
-                let cmd = UpdateOrderStatus::parse(&req, &cid)?;
+            |req, origin| async move {
+                let cmd = UpdateOrderStatus::parse(&req, &origin)?;
                 let out = self
                     .handler
                     .update_order_status(&cmd.meta, cmd.order_id, cmd.status)

@@ -14,6 +14,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::checkpoint::Checkpoint;
+use crate::progress;
 use crate::shard::{Pipeline, ShardEnd};
 use crate::stream::{ShardInfo, StreamError, list_shards};
 
@@ -60,6 +61,8 @@ pub async fn run_stream(pipeline: Arc<Pipeline>) {
     let mut retry = pipeline.timing.retry_backoff();
     let mut next_discovery = Instant::now();
     loop {
+        // At least once per discovery period, whatever the readers do.
+        progress::beat();
         tokio::select! {
             biased;
             () = pipeline.shutdown.wait() => break,
@@ -78,7 +81,14 @@ pub async fn run_stream(pipeline: Arc<Pipeline>) {
                             let checkpoint = checkpoints.get(&shard_id).cloned().unwrap_or_default();
                             let reader = pipeline.clone();
                             let id = shard_id.clone();
-                            let handle = tasks.spawn(async move { reader.run_shard(&id, checkpoint).await });
+                            // Each reader is a loop of its own for liveness,
+                            // and its shard's lag is its own.
+                            let handle = tasks.spawn(async move {
+                                let progress = reader.progress.clone();
+                                progress
+                                    .track(shard_loop_name(&id), reader.run_shard(&id, checkpoint))
+                                    .await
+                            });
                             task_shards.insert(handle.id(), shard_id.clone());
                             states.running.insert(shard_id);
                         }
@@ -98,6 +108,11 @@ pub async fn run_stream(pipeline: Arc<Pipeline>) {
     while let Some(joined) = tasks.join_next_with_id().await {
         on_end(joined, &mut task_shards, &mut states);
     }
+}
+
+/// The name a shard's reader is tracked under, in health logs.
+pub fn shard_loop_name(shard_id: &str) -> String {
+    format!("shard {shard_id}")
 }
 
 /// The listing and every checkpoint. Both or neither: a shard must never

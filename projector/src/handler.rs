@@ -54,6 +54,9 @@ impl Projection {
 impl BatchHandler for Projection {
     async fn handle(&self, events: &[StoredEvent], shutdown: &Shutdown) -> Result<(), HandleError> {
         for event in events {
+            // A batch may take long under a slow store: each event is
+            // progress.
+            crate::progress::beat();
             self.read_models.project(event).await?;
         }
         // Published only once the read models show the batch, so that a

@@ -10,7 +10,10 @@
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
 //!   calls, each behind a trait so that the logic is tested against fakes;
 //! - [`attribute`]: stream images to event store items;
-//! - [`control`]: shutdown and backoff.
+//! - [`control`]: shutdown and backoff;
+//! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
+//!   health (readiness, liveness) made of them;
+//! - [`metrics`]: the projector's Prometheus metrics.
 //!
 //! Delivery is at least once: a checkpoint is written only after the batch's
 //! events are in the read models and published, so a crash replays at most
@@ -24,6 +27,9 @@ pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod handler;
+pub mod metrics;
+pub mod monitor;
+pub mod progress;
 pub mod publish;
 pub mod read_model;
 pub mod shard;
@@ -39,18 +45,31 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dynabridge::config::StoreArgs;
+use dynabridge::grpc::Listeners;
+use dynabridge::health::{HealthArgs, Report, StoreHealth, StoreProbe, reachable_gauge};
+use dynabridge::schema::user_profiles;
+use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 use tonic_health::ServingStatus;
 
 use crate::checkpoint::DynamoCheckpoints;
 use crate::control::{Shutdown, Timing};
 use crate::handler::Projection;
+use crate::metrics::ProjectorMetrics;
+use crate::monitor::{Monitor, Thresholds};
+use crate::progress::Progress;
 use crate::publish::{BusPublisher, JsonLinesSink, Publisher, SdkEventBus};
 use crate::read_model::{CACHE_CAPACITY, DynamoRows, ReadModels};
 use crate::shard::Pipeline;
 use crate::stream::SdkStreams;
 
-/// The name the projector reports its health under, besides "".
+/// The name the projector reports its readiness under, besides "":
+/// SERVING once the stream is found, while the store is reachable and the
+/// lag is within `--max-lag-ms`.
 pub const HEALTH_SERVICE: &str = "dynabridge.v1.Projector";
+
+/// The name the projector reports its liveness under: NOT_SERVING when a
+/// processing loop has made no progress within `--liveness-window-ms`.
+pub const LIVENESS_SERVICE: &str = "dynabridge.v1.Projector.Liveness";
 
 /// Flags and environment of the projector.
 #[derive(Clone, Debug, clap::Args)]
@@ -95,17 +114,135 @@ impl Config {
     }
 }
 
+/// When the projector's health turns NOT_SERVING.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct ProjectorHealth {
+    #[command(flatten)]
+    pub store: HealthArgs,
+    /// Liveness turns NOT_SERVING when a processing loop has made no
+    /// progress for this long, in milliseconds (30000 to 3600000: an AWS
+    /// call may take 15 s before it times out, and a loop may make two
+    /// between beats).
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_LIVENESS_WINDOW_MS",
+        default_value_t = ProjectorHealth::DEFAULT_LIVENESS_WINDOW_MS
+    )]
+    pub liveness_window_ms: u64,
+    /// Readiness turns NOT_SERVING when the oldest unprocessed stream record
+    /// is older than this, in milliseconds (1000 to 86400000).
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_MAX_LAG_MS",
+        default_value_t = ProjectorHealth::DEFAULT_MAX_LAG_MS
+    )]
+    pub max_lag_ms: u64,
+}
+
+impl Default for ProjectorHealth {
+    fn default() -> Self {
+        Self {
+            store: HealthArgs::default(),
+            liveness_window_ms: Self::DEFAULT_LIVENESS_WINDOW_MS,
+            max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
+        }
+    }
+}
+
+impl ProjectorHealth {
+    pub const DEFAULT_LIVENESS_WINDOW_MS: u64 = 60_000;
+    pub const DEFAULT_MAX_LAG_MS: u64 = 60_000;
+    const LIVENESS_WINDOW_MS: std::ops::RangeInclusive<u64> = 30_000..=3_600_000;
+    const MAX_LAG_MS: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
+
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), String> {
+        self.store.validate()?;
+        if !Self::LIVENESS_WINDOW_MS.contains(&self.liveness_window_ms) {
+            return Err(format!(
+                "liveness window must be between {} and {} ms, not {}",
+                Self::LIVENESS_WINDOW_MS.start(),
+                Self::LIVENESS_WINDOW_MS.end(),
+                self.liveness_window_ms
+            ));
+        }
+        if !Self::MAX_LAG_MS.contains(&self.max_lag_ms) {
+            return Err(format!(
+                "max lag must be between {} and {} ms, not {}",
+                Self::MAX_LAG_MS.start(),
+                Self::MAX_LAG_MS.end(),
+                self.max_lag_ms
+            ));
+        }
+        Ok(())
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            liveness_window: Duration::from_millis(self.liveness_window_ms),
+            max_lag: Duration::from_millis(self.max_lag_ms),
+        }
+    }
+}
+
+/// The binary's flags beyond [`Config`]: health and metrics.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Observability {
+    #[command(flatten)]
+    pub health: ProjectorHealth,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_METRICS_LISTEN",
+        default_value = "127.0.0.1:9093"
+    )]
+    pub metrics_listen: SocketAddr,
+}
+
 /// Runs until `shutdown` resolves; the health server listens on
-/// `health_listener`.
+/// `health_listener`. Default health thresholds, no metrics endpoint: see
+/// [`run_with`].
 pub async fn run(
     config: Config,
     sdk: &aws_config::SdkConfig,
     health_listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        grpc: health_listener,
+        metrics: None,
+    };
+    run_with(
+        config,
+        &ProjectorHealth::default(),
+        sdk,
+        listeners,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with the health of `health`, the health server on
+/// `listeners.grpc` and the metrics endpoint on `listeners.metrics`, if any.
+pub async fn run_with(
+    config: Config,
+    health: &ProjectorHealth,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    health
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let dynamodb = dynabridge::aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+    let registry = prometheus::Registry::new();
+    let metrics = ProjectorMetrics::new().context("creating metrics")?;
+    metrics.register(&registry).context("registering metrics")?;
+    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
 
     // Opened first: a sink that cannot be written is a configuration error
     // worth failing on before anything else starts.
@@ -115,13 +252,16 @@ pub async fn run(
             config.event_source.clone(),
             bus.clone(),
             timing.clone(),
+            metrics.clone(),
         )),
         None => Box::new(
-            JsonLinesSink::open(&config.sink_path, config.event_source.clone())
-                .await
-                .with_context(|| {
-                    format!("opening the event sink {}", config.sink_path.display())
-                })?,
+            JsonLinesSink::open(
+                &config.sink_path,
+                config.event_source.clone(),
+                metrics.clone(),
+            )
+            .await
+            .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?,
         ),
     };
 
@@ -141,21 +281,65 @@ pub async fn run(
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
-    let server_stop = dynabridge::grpc::not_serving_then(reporter.clone(), vec![HEALTH_SERVICE], {
-        let stop = stop.clone();
-        async move { stop.wait().await }
-    });
-    tracing::info!(addr = %health_listener.local_addr()?, "projector health listening");
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    // A read-model table: the projector's own, and its role may GetItem it.
+    let store_health = StoreHealth::start(
+        StoreProbe::get_item(
+            dynamodb.clone(),
+            tables.user_profiles(),
+            user_profiles::USER_ID,
+        ),
+        &health.store,
+        Report {
+            reporter: None,
+            gauge: Some(reachable_gauge(&registry).context("registering metrics")?),
+        },
+    )
+    .await;
+    let recheck = store_health.rechecker();
+    let progress = Progress::new();
+    let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
+    let monitor = tokio::spawn(
+        Monitor {
+            progress: progress.clone(),
+            metrics: metrics.clone(),
+            reporter: reporter.clone(),
+            thresholds: health.thresholds(),
+            every: health.store.interval().min(Duration::from_secs(1)),
+            stream_found: stream_found_rx,
+            store_reachable: store_health.reachable(),
+        }
+        .run(stop.clone()),
+    );
+    // The monitor and the checks end first: nothing turns SERVING again
+    // once shutdown has begun.
+    let server_stop = dynabridge::grpc::not_serving_then(
+        reporter.clone(),
+        vec![HEALTH_SERVICE, LIVENESS_SERVICE],
+        {
+            let stop = stop.clone();
+            async move {
+                stop.wait().await;
+                let _ = monitor.await;
+                store_health.stop().await;
+            }
+        },
+    );
+    let metrics_endpoint = MetricsEndpoint::spawn(&registry, listeners.metrics);
+    tracing::info!(%addr, "projector health listening");
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(grpc_metrics.layer())
             .add_service(health_service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(health_listener),
+                tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
                 server_stop,
             ),
     );
 
-    let outcome = async {
+    let outcome = progress.clone().track("coordinator", async {
         let Some(stream_arn) = find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await? else {
             return Ok(());
         };
@@ -173,21 +357,26 @@ pub async fn run(
             )),
             timing: timing.clone(),
             shutdown: stop.clone(),
+            progress: progress.clone(),
+            metrics: metrics.clone(),
         });
-        for service in ["", HEALTH_SERVICE] {
-            reporter.set_service_status(service, ServingStatus::Serving).await;
-        }
+        stream_found.send_replace(true);
+        // The tables may have just appeared: no need to wait for the next
+        // check to say so.
+        recheck.now();
         coordinator::run_stream(pipeline).await;
         anyhow::Ok(())
-    }
+    })
     .await;
 
     // Whatever ended the run, the health server goes NOT_SERVING and stops.
     trigger.trigger();
     waiter.abort();
     let served = server.await.context("the health server task failed")?;
+    let metrics_served = metrics_endpoint.stop().await;
     outcome?;
     served.context("the health server failed")?;
+    metrics_served.context("serving metrics")?;
     tracing::info!("projector stopped");
     Ok(())
 }
@@ -202,6 +391,7 @@ async fn find_stream(
 ) -> anyhow::Result<Option<String>> {
     let mut retry = timing.retry_backoff();
     loop {
+        progress::beat();
         match stream::latest_stream_arn(client, table).await {
             Ok(Some(arn)) => return Ok(Some(arn)),
             Ok(None) => anyhow::bail!(
@@ -240,6 +430,34 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.sink_path, PathBuf::from("-"));
         assert_eq!(config.event_bus, None);
+    }
+
+    #[test]
+    fn health_and_metrics_have_documented_defaults() {
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            observability: Observability,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("projector").chain(args.iter().copied()))
+                .unwrap()
+                .observability
+        };
+        let defaults = parse(&[]);
+        assert_eq!(defaults.health, ProjectorHealth::default());
+        assert_eq!(defaults.health.liveness_window_ms, 60_000);
+        assert_eq!(defaults.health.max_lag_ms, 60_000);
+        assert_eq!(defaults.metrics_listen, "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(defaults.health.validate(), Ok(()));
+        for args in [
+            &["--liveness-window-ms", "29999"][..],
+            &["--max-lag-ms", "999"],
+            &["--health-check-timeout-ms", "0"],
+        ] {
+            assert!(parse(args).health.validate().is_err(), "{args:?}");
+        }
+        assert_eq!(LIVENESS_SERVICE, format!("{HEALTH_SERVICE}.Liveness"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{init_tracing, shutdown_signal};
+use dynabridge::grpc::{Listeners, shutdown_signal};
 
 /// Projects the event store's stream into the read models and publishes
 /// every event.
@@ -14,13 +14,21 @@ use dynabridge::grpc::{init_tracing, shutdown_signal};
 struct Cli {
     #[command(flatten)]
     config: projector::Config,
+    #[command(flatten)]
+    observability: projector::Observability,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { config } = Cli::parse();
-    init_tracing();
-    if let Err(message) = config.validate() {
+    let Cli {
+        config,
+        observability,
+    } = Cli::parse();
+    let _telemetry = dynabridge::telemetry::init("projector")?;
+    if let Err(message) = config
+        .validate()
+        .and_then(|()| observability.health.validate())
+    {
         eprintln!("projector: invalid configuration: {message}");
         std::process::exit(2);
     }
@@ -28,10 +36,29 @@ async fn main() -> anyhow::Result<()> {
         dynabridge::aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
-    let listener = tokio::net::TcpListener::bind(config.health_listen)
-        .await
-        .with_context(|| format!("binding the health server to {}", config.health_listen))?;
-    projector::run(config, &sdk, listener, shutdown_signal()).await
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind(config.health_listen)
+            .await
+            .with_context(|| format!("binding the health server to {}", config.health_listen))?,
+        metrics: Some(
+            tokio::net::TcpListener::bind(observability.metrics_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the metrics endpoint to {}",
+                        observability.metrics_listen
+                    )
+                })?,
+        ),
+    };
+    projector::run_with(
+        config,
+        &observability.health,
+        &sdk,
+        listeners,
+        shutdown_signal(),
+    )
+    .await
 }
 
 #[cfg(test)]

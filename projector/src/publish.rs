@@ -4,6 +4,10 @@
 //! Publishing never drops an event: the bus publisher retries the entries the
 //! bus refused until they are accepted or the projector shuts down, and the
 //! caller checkpoints only after [`Publisher::publish`] returned `Ok`.
+//!
+//! The trace context stored with an event travels with it: as the entry's
+//! `TraceHeader` (X-Ray format, which EventBridge passes on to its targets),
+//! and as `traceHeader` on a sink line.
 
 use std::path::Path;
 
@@ -13,11 +17,13 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::{DateTime, Utc};
 use dynabridge::domain::StoredEvent;
 use dynabridge::envelope::envelope_json;
+use dynabridge::telemetry::TraceParent;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::control::{Backoff, Shutdown, Timing};
 use crate::error::{StoreError, sdk_error};
+use crate::metrics::{ProjectorMetrics, PublishFailure};
 
 /// EventBridge's limit of entries per `PutEvents` call.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
@@ -53,6 +59,18 @@ pub struct BusEntry {
     pub detail: String,
     pub event_bus_name: String,
     pub time: DateTime<Utc>,
+    /// The X-Ray form of the event's stored trace context, if it has one.
+    pub trace_header: Option<String>,
+}
+
+/// The X-Ray trace header of `event`'s stored W3C trace context; `None`
+/// without one, or if it is not one this build can read.
+pub fn trace_header(event: &StoredEvent) -> Option<String> {
+    event
+        .trace_parent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .map(|t| t.to_xray())
 }
 
 /// The `PutEvents` call.
@@ -69,15 +87,23 @@ pub struct BusPublisher {
     source: String,
     bus: String,
     timing: Timing,
+    metrics: ProjectorMetrics,
 }
 
 impl BusPublisher {
-    pub fn new(api: Box<dyn EventBusApi>, source: String, bus: String, timing: Timing) -> Self {
+    pub fn new(
+        api: Box<dyn EventBusApi>,
+        source: String,
+        bus: String,
+        timing: Timing,
+        metrics: ProjectorMetrics,
+    ) -> Self {
         Self {
             api,
             source,
             bus,
             timing,
+            metrics,
         }
     }
 
@@ -89,6 +115,7 @@ impl BusPublisher {
             detail: envelope_json(event),
             event_bus_name: self.bus.clone(),
             time: event.occurred_at,
+            trace_header: trace_header(event),
         }
     }
 
@@ -100,6 +127,8 @@ impl BusPublisher {
     ) -> Result<(), PublishError> {
         let mut backoff: Backoff = self.timing.retry_backoff();
         loop {
+            // Waiting on the bus is progress, however long it refuses.
+            crate::progress::beat();
             match self.api.put_events(&pending).await {
                 Ok(results) => {
                     // Results match entries by position; an entry without a
@@ -122,12 +151,18 @@ impl BusPublisher {
                     if refused.is_empty() {
                         return Ok(());
                     }
+                    self.metrics.publish_failed(
+                        PublishFailure::Refused,
+                        u64::try_from(refused.len()).unwrap_or(u64::MAX),
+                    );
                     pending = refused;
                 }
                 Err(err) if err.is_transient() => {
+                    self.metrics.publish_failed(PublishFailure::Call, 1);
                     tracing::warn!(error = %err, entries = pending.len(), "event bus unavailable, retrying");
                 }
                 Err(err) => {
+                    self.metrics.publish_failed(PublishFailure::Call, 1);
                     tracing::error!(error = %err, entries = pending.len(), "publishing failed, retrying");
                 }
             }
@@ -168,21 +203,7 @@ impl SdkEventBus {
 #[async_trait]
 impl EventBusApi for SdkEventBus {
     async fn put_events(&self, entries: &[BusEntry]) -> Result<Vec<Option<String>>, StoreError> {
-        let entries = entries
-            .iter()
-            .map(|e| {
-                PutEventsRequestEntry::builder()
-                    .source(&e.source)
-                    .detail_type(&e.detail_type)
-                    .detail(&e.detail)
-                    .event_bus_name(&e.event_bus_name)
-                    .time(SdkDateTime::from_secs_and_nanos(
-                        e.time.timestamp(),
-                        e.time.timestamp_subsec_nanos(),
-                    ))
-                    .build()
-            })
-            .collect();
+        let entries = entries.iter().map(request_entry).collect();
         let out = self
             .client
             .put_events()
@@ -198,6 +219,21 @@ impl EventBusApi for SdkEventBus {
     }
 }
 
+/// The SDK's form of one entry.
+fn request_entry(entry: &BusEntry) -> PutEventsRequestEntry {
+    PutEventsRequestEntry::builder()
+        .source(&entry.source)
+        .detail_type(&entry.detail_type)
+        .detail(&entry.detail)
+        .event_bus_name(&entry.event_bus_name)
+        .time(SdkDateTime::from_secs_and_nanos(
+            entry.time.timestamp(),
+            entry.time.timestamp_subsec_nanos(),
+        ))
+        .set_trace_header(entry.trace_header.clone())
+        .build()
+}
+
 enum SinkTarget {
     Stdout(tokio::io::Stdout),
     File(tokio::fs::File),
@@ -207,11 +243,16 @@ enum SinkTarget {
 pub struct JsonLinesSink {
     target: tokio::sync::Mutex<SinkTarget>,
     source: String,
+    metrics: ProjectorMetrics,
 }
 
 impl JsonLinesSink {
     /// Opens `path` for appending (creating it); `-` is stdout.
-    pub async fn open(path: &Path, source: String) -> std::io::Result<Self> {
+    pub async fn open(
+        path: &Path,
+        source: String,
+        metrics: ProjectorMetrics,
+    ) -> std::io::Result<Self> {
         let target = if path == Path::new("-") {
             SinkTarget::Stdout(tokio::io::stdout())
         } else {
@@ -226,18 +267,39 @@ impl JsonLinesSink {
         Ok(Self {
             target: tokio::sync::Mutex::new(target),
             source,
+            metrics,
         })
     }
 
     fn line(&self, event: &StoredEvent) -> Result<String, serde_json::Error> {
         let detail: serde_json::Value = serde_json::from_str(&envelope_json(event))?;
-        serde_json::to_string(&serde_json::json!({
+        let mut line = serde_json::json!({
             "source": self.source,
             "detailType": event.event.event_type(),
             // The sink stands in for a bus when there is none.
             "eventBusName": null,
             "detail": detail,
-        }))
+        });
+        if let Some(header) = trace_header(event) {
+            line["traceHeader"] = serde_json::Value::String(header);
+        }
+        serde_json::to_string(&line)
+    }
+
+    async fn write(&self, batch: &str) -> std::io::Result<()> {
+        // One write per batch under the lock: lines of concurrent shards
+        // never interleave.
+        let mut target = self.target.lock().await;
+        match &mut *target {
+            SinkTarget::Stdout(out) => {
+                out.write_all(batch.as_bytes()).await?;
+                out.flush().await
+            }
+            SinkTarget::File(file) => {
+                file.write_all(batch.as_bytes()).await?;
+                file.flush().await
+            }
+        }
     }
 }
 
@@ -253,20 +315,10 @@ impl Publisher for JsonLinesSink {
             batch.push_str(&self.line(event)?);
             batch.push('\n');
         }
-        // One write per batch under the lock: lines of concurrent shards
-        // never interleave.
-        let mut target = self.target.lock().await;
-        match &mut *target {
-            SinkTarget::Stdout(out) => {
-                out.write_all(batch.as_bytes()).await?;
-                out.flush().await?;
-            }
-            SinkTarget::File(file) => {
-                file.write_all(batch.as_bytes()).await?;
-                file.flush().await?;
-            }
-        }
-        Ok(())
+        self.write(&batch).await.map_err(|err| {
+            self.metrics.publish_failed(PublishFailure::Sink, 1);
+            PublishError::Sink(err)
+        })
     }
 }
 
@@ -278,6 +330,7 @@ mod tests {
     #[tokio::test]
     async fn only_refused_entries_are_sent_again() {
         let bus = FakeBus::default();
+        let metrics = ProjectorMetrics::new().unwrap();
         // Positions 2 and 7 of the first call, and 2 again on the retry.
         bus.refuse_next(vec![2, 7]);
         bus.refuse_next(vec![1]);
@@ -286,6 +339,7 @@ mod tests {
             "src".into(),
             "bus".into(),
             fast_timing(),
+            metrics.clone(),
         );
         let events = user_events(12);
         let (_trigger, shutdown) = Shutdown::new();
@@ -317,17 +371,21 @@ mod tests {
         assert_eq!(first.time, events[0].occurred_at);
         assert_eq!(first.detail, envelope_json(&events[0]));
         assert_eq!(bus.accepted().len(), 12);
+        assert_eq!(metrics.publish_failures(PublishFailure::Refused), 3);
+        assert_eq!(metrics.publish_failures(PublishFailure::Call), 0);
     }
 
     #[tokio::test]
     async fn shutdown_stops_retrying_with_an_error() {
         let bus = FakeBus::default();
+        let metrics = ProjectorMetrics::new().unwrap();
         bus.refuse_forever();
         let publisher = BusPublisher::new(
             Box::new(bus.clone()),
             "src".into(),
             "bus".into(),
             fast_timing(),
+            metrics.clone(),
         );
         let (trigger, shutdown) = Shutdown::new();
         let events = user_events(1);
@@ -353,14 +411,16 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let (_trigger, shutdown) = Shutdown::new();
         let events = user_events(3);
-        let sink = JsonLinesSink::open(&path, "dynabridge".into())
-            .await
-            .unwrap();
+        let sink =
+            JsonLinesSink::open(&path, "dynabridge".into(), ProjectorMetrics::new().unwrap())
+                .await
+                .unwrap();
         sink.publish(&events[..2], &shutdown).await.unwrap();
         drop(sink);
-        let sink = JsonLinesSink::open(&path, "dynabridge".into())
-            .await
-            .unwrap();
+        let sink =
+            JsonLinesSink::open(&path, "dynabridge".into(), ProjectorMetrics::new().unwrap())
+                .await
+                .unwrap();
         sink.publish(&events[2..], &shutdown).await.unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();
@@ -373,9 +433,73 @@ mod tests {
             assert_eq!(line["source"], "dynabridge");
             assert_eq!(line["detailType"], event.event.event_type());
             assert!(line["eventBusName"].is_null());
+            assert!(
+                line.get("traceHeader").is_none(),
+                "no trace context, no header"
+            );
             assert_eq!(line["detail"]["eventId"], event.event_id.to_string());
             let detail: serde_json::Value = serde_json::from_str(&envelope_json(event)).unwrap();
             assert_eq!(line["detail"], detail);
         }
+    }
+
+    const TRACE_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE_HEADER: &str =
+        "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1";
+
+    #[tokio::test]
+    async fn the_stored_trace_context_goes_on_the_entry_as_an_xray_header() {
+        let bus = FakeBus::default();
+        let publisher = BusPublisher::new(
+            Box::new(bus.clone()),
+            "src".into(),
+            "bus".into(),
+            fast_timing(),
+            ProjectorMetrics::new().unwrap(),
+        );
+        let mut events = user_events(2);
+        events[0].trace_parent = Some(TRACE_PARENT.into());
+        let (_trigger, shutdown) = Shutdown::new();
+        publisher.publish(&events, &shutdown).await.unwrap();
+        let accepted = bus.accepted();
+        assert_eq!(accepted[0].trace_header.as_deref(), Some(TRACE_HEADER));
+        assert_eq!(accepted[1].trace_header, None);
+        // And the SDK request carries it.
+        let entry = request_entry(&accepted[0]);
+        assert_eq!(entry.trace_header(), Some(TRACE_HEADER));
+        assert_eq!(request_entry(&accepted[1]).trace_header(), None);
+    }
+
+    #[tokio::test]
+    async fn the_sink_line_carries_the_trace_header_and_failed_writes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let (_trigger, shutdown) = Shutdown::new();
+        let mut events = user_events(1);
+        events[0].trace_parent = Some(TRACE_PARENT.into());
+        let metrics = ProjectorMetrics::new().unwrap();
+        let sink = JsonLinesSink::open(&path, "dynabridge".into(), metrics.clone())
+            .await
+            .unwrap();
+        sink.publish(&events, &shutdown).await.unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(line["traceHeader"], TRACE_HEADER);
+        assert_eq!(line["detail"]["correlationId"], events[0].correlation_id);
+        assert_eq!(metrics.publish_failures(PublishFailure::Sink), 0);
+
+        // A sink that cannot be written: a read-only handle on the file.
+        let read_only = JsonLinesSink {
+            target: tokio::sync::Mutex::new(SinkTarget::File(
+                tokio::fs::File::open(&path).await.unwrap(),
+            )),
+            source: "dynabridge".into(),
+            metrics: metrics.clone(),
+        };
+        assert!(matches!(
+            read_only.publish(&events, &shutdown).await,
+            Err(PublishError::Sink(_))
+        ));
+        assert_eq!(metrics.publish_failures(PublishFailure::Sink), 1);
     }
 }

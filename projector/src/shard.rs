@@ -25,6 +25,8 @@ use crate::attribute::image_to_item;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::control::{Shutdown, Timing};
 use crate::handler::BatchHandler;
+use crate::metrics::ProjectorMetrics;
+use crate::progress::{self, Progress};
 use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
 
 /// The most records one `GetRecords` returns.
@@ -38,6 +40,9 @@ pub struct Pipeline {
     pub handler: Arc<dyn BatchHandler>,
     pub timing: Timing,
     pub shutdown: Shutdown,
+    /// Where the readers report their heartbeats and lag, for health.
+    pub progress: Arc<Progress>,
+    pub metrics: ProjectorMetrics,
 }
 
 /// Why a shard reader stopped.
@@ -114,12 +119,23 @@ impl Pipeline {
         let mut idle = self.timing.idle_backoff();
         let mut retry = self.timing.retry_backoff();
         loop {
+            progress::beat();
             if self.shutdown.is_triggered() {
                 return Ok(ShardEnd::Shutdown);
             }
             let page = match self.streams.get_records(&iterator, RECORDS_PER_CALL).await {
                 Ok(page) => {
                     retry.reset();
+                    if page.records.is_empty() {
+                        progress::caught_up();
+                    } else {
+                        progress::read_records(
+                            page.records
+                                .iter()
+                                .filter_map(|r| r.approximate_creation)
+                                .min(),
+                        );
+                    }
                     page
                 }
                 Err(StreamError::ExpiredIterator) => {
@@ -169,6 +185,7 @@ impl Pipeline {
                 }
             }
             let Some(next) = page.next_iterator else {
+                progress::caught_up();
                 tracing::info!(shard_id, last_sequence_number = ?last_sequence_number, "shard closed and finished");
                 return Ok(ShardEnd::Finished);
             };
@@ -188,6 +205,7 @@ impl Pipeline {
     ) -> Result<Option<String>, StreamError> {
         let mut retry = self.timing.retry_backoff();
         loop {
+            progress::beat();
             match self
                 .streams
                 .shard_iterator(&self.stream_arn, shard_id, &position)
@@ -213,6 +231,7 @@ impl Pipeline {
     async fn process(&self, shard_id: &str, records: &[StreamRecord], closed: bool) -> BatchEnd {
         let mut events = Vec::with_capacity(records.len());
         let mut last_good: Option<&str> = None;
+        let mut good: u64 = 0;
         let mut poison = None;
         for record in records {
             match decode(record) {
@@ -226,6 +245,7 @@ impl Pipeline {
                 }
             }
             last_good = Some(&record.sequence_number);
+            good += 1;
         }
         if let Some(last) = last_good {
             tracing::debug!(shard_id, records = records.len(), events = events.len(), last_sequence_number = %last, "handling a batch");
@@ -239,6 +259,7 @@ impl Pipeline {
             if !self.save(shard_id, &checkpoint).await {
                 return BatchEnd::Shutdown;
             }
+            self.metrics.records_processed.inc_by(good);
         }
         match (poison, last_good) {
             (Some((record, why)), _) => {
@@ -263,6 +284,7 @@ impl Pipeline {
     async fn handle(&self, shard_id: &str, events: &[StoredEvent]) -> bool {
         let mut retry = self.timing.retry_backoff();
         loop {
+            progress::beat();
             match self.handler.handle(events, &self.shutdown).await {
                 Ok(()) => return true,
                 Err(err) => {
@@ -274,6 +296,7 @@ impl Pipeline {
                         );
                         return false;
                     }
+                    self.metrics.batch_failures.inc();
                     if err.is_transient() {
                         tracing::warn!(shard_id, error = %err, events = events.len(), "handling a batch failed, retrying");
                     } else {
@@ -291,12 +314,16 @@ impl Pipeline {
     async fn save(&self, shard_id: &str, checkpoint: &Checkpoint) -> bool {
         let mut retry = self.timing.retry_backoff();
         loop {
+            progress::beat();
             match self
                 .checkpoints
                 .save(&self.stream_arn, shard_id, checkpoint)
                 .await
             {
-                Ok(()) => return true,
+                Ok(()) => {
+                    progress::checkpointed();
+                    return true;
+                }
                 Err(err) => {
                     if err.is_transient() {
                         tracing::warn!(shard_id, error = %err, "writing a checkpoint failed, retrying");
@@ -341,6 +368,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(end, ShardEnd::Finished);
+        assert_eq!(h.metrics.records_processed.get(), 5);
         let s = |n| h.seq(n);
         assert_eq!(
             h.journal.entries(),
@@ -506,6 +534,7 @@ mod tests {
             async move { pipeline.run_shard("A", Checkpoint::default()).await }
         });
         crate::testing::wait_until("a few failures", || h.handler.failures() >= 3).await;
+        assert!(h.metrics.batch_failures.get() >= 3);
         h.trigger.trigger();
         assert_eq!(task.await.unwrap().unwrap(), ShardEnd::Shutdown);
         assert!(h.checkpoints.saved("A").is_empty());
@@ -586,5 +615,127 @@ mod tests {
             .insert(event_store::VERSION.into(), AttributeValue::S("x".into()));
         let poison = decode(&broken).unwrap_err();
         assert_eq!(poison.event_id, Some(event.event_id.to_string()));
+    }
+
+    mod liveness {
+        use super::*;
+        use crate::coordinator::shard_loop_name;
+        use crate::monitor::{Thresholds, assess};
+        use std::time::Duration;
+        use tokio::time::Instant;
+
+        const WINDOW: Duration = Duration::from_secs(60);
+
+        fn spawn_tracked(h: &Harness, shard: &'static str) -> tokio::task::JoinHandle<()> {
+            let pipeline = Arc::new(h.pipeline());
+            let progress = h.progress.clone();
+            tokio::spawn(async move {
+                let _ = progress
+                    .track(
+                        shard_loop_name(shard),
+                        pipeline.run_shard(shard, Checkpoint::default()),
+                    )
+                    .await;
+            })
+        }
+
+        // Paused time: the idle shard polls every few virtual milliseconds,
+        // and the test's sleeps pass without waiting.
+        #[tokio::test(start_paused = true)]
+        async fn a_hanging_batch_stops_its_shards_heartbeat_while_an_idle_shard_keeps_beating() {
+            let h = Harness::new();
+            let events = user_events(1);
+            h.streams.add_shard("idle", None, vec![], false);
+            h.streams
+                .add_shard("stuck", None, h.records(&events), false);
+            h.handler.hang();
+            let idle = spawn_tracked(&h, "idle");
+            let stuck = spawn_tracked(&h, "stuck");
+            crate::testing::wait_until("the batch to hang", || h.handler.hanging() == 1).await;
+            let polls = h.streams.get_records_calls();
+
+            tokio::time::sleep(WINDOW * 2).await;
+            let silences = h.progress.silences(Instant::now());
+            assert!(
+                silences[&shard_loop_name("stuck")] >= WINDOW * 2,
+                "{silences:?}"
+            );
+            assert!(
+                silences[&shard_loop_name("idle")] < Duration::from_secs(1),
+                "{silences:?}"
+            );
+            assert!(
+                h.streams.get_records_calls() > polls + 100,
+                "the idle shard kept polling"
+            );
+
+            // The record it hangs on was created at its event's time: as
+            // seen 90 s later, the lag is 90 s.
+            let wall = events[0].occurred_at + chrono::Duration::seconds(90);
+            let snapshot = h.progress.snapshot(Instant::now(), wall);
+            assert_eq!(snapshot.lag, Duration::from_secs(90));
+            let verdict = assess(
+                &snapshot,
+                true,
+                true,
+                &Thresholds {
+                    liveness_window: WINDOW,
+                    max_lag: Duration::from_secs(60),
+                },
+            );
+            assert!(verdict.live.unwrap_err().contains("stuck"));
+            assert!(verdict.ready.is_err());
+
+            h.trigger.trigger();
+            idle.await.unwrap();
+            // A hung call does not end on shutdown; nothing else waits on it.
+            stuck.abort();
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_shard_retrying_a_failing_batch_is_live_but_falls_behind() {
+            let h = Harness::new();
+            let events = user_events(1);
+            h.streams.add_shard("A", None, h.records(&events), false);
+            h.handler.fail_next(usize::MAX);
+            let task = spawn_tracked(&h, "A");
+            tokio::time::sleep(WINDOW * 2).await;
+            let silences = h.progress.silences(Instant::now());
+            assert!(
+                silences[&shard_loop_name("A")] <= Duration::from_secs(5),
+                "retries beat at least every backoff: {silences:?}"
+            );
+            let wall = events[0].occurred_at + chrono::Duration::seconds(120);
+            assert_eq!(
+                h.progress.snapshot(Instant::now(), wall).lag,
+                Duration::from_secs(120)
+            );
+            h.trigger.trigger();
+            task.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_processed_page_then_an_empty_one_means_caught_up() {
+            let h = Harness::new();
+            let events = user_events(3);
+            h.streams.add_shard("A", None, h.records(&events), false);
+            let task = spawn_tracked(&h, "A");
+            crate::testing::wait_until("every event handled", || {
+                h.journal.handled_versions().len() == 3
+            })
+            .await;
+            let polls = h.streams.get_records_calls();
+            crate::testing::wait_until("an empty page after them", || {
+                h.streams.get_records_calls() > polls
+            })
+            .await;
+            let wall = events[2].occurred_at + chrono::Duration::days(1);
+            let snapshot = h.progress.snapshot(Instant::now(), wall);
+            assert_eq!(snapshot.lag, Duration::ZERO);
+            assert!(snapshot.since_checkpoint < Duration::from_secs(10));
+            assert_eq!(h.metrics.records_processed.get(), 3);
+            h.trigger.trigger();
+            task.await.unwrap();
+        }
     }
 }

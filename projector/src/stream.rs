@@ -58,6 +58,10 @@ pub struct StreamRecord {
     pub sequence_number: String,
     pub operation: Operation,
     pub new_image: Option<HashMap<String, AttributeValue>>,
+    /// When the change was made, to the second, as the stream says
+    /// (`ApproximateCreationDateTime`): what the projector's lag is
+    /// measured from.
+    pub approximate_creation: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One page of `GetRecords`.
@@ -249,6 +253,9 @@ impl StreamApi for SdkStreams {
                     StreamRecord {
                         sequence_number: data.sequence_number.unwrap_or_default(),
                         operation,
+                        approximate_creation: data.approximate_creation_date_time.and_then(|at| {
+                            chrono::DateTime::from_timestamp(at.secs(), at.subsec_nanos())
+                        }),
                         new_image: data.new_image,
                     }
                 })

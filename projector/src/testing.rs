@@ -21,6 +21,8 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::control::{Shutdown, ShutdownTrigger, Timing};
 use crate::error::StoreError;
 use crate::handler::{BatchHandler, HandleError};
+use crate::metrics::ProjectorMetrics;
+use crate::progress::Progress;
 use crate::publish::{BusEntry, EventBusApi};
 use crate::read_model::{Model, PutOutcome, Row, RowStore};
 use crate::shard::Pipeline;
@@ -67,6 +69,7 @@ fn stored(version: Version, event: Event) -> StoredEvent {
         schema_version: 1,
         request_id: format!("req-{version}"),
         correlation_id: "corr".into(),
+        trace_parent: None,
         event,
     }
 }
@@ -138,6 +141,7 @@ pub fn insert_record(sequence_number: String, event: &StoredEvent) -> StreamReco
         sequence_number,
         operation: Operation::Insert,
         new_image: Some(item_to_image(&event_to_item(event))),
+        approximate_creation: Some(event.occurred_at),
     }
 }
 
@@ -435,6 +439,10 @@ struct HandlerState {
     fail_next: usize,
     failures: usize,
     events: Vec<StoredEvent>,
+    /// Every call from now on never returns, as a handler stuck on a call
+    /// that never answers.
+    hang: bool,
+    hanging: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -452,6 +460,16 @@ impl FakeHandler {
         lock(&self.state).failures
     }
 
+    /// Every call from now on hangs.
+    pub fn hang(&self) {
+        lock(&self.state).hang = true;
+    }
+
+    /// Calls hanging now.
+    pub fn hanging(&self) -> usize {
+        lock(&self.state).hanging
+    }
+
     /// Every event handled successfully, in order.
     pub fn events(&self) -> Vec<StoredEvent> {
         lock(&self.state).events.clone()
@@ -465,6 +483,14 @@ impl BatchHandler for FakeHandler {
         events: &[StoredEvent],
         _shutdown: &Shutdown,
     ) -> Result<(), HandleError> {
+        let hang = {
+            let mut state = lock(&self.state);
+            state.hanging += usize::from(state.hang);
+            state.hang
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
         let mut state = lock(&self.state);
         if state.fail_next > 0 {
             state.fail_next -= 1;
@@ -489,6 +515,8 @@ pub struct Harness {
     pub checkpoints: FakeCheckpoints,
     pub handler: FakeHandler,
     pub trigger: ShutdownTrigger,
+    pub progress: Arc<Progress>,
+    pub metrics: ProjectorMetrics,
     shutdown: Shutdown,
 }
 
@@ -508,6 +536,8 @@ impl Harness {
             },
             journal,
             trigger,
+            progress: Progress::new(),
+            metrics: ProjectorMetrics::new().unwrap(),
             shutdown,
         }
     }
@@ -520,6 +550,8 @@ impl Harness {
             handler: Arc::new(self.handler.clone()),
             timing: fast_timing(),
             shutdown: self.shutdown.clone(),
+            progress: self.progress.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

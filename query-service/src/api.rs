@@ -5,7 +5,9 @@
 use std::future::Future;
 
 use dynabridge::error::AppError;
-use dynabridge::grpc::{CORRELATION_HEADER, correlation_id, request_deadline, request_span};
+use dynabridge::grpc::{
+    CORRELATION_HEADER, correlation_id, request_deadline, request_span, trace_parent,
+};
 use dynabridge::pb;
 use dynabridge::pb::query_service_server::QueryService;
 use tokio::time::Instant;
@@ -27,8 +29,9 @@ impl QueryApi {
     }
 }
 
-/// Runs `handle` on the message of `request` inside the request's span, with
-/// the call's deadline, and echoes the correlation id back, on errors too.
+/// Runs `handle` on the message of `request` inside the request's span (in
+/// the caller's trace), with the call's deadline, and echoes the
+/// correlation id back, on errors too.
 async fn serve<Req, Resp, F, Fut>(
     method: &'static str,
     request: Request<Req>,
@@ -44,6 +47,9 @@ where
     let cid = correlation_id("", metadata).unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
     let call_deadline = request_deadline(metadata).map(|timeout| Instant::now() + timeout);
     let span = request_span(method, &cid);
+    // Reads append nothing: the trace context only makes this call's span
+    // part of the caller's trace.
+    let _ = dynabridge::telemetry::continue_trace(&span, trace_parent(metadata));
     let result = async move {
         let result = handle(request.into_inner(), call_deadline).await;
         if let Err(err) = &result {

@@ -23,8 +23,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{not_serving_then, reflection_services};
+use dynabridge::grpc::{Listeners, reflection_services};
+use dynabridge::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
 use dynabridge::pb::query_service_server::QueryServiceServer;
+use dynabridge::schema::user_profiles;
+use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 use tonic::server::NamedService as _;
 
 use crate::api::QueryApi;
@@ -90,18 +93,58 @@ impl Config {
     }
 }
 
-/// The name health reports the query service under.
+/// The binary's flags beyond [`Config`]: health checks and metrics.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Observability {
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_QUERY_METRICS_LISTEN",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub metrics_listen: SocketAddr,
+}
+
+/// The name health reports the query service under: readiness, SERVING
+/// while the store is reachable (as is "").
 pub const SERVICE_NAME: &str = QueryServiceServer::<QueryApi>::NAME;
 
+/// The gRPC health name of the process: liveness, SERVING until shutdown
+/// whatever the store does.
+pub const LIVENESS_NAME: &str = "dynabridge.v1.QueryService.Liveness";
+
 /// Serves on `listener` until `shutdown` resolves, then turns NOT_SERVING
-/// and drains in-flight requests.
+/// and drains in-flight requests. Health checks at the default interval, no
+/// metrics endpoint: see [`run_with`].
 pub async fn run(
     config: Config,
     sdk: &aws_config::SdkConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: None,
+    };
+    run_with(config, &HealthArgs::default(), sdk, listeners, shutdown).await
+}
+
+/// [`run`], with the health checks of `health` and the metrics endpoint
+/// on `listeners.metrics`, if any.
+pub async fn run_with(
+    config: Config,
+    health: &HealthArgs,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
+    health
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
     let tokens = match &config.page_token_secret {
         Some(secret) => PageTokens::new(secret.as_bytes())?,
         None => {
@@ -112,39 +155,50 @@ pub async fn run(
             PageTokens::random()?
         }
     };
+    let addr = listeners
+        .grpc
+        .local_addr()
+        .context("reading the listen address")?;
     let tables = config.store.tables();
-    let read_models = ReadModels::new(dynabridge::aws::dynamodb_client(sdk), &tables);
+    let client = dynabridge::aws::dynamodb_client(sdk);
+    let read_models = ReadModels::new(client.clone(), &tables);
     let queries = Queries::new(
         read_models,
         tokens,
         Duration::from_millis(config.max_wait_ms),
     );
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
-        .await;
+    let registry = prometheus::Registry::new();
+    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    // A read-model table, which the role may GetItem already. Architecture
+    // invariant: never the event store.
+    let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
+    let (health, health_service) = ServiceHealth::start(
+        SERVICE_NAME,
+        LIVENESS_NAME,
+        probe,
+        health,
+        Some(reachable_gauge(&registry).context("registering metrics")?),
+    )
+    .await;
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().context("building the reflection service")?;
 
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let metrics = MetricsEndpoint::spawn(&registry, listeners.metrics);
     tracing::info!(%addr, table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
-    tonic::transport::Server::builder()
-        .add_service(health)
+    let served = tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer())
+        .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(QueryServiceServer::new(QueryApi::new(queries)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            not_serving_then(reporter, vec![SERVICE_NAME], shutdown),
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            health.shutdown_after(shutdown),
         )
-        .await
-        .context("serving gRPC")?;
+        .await;
+    metrics.stop().await.context("serving metrics")?;
+    served.context("serving gRPC")?;
     tracing::info!("query service stopped");
     Ok(())
 }
@@ -201,5 +255,24 @@ mod tests {
     #[test]
     fn health_uses_the_proto_service_name() {
         assert_eq!(SERVICE_NAME, "dynabridge.v1.QueryService");
+        assert_eq!(LIVENESS_NAME, format!("{SERVICE_NAME}.Liveness"));
+    }
+
+    #[test]
+    fn health_and_metrics_have_documented_defaults() {
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            observability: Observability,
+        }
+        let cli = Cli::try_parse_from(["query-service"]).unwrap();
+        assert_eq!(cli.observability.health, HealthArgs::default());
+        assert_eq!(
+            cli.observability.metrics_listen,
+            "127.0.0.1:9092".parse().unwrap()
+        );
+        let bad =
+            Cli::try_parse_from(["query-service", "--health-check-interval-ms", "0"]).unwrap();
+        assert!(bad.observability.health.validate().is_err());
     }
 }

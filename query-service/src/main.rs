@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{init_tracing, shutdown_signal};
-use query_service::{Config, run};
+use dynabridge::grpc::{Listeners, shutdown_signal};
+use query_service::{Config, Observability, run_with};
 
 /// The read side of dynabridge: dynabridge.v1.QueryService over the read models.
 #[derive(Debug, Parser)]
@@ -16,19 +16,34 @@ use query_service::{Config, run};
 struct Cli {
     #[command(flatten)]
     config: Config,
+    #[command(flatten)]
+    observability: Observability,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli { config } = Cli::parse();
-    init_tracing();
+    let Cli {
+        config,
+        observability,
+    } = Cli::parse();
+    let _telemetry = match dynabridge::telemetry::init("query-service") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("query-service: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Before binding: a service that cannot run must not look healthy, even
     // for a moment. Exit code 2, as clap uses for bad arguments.
     if let Err(err) = config.validate() {
         eprintln!("query-service: invalid configuration: {err}");
         return ExitCode::from(2);
     }
-    match serve(config).await {
+    if let Err(err) = observability.health.validate() {
+        eprintln!("query-service: invalid configuration: {err}");
+        return ExitCode::from(2);
+    }
+    match serve(config, observability).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "query service failed");
@@ -38,13 +53,27 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, observability: Observability) -> anyhow::Result<()> {
     if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
         dynabridge::aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    run(config, &sdk, listener, shutdown_signal()).await
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?,
+        metrics: Some(
+            tokio::net::TcpListener::bind(observability.metrics_listen)
+                .await
+                .with_context(|| format!("binding {}", observability.metrics_listen))?,
+        ),
+    };
+    run_with(
+        config,
+        &observability.health,
+        &sdk,
+        listeners,
+        shutdown_signal(),
+    )
+    .await
 }

@@ -96,6 +96,10 @@ pub struct StoredEvent {
     pub schema_version: u32,
     pub request_id: String,
     pub correlation_id: String,
+    /// The W3C `traceparent` of the request that appended the event, if it
+    /// came with one or its span was traced: the projector hands it on
+    /// when it publishes the event.
+    pub trace_parent: Option<String>,
     pub event: Event,
 }
 

@@ -16,7 +16,7 @@ use crate::schema::event_store as attr;
 
 pub fn event_to_item(stored: &StoredEvent) -> Item {
     let event = &stored.event;
-    HashMap::from([
+    let mut item = HashMap::from([
         (
             attr::AGGREGATE_ID.into(),
             AttributeValue::S(event.aggregate_id().to_string()),
@@ -57,7 +57,14 @@ pub fn event_to_item(stored: &StoredEvent) -> Item {
             attr::CORRELATION_ID.into(),
             AttributeValue::S(stored.correlation_id.clone()),
         ),
-    ])
+    ]);
+    if let Some(trace_parent) = &stored.trace_parent {
+        item.insert(
+            attr::TRACE_PARENT.into(),
+            AttributeValue::S(trace_parent.clone()),
+        );
+    }
+    item
 }
 
 pub fn event_from_item(item: &Item) -> Result<StoredEvent, DecodeError> {
@@ -90,6 +97,12 @@ pub fn event_from_item(item: &Item) -> Result<StoredEvent, DecodeError> {
         schema_version,
         request_id: get_s(item, attr::COMMAND_ID).map_err(bad)?.to_owned(),
         correlation_id: get_s(item, attr::CORRELATION_ID).map_err(bad)?.to_owned(),
+        // Optional: events appended without a trace context, or before it
+        // was stored, have none.
+        trace_parent: match item.get(attr::TRACE_PARENT) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        },
         event,
     })
 }
@@ -109,13 +122,26 @@ mod tests {
             schema_version: 1,
             request_id: "r".into(),
             correlation_id: "c".into(),
+            trace_parent: None,
             event: Event::UserCreated {
                 user_id: UserId::new_random(),
                 email: Email::parse("x@example.com").unwrap(),
                 name: UserName::parse("X").unwrap(),
             },
         };
-        assert_eq!(event_from_item(&event_to_item(&stored)).unwrap(), stored);
+        let item = event_to_item(&stored);
+        assert!(!item.contains_key(attr::TRACE_PARENT));
+        assert_eq!(event_from_item(&item).unwrap(), stored);
+        let traced = StoredEvent {
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..stored
+        };
+        let item = event_to_item(&traced);
+        assert_eq!(
+            item.get(attr::TRACE_PARENT).and_then(|v| v.as_s().ok()),
+            traced.trace_parent.as_ref()
+        );
+        assert_eq!(event_from_item(&item).unwrap(), traced);
     }
 
     #[test]
@@ -127,6 +153,7 @@ mod tests {
             schema_version: 1,
             request_id: "r".into(),
             correlation_id: "c".into(),
+            trace_parent: None,
             event: Event::UserCreated {
                 user_id: UserId::new_random(),
                 email: Email::parse("x@example.com").unwrap(),

@@ -127,10 +127,7 @@ async fn orders_page_newest_first_and_tampered_tokens_are_refused() {
         created.iter().cloned().collect::<HashSet<_>>(),
         "every order once, no one else's"
     );
-    let times: Vec<_> = listed
-        .iter()
-        .map(|o| o.create_time.unwrap())
-        .collect();
+    let times: Vec<_> = listed.iter().map(|o| o.create_time.unwrap()).collect();
     assert!(
         times
             .windows(2)

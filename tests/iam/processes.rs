@@ -87,6 +87,10 @@ pub fn spawn(
         .env("AWS_SECRET_ACCESS_KEY", "dynabridge-local")
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
+        // Each binary's own metrics endpoint, on a free port.
+        .env("DYNABRIDGE_COMMAND_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_QUERY_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
         // Only the endpoints the test sets.
         .env_remove("DYNABRIDGE_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL")

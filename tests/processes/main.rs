@@ -59,6 +59,10 @@ fn spawn(name: &str, args: &[String], env: &[(&str, String)]) -> Proc {
         .env("AWS_SECRET_ACCESS_KEY", "dynabridge-local")
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
+        // Each binary's own metrics endpoint, on a free port.
+        .env("DYNABRIDGE_COMMAND_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_QUERY_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (key, value) in env {

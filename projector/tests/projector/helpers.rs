@@ -446,6 +446,7 @@ fn stored(version: Version, event: Event) -> StoredEvent {
         schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
         request_id: format!("req-{}", Uuid::new_v4()),
         correlation_id: format!("corr-{version}"),
+        trace_parent: None,
         event,
     }
 }

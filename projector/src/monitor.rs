@@ -1,0 +1,189 @@
+//! The projector's gRPC health, from its [`Progress`] and the store check:
+//!
+//! - readiness, [`crate::HEALTH_SERVICE`] and `""`: SERVING once the stream
+//!   is found, while the store is reachable and the lag is within
+//!   `--max-lag-ms`;
+//! - liveness, [`crate::LIVENESS_SERVICE`]: SERVING while every processing
+//!   loop has gone round within `--liveness-window-ms`. A loop waiting on
+//!   an unreachable store still goes round (it retries): only a loop that
+//!   hangs fails liveness, which a restart may cure.
+//!
+//! It also sets the lag and checkpoint age gauges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::control::Shutdown;
+use crate::metrics::ProjectorMetrics;
+use crate::progress::{Progress, Snapshot};
+
+/// When the projector stops being live or ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    pub liveness_window: Duration,
+    pub max_lag: Duration,
+}
+
+/// The verdict at one instant, with the reason for each NOT_SERVING.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub live: Result<(), String>,
+    pub ready: Result<(), String>,
+}
+
+/// The pure part: what `snapshot`, the store check and the start-up say.
+pub fn assess(
+    snapshot: &Snapshot,
+    stream_found: bool,
+    store_reachable: bool,
+    thresholds: &Thresholds,
+) -> Verdict {
+    let live = match &snapshot.stalest {
+        Some((name, silent)) if *silent > thresholds.liveness_window => Err(format!(
+            "{name} has made no progress for {} ms",
+            silent.as_millis()
+        )),
+        _ => Ok(()),
+    };
+    let ready = if !stream_found {
+        Err("the event store's stream is not found yet".to_owned())
+    } else if !store_reachable {
+        Err("the store is unreachable".to_owned())
+    } else if snapshot.lag > thresholds.max_lag {
+        Err(format!(
+            "the oldest unprocessed record is {} ms old",
+            snapshot.lag.as_millis()
+        ))
+    } else {
+        Ok(())
+    };
+    Verdict { live, ready }
+}
+
+/// What the monitor watches.
+#[derive(Debug)]
+pub struct Monitor {
+    pub progress: Arc<Progress>,
+    pub metrics: ProjectorMetrics,
+    pub reporter: HealthReporter,
+    pub thresholds: Thresholds,
+    /// How often the verdict is made, besides every change of the two
+    /// signals below.
+    pub every: Duration,
+    pub stream_found: watch::Receiver<bool>,
+    pub store_reachable: watch::Receiver<bool>,
+}
+
+impl Monitor {
+    /// Reports until `shutdown`, then returns; the caller turns everything
+    /// NOT_SERVING after.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        let mut last: Option<Verdict> = None;
+        loop {
+            let snapshot = self.progress.snapshot(Instant::now(), Utc::now());
+            self.metrics.lag_seconds.set(snapshot.lag.as_secs_f64());
+            self.metrics
+                .checkpoint_age_seconds
+                .set(snapshot.since_checkpoint.as_secs_f64());
+            let verdict = assess(
+                &snapshot,
+                *self.stream_found.borrow_and_update(),
+                *self.store_reachable.borrow_and_update(),
+                &self.thresholds,
+            );
+            self.report(last.as_ref(), &verdict).await;
+            last = Some(verdict);
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(self.every) => {}
+                Ok(()) = self.stream_found.changed() => {}
+                Ok(()) = self.store_reachable.changed() => {}
+            }
+        }
+    }
+
+    async fn report(&self, last: Option<&Verdict>, now: &Verdict) {
+        let changed = |pick: fn(&Verdict) -> bool| last.is_none_or(|l| pick(l) != pick(now));
+        if changed(|v| v.live.is_ok()) {
+            match &now.live {
+                Ok(()) if last.is_some() => tracing::info!("projector live again"),
+                Ok(()) => {}
+                Err(why) => tracing::warn!(reason = %why, "projector not live"),
+            }
+            self.set(&[crate::LIVENESS_SERVICE], now.live.is_ok()).await;
+        }
+        if changed(|v| v.ready.is_ok()) {
+            match &now.ready {
+                Ok(()) => tracing::info!("projector ready"),
+                // Expected at start-up: not worth a warning.
+                Err(why) if last.is_none() => tracing::info!(reason = %why, "projector not ready"),
+                Err(why) => tracing::warn!(reason = %why, "projector not ready"),
+            }
+            self.set(&["", crate::HEALTH_SERVICE], now.ready.is_ok())
+                .await;
+        }
+    }
+
+    async fn set(&self, names: &[&'static str], serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in names {
+            self.reporter.set_service_status(*name, status).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            liveness_window: Duration::from_secs(60),
+            max_lag: Duration::from_secs(30),
+        }
+    }
+
+    fn snapshot(silent: u64, lag: u64) -> Snapshot {
+        Snapshot {
+            stalest: Some(("shard A".into(), Duration::from_secs(silent))),
+            lag: Duration::from_secs(lag),
+            since_checkpoint: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn readiness_needs_the_stream_the_store_and_a_small_lag() {
+        let t = thresholds();
+        assert_eq!(assess(&snapshot(1, 30), true, true, &t).ready, Ok(()));
+        for (found, reachable, lag) in [(false, true, 0), (true, false, 0), (true, true, 31)] {
+            let verdict = assess(&snapshot(1, lag), found, reachable, &t);
+            assert!(verdict.ready.is_err(), "{found} {reachable} {lag}");
+            assert_eq!(verdict.live, Ok(()), "readiness alone");
+        }
+    }
+
+    #[test]
+    fn liveness_needs_every_loop_to_have_gone_round_within_the_window() {
+        let t = thresholds();
+        assert_eq!(assess(&snapshot(60, 0), true, true, &t).live, Ok(()));
+        let stuck = assess(&snapshot(61, 0), true, true, &t);
+        assert!(stuck.live.unwrap_err().contains("shard A"));
+        assert_eq!(stuck.ready, Ok(()), "liveness alone");
+        let none = Snapshot {
+            stalest: None,
+            lag: Duration::ZERO,
+            since_checkpoint: Duration::ZERO,
+        };
+        assert_eq!(assess(&none, false, false, &t).live, Ok(()));
+    }
+}

@@ -1,0 +1,374 @@
+//! The services in this process against an embedded store, each reaching it
+//! through a loopback proxy the test can cut, with fast health checks and
+//! metrics endpoints on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
+use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge::config::StoreArgs;
+use dynabridge::grpc::Listeners;
+use dynabridge::health::HealthArgs;
+use dynabridge::schema::Tables;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Health checks fast enough for a test to watch them flip.
+pub fn fast_health() -> HealthArgs {
+    HealthArgs {
+        health_check_interval_ms: 50,
+        health_check_timeout_ms: 1_000,
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The embedded store on loopback, with the tables of a fresh prefix.
+pub struct Store {
+    pub endpoint: String,
+    pub tables: Tables,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Store {
+    pub async fn start() -> Self {
+        dynabridge::grpc::init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(dynoxide::server::serve_with_shutdown(
+            listener,
+            dynoxide::Database::memory().unwrap(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let tables = Tables::new(format!(
+            "o{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk_for(&endpoint).await);
+        dynabridge::provision::ensure_tables(&dynamo, &tables)
+            .await
+            .unwrap();
+        Self {
+            endpoint,
+            tables,
+            dynamo,
+            _stop: stop,
+        }
+    }
+
+    pub fn store_args(&self, endpoint: &str) -> StoreArgs {
+        StoreArgs {
+            table_prefix: self.tables.prefix.clone(),
+            aws: AwsArgs {
+                endpoint_url: Some(endpoint.to_owned()),
+                region: Some("us-east-1".into()),
+            },
+        }
+    }
+}
+
+/// The SDK configuration of every service: `endpoint`, a region and local
+/// credentials.
+pub async fn sdk_for(endpoint: &str) -> aws_config::SdkConfig {
+    load_sdk_config(
+        &AwsArgs {
+            endpoint_url: Some(endpoint.to_owned()),
+            region: Some("us-east-1".into()),
+        },
+        Some(StaticCredentials::local()),
+    )
+    .await
+}
+
+/// Endpoints per AWS service, as the SDK's `AWS_ENDPOINT_URL_<SERVICE>`
+/// variables give them, without touching this process's environment.
+#[derive(Debug)]
+struct Endpoints {
+    store: String,
+    event_bridge: String,
+}
+
+impl LoadServiceConfig for Endpoints {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        (key.env() == "AWS_ENDPOINT_URL").then(|| match key.service_id() {
+            "EventBridge" => self.event_bridge.clone(),
+            _ => self.store.clone(),
+        })
+    }
+}
+
+/// An SDK configuration whose EventBridge calls go to `event_bridge` and
+/// every other call to `store`.
+pub async fn sdk_with_bus(store: &str, event_bridge: &str) -> aws_config::SdkConfig {
+    load_sdk_config(
+        &AwsArgs {
+            endpoint_url: None,
+            region: Some("us-east-1".into()),
+        },
+        Some(StaticCredentials::local()),
+    )
+    .await
+    .into_builder()
+    .service_config(Endpoints {
+        store: store.to_owned(),
+        event_bridge: event_bridge.to_owned(),
+    })
+    .build()
+}
+
+/// A loopback TCP proxy to `upstream` that the test can cut: while cut,
+/// connections are refused as they arrive, and open ones are dropped.
+pub struct Proxy {
+    pub endpoint: String,
+    open: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an http://ip:port endpoint");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (open, is_open) = watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*is_open.borrow() {
+                    continue;
+                }
+                let mut is_open = is_open.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = is_open.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { endpoint, open }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A service running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(DEADLINE, &mut self.task).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "service did not stop cleanly: {result:?}"
+        );
+    }
+
+    /// The health status of `service`, if the server answers.
+    pub async fn health(&self, service: &str) -> Option<ServingStatus> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(response.into_inner().status).ok()
+    }
+
+    /// Waits until every one of `services` reports `status`.
+    pub async fn wait_health(&self, services: &[&str], status: ServingStatus) {
+        for service in services {
+            eventually(&format!("{service:?} to be {status:?}"), || async {
+                (self.health(service).await == Some(status)).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The text of its `/metrics`.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = TcpStream::connect(self.metrics).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_lowercase().contains("content-type: text/plain"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+}
+
+/// The value of the sample of `name` with every one of `labels`, if the
+/// text holds one.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name
+            && labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+        .then(|| value.parse().ok())
+        .flatten()
+    })
+}
+
+/// Binds the service's two ports and runs `start` with them in a task.
+async fn spawn_service<Fut>(
+    start: impl FnOnce(SocketAddr, Listeners, oneshot::Receiver<()>) -> Fut,
+) -> Running
+where
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let listeners = Listeners {
+        grpc,
+        metrics: Some(metrics),
+    };
+    Running {
+        addr,
+        metrics: metrics_addr,
+        stop: Some(stop),
+        task: tokio::spawn(start(addr, listeners, stopped)),
+    }
+}
+
+pub async fn start_command_service(
+    store: StoreArgs,
+    sdk: &aws_config::SdkConfig,
+    health: HealthArgs,
+) -> Running {
+    let sdk = sdk.clone();
+    spawn_service(|listen, listeners, stopped| async move {
+        let config = command_service::Config { store, listen };
+        command_service::run_with(config, &health, &sdk, listeners, async {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await
+}
+
+pub async fn start_query_service(
+    store: StoreArgs,
+    sdk: &aws_config::SdkConfig,
+    health: HealthArgs,
+) -> Running {
+    let sdk = sdk.clone();
+    spawn_service(|listen, listeners, stopped| async move {
+        let config = query_service::Config {
+            store,
+            listen,
+            page_token_secret: Some("observability-test-page-token-secret".into()),
+            max_wait_ms: 5_000,
+        };
+        query_service::run_with(config, &health, &sdk, listeners, async {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await
+}
+
+/// Where the projector publishes.
+pub enum Publish {
+    Sink(PathBuf),
+    Bus(String),
+}
+
+pub async fn start_projector(
+    store: StoreArgs,
+    sdk: &aws_config::SdkConfig,
+    health: HealthArgs,
+    publish: Publish,
+) -> Running {
+    let (event_bus, sink_path) = match publish {
+        Publish::Sink(path) => (None, path),
+        Publish::Bus(bus) => (Some(bus), PathBuf::from("-")),
+    };
+    let health = projector::ProjectorHealth {
+        store: health,
+        ..Default::default()
+    };
+    let sdk = sdk.clone();
+    spawn_service(|health_listen, listeners, stopped| async move {
+        let config = projector::Config {
+            store,
+            health_listen,
+            event_bus,
+            event_source: "dynabridge.test".into(),
+            sink_path,
+            idle_poll_max_ms: 20,
+        };
+        projector::run_with(config, &health, &sdk, listeners, async {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await
+}
