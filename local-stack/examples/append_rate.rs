@@ -11,6 +11,7 @@
 //! ```text
 //! cargo run --release -p local-stack --example append_rate -- --count 100000
 //! cargo run --release -p local-stack --example append_rate -- --count 20000 --no-stream-index
+//! cargo run --release -p local-stack --example append_rate -- --count 20000 --keep-transaction-tokens
 //! ```
 //!
 //! Everything is bounded: at most `--max-seconds` of appending and
@@ -48,6 +49,9 @@ struct Args {
     /// Run the embedded store without the stream record index.
     #[arg(long)]
     no_stream_index: bool,
+    /// Let TransactWriteItems tokens reach the embedded store.
+    #[arg(long)]
+    keep_transaction_tokens: bool,
 }
 
 #[tokio::main]
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let stack = local_stack::start(local_stack::Options {
         in_memory: true,
         no_stream_index: args.no_stream_index,
+        keep_transaction_tokens: args.keep_transaction_tokens,
         command_port: 0,
         query_port: 0,
         projector_health_port: 0,
@@ -80,17 +85,20 @@ async fn main() -> anyhow::Result<()> {
     let running = tokio::spawn(stack.run_until(async {
         let _ = stopped.await;
     }));
+    let on_off = |on: bool| if on { "on" } else { "off" };
     println!(
-        "appending {} events with {} clients (stream index {}), at most {} s",
+        "appending {} events with {} clients (stream index {}, transaction token stripping {}), at most {} s",
         args.count,
         args.clients,
-        if args.no_stream_index { "off" } else { "on" },
+        on_off(!args.no_stream_index),
+        on_off(!args.keep_transaction_tokens),
         args.max_seconds
     );
 
     let cpu_before = cpu_seconds()?;
     let started = Instant::now();
-    let (completions, failures) = append(&args, &endpoints, started).await?;
+    let load_before = load_average();
+    let (completions, failures, cpu_samples) = append(&args, &endpoints, started).await?;
     let elapsed = started.elapsed();
     let append_cpu = cpu_seconds()? - cpu_before;
     let appended = completions.len() as u64;
@@ -101,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
         append_cpu,
         100.0 * append_cpu / elapsed.as_secs_f64()
     );
-    let ratio = report_deciles(&completions, started);
+    println!(
+        "load average (1 min) before {load_before}, after {}; other processes share the machine",
+        load_average()
+    );
+    let ratio = report_deciles(&completions, started, &cpu_samples);
 
     let caught_up = wait_for_sink(
         &endpoints.sink,
@@ -144,26 +156,31 @@ async fn main() -> anyhow::Result<()> {
             args.count
         );
     }
-    if let Some(ratio) = ratio
-        && !(0.8..=1.2).contains(&ratio)
-    {
-        println!("NOT FLAT: the last tenth ran at {ratio:.2} of the first tenth's rate");
+    if let Some(ratio) = ratio {
+        let verdict = if (0.8..=1.2).contains(&ratio) {
+            "FLAT"
+        } else {
+            "NOT FLAT"
+        };
+        println!("{verdict}: the last tenth ran at {ratio:.2} of the first tenth's rate");
     }
     Ok(())
 }
 
-/// Appends until `count` or the time bound; returns when each append
-/// completed (unsorted) and how many failed.
+/// Appends until `count` or the time bound. Returns when each append
+/// completed (sorted), how many failed, and samples of (appends completed,
+/// process CPU seconds) taken every few milliseconds meanwhile.
 async fn append(
     args: &Args,
     endpoints: &local_stack::Endpoints,
     started: Instant,
-) -> anyhow::Result<(Vec<Instant>, u64)> {
+) -> anyhow::Result<(Vec<Instant>, u64, Vec<(u64, f64)>)> {
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let next = Arc::new(AtomicU64::new(0));
+    let completed = Arc::new(AtomicU64::new(0));
     let deadline = started + Duration::from_secs(args.max_seconds);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.clients {
@@ -173,7 +190,7 @@ async fn append(
                 .await
                 .context("connecting to the command service")?;
         let mut client = CommandServiceClient::new(channel);
-        let next = Arc::clone(&next);
+        let (next, completed) = (Arc::clone(&next), Arc::clone(&completed));
         let count = args.count;
         workers.spawn(async move {
             let mut done = Vec::new();
@@ -190,7 +207,10 @@ async fn append(
                     name: format!("Append Rate {i}"),
                 };
                 match client.create_user(request).await {
-                    Ok(_) => done.push(Instant::now()),
+                    Ok(_) => {
+                        done.push(Instant::now());
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(status) => {
                         if failures == 0 {
                             eprintln!("append {i} failed: {status}");
@@ -201,6 +221,26 @@ async fn append(
             }
         });
     }
+
+    // CPU time at each tenth tells whether the work per append grows,
+    // whatever else the machine is doing; wall time alone cannot.
+    let (stop_sampling, mut sampling_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = {
+        let completed = Arc::clone(&completed);
+        tokio::spawn(async move {
+            let mut samples = vec![(0, cpu_seconds()?)];
+            let mut every = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = &mut sampling_stopped => break,
+                    _ = every.tick() => samples.push((completed.load(Ordering::Relaxed), cpu_seconds()?)),
+                }
+            }
+            samples.push((completed.load(Ordering::Relaxed), cpu_seconds()?));
+            anyhow::Ok(samples)
+        })
+    };
+
     let mut completions = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
     let mut failures = 0;
     while let Some(joined) = workers.join_next().await {
@@ -208,17 +248,33 @@ async fn append(
         completions.extend(done);
         failures += failed;
     }
+    let _ = stop_sampling.send(());
+    let samples = sampler.await.context("the CPU sampler panicked")??;
     completions.sort_unstable();
-    Ok((completions, failures))
+    Ok((completions, failures, samples))
 }
 
-/// Prints the rate of each tenth of the appends; returns last/first.
-fn report_deciles(completions: &[Instant], started: Instant) -> Option<f64> {
+/// Prints the rate and the CPU time per append of each tenth of the
+/// appends; returns the rate of the last tenth over the first's.
+fn report_deciles(
+    completions: &[Instant],
+    started: Instant,
+    cpu_samples: &[(u64, f64)],
+) -> Option<f64> {
     let n = completions.len();
     if n < 10 {
         return None;
     }
+    // The process's CPU time when `count` appends had completed.
+    let cpu_at = |count: usize| {
+        cpu_samples
+            .iter()
+            .find(|(done, _)| *done >= count as u64)
+            .or(cpu_samples.last())
+            .map_or(0.0, |(_, cpu)| *cpu)
+    };
     let mut rates = Vec::with_capacity(10);
+    let mut costs = Vec::with_capacity(10);
     for decile in 0..10 {
         let (lo, hi) = (decile * n / 10, (decile + 1) * n / 10);
         let from = if lo == 0 {
@@ -228,17 +284,24 @@ fn report_deciles(completions: &[Instant], started: Instant) -> Option<f64> {
         };
         let secs = completions[hi - 1].duration_since(from).as_secs_f64();
         let rate = (hi - lo) as f64 / secs.max(f64::EPSILON);
+        let cpu_per_append = (cpu_at(hi) - cpu_at(lo)) / (hi - lo) as f64;
         println!(
-            "  tenth {:>2}: events {:>6}..{:<6} {:>8.0}/s",
+            "  tenth {:>2}: events {:>6}..{:<6} {:>8.0}/s  {:>6.0} us CPU per append",
             decile + 1,
             lo,
             hi,
-            rate
+            rate,
+            cpu_per_append * 1e6
         );
         rates.push(rate);
+        costs.push(cpu_per_append);
     }
     let ratio = rates[9] / rates[0];
-    println!("last tenth / first tenth = {ratio:.3} (flat means within 0.8..1.2)");
+    println!("last tenth / first tenth: rate {ratio:.3} (flat means within 0.8..1.2)");
+    println!(
+        "last tenth / first tenth: CPU per append {:.3} (the whole process: store, services, projector)",
+        costs[9] / costs[0].max(f64::EPSILON)
+    );
     Some(ratio)
 }
 
@@ -292,6 +355,14 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     };
     let total = ticks(11)? + ticks(12)?;
     Ok(total as f64 / clock_ticks_per_second())
+}
+
+/// The 1-minute load average, as the kernel reports it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn clock_ticks_per_second() -> f64 {

@@ -7,10 +7,17 @@
 //! services, and returns a [`LocalStack`] that knows the bound addresses;
 //! [`LocalStack::run_until`] keeps it running until a shutdown signal or
 //! the first service failure, then stops the services, then the store.
+//!
+//! The embedded store is dynoxide-rs 3.2.0, with two workarounds for its
+//! limits under a steady stream of appends, each with a flag to turn it off:
+//! [`stream_index`] (indexes and trims its stream table) and
+//! [`transaction_tokens`] (keeps TransactWriteItems tokens from reaching
+//! it). BENCHMARKS.md has the measurements behind both.
 #![forbid(unsafe_code)]
 
 mod shutdown;
 pub mod stream_index;
+pub mod transaction_tokens;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -27,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::stream_index::{StreamIndex, StreamIndexError};
+use crate::transaction_tokens::StripTransactionTokens;
 
 /// The store's file inside the data directory.
 pub const DATABASE_FILE: &str = "dynamodb.sqlite";
@@ -42,8 +50,13 @@ const IDLE_POLL_MAX_MS: u64 = 100;
 /// The longest a `min_version` read waits, as the query service's own
 /// default.
 const QUERY_MAX_WAIT_MS: u64 = 5000;
-/// How often old stream records are trimmed and expired items swept.
+/// How often old stream records are trimmed. With the index, a trim that
+/// finds nothing costs one index lookup.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often expired items are swept. A sweep reads every item of every
+/// table with a time to live, so it runs rarely; DynamoDB itself only
+/// promises deletion within a few days.
+const TTL_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// How long the services may take to drain once asked to stop.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the store may take to finish its last requests.
@@ -95,6 +108,11 @@ pub struct Options {
     /// stream grows.
     #[arg(long, env = "DYNABRIDGE_NO_STREAM_INDEX")]
     pub no_stream_index: bool,
+    /// Let TransactWriteItems tokens reach the embedded store, as shipped
+    /// (see `transaction_tokens`); appends then slow down with the number
+    /// of appends in the last ten minutes.
+    #[arg(long, env = "DYNABRIDGE_KEEP_TRANSACTION_TOKENS")]
+    pub keep_transaction_tokens: bool,
 }
 
 impl Default for Options {
@@ -109,6 +127,7 @@ impl Default for Options {
             projector_health_port: 50053,
             dynamodb_port: 8000,
             no_stream_index: false,
+            keep_transaction_tokens: false,
         }
     }
 }
@@ -127,6 +146,7 @@ pub struct Endpoints {
     /// The data directory is temporary and goes when the stack stops.
     pub in_memory: bool,
     pub stream_index: bool,
+    pub transaction_tokens_stripped: bool,
 }
 
 impl Endpoints {
@@ -164,6 +184,12 @@ impl Endpoints {
             let _ = writeln!(
                 b,
                 "  stream index       off (--no-stream-index): appends slow down as the stream grows"
+            );
+        }
+        if !self.transaction_tokens_stripped {
+            let _ = writeln!(
+                b,
+                "  transaction tokens kept (--keep-transaction-tokens): appends slow down over ten minutes"
             );
         }
         let _ = writeln!(b);
@@ -275,6 +301,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         data_dir,
         in_memory: options.in_memory,
         stream_index: !options.no_stream_index,
+        transaction_tokens_stripped: !options.keep_transaction_tokens,
     };
 
     let db = open_store(&database).await?;
@@ -303,7 +330,17 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
             region: Some(REGION.to_owned()),
         },
     };
-    let sdk = load_sdk_config(&store_args.aws, Some(StaticCredentials::local())).await;
+    let mut sdk = load_sdk_config(&store_args.aws, Some(StaticCredentials::local())).await;
+    if options.keep_transaction_tokens {
+        tracing::warn!(
+            "transaction tokens kept: appends slow down with the appends of the last ten minutes"
+        );
+    } else {
+        sdk = sdk
+            .into_builder()
+            .http_client(StripTransactionTokens::with_default_client())
+            .build();
+    }
     let tables = store_args.tables();
     if let Err(err) = ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables).await {
         stop_store.fire();
@@ -571,9 +608,10 @@ async fn open_store(path: &Path) -> Result<dynoxide::Database, StartError> {
         })
 }
 
-/// Once at start and then every [`HOUSEKEEPING_INTERVAL`]: trims stream
-/// records older than a day (with the stream index) and deletes expired
-/// items (the embedded server has no TTL sweeper of its own), until `stop`.
+/// Once at start and then every [`HOUSEKEEPING_INTERVAL`], trims stream
+/// records older than a day (with the stream index); once at start and then
+/// every [`TTL_SWEEP_INTERVAL`], deletes expired items (the embedded server
+/// has no time to live sweeper of its own). Until `stop`.
 async fn housekeeping(
     db: dynoxide::Database,
     mut index: Option<StreamIndex>,
@@ -582,6 +620,7 @@ async fn housekeeping(
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -592,15 +631,23 @@ async fn housekeeping(
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             // A clock before 1970 trims nothing.
             .unwrap_or(0);
+        let sweep = last_sweep.is_none_or(|at| at.elapsed() >= TTL_SWEEP_INTERVAL);
+        if sweep {
+            last_sweep = Some(tokio::time::Instant::now());
+        }
+        if index.is_none() && !sweep {
+            continue;
+        }
         let db = db.clone();
         let taken = index.take();
         let joined = tokio::task::spawn_blocking(move || {
             let trimmed = taken.as_ref().map(|index| index.trim(now));
-            let expired = db.sweep_ttl();
-            (taken, trimmed, expired)
+            let started = std::time::Instant::now();
+            let expired = sweep.then(|| db.sweep_ttl());
+            (taken, trimmed, expired, started.elapsed())
         })
         .await;
-        let (taken, trimmed, expired) = match joined {
+        let (taken, trimmed, expired, sweep_took) = match joined {
             Ok(done) => done,
             Err(err) => {
                 tracing::error!(error = %err, "housekeeping panicked, stopping it");
@@ -616,9 +663,13 @@ async fn housekeeping(
             }
         }
         match expired {
-            Ok(0) => {}
-            Ok(items) => tracing::info!(items, "expired items deleted"),
-            Err(err) => tracing::warn!(error = %err, "time to live sweep failed"),
+            None => {}
+            Some(Ok(items)) => tracing::debug!(
+                items,
+                took_ms = u64::try_from(sweep_took.as_millis()).unwrap_or(u64::MAX),
+                "time to live sweep done"
+            ),
+            Some(Err(err)) => tracing::warn!(error = %err, "time to live sweep failed"),
         }
     }
 }
@@ -646,7 +697,9 @@ mod tests {
                 ),
                 (50051, 50052, 50053, 8000)
             );
-            assert!(!parsed.in_memory && !parsed.no_stream_index);
+            assert!(
+                !parsed.in_memory && !parsed.no_stream_index && !parsed.keep_transaction_tokens
+            );
         }
         assert_eq!(
             (
@@ -699,6 +752,7 @@ mod tests {
             sink: PathBuf::from(".dynabridge/published-events.jsonl"),
             in_memory: false,
             stream_index: true,
+            transaction_tokens_stripped: true,
         };
         let banner = endpoints.banner();
         for needle in [

@@ -13,10 +13,14 @@
 //! The fix lives outside the dependency. Once dynoxide has opened the file
 //! (so that `_stream_records` exists), a second SQLite connection adds
 //! - an expression index on `(table_name, CAST(sequence_number AS INTEGER), shard_id)`,
-//!   which answers the `MAX` from one end of the index, and serves
+//!   which answers the `MAX` from one end of the index and serves
 //!   GetRecords' range (`table_name = ? AND CAST(...) > ?`, in order) and
-//!   DescribeStream's `MIN`/`MAX` without touching the table; dynoxide makes
-//!   one shard per table, so `shard_id` is only checked inside the index;
+//!   DescribeStream's `MIN`/`MAX` from the index rather than the table.
+//!   dynoxide makes one shard per table, so `shard_id` only needs checking
+//!   inside the index. The cast comes second on purpose: with `shard_id`
+//!   second, the `MAX` (which does not name the shard) walks every entry of
+//!   the table instead (15 ms rather than 0.01 ms at 200,000 records);
+//!   one index also costs each write less than two;
 //! - an index on `created_at`, so that [`StreamIndex::trim`] finds old
 //!   records without a scan.
 //!
@@ -260,8 +264,8 @@ mod tests {
     const NOW: i64 = 1_750_000_000;
     const HOUR: i64 = 3_600;
 
-    /// A file made by the real dependency, with a table that has a stream,
-    /// so `_stream_records` is exactly what dynoxide creates.
+    /// A file made by the real dependency, so `_stream_records` is exactly
+    /// what dynoxide creates.
     fn dynoxide_file(dir: &Path) -> PathBuf {
         let path = dir.join("dynamodb.sqlite");
         let db = dynoxide::Database::new(path.to_str().unwrap()).unwrap();
