@@ -7,8 +7,10 @@
 //!
 //! The binaries build their clients with [`dynamodb_client`],
 //! [`streams_client`] and [`eventbridge_client`], so that the calls they make
-//! can be recorded ([`record_calls_to`]): the IAM test compares what each
-//! binary calls with what its role in the CloudFormation template allows.
+//! are always counted, with what they cost ([`register_call_metrics`], see
+//! [`crate::telemetry::aws_calls`]), and can be recorded
+//! ([`record_calls_to`]): the IAM test compares what each binary calls with
+//! what its role in the CloudFormation template allows.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -26,6 +28,9 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use serde_json::Value;
+
+use crate::telemetry::aws_calls::AwsCallMetrics;
+pub use crate::telemetry::aws_calls::register_call_metrics;
 
 /// Where the AWS clients connect, from flags and the environment.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -92,30 +97,33 @@ pub async fn load_sdk_config(args: &AwsArgs, credentials: Option<StaticCredentia
         .build()
 }
 
-/// A DynamoDB client for `sdk`, recording its calls if [`record_calls_to`]
-/// was called.
+/// A DynamoDB client for `sdk`, counting its calls, and recording them if
+/// [`record_calls_to`] was called.
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
-    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk);
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(AwsCallMetrics::global().interceptor());
     if let Some(log) = CALL_LOG.get() {
         config = config.interceptor(CallRecorder(log.clone()));
     }
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
-/// A DynamoDB Streams client for `sdk`, recording its calls if
-/// [`record_calls_to`] was called.
+/// A DynamoDB Streams client for `sdk`, counting its calls, and recording
+/// them if [`record_calls_to`] was called.
 pub fn streams_client(sdk: &SdkConfig) -> aws_sdk_dynamodbstreams::Client {
-    let mut config = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
+    let mut config = aws_sdk_dynamodbstreams::config::Builder::from(sdk)
+        .interceptor(AwsCallMetrics::global().interceptor());
     if let Some(log) = CALL_LOG.get() {
         config = config.interceptor(CallRecorder(log.clone()));
     }
     aws_sdk_dynamodbstreams::Client::from_conf(config.build())
 }
 
-/// An EventBridge client for `sdk`, recording its calls if
-/// [`record_calls_to`] was called.
+/// An EventBridge client for `sdk`, counting its calls, and recording them
+/// if [`record_calls_to`] was called.
 pub fn eventbridge_client(sdk: &SdkConfig) -> aws_sdk_eventbridge::Client {
-    let mut config = aws_sdk_eventbridge::config::Builder::from(sdk);
+    let mut config = aws_sdk_eventbridge::config::Builder::from(sdk)
+        .interceptor(AwsCallMetrics::global().interceptor());
     if let Some(log) = CALL_LOG.get() {
         config = config.interceptor(CallRecorder(log.clone()));
     }

@@ -1,6 +1,15 @@
 //! The command side's application service: load an aggregate, decide, append
 //! in one transaction, with idempotency and bounded retries. Transport-free:
 //! the gRPC adapter parses requests into the types here.
+//!
+//! With an [`AggregateCache`], an aggregate this process saw recently is
+//! decided from memory and the append alone validates it (see `cache`).
+
+mod cache;
+
+pub use cache::{AggregateCache, AggregateCacheMetrics};
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -55,6 +64,8 @@ pub struct CommandMeta {
 pub struct CommandHandler {
     store: EventStore,
     max_attempts: u32,
+    /// Shared by the clones: one cache per process.
+    cache: Option<Arc<AggregateCache>>,
 }
 
 impl CommandHandler {
@@ -62,15 +73,27 @@ impl CommandHandler {
     /// re-decided when concurrent writers keep winning.
     pub const MAX_ATTEMPTS: u32 = 5;
 
+    /// A handler that reads every aggregate from the store before deciding.
     pub fn new(store: EventStore) -> Self {
         Self {
             store,
             max_attempts: Self::MAX_ATTEMPTS,
+            cache: None,
         }
+    }
+
+    /// Decides from `cache` first; a cache of capacity 0 is none.
+    pub fn with_aggregate_cache(mut self, cache: AggregateCache) -> Self {
+        self.cache = (cache.capacity() > 0).then(|| Arc::new(cache));
+        self
     }
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    pub fn aggregate_cache(&self) -> Option<&AggregateCache> {
+        self.cache.as_deref()
     }
 
     pub async fn create_user(
@@ -126,8 +149,9 @@ impl CommandHandler {
             .await
     }
 
-    /// Loads an aggregate from its events. Events of another aggregate type
-    /// under this id mean the aggregate asked for does not exist.
+    /// Loads an aggregate from its events, and caches it. Events of another
+    /// aggregate type under this id mean the aggregate asked for does not
+    /// exist.
     async fn load<A: Aggregate>(&self, id: Uuid) -> Result<A, AppError> {
         let events = self.store.load(&id.to_string()).await?;
         if events
@@ -136,9 +160,27 @@ impl CommandHandler {
         {
             return Ok(A::default());
         }
-        Ok(events
+        let aggregate = events
             .iter()
-            .fold(A::default(), |agg, e| agg.apply(&e.event)))
+            .fold(A::default(), |agg, e| agg.apply(&e.event));
+        if let Some(cache) = &self.cache {
+            cache.insert(id, aggregate.clone());
+        }
+        Ok(aggregate)
+    }
+
+    /// Gives up deciding from a cached aggregate: it is dropped, and the
+    /// command is decided again from the store. Returns its version.
+    fn doubt<A: Aggregate>(&self, id: Uuid, cached: &A) -> Version {
+        let version = cached.version();
+        self.forget(id, cached);
+        tracing::debug!(
+            aggregate_type = A::TYPE.as_str(),
+            aggregate_id = %id,
+            cached_version = version,
+            "cached aggregate not confirmed, reading it from the store"
+        );
+        version
     }
 
     async fn execute<A: Aggregate>(
@@ -148,15 +190,49 @@ impl CommandHandler {
         command: &A::Command,
         creates: Creates,
     ) -> Result<CommandOutcome, AppError> {
-        for attempt in 1..=self.max_attempts {
-            // A new aggregate's id was just made: there is nothing to read.
-            let aggregate = match creates {
-                Creates::Aggregate => A::default(),
-                Creates::Nothing => self.load::<A>(id).await?,
+        // A cached aggregate is a guess that only a successful append
+        // confirms. Any other outcome is decided again from the store, in
+        // the first of the attempts that read it.
+        let mut guess = match (creates, &self.cache) {
+            (Creates::Nothing, Some(cache)) => cache.get::<A>(id),
+            _ => None,
+        };
+        // The version of a guess given up, to tell whether it was behind.
+        let mut doubted: Option<Version> = None;
+        let mut attempt = 0;
+        loop {
+            let from_cache = guess.is_some();
+            let aggregate = match guess.take() {
+                Some(cached) => cached,
+                None => {
+                    attempt += 1;
+                    if attempt > self.max_attempts {
+                        return Err(AppError::Conflict(format!(
+                            "{} {id} kept changing concurrently; retry",
+                            A::TYPE.as_str()
+                        )));
+                    }
+                    // A new aggregate's id was just made: there is nothing
+                    // to read.
+                    let aggregate = match creates {
+                        Creates::Aggregate => A::default(),
+                        Creates::Nothing => self.load::<A>(id).await?,
+                    };
+                    if let (Some(cache), Some(cached)) = (&self.cache, doubted.take())
+                        && cached != aggregate.version()
+                    {
+                        cache.metrics().stale.inc();
+                    }
+                    aggregate
+                }
             };
             if let Some(expected) = meta.expected_version
                 && expected != aggregate.version()
             {
+                if from_cache {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
                 return self
                     .replay_or(
                         meta,
@@ -169,6 +245,16 @@ impl CommandHandler {
                     .await;
             }
             let events = match aggregate.decide(command) {
+                // Nothing to do, or a refusal, may only be the cache being
+                // behind: neither is confirmed by an append.
+                Ok(events) if events.is_empty() && from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
+                Err(_) if from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
                 Ok(events) => events,
                 // A retried request may be refused now because it already
                 // happened (an order cannot move to PROCESSING twice).
@@ -194,6 +280,13 @@ impl CommandHandler {
                         events = append.events.len(),
                         "events appended"
                     );
+                    if let Some(cache) = &self.cache {
+                        let appended = append
+                            .events
+                            .iter()
+                            .fold(aggregate, |agg, e| agg.apply(&e.event));
+                        cache.insert(id, appended);
+                    }
                     return Ok(append.idempotency.outcome);
                 }
                 Err(AppendError::DuplicateRequest) => {
@@ -204,13 +297,23 @@ impl CommandHandler {
                         )
                         .await;
                 }
+                // The condition on the event versions failed: another
+                // writer appended after the cached version. A refused email
+                // claim is checked again too: the claim and the release
+                // were worked out from the cached state.
+                Err(AppendError::Conflict | AppendError::EmailTaken) if from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
                 Err(AppendError::Conflict) if meta.expected_version.is_some() => {
+                    self.forget(id, &aggregate);
                     return Err(AppError::Conflict(format!(
                         "{} {id} was changed concurrently",
                         A::TYPE.as_str()
                     )));
                 }
                 Err(AppendError::Conflict) => {
+                    self.forget(id, &aggregate);
                     tracing::debug!(attempt, aggregate_id = %id, "concurrent append, re-deciding");
                     continue;
                 }
@@ -228,13 +331,22 @@ impl CommandHandler {
                             .unwrap_or_default()
                     )));
                 }
-                Err(AppendError::Store(err)) => return Err(err),
+                Err(AppendError::Store(err)) => {
+                    // The append may have landed or not: the cached state
+                    // may be behind.
+                    self.forget(id, &aggregate);
+                    return Err(err);
+                }
             }
         }
-        Err(AppError::Conflict(format!(
-            "{} {id} kept changing concurrently; retry",
-            A::TYPE.as_str()
-        )))
+    }
+
+    /// Drops the cached state of `id` if it is not past `aggregate`'s: the
+    /// store is known or suspected to be.
+    fn forget<A: Aggregate>(&self, id: Uuid, aggregate: &A) {
+        if let Some(cache) = &self.cache {
+            cache.forget(id, aggregate.version());
+        }
     }
 
     fn build_append<A: Aggregate>(

@@ -21,6 +21,15 @@ pub struct Listeners {
     pub metrics: Option<tokio::net::TcpListener>,
 }
 
+/// The connections `listener` accepts, as a server's incoming stream, with
+/// Nagle's algorithm off. tonic ignores its own `tcp_nodelay` for a
+/// listener bound by the caller, and with Nagle on a response written in
+/// more than one segment waits for the client's delayed ACK: about 40 ms
+/// on Linux (BENCHMARKS.md, `ListOrdersByUser`).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The `ErrorInfo` domain of every error this system returns.
 pub const ERROR_DOMAIN: &str = "dynabridge.dev";
 

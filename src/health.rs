@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
@@ -128,6 +128,7 @@ impl StoreProbe {
             .get_item()
             .table_name(&self.table)
             .key(self.key_attribute, AttributeValue::S(PROBE_KEY.to_owned()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(_)) => Ok(()),

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use dynabridge::commands::CommandHandler;
+use dynabridge::commands::{AggregateCache, AggregateCacheMetrics, CommandHandler};
 use dynabridge::config::StoreArgs;
 use dynabridge::grpc::{Listeners, reflection_services};
 use dynabridge::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
@@ -39,6 +39,16 @@ pub struct Config {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
+    /// Aggregates whose state is kept in memory between commands, so that a
+    /// command on one of them is one DynamoDB call instead of two; 0 turns
+    /// the cache off. The append validates a cached state, so replicas
+    /// writing the same aggregates stay correct.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_AGGREGATE_CACHE_CAPACITY",
+        default_value_t = AggregateCache::DEFAULT_CAPACITY
+    )]
+    pub aggregate_cache_capacity: usize,
 }
 
 /// The binary's flags beyond [`Config`]: health checks and metrics.
@@ -83,13 +93,19 @@ pub async fn run_with(
     let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
-    let api = CommandApi::new(CommandHandler::new(EventStore::new(
-        client.clone(),
-        tables.clone(),
-    )));
+    let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
+    let api = CommandApi::new(
+        CommandHandler::new(EventStore::new(client.clone(), tables.clone())).with_aggregate_cache(
+            AggregateCache::new(config.aggregate_cache_capacity, cache_metrics.clone()),
+        ),
+    );
 
     let registry = prometheus::Registry::new();
+    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
     let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    cache_metrics
+        .register(&registry)
+        .context("registering metrics")?;
     // The idempotency table: the command service's own, and its role may
     // GetItem it already.
     let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
@@ -116,7 +132,7 @@ pub async fn run_with(
         .add_service(reflection_v1alpha)
         .add_service(CommandServiceServer::new(api))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            dynabridge::grpc::incoming(listeners.grpc),
             health.shutdown_after(shutdown),
         )
         .await;
@@ -149,5 +165,14 @@ mod tests {
             "127.0.0.1:9091".parse().unwrap()
         );
         assert_eq!(LIVENESS_NAME, format!("{SERVICE_NAME}.Liveness"));
+    }
+
+    #[test]
+    fn the_aggregate_cache_is_on_by_default_and_0_turns_it_off() {
+        let cli = Cli::try_parse_from(["command-service"]).unwrap();
+        assert_eq!(cli.config.aggregate_cache_capacity, 10_000);
+        let off =
+            Cli::try_parse_from(["command-service", "--aggregate-cache-capacity", "0"]).unwrap();
+        assert_eq!(off.config.aggregate_cache_capacity, 0);
     }
 }

@@ -27,6 +27,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_config::SdkConfig;
 use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge::config::StoreArgs;
 use dynabridge::provision::{ProvisionError, ensure_tables};
@@ -113,6 +114,12 @@ pub struct Options {
     /// of appends in the last ten minutes.
     #[arg(long, env = "DYNABRIDGE_KEEP_TRANSACTION_TOKENS")]
     pub keep_transaction_tokens: bool,
+    /// Run the embedded store with its tables provisioned, and no services:
+    /// for running the command service, query service and projector as
+    /// separate processes against `--endpoint-url`. The service ports are
+    /// then not bound.
+    #[arg(long, env = "DYNABRIDGE_STORE_ONLY")]
+    pub store_only: bool,
 }
 
 impl Default for Options {
@@ -128,6 +135,7 @@ impl Default for Options {
             dynamodb_port: 8000,
             no_stream_index: false,
             keep_transaction_tokens: false,
+            store_only: false,
         }
     }
 }
@@ -135,6 +143,9 @@ impl Default for Options {
 /// Where a started stack is.
 #[derive(Clone, Debug)]
 pub struct Endpoints {
+    /// Whether the services run. Without them (`--store-only`) their
+    /// addresses below are not bound and read 127.0.0.1:0.
+    pub services: bool,
     pub command: SocketAddr,
     pub query: SocketAddr,
     pub projector_health: SocketAddr,
@@ -164,10 +175,17 @@ impl Endpoints {
             "kept across runs"
         };
         // Writing to a String cannot fail.
-        let _ = writeln!(b, "dynabridge local stack is up");
-        let _ = writeln!(b, "  command service    {}", self.command);
-        let _ = writeln!(b, "  query service      {}", self.query);
-        let _ = writeln!(b, "  projector health   {}", self.projector_health);
+        if self.services {
+            let _ = writeln!(b, "dynabridge local stack is up");
+            let _ = writeln!(b, "  command service    {}", self.command);
+            let _ = writeln!(b, "  query service      {}", self.query);
+            let _ = writeln!(b, "  projector health   {}", self.projector_health);
+        } else {
+            let _ = writeln!(
+                b,
+                "dynabridge local store is up (no services: --store-only)"
+            );
+        }
         let _ = writeln!(
             b,
             "  DynamoDB endpoint  {}  (tables {}-*)",
@@ -193,6 +211,17 @@ impl Endpoints {
             );
         }
         let _ = writeln!(b);
+        if !self.services {
+            let _ = writeln!(b, "run a service against it:");
+            let _ = writeln!(
+                b,
+                "  cargo run -p command-service -- --endpoint-url {} --table-prefix {}",
+                self.dynamodb_url(),
+                self.table_prefix
+            );
+            let _ = write!(b, "Ctrl-C stops the store.");
+            return b;
+        }
         let _ = writeln!(b, "try:");
         let _ = writeln!(b, "  grpcurl -plaintext {} list", self.command);
         let _ = writeln!(
@@ -284,16 +313,30 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
 
     // Every port first, so that a taken one fails before anything is written.
     let dynamodb_listener = bind(STORE, options.dynamodb_port).await?;
-    let command_listener = bind(COMMAND_SERVICE, options.command_port).await?;
-    let query_listener = bind(QUERY_SERVICE, options.query_port).await?;
-    let health_listener = bind(PROJECTOR, options.projector_health_port).await?;
+    let service_listeners = if options.store_only {
+        None
+    } else {
+        Some((
+            bind(COMMAND_SERVICE, options.command_port).await?,
+            bind(QUERY_SERVICE, options.query_port).await?,
+            bind(PROJECTOR, options.projector_health_port).await?,
+        ))
+    };
+    let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let addr_of = |pick: fn(&(TcpListener, TcpListener, TcpListener)) -> &TcpListener,
+                   what: &'static str| {
+        service_listeners
+            .as_ref()
+            .map_or(Ok(unbound), |listeners| local_addr(pick(listeners), what))
+    };
 
     let (data_dir, temp_dir) = prepare_data_dir(&options)?;
     let database = data_dir.join(DATABASE_FILE);
     let endpoints = Endpoints {
-        command: local_addr(&command_listener, COMMAND_SERVICE)?,
-        query: local_addr(&query_listener, QUERY_SERVICE)?,
-        projector_health: local_addr(&health_listener, PROJECTOR)?,
+        services: service_listeners.is_some(),
+        command: addr_of(|l| &l.0, COMMAND_SERVICE)?,
+        query: addr_of(|l| &l.1, QUERY_SERVICE)?,
+        projector_health: addr_of(|l| &l.2, PROJECTOR)?,
         dynamodb: local_addr(&dynamodb_listener, STORE)?,
         table_prefix: options.table_prefix.clone(),
         sink: data_dir.join(SINK_FILE),
@@ -330,17 +373,12 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
             region: Some(REGION.to_owned()),
         },
     };
-    let mut sdk = load_sdk_config(&store_args.aws, Some(StaticCredentials::local())).await;
     if options.keep_transaction_tokens {
         tracing::warn!(
             "transaction tokens kept: appends slow down with the appends of the last ten minutes"
         );
-    } else {
-        sdk = sdk
-            .into_builder()
-            .http_client(StripTransactionTokens::with_default_client())
-            .build();
     }
+    let sdk = embedded_sdk_config(&store_args.aws, !options.keep_transaction_tokens).await;
     let tables = store_args.tables();
     if let Err(err) = ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables).await {
         stop_store.fire();
@@ -359,10 +397,23 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     let (stop_services, services_signal) = shutdown::channel();
     let mut services = JoinSet::new();
     let mut service_names = HashMap::new();
+    let Some((command_listener, query_listener, health_listener)) = service_listeners else {
+        return Ok(LocalStack {
+            endpoints,
+            services,
+            service_names,
+            stop_services,
+            store,
+            housekeeping,
+            stop_store,
+            temp_dir,
+        });
+    };
 
     let config = command_service::Config {
         store: store_args.clone(),
         listen: endpoints.command,
+        aggregate_cache_capacity: dynabridge::commands::AggregateCache::DEFAULT_CAPACITY,
     };
     let (sdk_, signal) = (sdk.clone(), services_signal.clone());
     let task = services.spawn(async move {
@@ -559,6 +610,21 @@ fn error_chain(err: &dyn StdError) -> String {
     out
 }
 
+/// The SDK configuration for a client of the embedded store at
+/// `aws.endpoint_url`: its local credentials, and unless
+/// `strip_transaction_tokens` is false, the [`transaction_tokens`]
+/// workaround. Services run as separate processes against a `--store-only`
+/// stack use it too.
+pub async fn embedded_sdk_config(aws: &AwsArgs, strip_transaction_tokens: bool) -> SdkConfig {
+    let sdk = load_sdk_config(aws, Some(StaticCredentials::local())).await;
+    if !strip_transaction_tokens {
+        return sdk;
+    }
+    sdk.into_builder()
+        .http_client(StripTransactionTokens::with_default_client())
+        .build()
+}
+
 async fn bind(what: &'static str, port: u16) -> Result<TcpListener, StartError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpListener::bind(addr)
@@ -742,6 +808,7 @@ mod tests {
     #[test]
     fn the_banner_names_every_endpoint_and_a_grpcurl_hint() {
         let endpoints = Endpoints {
+            services: true,
             command: "127.0.0.1:50051".parse().unwrap(),
             query: "127.0.0.1:50052".parse().unwrap(),
             projector_health: "127.0.0.1:50053".parse().unwrap(),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use chrono::Utc;
 use dynabridge::convert::format_time;
 use dynabridge::schema::checkpoints as attr;
@@ -62,6 +62,7 @@ impl CheckpointStore for DynamoCheckpoints {
                 .expression_attribute_names("#arn", attr::STREAM_ARN)
                 .expression_attribute_values(":arn", AttributeValue::S(stream_arn.to_owned()))
                 .set_exclusive_start_key(start_key)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| sdk_error("reading checkpoints", e))?;
@@ -123,6 +124,7 @@ impl CheckpointStore for DynamoCheckpoints {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| sdk_error("writing a checkpoint", e))?;

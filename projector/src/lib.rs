@@ -240,6 +240,7 @@ pub async fn run_with(
     let dynamodb = dynabridge::aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
     let registry = prometheus::Registry::new();
+    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
     let metrics = ProjectorMetrics::new().context("creating metrics")?;
     metrics.register(&registry).context("registering metrics")?;
     let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
@@ -333,10 +334,7 @@ pub async fn run_with(
         tonic::transport::Server::builder()
             .layer(grpc_metrics.layer())
             .add_service(health_service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-                server_stop,
-            ),
+            .serve_with_incoming_shutdown(dynabridge::grpc::incoming(listeners.grpc), server_stop),
     );
 
     let outcome = progress.clone().track("coordinator", async {
@@ -352,7 +350,7 @@ pub async fn run_with(
             streams: Arc::new(SdkStreams::new(dynabridge::aws::streams_client(sdk))),
             checkpoints: Arc::new(DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints())),
             handler: Arc::new(Projection::new(
-                ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY),
+                ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY, metrics.clone()),
                 publisher,
             )),
             timing: timing.clone(),

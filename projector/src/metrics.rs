@@ -1,7 +1,13 @@
 //! The projector's Prometheus metrics. They work unregistered too, so that
 //! tests can read them without a registry.
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+/// Buckets of the commit-to-visible lag, in seconds: fine at the low end,
+/// where a projector keeping up lives, coarse up to a minute behind.
+const VISIBLE_LAG_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Why an event was not published at the first attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +44,31 @@ pub struct ProjectorMetrics {
     /// Batches whose handling failed, each retried.
     pub batch_failures: IntCounter,
     publish_failures: IntCounterVec,
+    /// `GetRecords` pages received, empty or not.
+    batches: IntCounterVec,
+    /// Checkpoints written (successful writes; a failed one is retried).
+    pub checkpoint_writes: IntCounter,
+    /// Events the bus accepted or the sink wrote.
+    pub events_published: IntCounter,
+    /// For each event written to a read model, the time from its commit
+    /// (`occurred_at`, set by the command service) to the write's return.
+    pub visible_lag_seconds: Histogram,
+}
+
+/// Whether a `GetRecords` page held records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batch {
+    Empty,
+    NonEmpty,
+}
+
+impl Batch {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::NonEmpty => "nonempty",
+        }
+    }
 }
 
 impl ProjectorMetrics {
@@ -66,6 +97,28 @@ impl ProjectorMetrics {
                 ),
                 &["reason"],
             )?,
+            batches: IntCounterVec::new(
+                Opts::new(
+                    "dynabridge_projector_batches_total",
+                    "GetRecords pages received, by records: empty (an idle poll) or nonempty (a batch handled, then checkpointed)",
+                ),
+                &["records"],
+            )?,
+            checkpoint_writes: IntCounter::new(
+                "dynabridge_projector_checkpoint_writes_total",
+                "Checkpoints written: at most one per GetRecords page",
+            )?,
+            events_published: IntCounter::new(
+                "dynabridge_projector_events_published_total",
+                "Events published: accepted by the bus, or written to the sink",
+            )?,
+            visible_lag_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dynabridge_projector_visible_lag_seconds",
+                    "For each event written to a read model, the seconds from its commit (occurred_at) to the write's return: how long a change takes to become visible to queries",
+                )
+                .buckets(VISIBLE_LAG_BUCKETS.to_vec()),
+            )?,
         })
     }
 
@@ -76,7 +129,29 @@ impl ProjectorMetrics {
         registry.register(Box::new(self.records_processed.clone()))?;
         registry.register(Box::new(self.batch_failures.clone()))?;
         registry.register(Box::new(self.publish_failures.clone()))?;
+        registry.register(Box::new(self.batches.clone()))?;
+        registry.register(Box::new(self.checkpoint_writes.clone()))?;
+        registry.register(Box::new(self.events_published.clone()))?;
+        registry.register(Box::new(self.visible_lag_seconds.clone()))?;
         Ok(())
+    }
+
+    pub fn batch_received(&self, batch: Batch) {
+        self.batches.with_label_values(&[batch.label()]).inc();
+    }
+
+    pub fn batches(&self, batch: Batch) -> u64 {
+        self.batches.with_label_values(&[batch.label()]).get()
+    }
+
+    /// Observes the commit-to-visible lag of an event committed at
+    /// `occurred_at` whose read-model write just returned. A commit that
+    /// looks later than now (clock skew between hosts) counts as no lag.
+    pub fn event_visible(&self, occurred_at: chrono::DateTime<chrono::Utc>) {
+        let lag = (chrono::Utc::now() - occurred_at)
+            .to_std()
+            .unwrap_or_default();
+        self.visible_lag_seconds.observe(lag.as_secs_f64());
     }
 
     pub fn publish_failed(&self, why: PublishFailure, count: u64) {

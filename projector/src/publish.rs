@@ -131,6 +131,7 @@ impl BusPublisher {
             crate::progress::beat();
             match self.api.put_events(&pending).await {
                 Ok(results) => {
+                    let sent = pending.len();
                     // Results match entries by position; an entry without a
                     // result is treated as refused, never as accepted.
                     let refused: Vec<BusEntry> = pending
@@ -148,13 +149,14 @@ impl BusPublisher {
                             }
                         })
                         .collect();
+                    self.metrics
+                        .events_published
+                        .inc_by(count(sent - refused.len()));
                     if refused.is_empty() {
                         return Ok(());
                     }
-                    self.metrics.publish_failed(
-                        PublishFailure::Refused,
-                        u64::try_from(refused.len()).unwrap_or(u64::MAX),
-                    );
+                    self.metrics
+                        .publish_failed(PublishFailure::Refused, count(refused.len()));
                     pending = refused;
                 }
                 Err(err) if err.is_transient() => {
@@ -217,6 +219,11 @@ impl EventBusApi for SdkEventBus {
             .map(|r| r.error_code().map(str::to_owned))
             .collect())
     }
+}
+
+/// A number of entries or events, as a counter increment.
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The SDK's form of one entry.
@@ -318,7 +325,9 @@ impl Publisher for JsonLinesSink {
         self.write(&batch).await.map_err(|err| {
             self.metrics.publish_failed(PublishFailure::Sink, 1);
             PublishError::Sink(err)
-        })
+        })?;
+        self.metrics.events_published.inc_by(count(events.len()));
+        Ok(())
     }
 }
 
@@ -371,6 +380,7 @@ mod tests {
         assert_eq!(first.time, events[0].occurred_at);
         assert_eq!(first.detail, envelope_json(&events[0]));
         assert_eq!(bus.accepted().len(), 12);
+        assert_eq!(metrics.events_published.get(), 12, "each accepted once");
         assert_eq!(metrics.publish_failures(PublishFailure::Refused), 3);
         assert_eq!(metrics.publish_failures(PublishFailure::Call), 0);
     }
@@ -487,6 +497,7 @@ mod tests {
         assert_eq!(line["traceHeader"], TRACE_HEADER);
         assert_eq!(line["detail"]["correlationId"], events[0].correlation_id);
         assert_eq!(metrics.publish_failures(PublishFailure::Sink), 0);
+        assert_eq!(metrics.events_published.get(), 1);
 
         // A sink that cannot be written: a read-only handle on the file.
         let read_only = JsonLinesSink {
@@ -501,5 +512,10 @@ mod tests {
             Err(PublishError::Sink(_))
         ));
         assert_eq!(metrics.publish_failures(PublishFailure::Sink), 1);
+        assert_eq!(
+            metrics.events_published.get(),
+            1,
+            "a failed write publishes nothing"
+        );
     }
 }

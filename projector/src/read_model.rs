@@ -12,12 +12,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use dynabridge::domain::{AggregateType, StoredEvent, Version};
 use dynabridge::readmodel::{Applied, OrderSummaryRow, UserProfileRow};
 use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
 
 use crate::error::{StoreError, sdk_error};
+use crate::metrics::ProjectorMetrics;
 
 /// Rows the cache holds at most.
 pub const CACHE_CAPACITY: usize = 10_000;
@@ -186,13 +187,16 @@ impl RowCache {
 pub struct ReadModels {
     store: Box<dyn RowStore>,
     cache: Mutex<RowCache>,
+    /// Where each written event's commit-to-visible lag goes.
+    metrics: ProjectorMetrics,
 }
 
 impl ReadModels {
-    pub fn new(store: Box<dyn RowStore>, cache_capacity: usize) -> Self {
+    pub fn new(store: Box<dyn RowStore>, cache_capacity: usize, metrics: ProjectorMetrics) -> Self {
         Self {
             store,
             cache: Mutex::new(RowCache::new(cache_capacity)),
+            metrics,
         }
     }
 
@@ -256,6 +260,9 @@ impl ReadModels {
                     expected_version,
                 } => match self.store.put(&row, expected_version).await? {
                     PutOutcome::Written => {
+                        // Visible to queries from now on. A redelivered
+                        // event, already applied, was visible before.
+                        self.metrics.event_visible(next.occurred_at);
                         tracing::debug!(
                             event_id = %next.event_id,
                             event_type = next.event.event_type(),
@@ -333,6 +340,7 @@ impl RowStore for DynamoRows {
             .table_name(table)
             .consistent_read(true)
             .key(key, AttributeValue::S(id.to_owned()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| sdk_error("reading a read model row", e))?;
@@ -357,7 +365,8 @@ impl RowStore for DynamoRows {
             .client
             .put_item()
             .table_name(table)
-            .set_item(Some(item));
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
         let request = if expected_version == 0 {
             request
                 .condition_expression("attribute_not_exists(#pk)")
@@ -408,7 +417,11 @@ mod tests {
     use crate::testing::{FakeRows, RowCall, user_events};
 
     fn read_models(store: &FakeRows) -> ReadModels {
-        ReadModels::new(Box::new(store.clone()), CACHE_CAPACITY)
+        ReadModels::new(
+            Box::new(store.clone()),
+            CACHE_CAPACITY,
+            ProjectorMetrics::new().unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -504,6 +517,33 @@ mod tests {
             }
             row.map(Row::User)
         });
+    }
+
+    #[tokio::test]
+    async fn the_visible_lag_is_observed_once_per_event_written() {
+        let store = FakeRows::default();
+        let metrics = ProjectorMetrics::new().unwrap();
+        let models = || ReadModels::new(Box::new(store.clone()), CACHE_CAPACITY, metrics.clone());
+        let mut events = user_events(4);
+        for event in &mut events {
+            event.occurred_at = chrono::Utc::now() - chrono::Duration::seconds(2);
+        }
+        store.add_events(&events);
+        let projector = models();
+        projector.project(&events[0]).await.unwrap();
+        // Versions 2 and 3 are filled in before 4: three writes.
+        projector.project(&events[3]).await.unwrap();
+        // Redelivered, to this projector and to a fresh one: no write.
+        projector.project(&events[3]).await.unwrap();
+        models().project(&events[0]).await.unwrap();
+
+        let lag = &metrics.visible_lag_seconds;
+        assert_eq!(lag.get_sample_count(), 4);
+        assert!(
+            (8.0..60.0).contains(&lag.get_sample_sum()),
+            "about 2 s each: {}",
+            lag.get_sample_sum()
+        );
     }
 
     #[tokio::test]

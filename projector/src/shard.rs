@@ -25,7 +25,7 @@ use crate::attribute::image_to_item;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::control::{Shutdown, Timing};
 use crate::handler::BatchHandler;
-use crate::metrics::ProjectorMetrics;
+use crate::metrics::{Batch, ProjectorMetrics};
 use crate::progress::{self, Progress};
 use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
 
@@ -127,8 +127,10 @@ impl Pipeline {
                 Ok(page) => {
                     retry.reset();
                     if page.records.is_empty() {
+                        self.metrics.batch_received(Batch::Empty);
                         progress::caught_up();
                     } else {
+                        self.metrics.batch_received(Batch::NonEmpty);
                         progress::read_records(
                             page.records
                                 .iter()
@@ -321,6 +323,7 @@ impl Pipeline {
                 .await
             {
                 Ok(()) => {
+                    self.metrics.checkpoint_writes.inc();
                     progress::checkpointed();
                     return true;
                 }
@@ -597,6 +600,65 @@ mod tests {
             .unwrap();
         assert_eq!(handled_versions(&h.journal.entries()), vec![1]);
         assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), true)]);
+    }
+
+    #[tokio::test]
+    async fn what_a_shard_costs_is_counted_per_page_checkpoint_and_event() {
+        use crate::handler::Projection;
+        use crate::publish::BusPublisher;
+        use crate::read_model::{CACHE_CAPACITY, ReadModels};
+        use crate::testing::{FakeBus, FakeRows, fast_timing};
+
+        let h = Harness::new();
+        let mut events = user_events(5);
+        for event in &mut events {
+            event.occurred_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+        }
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(2);
+        h.streams.close_on_empty_page("A");
+        h.checkpoints.fail_next(1);
+        let bus = FakeBus::default();
+        let projection = Projection::new(
+            ReadModels::new(
+                Box::new(FakeRows::default()),
+                CACHE_CAPACITY,
+                h.metrics.clone(),
+            ),
+            Box::new(BusPublisher::new(
+                Box::new(bus.clone()),
+                "src".into(),
+                "bus".into(),
+                fast_timing(),
+                h.metrics.clone(),
+            )),
+        );
+
+        let end = h
+            .pipeline_with(Arc::new(projection))
+            .run_shard("A", Checkpoint::default())
+            .await
+            .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        let m = &h.metrics;
+        // Pages [1, 2], [3, 4], [5], then the empty one that closes the
+        // shard and is checkpointed as finished.
+        assert_eq!(m.batches(Batch::NonEmpty), 3);
+        assert_eq!(m.batches(Batch::Empty), 1);
+        let writes = m.checkpoint_writes.get();
+        assert_eq!(writes, 4, "the failed write is not one");
+        assert_eq!(writes, h.checkpoints.saved("A").len() as u64);
+        assert!(writes <= m.batches(Batch::NonEmpty) + m.batches(Batch::Empty));
+        assert_eq!(m.records_processed.get(), 5);
+        assert_eq!(m.events_published.get(), 5);
+        assert_eq!(bus.accepted().len(), 5);
+        let lag = &m.visible_lag_seconds;
+        assert_eq!(lag.get_sample_count(), 5, "one per event written");
+        assert!(
+            (5.0..60.0).contains(&lag.get_sample_sum()),
+            "about 1 s each: {}",
+            lag.get_sample_sum()
+        );
     }
 
     #[test]

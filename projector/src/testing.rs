@@ -543,11 +543,16 @@ impl Harness {
     }
 
     pub fn pipeline(&self) -> Pipeline {
+        self.pipeline_with(Arc::new(self.handler.clone()))
+    }
+
+    /// A pipeline whose batches go to `handler` rather than the fake one.
+    pub fn pipeline_with(&self, handler: Arc<dyn BatchHandler>) -> Pipeline {
         Pipeline {
             stream_arn: "arn:test:stream".into(),
             streams: Arc::new(self.streams.clone()),
             checkpoints: Arc::new(self.checkpoints.clone()),
-            handler: Arc::new(self.handler.clone()),
+            handler,
             timing: fast_timing(),
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),

@@ -169,6 +169,7 @@ pub async fn run_with(
     );
 
     let registry = prometheus::Registry::new();
+    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
     let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
     // A read-model table, which the role may GetItem already. Architecture
     // invariant: never the event store.
@@ -193,7 +194,7 @@ pub async fn run_with(
         .add_service(reflection_v1alpha)
         .add_service(QueryServiceServer::new(QueryApi::new(queries)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            dynabridge::grpc::incoming(listeners.grpc),
             health.shutdown_after(shutdown),
         )
         .await;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use dynabridge::domain::{Email, OrderId, OrderStatus, UserId};
 use dynabridge::error::{AppError, from_sdk_error};
 use dynabridge::readmodel::{Item, OrderSummaryRow, RowError, UserProfileRow};
@@ -120,6 +120,7 @@ impl ReadModels {
                 AttributeValue::S(user_id.to_string()),
             )
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| from_sdk_error(&format!("get item from {}", self.user_profiles), e))?;
@@ -142,6 +143,7 @@ impl ReadModels {
             .key_condition_expression("#email = :email")
             .expression_attribute_names("#email", user_profiles::EMAIL)
             .expression_attribute_values(":email", AttributeValue::S(email.as_str().to_owned()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| {
@@ -179,6 +181,7 @@ impl ReadModels {
                 AttributeValue::S(order_id.to_string()),
             )
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| from_sdk_error(&format!("get item from {}", self.order_summaries), e))?;
@@ -217,6 +220,7 @@ impl ReadModels {
                     .map(|(name, value)| (name, AttributeValue::S(value)))
                     .collect()
             }))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| {

@@ -8,7 +8,7 @@ pub mod codec;
 pub use append::{Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
 use crate::domain::{StoredEvent, Version};
 use crate::error::{AppError, from_sdk_error};
@@ -30,6 +30,7 @@ pub async fn read_events(
             .query()
             .table_name(table)
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .expression_attribute_names("#id", attr::AGGREGATE_ID)
             .expression_attribute_names("#v", attr::VERSION)
             .expression_attribute_values(":id", AttributeValue::S(aggregate_id.to_owned()))

@@ -9,9 +9,13 @@
 //!   no OpenTelemetry layer, no cost.
 //! - [`metrics`]: a registry per service, its `/metrics` endpoint and the
 //!   gRPC server layer.
+//! - [`aws_calls`]: the AWS calls of the process and what they cost
+//!   (operations, DynamoDB capacity, EventBridge entries), counted by an SDK
+//!   interceptor every client carries.
 //! - [`trace_context`]: the W3C `traceparent` stored with every event and
 //!   published, as an X-Ray header, with it.
 
+pub mod aws_calls;
 pub mod metrics;
 pub mod trace_context;
 

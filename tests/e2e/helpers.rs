@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge::commands::AggregateCache;
 use dynabridge::config::StoreArgs;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
@@ -158,6 +159,7 @@ impl TestApp {
         let config = command_service::Config {
             store: self.store_args.clone(),
             listen: addr,
+            aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let sdk = self.sdk.clone();

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aggregate_cache;
 mod commands;
 mod eventbridge;
 mod helpers;

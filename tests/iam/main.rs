@@ -116,13 +116,16 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     let log = |binary: &str| dir.path().join(format!("{binary}.calls"));
 
     let service_args = ["--endpoint-url", &endpoint, "--listen", "127.0.0.1:0"];
-    let command_proc = processes::spawn(
-        "command-service",
-        &prefix,
-        &log("command-service"),
-        &service_args,
-        &[],
-    );
+    let spawn_command_service = || {
+        processes::spawn(
+            "command-service",
+            &prefix,
+            &log("command-service"),
+            &service_args,
+            &[],
+        )
+    };
+    let command_proc = spawn_command_service();
     let query_proc = processes::spawn(
         "query-service",
         &prefix,
@@ -171,6 +174,13 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     // row cache: the next events on known aggregates read their rows.
     projector.terminate();
     let projector = spawn_projector();
+    // So is a restarted command service's aggregate cache: its next command
+    // on each known aggregate reads the aggregate's events first.
+    command_proc.terminate();
+    let command_proc = spawn_command_service();
+    flow.commands = CommandServiceClient::connect(format!("http://{}", command_proc.addr))
+        .await
+        .unwrap();
     flow.after_restart(&state).await;
 
     // Every event was published, to the template's bus.

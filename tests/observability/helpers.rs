@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge::commands::AggregateCache;
 use dynabridge::config::StoreArgs;
 use dynabridge::grpc::Listeners;
 use dynabridge::health::HealthArgs;
@@ -305,7 +306,11 @@ pub async fn start_command_service(
 ) -> Running {
     let sdk = sdk.clone();
     spawn_service(|listen, listeners, stopped| async move {
-        let config = command_service::Config { store, listen };
+        let config = command_service::Config {
+            store,
+            listen,
+            aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
+        };
         command_service::run_with(config, &health, &sdk, listeners, async {
             let _ = stopped.await;
         })

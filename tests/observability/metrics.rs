@@ -1,5 +1,6 @@
 //! Every binary's `/metrics`: gRPC calls by method and status code, the
-//! store check, and the projector's progress.
+//! store check, the projector's progress, and the AWS calls with what they
+//! cost.
 
 use dynabridge::health::HealthArgs;
 use dynabridge::pb;
@@ -13,6 +14,7 @@ use crate::helpers::{
 
 const REQUESTS: &str = "dynabridge_grpc_server_requests_total";
 const LATENCY_COUNT: &str = "dynabridge_grpc_server_request_duration_seconds_count";
+const AWS_CALLS: &str = "dynabridge_aws_calls_total";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_store_health_and_projection_are_measured() {
@@ -43,6 +45,19 @@ async fn calls_store_health_and_projection_are_measured() {
         .await
         .unwrap()
         .into_inner();
+    // The user was just created here: the update decides from the cache.
+    commands
+        .update_user_profile(pb::UpdateUserProfileRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            user_id: created.user_id.clone(),
+            name: "Metrics Again".into(),
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let refused = commands
         .create_user(pb::CreateUserRequest::default())
         .await
@@ -71,7 +86,10 @@ async fn calls_store_health_and_projection_are_measured() {
         (sample(&text, REQUESTS, &create_user("OK")) == Some(1.0)
             && sample(&text, REQUESTS, &create_user("INVALID_ARGUMENT")) == Some(1.0)
             && sample(&text, LATENCY_COUNT, &create_user("OK")) == Some(1.0)
-            && sample(&text, "dynabridge_store_reachable", &[]) == Some(1.0))
+            && sample(&text, "dynabridge_store_reachable", &[]) == Some(1.0)
+            && sample(&text, "dynabridge_aggregate_cache_hits_total", &[]) == Some(1.0)
+            && sample(&text, "dynabridge_aggregate_cache_misses_total", &[]) == Some(0.0)
+            && sample(&text, "dynabridge_aggregate_cache_stale_total", &[]) == Some(0.0))
         .then_some(())
     })
     .await;
@@ -96,6 +114,48 @@ async fn calls_store_health_and_projection_are_measured() {
         "dynabridge_store_reachable",
     ] {
         assert!(sample(&text, gauge, &[]).is_some(), "{gauge} in\n{text}");
+    }
+    for (name, labels) in [
+        (
+            "dynabridge_projector_batches_total",
+            &[("records", "nonempty")][..],
+        ),
+        ("dynabridge_projector_checkpoint_writes_total", &[]),
+        ("dynabridge_projector_events_published_total", &[]),
+        ("dynabridge_projector_visible_lag_seconds_count", &[]),
+        (
+            AWS_CALLS,
+            &[("service", "dynamodbstreams"), ("operation", "GetRecords")],
+        ),
+    ] {
+        assert!(
+            sample(&text, name, labels) >= Some(1.0),
+            "{name} {labels:?} in\n{text}"
+        );
+    }
+    // What the AWS calls cost shows in every binary's registry: the counters
+    // are the process's, and these three services share one.
+    let event_store = store.tables.event_store();
+    let user_profiles = store.tables.user_profiles();
+    for text in [command.scrape().await, query.scrape().await, text] {
+        let append = [("service", "dynamodb"), ("operation", "TransactWriteItems")];
+        assert!(sample(&text, AWS_CALLS, &append) >= Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, "dynabridge_aws_call_errors_total", &append),
+            Some(0.0),
+            "{text}"
+        );
+        for (operation, table) in [
+            ("TransactWriteItems", event_store.as_str()),
+            ("GetItem", user_profiles.as_str()),
+        ] {
+            let capacity = sample(
+                &text,
+                "dynabridge_dynamodb_capacity_units_total",
+                &[("operation", operation), ("table", table)],
+            );
+            assert!(capacity > Some(0.0), "{operation} on {table} in\n{text}");
+        }
     }
     // The metrics of each service are its own.
     assert_eq!(

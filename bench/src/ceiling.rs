@@ -1,0 +1,344 @@
+//! The ceilings a scenario cannot beat, measured in the same run:
+//!
+//! - **storage**: the DynamoDB calls the service makes for the scenario, with
+//!   the same item shapes, issued straight from here through aws-sdk, with
+//!   the library's own store and read-model code ([`EventStore::append`],
+//!   [`ReadModels`]), and no gRPC and no domain logic in front;
+//! - **transport**: a bare tonic echo service answering messages as large as
+//!   the scenario's real ones.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use dynabridge::domain::{
+    Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
+    UserName, Version,
+};
+use dynabridge::schema::Tables;
+use dynabridge::store::{Append, CommandOutcome, EventStore, IdempotencyRecord};
+use query_service::read_models::{OrderListing, ReadModels};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::echo::pb::echo_service_client::EchoServiceClient;
+use crate::load::{self, Limits, Outcome, Step};
+use crate::ops::{STATUS_PATH, connections, partition};
+
+/// The event store and read models, as the services reach them.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: EventStore,
+    read_models: Arc<ReadModels>,
+}
+
+impl Storage {
+    pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
+        Self {
+            read_models: Arc::new(ReadModels::new(client.clone(), &tables)),
+            store: EventStore::new(client, tables),
+        }
+    }
+
+    /// The append `CreateUser` makes: the event, the idempotency record and
+    /// the email claim, in one TransactWriteItems.
+    pub async fn create_user(&self) -> Result<UserId, String> {
+        let user_id = UserId::new_random();
+        let email = Email::parse(&format!(
+            "ceiling-{}@example.com",
+            user_id.as_uuid().simple()
+        ))
+        .map_err(|e| e.to_string())?;
+        let name = UserName::parse("Bench User").map_err(|e| e.to_string())?;
+        let append = append(
+            0,
+            vec![Event::UserCreated {
+                user_id,
+                email: email.clone(),
+                name,
+            }],
+        );
+        let append = Append {
+            claim_email: Some((email, user_id)),
+            ..append
+        };
+        self.store
+            .append(&append)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(user_id)
+    }
+
+    /// The append `CreateOrder` makes: the event and the idempotency record,
+    /// on the condition that the user exists.
+    pub async fn create_order(&self, user_id: UserId) -> Result<OrderId, String> {
+        let order_id = OrderId::new_random();
+        let line = |sku: &str, quantity: i64, cents: i64| -> Result<OrderLine, String> {
+            Ok(OrderLine {
+                sku: Sku::parse(sku).map_err(|e| e.to_string())?,
+                quantity: Quantity::parse(quantity).map_err(|e| e.to_string())?,
+                unit_price: Money::parse("USD", cents).map_err(|e| e.to_string())?,
+            })
+        };
+        let items = vec![line("SKU-BOOK-001", 2, 1250)?, line("SKU-PEN-042", 1, 300)?];
+        let total = Money::parse("USD", 2800).map_err(|e| e.to_string())?;
+        let append = Append {
+            require_user: Some(user_id),
+            ..append(
+                0,
+                vec![Event::OrderCreated {
+                    order_id,
+                    user_id,
+                    items,
+                    total,
+                }],
+            )
+        };
+        self.store
+            .append(&append)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(order_id)
+    }
+
+    /// The append `UpdateOrderStatus` makes on an order at `version`.
+    pub async fn update_order_status(
+        &self,
+        order_id: OrderId,
+        version: Version,
+        status: OrderStatus,
+        previous_status: OrderStatus,
+    ) -> Result<(), String> {
+        let append = append(
+            version,
+            vec![Event::OrderStatusUpdated {
+                order_id,
+                status,
+                previous_status,
+            }],
+        );
+        self.store.append(&append).await.map_err(|e| e.to_string())
+    }
+
+    /// The read `GetUserProfile` makes.
+    pub async fn user_profile(&self, user_id: UserId) -> Result<(), String> {
+        match self.read_models.user_profile(user_id).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!("user {} not projected", user_id.as_uuid())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The read `ListOrdersByUser` makes for a first page of `page_size`.
+    pub async fn orders_of(&self, user_id: UserId, page_size: usize) -> Result<(), String> {
+        let page = self
+            .read_models
+            .orders(&OrderListing::ByUser(user_id), page_size, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.rows.len() != page_size {
+            return Err(format!("a page of {}, not {page_size}", page.rows.len()));
+        }
+        Ok(())
+    }
+}
+
+/// An append of `events` after `base`, as the command handler builds it.
+fn append(base: Version, events: Vec<Event>) -> Append {
+    let now = Utc::now();
+    let request_id = Uuid::new_v4().to_string();
+    let correlation_id = Uuid::new_v4().to_string();
+    let stored: Vec<StoredEvent> = events
+        .into_iter()
+        .zip(1..)
+        .map(|(event, n)| StoredEvent {
+            event_id: Uuid::new_v4(),
+            version: base + n,
+            occurred_at: now,
+            schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
+            request_id: request_id.clone(),
+            correlation_id: correlation_id.clone(),
+            trace_parent: None,
+            event,
+        })
+        .collect();
+    let outcome = CommandOutcome {
+        aggregate_id: stored[0].event.aggregate_id().to_string(),
+        version: stored[stored.len() - 1].version,
+        event_ids: stored.iter().map(|s| s.event_id.to_string()).collect(),
+        correlation_id,
+        total: None,
+    };
+    Append {
+        events: stored,
+        idempotency: IdempotencyRecord {
+            request_id,
+            // A SHA-256 in hex, as long as the service's request hash.
+            request_hash: "0".repeat(64),
+            outcome,
+        },
+        claim_email: None,
+        release_email: None,
+        require_user: None,
+        now,
+    }
+}
+
+pub async fn run_create_user(storage: &Storage, limits: Limits) -> Outcome {
+    let storage = storage.clone();
+    load::closed_loop(limits, move |_, _| {
+        let storage = storage.clone();
+        async move {
+            storage.create_user().await?;
+            Ok(Step::Done)
+        }
+    })
+    .await
+}
+
+/// Creates `n` orders (and a user for every 20) through the store.
+pub async fn create_orders(
+    storage: &Storage,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<OrderId>> {
+    let mut users = Vec::new();
+    for _ in 0..n.div_ceil(20).max(1) {
+        users.push(storage.create_user().await.map_err(anyhow::Error::msg)?);
+    }
+    let users = Arc::new(users);
+    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (storage_, orders_) = (storage.clone(), orders.clone());
+    let outcome = load::closed_loop(
+        Limits {
+            concurrency,
+            max_ops: n as u64,
+            max_duration: std::time::Duration::from_secs(600),
+        },
+        move |_, i| {
+            let (storage, orders) = (storage_.clone(), orders_.clone());
+            let user = users[i as usize % users.len()];
+            async move {
+                let order = storage.create_order(user).await?;
+                orders.lock().unwrap_or_else(|p| p.into_inner()).push(order);
+                Ok(Step::Done)
+            }
+        },
+    )
+    .await;
+    if outcome.ops as usize != n {
+        anyhow::bail!(
+            "creating orders through the store: {} of {n}; {}",
+            outcome.ops,
+            outcome.first_error.unwrap_or_default()
+        );
+    }
+    let orders = std::mem::take(&mut *orders.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(orders)
+}
+
+/// The storage ceiling of `UpdateOrderStatus`, with its fixtures split as
+/// [`crate::ops::run_update_order_status`] splits them.
+pub async fn run_update_order_status(
+    storage: &Storage,
+    orders: &[OrderId],
+    limits: Limits,
+) -> Outcome {
+    let storage = storage.clone();
+    let parts = Arc::new(partition(orders, limits.concurrency));
+    load::closed_loop(limits, move |worker, i| {
+        let storage = storage.clone();
+        let mine = &parts[worker];
+        let next = (!mine.is_empty())
+            .then(|| {
+                let round = i as usize / mine.len();
+                STATUS_PATH
+                    .get(round)
+                    .map(|_| (mine[i as usize % mine.len()], round))
+            })
+            .flatten();
+        async move {
+            let Some((order, round)) = next else {
+                return Ok(Step::Exhausted);
+            };
+            let previous = if round == 0 {
+                OrderStatus::Created
+            } else {
+                domain_status(STATUS_PATH[round - 1])
+            };
+            let status = domain_status(STATUS_PATH[round]);
+            storage
+                .update_order_status(order, 1 + round as Version, status, previous)
+                .await?;
+            Ok(Step::Done)
+        }
+    })
+    .await
+}
+
+fn domain_status(status: dynabridge::pb::OrderStatus) -> OrderStatus {
+    use dynabridge::pb::OrderStatus as Pb;
+    match status {
+        Pb::Processing => OrderStatus::Processing,
+        Pb::Shipped => OrderStatus::Shipped,
+        Pb::Delivered => OrderStatus::Delivered,
+        Pb::Cancelled => OrderStatus::Cancelled,
+        Pb::Created | Pb::Unspecified => OrderStatus::Created,
+    }
+}
+
+pub async fn run_user_profile(storage: &Storage, users: &[UserId], limits: Limits) -> Outcome {
+    let storage = storage.clone();
+    let users = Arc::new(users.to_vec());
+    load::closed_loop(limits, move |worker, i| {
+        let storage = storage.clone();
+        let user = users[(worker + i as usize * limits.concurrency) % users.len()];
+        async move {
+            storage.user_profile(user).await?;
+            Ok(Step::Done)
+        }
+    })
+    .await
+}
+
+pub async fn run_orders_of(
+    storage: &Storage,
+    users: &[UserId],
+    page_size: usize,
+    limits: Limits,
+) -> Outcome {
+    let storage = storage.clone();
+    let users = Arc::new(users.to_vec());
+    load::closed_loop(limits, move |worker, i| {
+        let storage = storage.clone();
+        let user = users[(worker + i as usize * limits.concurrency) % users.len()];
+        async move {
+            storage.orders_of(user, page_size).await?;
+            Ok(Step::Done)
+        }
+    })
+    .await
+}
+
+/// The transport ceiling: echo calls with `request_len`-byte requests and
+/// `response_len`-byte responses.
+pub async fn run_echo(
+    echo: &str,
+    request_len: usize,
+    response_len: usize,
+    limits: Limits,
+) -> anyhow::Result<Outcome> {
+    let channels: Arc<Vec<Channel>> = connections(echo, limits.concurrency).await?;
+    let request = crate::echo::sized_request(request_len, response_len);
+    Ok(load::closed_loop(limits, move |worker, _| {
+        let mut client = EchoServiceClient::new(channels[worker].clone());
+        let request = request.clone();
+        async move {
+            client
+                .echo(request)
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+            Ok(Step::Done)
+        }
+    })
+    .await)
+}

@@ -1,0 +1,357 @@
+//! The scenarios over gRPC, as a user's client makes them: one HTTP/2
+//! connection per concurrent client, a fresh idempotency key per command.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use dynabridge::pb::command_service_client::CommandServiceClient;
+use dynabridge::pb::query_service_client::QueryServiceClient;
+use dynabridge::pb::{
+    CreateOrderRequest, CreateUserRequest, GetOrderRequest, GetUserProfileRequest,
+    ListOrdersByUserRequest, Money, OrderItem, OrderStatus, UpdateOrderStatusRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+use crate::load::{self, Limits, Outcome, Step};
+
+/// The order statuses an order moves through, one update each.
+pub const STATUS_PATH: [OrderStatus; 3] = [
+    OrderStatus::Processing,
+    OrderStatus::Shipped,
+    OrderStatus::Delivered,
+];
+
+/// One connection to a gRPC endpoint.
+pub async fn connect(url: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// `n` connections to `url`.
+pub async fn connections(url: &str, n: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        channels.push(connect(url).await?);
+    }
+    Ok(Arc::new(channels))
+}
+
+pub fn create_user_request() -> CreateUserRequest {
+    let id = Uuid::new_v4();
+    CreateUserRequest {
+        request_id: id.to_string(),
+        correlation_id: String::new(),
+        email: format!("bench-{}@example.com", id.simple()),
+        name: "Bench User".to_owned(),
+    }
+}
+
+/// A two-line order, the shape the seed's walkthrough uses.
+pub fn create_order_request(user_id: &str) -> CreateOrderRequest {
+    let money = |amount_minor: i64| Money {
+        currency_code: "USD".to_owned(),
+        amount_minor,
+    };
+    CreateOrderRequest {
+        request_id: Uuid::new_v4().to_string(),
+        correlation_id: String::new(),
+        user_id: user_id.to_owned(),
+        items: vec![
+            OrderItem {
+                sku: "SKU-BOOK-001".to_owned(),
+                quantity: 2,
+                unit_price: Some(money(1250)),
+            },
+            OrderItem {
+                sku: "SKU-PEN-042".to_owned(),
+                quantity: 1,
+                unit_price: Some(money(300)),
+            },
+        ],
+        total: None,
+    }
+}
+
+pub fn update_order_status_request(
+    order_id: &str,
+    status: OrderStatus,
+) -> UpdateOrderStatusRequest {
+    UpdateOrderStatusRequest {
+        request_id: Uuid::new_v4().to_string(),
+        correlation_id: String::new(),
+        order_id: order_id.to_owned(),
+        expected_version: None,
+        status: status.into(),
+    }
+}
+
+fn status_error(status: tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Creates `n` users from `concurrency` clients; their ids, in no order.
+pub async fn create_users(
+    command: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    let channels = connections(command, concurrency).await?;
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let collected = ids.clone();
+    let outcome = load::closed_loop(fixture_limits(n, concurrency), move |worker, _| {
+        let mut client = CommandServiceClient::new(channels[worker].clone());
+        let ids = collected.clone();
+        async move {
+            let response = client
+                .create_user(create_user_request())
+                .await
+                .map_err(status_error)?;
+            lock(&ids).push(response.into_inner().user_id);
+            Ok(Step::Done)
+        }
+    })
+    .await;
+    fixture_done("creating users", &outcome, n)?;
+    Ok(take(ids))
+}
+
+/// Creates `per_user` orders for each of `users` from `concurrency`
+/// clients; each order's id and its user's, in no order.
+pub async fn create_orders(
+    command: &str,
+    users: &[String],
+    per_user: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let n = users.len() * per_user;
+    let channels = connections(command, concurrency).await?;
+    let users = Arc::new(users.to_vec());
+    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let collected = orders.clone();
+    let outcome = load::closed_loop(fixture_limits(n, concurrency), move |worker, i| {
+        let mut client = CommandServiceClient::new(channels[worker].clone());
+        let user = users[(worker + i as usize * concurrency) % users.len()].clone();
+        let orders = collected.clone();
+        async move {
+            let response = client
+                .create_order(create_order_request(&user))
+                .await
+                .map_err(status_error)?;
+            lock(&orders).push((response.into_inner().order_id, user));
+            Ok(Step::Done)
+        }
+    })
+    .await;
+    fixture_done("creating orders", &outcome, n)?;
+    Ok(take(orders))
+}
+
+/// Waits until the query service shows `order_id` at `version`.
+pub async fn await_order(query: &str, order_id: &str, version: i64) -> anyhow::Result<()> {
+    let mut client = QueryServiceClient::new(connect(query).await?);
+    let mut request = tonic::Request::new(GetOrderRequest {
+        order_id: order_id.to_owned(),
+        min_version: version,
+    });
+    request.set_timeout(Duration::from_secs(120));
+    client
+        .get_order(request)
+        .await
+        .map_err(|s| anyhow::anyhow!(status_error(s)))
+        .with_context(|| format!("waiting for order {order_id} at version {version}"))?;
+    Ok(())
+}
+
+fn fixture_limits(n: usize, concurrency: usize) -> Limits {
+    Limits {
+        concurrency,
+        max_ops: n as u64,
+        max_duration: Duration::from_secs(600),
+    }
+}
+
+fn fixture_done(what: &str, outcome: &Outcome, n: usize) -> anyhow::Result<()> {
+    if outcome.ops as usize != n {
+        anyhow::bail!(
+            "{what}: {} of {n} done; first error: {}",
+            outcome.ops,
+            outcome.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn take<T>(m: Arc<std::sync::Mutex<Vec<T>>>) -> Vec<T> {
+    std::mem::take(&mut *lock(&m))
+}
+
+/// The orders of worker `w` of `workers`: every `workers`-th one.
+pub fn partition<T: Clone>(items: &[T], workers: usize) -> Vec<Vec<T>> {
+    let mut parts = vec![Vec::new(); workers.max(1)];
+    for (i, item) in items.iter().enumerate() {
+        parts[i % workers.max(1)].push(item.clone());
+    }
+    parts
+}
+
+/// `CreateUser` in a closed loop.
+pub async fn run_create_user(command: &str, limits: Limits) -> anyhow::Result<Outcome> {
+    let channels = connections(command, limits.concurrency).await?;
+    Ok(load::closed_loop(limits, move |worker, _| {
+        let mut client = CommandServiceClient::new(channels[worker].clone());
+        async move {
+            client
+                .create_user(create_user_request())
+                .await
+                .map_err(status_error)?;
+            Ok(Step::Done)
+        }
+    })
+    .await)
+}
+
+/// `UpdateOrderStatus` in a closed loop. Each worker owns its share of
+/// `orders` and moves each along [`STATUS_PATH`], one order after another,
+/// so that no two calls race on one order; a worker whose orders are all
+/// delivered stops.
+pub async fn run_update_order_status(
+    command: &str,
+    orders: &[String],
+    limits: Limits,
+) -> anyhow::Result<Outcome> {
+    let channels = connections(command, limits.concurrency).await?;
+    let parts = Arc::new(partition(orders, limits.concurrency));
+    Ok(load::closed_loop(limits, move |worker, i| {
+        let mut client = CommandServiceClient::new(channels[worker].clone());
+        let mine = &parts[worker];
+        let next = (!mine.is_empty())
+            .then(|| {
+                let round = i as usize / mine.len();
+                STATUS_PATH
+                    .get(round)
+                    .map(|status| (mine[i as usize % mine.len()].clone(), *status))
+            })
+            .flatten();
+        async move {
+            let Some((order, status)) = next else {
+                return Ok(Step::Exhausted);
+            };
+            client
+                .update_order_status(update_order_status_request(&order, status))
+                .await
+                .map_err(status_error)?;
+            Ok(Step::Done)
+        }
+    })
+    .await)
+}
+
+/// `GetUserProfile` over `users`, round robin.
+pub async fn run_get_user_profile(
+    query: &str,
+    users: &[String],
+    limits: Limits,
+) -> anyhow::Result<Outcome> {
+    let channels = connections(query, limits.concurrency).await?;
+    let users = Arc::new(users.to_vec());
+    Ok(load::closed_loop(limits, move |worker, i| {
+        let mut client = QueryServiceClient::new(channels[worker].clone());
+        let user = users[(worker + i as usize * limits.concurrency) % users.len()].clone();
+        async move {
+            let response = client
+                .get_user_profile(GetUserProfileRequest {
+                    user_id: user,
+                    min_version: 0,
+                })
+                .await
+                .map_err(status_error)?;
+            if response.into_inner().user.is_none() {
+                return Err("a profile without a user".into());
+            }
+            Ok(Step::Done)
+        }
+    })
+    .await)
+}
+
+/// `ListOrdersByUser`, first page of `page_size`, over `users`.
+pub async fn run_list_orders_by_user(
+    query: &str,
+    users: &[String],
+    page_size: i32,
+    limits: Limits,
+) -> anyhow::Result<Outcome> {
+    let channels = connections(query, limits.concurrency).await?;
+    let users = Arc::new(users.to_vec());
+    Ok(load::closed_loop(limits, move |worker, i| {
+        let mut client = QueryServiceClient::new(channels[worker].clone());
+        let user = users[(worker + i as usize * limits.concurrency) % users.len()].clone();
+        async move {
+            let response = client
+                .list_orders_by_user(ListOrdersByUserRequest {
+                    user_id: user,
+                    page_size,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(status_error)?;
+            let got = response.into_inner().orders.len();
+            if got != page_size as usize {
+                return Err(format!("a page of {got} orders, not {page_size}"));
+            }
+            Ok(Step::Done)
+        }
+    })
+    .await)
+}
+
+/// Measures how long a command takes to become visible: sends
+/// `UpdateOrderStatus`, then reads the order through the query service every
+/// `poll` until it shows the new version. Returns (send → visible,
+/// acknowledged → visible).
+pub async fn visible_after(
+    command: &mut CommandServiceClient<Channel>,
+    query: &mut QueryServiceClient<Channel>,
+    order_id: &str,
+    status: OrderStatus,
+    poll: Duration,
+) -> Result<(Duration, Duration), String> {
+    let sent = Instant::now();
+    let version = command
+        .update_order_status(update_order_status_request(order_id, status))
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .version;
+    let acked = Instant::now();
+    let deadline = acked + Duration::from_secs(60);
+    loop {
+        let seen = query
+            .get_order(GetOrderRequest {
+                order_id: order_id.to_owned(),
+                min_version: 0,
+            })
+            .await
+            .map(|r| r.into_inner().order.map_or(0, |o| o.version));
+        match seen {
+            Ok(seen) if seen >= version => {
+                let now = Instant::now();
+                return Ok((now - sent, now - acked));
+            }
+            // Not yet projected: the order may not even be there.
+            Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(poll).await,
+            Ok(seen) => return Err(format!("order {order_id} still at {seen}, not {version}")),
+            Err(status) => return Err(status_error(status)),
+        }
+    }
+}

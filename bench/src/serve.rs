@@ -1,0 +1,176 @@
+//! `loadgen serve <role>`: one part of the system in its own process, so
+//! that the suite can read each part's CPU time from `/proc/<pid>/stat` and
+//! scrape its metrics apart from the others'.
+//!
+//! A role binds its ports (port 0 is any free port), prints one line
+//! `READY {json}` with what it bound on stdout, and runs until its stdin
+//! closes: the parent closing the pipe, or dying, stops it cleanly.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use dynabridge::aws::AwsArgs;
+use dynabridge::grpc::Listeners;
+use serde_json::json;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpListener;
+
+use crate::echo::EchoServer;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Role {
+    /// The embedded store with the tables provisioned, in a temporary
+    /// directory.
+    Store {
+        #[arg(long, default_value = "dynabridge")]
+        table_prefix: String,
+    },
+    /// The command service.
+    Command {
+        #[command(flatten)]
+        config: command_service::Config,
+        #[command(flatten)]
+        observability: command_service::Observability,
+    },
+    /// The query service.
+    Query {
+        #[command(flatten)]
+        config: query_service::Config,
+        #[command(flatten)]
+        observability: query_service::Observability,
+    },
+    /// The projector.
+    Projector {
+        #[command(flatten)]
+        config: projector::Config,
+        #[command(flatten)]
+        observability: projector::Observability,
+    },
+    /// The transport ceiling: a bare tonic echo service.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// Resolves when stdin reaches its end.
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn ready(what: serde_json::Value) {
+    println!("READY {what}");
+}
+
+async fn listeners(grpc: SocketAddr, metrics: SocketAddr) -> anyhow::Result<Listeners> {
+    Ok(Listeners {
+        grpc: TcpListener::bind(grpc)
+            .await
+            .with_context(|| format!("binding {grpc}"))?,
+        metrics: Some(
+            TcpListener::bind(metrics)
+                .await
+                .with_context(|| format!("binding {metrics}"))?,
+        ),
+    })
+}
+
+fn addrs(listeners: &Listeners) -> anyhow::Result<serde_json::Value> {
+    let metrics = match &listeners.metrics {
+        Some(listener) => Some(listener.local_addr()?.to_string()),
+        None => None,
+    };
+    Ok(json!({
+        "grpc": listeners.grpc.local_addr()?.to_string(),
+        "metrics": metrics,
+    }))
+}
+
+/// The SDK configuration of a service: the embedded store's (with its
+/// workaround) when `embedded`, else the standard chain.
+async fn sdk_for(aws: &AwsArgs, embedded: bool) -> aws_config::SdkConfig {
+    if embedded {
+        local_stack::embedded_sdk_config(aws, true).await
+    } else {
+        dynabridge::aws::load_sdk_config(aws, None).await
+    }
+}
+
+/// Runs `role`; `embedded` says its endpoint is the embedded store.
+pub async fn run(role: Role, embedded: bool) -> anyhow::Result<()> {
+    match role {
+        Role::Store { table_prefix } => {
+            let stack = local_stack::start(local_stack::Options {
+                in_memory: true,
+                store_only: true,
+                dynamodb_port: 0,
+                table_prefix,
+                ..local_stack::Options::default()
+            })
+            .await
+            .context("starting the embedded store")?;
+            ready(json!({ "dynamodb": stack.endpoints().dynamodb_url() }));
+            stack.run_until(stdin_closed()).await?;
+        }
+        Role::Command {
+            config,
+            observability,
+        } => {
+            let sdk = sdk_for(&config.store.aws, embedded).await;
+            let listeners = listeners(config.listen, observability.metrics_listen).await?;
+            ready(addrs(&listeners)?);
+            command_service::run_with(
+                config,
+                &observability.health,
+                &sdk,
+                listeners,
+                stdin_closed(),
+            )
+            .await?;
+        }
+        Role::Query {
+            config,
+            observability,
+        } => {
+            let sdk = sdk_for(&config.store.aws, embedded).await;
+            let listeners = listeners(config.listen, observability.metrics_listen).await?;
+            ready(addrs(&listeners)?);
+            query_service::run_with(
+                config,
+                &observability.health,
+                &sdk,
+                listeners,
+                stdin_closed(),
+            )
+            .await?;
+        }
+        Role::Projector {
+            config,
+            observability,
+        } => {
+            let sdk = sdk_for(&config.store.aws, embedded).await;
+            let listeners = listeners(config.health_listen, observability.metrics_listen).await?;
+            ready(addrs(&listeners)?);
+            projector::run_with(
+                config,
+                &observability.health,
+                &sdk,
+                listeners,
+                stdin_closed(),
+            )
+            .await?;
+        }
+        Role::Echo { listen } => {
+            let listener = TcpListener::bind(listen).await?;
+            ready(json!({ "grpc": listener.local_addr()?.to_string() }));
+            EchoServer::serve(listener, stdin_closed()).await?;
+        }
+    }
+    Ok(())
+}
