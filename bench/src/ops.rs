@@ -152,20 +152,28 @@ pub async fn create_orders(
     Ok(take(orders))
 }
 
-/// Waits until the query service shows `order_id` at `version`.
+/// Waits, up to ten minutes, until the query service shows `order_id` at
+/// `version`. Each `min_version` read waits at most the server's cap, so it
+/// asks again while the answer is DEADLINE_EXCEEDED.
 pub async fn await_order(query: &str, order_id: &str, version: i64) -> anyhow::Result<()> {
     let mut client = QueryServiceClient::new(connect(query).await?);
-    let mut request = tonic::Request::new(GetOrderRequest {
-        order_id: order_id.to_owned(),
-        min_version: version,
-    });
-    request.set_timeout(Duration::from_secs(120));
-    client
-        .get_order(request)
-        .await
-        .map_err(|s| anyhow::anyhow!(status_error(s)))
-        .with_context(|| format!("waiting for order {order_id} at version {version}"))?;
-    Ok(())
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut request = tonic::Request::new(GetOrderRequest {
+            order_id: order_id.to_owned(),
+            min_version: version,
+        });
+        request.set_timeout(Duration::from_secs(30));
+        match client.get_order(request).await {
+            Ok(_) => return Ok(()),
+            Err(status)
+                if status.code() == tonic::Code::DeadlineExceeded && Instant::now() < deadline => {}
+            Err(status) => {
+                return Err(anyhow::anyhow!(status_error(status)))
+                    .with_context(|| format!("waiting for order {order_id} at version {version}"));
+            }
+        }
+    }
 }
 
 fn fixture_limits(n: usize, concurrency: usize) -> Limits {

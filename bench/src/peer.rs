@@ -34,8 +34,10 @@
 //! `AggregateType`, `AggregateId`, `EventType`, `EventVersion` and a
 //! `Metadata` blob (`{}`). What dynabridge's append does on top (the
 //! idempotency record, the email claim, the check that an order's user
-//! exists, the stream) has no counterpart here: the peer writes one item
-//! per event and nothing else.
+//! exists) has no counterpart here: the peer writes one item per event and
+//! nothing else. Its event table has a stream (new images), as ours does:
+//! in this architecture the stream is what feeds the read models and
+//! EventBridge, so the store does that work for both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +45,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
@@ -100,12 +103,22 @@ impl Peer {
                 (layout::AGGREGATE_TYPE_AND_ID, S),
                 (layout::AGGREGATE_ID_SEQUENCE, N),
             ],
+            // In this architecture the event table's stream is what feeds
+            // the read models and EventBridge, as ours does: the store
+            // writes a stream record per event for the peer too.
+            true,
         )
         .await?;
         // Never read or written with `new_event_store`; dynamo-es is
         // configured with it all the same, so it exists as the library
         // expects.
-        create_table(&client, &snapshots, &[(layout::AGGREGATE_TYPE_AND_ID, S)]).await?;
+        create_table(
+            &client,
+            &snapshots,
+            &[(layout::AGGREGATE_TYPE_AND_ID, S)],
+            false,
+        )
+        .await?;
         wait_active(&client, &events).await?;
         wait_active(&client, &snapshots).await?;
         Ok(Self {
@@ -205,11 +218,20 @@ async fn create_table(
     client: &Client,
     table: &str,
     key: &[(&str, ScalarAttributeType)],
+    stream: bool,
 ) -> anyhow::Result<()> {
     let mut request = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest);
+    if stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()?,
+        );
+    }
     for (i, (name, kind)) in key.iter().enumerate() {
         let key_type = if i == 0 {
             KeyType::Hash

@@ -6,6 +6,7 @@
 //! - [`shard`]: one shard's `GetRecords` loop, decoding, checkpointing;
 //! - [`handler`]: what a batch goes through before its checkpoint;
 //! - [`read_model`]: version-gated writes of the read models, with a cache;
+//!   a batch's rows written concurrently, each row's events in order;
 //! - [`publish`]: the EventBridge publisher and the JSON-lines sink;
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
 //!   calls, each behind a trait so that the logic is tested against fakes;
@@ -39,6 +40,7 @@ mod testing;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,14 +97,28 @@ pub struct Config {
     /// Longest pause between polls of an idle shard, in milliseconds.
     #[arg(long, env = "DYNABRIDGE_IDLE_POLL_MAX_MS", default_value_t = 100)]
     pub idle_poll_max_ms: u64,
+    /// Read-model rows a shard reader writes at once while it applies a
+    /// batch (at least 1). Each row's events are still written one after
+    /// another, in order.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_MAX_CONCURRENT_WRITES",
+        default_value_t = Config::DEFAULT_MAX_CONCURRENT_WRITES
+    )]
+    pub max_concurrent_writes: usize,
 }
 
 impl Config {
+    pub const DEFAULT_MAX_CONCURRENT_WRITES: usize = 32;
+
     /// Checks what can be checked before binding a port.
     pub fn validate(&self) -> Result<(), String> {
         self.store.validate()?;
         if self.idle_poll_max_ms == 0 {
             return Err("idle poll max must be at least 1 millisecond".into());
+        }
+        if self.max_concurrent_writes == 0 {
+            return Err("max concurrent writes must be at least 1".into());
         }
         if self.event_source.is_empty() {
             return Err("event source must not be empty".into());
@@ -239,6 +255,10 @@ pub async fn run_with(
     let tables = config.store.tables();
     let dynamodb = dynabridge::aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+    // Validated at start-up; a caller that skipped that gets one at a time
+    // rather than a batch that never ends.
+    let max_concurrent_writes =
+        NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
     let registry = prometheus::Registry::new();
     dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
     let metrics = ProjectorMetrics::new().context("creating metrics")?;
@@ -342,8 +362,8 @@ pub async fn run_with(
             return Ok(());
         };
         match &config.event_bus {
-            Some(bus) => tracing::info!(stream_arn = %stream_arn, event_bus = %bus, event_source = %config.event_source, "projector started"),
-            None => tracing::info!(stream_arn = %stream_arn, sink = %config.sink_path.display(), event_source = %config.event_source, "projector started"),
+            Some(bus) => tracing::info!(stream_arn = %stream_arn, event_bus = %bus, event_source = %config.event_source, max_concurrent_writes, "projector started"),
+            None => tracing::info!(stream_arn = %stream_arn, sink = %config.sink_path.display(), event_source = %config.event_source, max_concurrent_writes, "projector started"),
         }
         let pipeline = Arc::new(Pipeline {
             stream_arn,
@@ -352,6 +372,7 @@ pub async fn run_with(
             handler: Arc::new(Projection::new(
                 ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY, metrics.clone()),
                 publisher,
+                max_concurrent_writes,
             )),
             timing: timing.clone(),
             shutdown: stop.clone(),
@@ -428,6 +449,7 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.sink_path, PathBuf::from("-"));
         assert_eq!(config.event_bus, None);
+        assert_eq!(config.max_concurrent_writes, 32);
     }
 
     #[test]
@@ -465,6 +487,7 @@ mod tests {
             &["--idle-poll-max-ms", "0"],
             &["--event-source", ""],
             &["--event-bus", ""],
+            &["--max-concurrent-writes", "0"],
         ] {
             assert!(parse(args).validate().is_err(), "{args:?}");
         }

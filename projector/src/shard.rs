@@ -632,6 +632,7 @@ mod tests {
                 fast_timing(),
                 h.metrics.clone(),
             )),
+            std::num::NonZeroUsize::new(32).unwrap(),
         );
 
         let end = h

@@ -125,6 +125,24 @@ pub fn order_events(n: Version) -> Vec<StoredEvent> {
         .collect()
 }
 
+/// Versions 1 to `n` of `aggregates` new aggregates, every other one a user
+/// and the others orders, interleaved as concurrent commands leave them in
+/// the stream: every aggregate's version 1, then every version 2, and so on.
+pub fn interleaved_events(aggregates: usize, n: Version) -> Vec<StoredEvent> {
+    let per_aggregate: Vec<Vec<StoredEvent>> = (0..aggregates)
+        .map(|i| {
+            if i % 2 == 0 {
+                user_events(n)
+            } else {
+                order_events(n)
+            }
+        })
+        .collect();
+    (0..usize::try_from(n).unwrap())
+        .flat_map(|v| per_aggregate.iter().map(move |events| events[v].clone()))
+        .collect()
+}
+
 pub fn user_row(version: Version) -> UserProfileRow {
     UserProfileRow {
         user_id: Uuid::new_v4().to_string(),
@@ -589,14 +607,111 @@ struct RowsState {
     rows: HashMap<(Model, String), Row>,
     events: Vec<StoredEvent>,
     calls: Vec<RowCall>,
+    /// How long a call takes, about; zero answers at once.
+    latency: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Calls in flight per row (aggregate id).
+    busy: HashMap<String, usize>,
+    /// Calls that started while another call on their row was in flight.
+    overlaps: usize,
+    /// Puts answered with a transient error instead, once each: (row id,
+    /// version).
+    failing_puts: HashSet<(String, Version)>,
+    /// The versions of every put per row, in the order they were made,
+    /// whatever their outcome.
+    puts: HashMap<String, Vec<Version>>,
+    /// The versions written per row, in order.
+    written: HashMap<String, Vec<Version>>,
 }
 
+/// The read-model tables and the event store, in memory. With a latency,
+/// every call takes time (the change lands halfway through, as a real write
+/// may land although its caller gave up on the answer) and the calls in
+/// flight are counted, in all and per row.
 #[derive(Clone, Debug, Default)]
 pub struct FakeRows(Arc<Mutex<RowsState>>);
+
+/// One call in flight, until it is answered or dropped.
+struct InFlight {
+    state: Arc<Mutex<RowsState>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Not `lock`: a test failing with the lock held must not abort.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.in_flight -= 1;
+        if let Some(n) = state.busy.get_mut(&self.id) {
+            *n -= 1;
+        }
+    }
+}
 
 impl FakeRows {
     pub fn calls(&self) -> Vec<RowCall> {
         lock(&self.0).calls.clone()
+    }
+
+    /// Every call from now on takes between `latency` and twice that.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.0).latency = latency;
+    }
+
+    /// The most calls that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.0).max_in_flight
+    }
+
+    /// How many calls started while another call on the same row was in
+    /// flight.
+    pub fn overlaps(&self) -> usize {
+        lock(&self.0).overlaps
+    }
+
+    /// The next put of `event`'s version to its row fails, transiently.
+    pub fn fail_put(&self, event: &StoredEvent) {
+        lock(&self.0)
+            .failing_puts
+            .insert((event.event.aggregate_id().to_string(), event.version));
+    }
+
+    /// The versions of the puts to `event`'s row, in order, whatever
+    /// became of them.
+    pub fn puts(&self, event: &StoredEvent) -> Vec<Version> {
+        let id = event.event.aggregate_id().to_string();
+        lock(&self.0).puts.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The versions written to `event`'s row, in order.
+    pub fn written(&self, event: &StoredEvent) -> Vec<Version> {
+        let id = event.event.aggregate_id().to_string();
+        lock(&self.0).written.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Starts a call on the row `id`; returns it, and how long each of its
+    /// halves takes. Latencies vary from call to call, so that concurrent
+    /// calls finish in another order than they started.
+    fn start(&self, id: &str) -> (InFlight, Duration) {
+        let mut state = lock(&self.0);
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        let busy = state.busy.entry(id.to_owned()).or_default();
+        *busy += 1;
+        if *busy > 1 {
+            state.overlaps += 1;
+        }
+        let step = u32::try_from(state.calls.len() % 3).unwrap_or(0);
+        let half = (state.latency + state.latency * step / 2) / 2;
+        let call = InFlight {
+            state: self.0.clone(),
+            id: id.to_owned(),
+        };
+        (call, half)
     }
 
     pub fn clear_calls(&self) {
@@ -621,26 +736,56 @@ impl FakeRows {
     }
 }
 
+/// Half of a call's latency; nothing at all without one.
+async fn wait(half: Duration) {
+    if !half.is_zero() {
+        tokio::time::sleep(half).await;
+    }
+}
+
 #[async_trait]
 impl RowStore for FakeRows {
     async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
-        let mut state = lock(&self.0);
-        state.calls.push(RowCall::Get);
-        Ok(state.rows.get(&(model, id.to_owned())).cloned())
+        let (_call, half) = self.start(id);
+        wait(half).await;
+        let row = {
+            let mut state = lock(&self.0);
+            state.calls.push(RowCall::Get);
+            state.rows.get(&(model, id.to_owned())).cloned()
+        };
+        wait(half).await;
+        Ok(row)
     }
 
     async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError> {
-        let mut state = lock(&self.0);
-        state
-            .calls
-            .push(RowCall::Put(row.version(), expected_version));
-        let key = (row.model(), row.id().to_owned());
-        let stored = state.rows.get(&key).map_or(0, Row::version);
-        if stored != expected_version {
-            return Ok(PutOutcome::ConditionFailed);
-        }
-        state.rows.insert(key, row.clone());
-        Ok(PutOutcome::Written)
+        let (_call, half) = self.start(row.id());
+        wait(half).await;
+        let outcome = {
+            let mut state = lock(&self.0);
+            state
+                .calls
+                .push(RowCall::Put(row.version(), expected_version));
+            let id = row.id().to_owned();
+            state
+                .puts
+                .entry(id.clone())
+                .or_default()
+                .push(row.version());
+            if state.failing_puts.remove(&(id.clone(), row.version())) {
+                return Err(StoreError::Unavailable("injected".into()));
+            }
+            let key = (row.model(), id.clone());
+            let stored = state.rows.get(&key).map_or(0, Row::version);
+            if stored == expected_version {
+                state.rows.insert(key, row.clone());
+                state.written.entry(id).or_default().push(row.version());
+                PutOutcome::Written
+            } else {
+                PutOutcome::ConditionFailed
+            }
+        };
+        wait(half).await;
+        Ok(outcome)
     }
 
     async fn events(
@@ -649,18 +794,23 @@ impl RowStore for FakeRows {
         from: Version,
         to: Version,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut state = lock(&self.0);
-        state.calls.push(RowCall::Events(from, to));
-        let mut events: Vec<StoredEvent> = state
-            .events
-            .iter()
-            .filter(|e| {
-                e.event.aggregate_id().to_string() == aggregate_id
-                    && (from..=to).contains(&e.version)
-            })
-            .cloned()
-            .collect();
+        let (_call, half) = self.start(aggregate_id);
+        wait(half).await;
+        let mut events: Vec<StoredEvent> = {
+            let mut state = lock(&self.0);
+            state.calls.push(RowCall::Events(from, to));
+            state
+                .events
+                .iter()
+                .filter(|e| {
+                    e.event.aggregate_id().to_string() == aggregate_id
+                        && (from..=to).contains(&e.version)
+                })
+                .cloned()
+                .collect()
+        };
         events.sort_by_key(|e| e.version);
+        wait(half).await;
         Ok(events)
     }
 }

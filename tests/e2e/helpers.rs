@@ -214,6 +214,7 @@ impl TestApp {
             event_source: EVENT_SOURCE.into(),
             sink_path: self.sink_path.clone(),
             idle_poll_max_ms: 20,
+            max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let sdk = self.sdk.clone();

@@ -337,6 +337,7 @@ impl TestStore {
             event_source: "dynabridge.test".into(),
             sink_path: sink.to_owned(),
             idle_poll_max_ms: 20,
+            max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
         }
     }
 }
