@@ -335,7 +335,11 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     stopped?;
 
     let mut section = String::new();
-    report::push_heading(&mut section, 2, "Service benchmarks (`loadgen suite`)");
+    report::push_heading(
+        &mut section,
+        2,
+        "Service benchmarks: the last run (`loadgen suite`)",
+    );
     let _ = writeln!(
         section,
         "- Command: `cargo run --release -p dynabridge-bench -- suite{}`",
