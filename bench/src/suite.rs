@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -233,18 +234,26 @@ where
         _ => None,
     };
     let store_cpu_us = per_op(store.cpu()?.saturating_sub(store_before));
+    note_errors(&outcome);
+    Ok(Measured {
+        outcome,
+        service_cpu_us,
+        store_cpu_us,
+    })
+}
+
+/// Failed operations in all the measured runs; `--smoke` fails on any.
+static FAILED_OPS: AtomicU64 = AtomicU64::new(0);
+
+fn note_errors(outcome: &Outcome) {
     if outcome.errors > 0 {
+        FAILED_OPS.fetch_add(outcome.errors, Ordering::Relaxed);
         eprintln!(
             "  {} errors; first: {}",
             outcome.errors,
             outcome.first_error.as_deref().unwrap_or("?")
         );
     }
-    Ok(Measured {
-        outcome,
-        service_cpu_us,
-        store_cpu_us,
-    })
 }
 
 /// One row of a scenario's table: ours, its ceilings, and the peer.
@@ -333,6 +342,10 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let stopped = system.stop().await;
     let body = result?;
     stopped?;
+    let failed = FAILED_OPS.load(Ordering::Relaxed);
+    if args.smoke && failed > 0 {
+        anyhow::bail!("{failed} operations failed (see above)");
+    }
 
     let mut section = String::new();
     report::push_heading(
@@ -843,6 +856,7 @@ async fn projection_lag(
         Ok::<_, anyhow::Error>((from_send, from_ack))
     };
     let (load, probe) = tokio::join!(load, probe);
+    note_errors(&load);
     let (from_send, from_ack) = probe?;
     // Let the projector finish the window's events before reading it.
     let last = ops::create_orders(&command_url, &users[..1], 1, 1).await?;
