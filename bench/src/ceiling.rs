@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::echo::pb::echo_service_client::EchoServiceClient;
 use crate::load::{self, Limits, Outcome, Step};
-use crate::ops::{STATUS_PATH, connections, partition};
+use crate::ops::{STATUS_PATH, connections, nth_update, partition};
 
 /// The event store and read models, as the services reach them.
 #[derive(Clone, Debug)]
@@ -248,14 +248,7 @@ pub async fn run_update_order_status(
     load::closed_loop(limits, move |worker, i| {
         let storage = storage.clone();
         let mine = &parts[worker];
-        let next = (!mine.is_empty())
-            .then(|| {
-                let round = i as usize / mine.len();
-                STATUS_PATH
-                    .get(round)
-                    .map(|_| (mine[i as usize % mine.len()], round))
-            })
-            .flatten();
+        let next = nth_update(mine, i);
         async move {
             let Some((order, round)) = next else {
                 return Ok(Step::Exhausted);

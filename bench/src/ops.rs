@@ -228,6 +228,30 @@ pub async fn run_create_user(command: &str, limits: Limits) -> anyhow::Result<Ou
     .await)
 }
 
+/// The order a worker's `i`-th update goes to, and which step of
+/// [`STATUS_PATH`] it takes: the worker's orders one after another, then
+/// all of them again for the next step; `None` once every order of `mine`
+/// is delivered.
+pub fn nth_update<T: Clone>(mine: &[T], i: u64) -> Option<(T, usize)> {
+    if mine.is_empty() {
+        return None;
+    }
+    let round = i as usize / mine.len();
+    (round < STATUS_PATH.len()).then(|| (mine[i as usize % mine.len()].clone(), round))
+}
+
+/// Orders of new users, `n` of them, 20 to a user; and one of those users.
+pub async fn order_pool(command: &str, n: usize) -> anyhow::Result<(Vec<String>, String)> {
+    let users = create_users(command, n.div_ceil(20).max(1), 16).await?;
+    let orders = create_orders(command, &users, 20, 16)
+        .await?
+        .into_iter()
+        .map(|(order, _)| order)
+        .take(n)
+        .collect();
+    Ok((orders, users[0].clone()))
+}
+
 /// `UpdateOrderStatus` in a closed loop. Each worker owns its share of
 /// `orders` and moves each along [`STATUS_PATH`], one order after another,
 /// so that no two calls race on one order; a worker whose orders are all
@@ -242,14 +266,7 @@ pub async fn run_update_order_status(
     Ok(load::closed_loop(limits, move |worker, i| {
         let mut client = CommandServiceClient::new(channels[worker].clone());
         let mine = &parts[worker];
-        let next = (!mine.is_empty())
-            .then(|| {
-                let round = i as usize / mine.len();
-                STATUS_PATH
-                    .get(round)
-                    .map(|status| (mine[i as usize % mine.len()].clone(), *status))
-            })
-            .flatten();
+        let next = nth_update(mine, i).map(|(order, round)| (order, STATUS_PATH[round]));
         async move {
             let Some((order, status)) = next else {
                 return Ok(Step::Exhausted);
@@ -361,5 +378,37 @@ pub async fn visible_after(
             Ok(seen) => return Err(format!("order {order_id} still at {seen}, not {version}")),
             Err(status) => return Err(status_error(status)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_order_takes_every_step_once_then_the_worker_is_done() {
+        let mine = ["a", "b"];
+        let steps: Vec<_> = (0..7).map(|i| nth_update(&mine, i)).collect();
+        assert_eq!(
+            steps,
+            vec![
+                Some(("a", 0)),
+                Some(("b", 0)),
+                Some(("a", 1)),
+                Some(("b", 1)),
+                Some(("a", 2)),
+                Some(("b", 2)),
+                None
+            ]
+        );
+        assert_eq!(nth_update::<&str>(&[], 0), None);
+    }
+
+    #[test]
+    fn partitions_deal_items_round_robin() {
+        assert_eq!(
+            partition(&[1, 2, 3, 4, 5], 2),
+            vec![vec![1, 3, 5], vec![2, 4]]
+        );
     }
 }

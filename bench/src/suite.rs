@@ -453,13 +453,7 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
         let orders_needed = (args.max_ops as usize)
             .div_ceil(ops::STATUS_PATH.len())
             .max(clients);
-        let users = ops::create_users(&command_url, orders_needed.div_ceil(20), 16).await?;
-        let orders: Vec<String> = ops::create_orders(&command_url, &users, 20, 16)
-            .await?
-            .into_iter()
-            .map(|(order, _)| order)
-            .take(orders_needed)
-            .collect();
+        let (orders, _) = ops::order_pool(&command_url, orders_needed).await?;
         if update_sizes.is_none() {
             let request = ops::update_order_status_request(&orders[0], ops::STATUS_PATH[0]);
             update_sizes = Some(Sizes {
@@ -712,14 +706,7 @@ async fn run_peer_update(
     Ok(load::closed_loop(limits, move |worker, i| {
         let peer = peer.clone();
         let mine = &parts[worker];
-        let next = (!mine.is_empty())
-            .then(|| {
-                let round = i as usize / mine.len();
-                ops::STATUS_PATH
-                    .get(round)
-                    .map(|s| (mine[i as usize % mine.len()].clone(), *s))
-            })
-            .flatten();
+        let next = ops::nth_update(mine, i).map(|(order, round)| (order, ops::STATUS_PATH[round]));
         async move {
             let Some((order, status)) = next else {
                 return Ok(Step::Exhausted);
@@ -766,13 +753,8 @@ async fn projection_lag(
     let needed = (args.max_ops as usize)
         .div_ceil(ops::STATUS_PATH.len())
         .max(clients);
-    let users = ops::create_users(&command_url, needed.div_ceil(20), 16).await?;
-    let orders: Vec<String> = ops::create_orders(&command_url, &users, 20, 16)
-        .await?
-        .into_iter()
-        .map(|(o, _)| o)
-        .take(needed)
-        .collect();
+    let (orders, user) = ops::order_pool(&command_url, needed).await?;
+    let users = [user];
     let last = ops::create_orders(&command_url, &users[..1], 1, 1).await?;
     ops::await_order(&query_url, &last[0].0, 1).await?;
     let calibration =
@@ -789,13 +771,8 @@ async fn projection_lag(
     // Orders enough for the window, each moved at most once a second.
     let per_round = (rate.ceil() as usize).max(1);
     let needed = calls.div_ceil(ops::STATUS_PATH.len()).max(per_round);
-    let users = ops::create_users(&command_url, needed.div_ceil(20), 16).await?;
-    let orders: Vec<String> = ops::create_orders(&command_url, &users, 20, 16)
-        .await?
-        .into_iter()
-        .map(|(o, _)| o)
-        .take(needed)
-        .collect();
+    let (orders, user) = ops::order_pool(&command_url, needed).await?;
+    let users = [user];
     let probe_orders: Vec<String> = ops::create_orders(&command_url, &users[..1], 100, 4)
         .await?
         .into_iter()
