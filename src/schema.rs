@@ -136,4 +136,10 @@ pub mod checkpoints {
     /// Set once every record of a closed shard is processed.
     pub const FINISHED: &str = "Finished";
     pub const UPDATED_AT: &str = "UpdatedAt";
+    /// The instance id of the projector holding the shard's lease; absent
+    /// while nobody does.
+    pub const LEASE_OWNER: &str = "LeaseOwner";
+    /// Raised by every take, renewal and release of the lease: a counter
+    /// that stops moving is a lease whose holder stopped renewing it.
+    pub const LEASE_COUNTER: &str = "LeaseCounter";
 }

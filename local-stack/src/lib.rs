@@ -441,6 +441,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         sink_path: endpoints.sink.clone(),
         idle_poll_max_ms: IDLE_POLL_MAX_MS,
         max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+        lease: projector::LeaseArgs::default(),
     };
     let (sdk_, signal) = (sdk, services_signal);
     let task = services

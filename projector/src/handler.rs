@@ -244,11 +244,13 @@ mod tests {
         rows.fail_put(&events[33]);
         let bus = FakeBus::default();
 
-        let end = h
-            .pipeline_with(Arc::new(projection(&rows, &bus, 8)))
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = crate::testing::read(
+            &h.pipeline_with(Arc::new(projection(&rows, &bus, 8))),
+            "A",
+            Checkpoint::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(end, ShardEnd::Finished);
         assert_eq!(h.metrics.batch_failures.get(), 1);
         assert_eq!(

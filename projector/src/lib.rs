@@ -3,13 +3,15 @@
 //!
 //! Module map:
 //! - [`coordinator`]: the shard listing, lineage, one reader task per shard;
+//! - [`lease`]: which instance reads which shard, so that several may run;
 //! - [`shard`]: one shard's `GetRecords` loop, decoding, checkpointing;
 //! - [`handler`]: what a batch goes through before its checkpoint;
 //! - [`read_model`]: version-gated writes of the read models, with a cache;
 //!   a batch's rows written concurrently, each row's events in order;
 //! - [`publish`]: the EventBridge publisher and the JSON-lines sink;
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
-//!   calls, each behind a trait so that the logic is tested against fakes;
+//!   calls (checkpoints and leases), each behind a trait so that the logic
+//!   is tested against fakes;
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
@@ -20,6 +22,9 @@
 //! events are in the read models and published, so a crash replays at most
 //! one batch per shard. The read models absorb replays (version gating);
 //! subscribers see a replayed event again, with the same `event_id`.
+//!
+//! Any number of instances may run: each shard is read by the instance
+//! holding its lease, and checkpointed only while it holds it.
 #![forbid(unsafe_code)]
 
 pub mod attribute;
@@ -28,6 +33,7 @@ pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod handler;
+pub mod lease;
 pub mod metrics;
 pub mod monitor;
 pub mod progress;
@@ -56,6 +62,7 @@ use tonic_health::ServingStatus;
 use crate::checkpoint::DynamoCheckpoints;
 use crate::control::{Shutdown, Timing};
 use crate::handler::Projection;
+use crate::lease::{LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
 use crate::monitor::{Monitor, Thresholds};
 use crate::progress::Progress;
@@ -106,6 +113,8 @@ pub struct Config {
         default_value_t = Config::DEFAULT_MAX_CONCURRENT_WRITES
     )]
     pub max_concurrent_writes: usize,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 impl Config {
@@ -126,7 +135,85 @@ impl Config {
         if self.event_bus.as_deref().is_some_and(str::is_empty) {
             return Err("event bus must not be empty when set".into());
         }
+        self.lease.validate()
+    }
+}
+
+/// How an instance shares the stream's shards with the others: each shard
+/// is read by the one instance that holds its lease (see [`lease`]).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct LeaseArgs {
+    /// This process's name in the shard leases, unique among the running
+    /// projectors. Default: the host name (`$HOSTNAME`, the pod's name on
+    /// Kubernetes) and a random suffix, so that a restarted process is never
+    /// taken for the one before it.
+    #[arg(long, env = "DYNABRIDGE_PROJECTOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How long a shard lease lasts without a renewal, in milliseconds
+    /// (1000 to 60000): another instance takes over a shard this long
+    /// after its holder stopped renewing. The holder renews every third of
+    /// it.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_LEASE_DURATION_MS",
+        default_value_t = LeaseArgs::DEFAULT_DURATION_MS
+    )]
+    pub lease_duration_ms: u64,
+}
+
+impl Default for LeaseArgs {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            lease_duration_ms: Self::DEFAULT_DURATION_MS,
+        }
+    }
+}
+
+impl LeaseArgs {
+    pub const DEFAULT_DURATION_MS: u64 = 10_000;
+    /// Above a second, a renewal (a third of it) outlasts an ordinary
+    /// DynamoDB call; up to a minute, the renewer beats (every third of it)
+    /// well within the shortest liveness window.
+    const DURATION_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
+    const MAX_INSTANCE_ID_LEN: usize = 256;
+
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.instance_id
+            && (id.trim().is_empty() || id.len() > Self::MAX_INSTANCE_ID_LEN)
+        {
+            return Err(format!(
+                "instance id must be 1 to {} bytes and not blank",
+                Self::MAX_INSTANCE_ID_LEN
+            ));
+        }
+        if !Self::DURATION_MS.contains(&self.lease_duration_ms) {
+            return Err(format!(
+                "lease duration must be between {} and {} ms, not {}",
+                Self::DURATION_MS.start(),
+                Self::DURATION_MS.end(),
+                self.lease_duration_ms
+            ));
+        }
         Ok(())
+    }
+
+    /// The settings of this process; `timing` says how often a standby
+    /// looks for free leases, which the head start must outlast.
+    fn settings(&self, timing: &Timing) -> LeaseSettings {
+        let owner = self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "projector".to_owned());
+            format!("{host}-{}", uuid::Uuid::new_v4().simple())
+        });
+        LeaseSettings {
+            owner,
+            duration: Duration::from_millis(self.lease_duration_ms),
+            head_start: timing.rediscover_every * 2,
+        }
     }
 }
 
@@ -249,12 +336,14 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     health
         .validate()
+        .and_then(|()| config.lease.validate())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let dynamodb = dynabridge::aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+    let lease_settings = config.lease.settings(&timing);
     // Validated at start-up; a caller that skipped that gets one at a time
     // rather than a batch that never ends.
     let max_concurrent_writes =
@@ -361,14 +450,19 @@ pub async fn run_with(
         let Some(stream_arn) = find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await? else {
             return Ok(());
         };
+        let instance_id = lease_settings.owner.clone();
+        let lease_duration_ms = lease_settings.duration.as_millis();
         match &config.event_bus {
-            Some(bus) => tracing::info!(stream_arn = %stream_arn, event_bus = %bus, event_source = %config.event_source, max_concurrent_writes, "projector started"),
-            None => tracing::info!(stream_arn = %stream_arn, sink = %config.sink_path.display(), event_source = %config.event_source, max_concurrent_writes, "projector started"),
+            Some(bus) => tracing::info!(stream_arn = %stream_arn, event_bus = %bus, event_source = %config.event_source, max_concurrent_writes, instance_id, lease_duration_ms, "projector started"),
+            None => tracing::info!(stream_arn = %stream_arn, sink = %config.sink_path.display(), event_source = %config.event_source, max_concurrent_writes, instance_id, lease_duration_ms, "projector started"),
         }
+        let checkpoints: Arc<dyn checkpoint::CheckpointStore> =
+            Arc::new(DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()));
         let pipeline = Arc::new(Pipeline {
+            leases: Arc::new(Leases::new(lease_settings, stream_arn.clone(), checkpoints.clone(), metrics.clone())),
             stream_arn,
             streams: Arc::new(SdkStreams::new(dynabridge::aws::streams_client(sdk))),
-            checkpoints: Arc::new(DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints())),
+            checkpoints,
             handler: Arc::new(Projection::new(
                 ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY, metrics.clone()),
                 publisher,
@@ -450,6 +544,26 @@ mod tests {
         assert_eq!(config.sink_path, PathBuf::from("-"));
         assert_eq!(config.event_bus, None);
         assert_eq!(config.max_concurrent_writes, 32);
+        assert_eq!(config.lease, LeaseArgs::default());
+        assert_eq!(config.lease.lease_duration_ms, 10_000);
+        assert_eq!(config.lease.instance_id, None);
+    }
+
+    #[test]
+    fn the_default_instance_id_is_new_for_every_process() {
+        let timing = Timing::new(Duration::from_millis(100));
+        let first = LeaseArgs::default().settings(&timing);
+        let second = LeaseArgs::default().settings(&timing);
+        assert_ne!(first.owner, second.owner);
+        assert_eq!(first.duration, Duration::from_secs(10));
+        assert!(
+            first.head_start > timing.rediscover_every,
+            "a standby's next discovery comes first"
+        );
+        let named = parse(&["--instance-id", "projector-7"])
+            .lease
+            .settings(&timing);
+        assert_eq!(named.owner, "projector-7");
     }
 
     #[test]
@@ -488,6 +602,9 @@ mod tests {
             &["--event-source", ""],
             &["--event-bus", ""],
             &["--max-concurrent-writes", "0"],
+            &["--instance-id", " "],
+            &["--lease-duration-ms", "999"],
+            &["--lease-duration-ms", "60001"],
         ] {
             assert!(parse(args).validate().is_err(), "{args:?}");
         }

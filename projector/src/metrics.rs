@@ -1,7 +1,9 @@
 //! The projector's Prometheus metrics. They work unregistered too, so that
 //! tests can read them without a registry.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Buckets of the commit-to-visible lag, in seconds: fine at the low end,
 /// where a projector keeping up lives, coarse up to a minute behind.
@@ -53,6 +55,13 @@ pub struct ProjectorMetrics {
     /// For each event written to a read model, the time from its commit
     /// (`occurred_at`, set by the command service) to the write's return.
     pub visible_lag_seconds: Histogram,
+    /// Shard leases this instance holds now.
+    pub leases_held: IntGauge,
+    /// Shard leases this instance took (each a conditional write that won).
+    pub leases_taken: IntCounter,
+    /// Shard leases this instance lost: another instance took them, or its
+    /// own renewals failed for a lease duration.
+    pub leases_lost: IntCounter,
 }
 
 /// Whether a `GetRecords` page held records.
@@ -119,6 +128,18 @@ impl ProjectorMetrics {
                 )
                 .buckets(VISIBLE_LAG_BUCKETS.to_vec()),
             )?,
+            leases_held: IntGauge::new(
+                "dynabridge_projector_leases_held",
+                "Shard leases this instance holds; a standby holds none",
+            )?,
+            leases_taken: IntCounter::new(
+                "dynabridge_projector_leases_taken_total",
+                "Shard leases taken: free ones, or expired ones whose holder stopped renewing them",
+            )?,
+            leases_lost: IntCounter::new(
+                "dynabridge_projector_leases_lost_total",
+                "Shard leases lost while held: another instance took them, or renewing them failed for a lease duration; the shard's reader stops",
+            )?,
         })
     }
 
@@ -133,6 +154,9 @@ impl ProjectorMetrics {
         registry.register(Box::new(self.checkpoint_writes.clone()))?;
         registry.register(Box::new(self.events_published.clone()))?;
         registry.register(Box::new(self.visible_lag_seconds.clone()))?;
+        registry.register(Box::new(self.leases_held.clone()))?;
+        registry.register(Box::new(self.leases_taken.clone()))?;
+        registry.register(Box::new(self.leases_lost.clone()))?;
         Ok(())
     }
 

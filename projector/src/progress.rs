@@ -107,6 +107,12 @@ impl Progress {
         CURRENT.scope(current, body).await
     }
 
+    /// Forgets the lag the loop `name` ended with: its shard is another
+    /// instance's to read now, or finished.
+    pub fn forget(&self, name: &str) {
+        lock(&self.stalled).remove(name);
+    }
+
     /// How long ago each tracked loop last beat, at `now`.
     pub fn silences(&self, now: Instant) -> BTreeMap<String, Duration> {
         let now_ms = self.millis_at(now);

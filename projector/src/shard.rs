@@ -6,6 +6,11 @@
 //! handling fails is retried with capped backoff until it succeeds or the
 //! projector shuts down; the shard never moves past an unprocessed event.
 //!
+//! A reader holds its shard's lease ([`crate::lease`]) and stops as soon as
+//! it is lost, whatever it is doing: a batch cut short is redone by the new
+//! holder, from the last checkpoint. Each checkpoint write is conditional on
+//! the lease, so none lands once another instance holds it.
+//!
 //! A record that cannot be decoded is poison: the shard stops at it, after
 //! checkpointing the records before it. Skipping it would lose an event for
 //! good (a read model behind forever, a subscriber never told), and
@@ -22,9 +27,10 @@ use dynabridge::schema::event_store;
 use dynabridge::store::codec::event_from_item;
 
 use crate::attribute::image_to_item;
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError};
 use crate::control::{Shutdown, Timing};
 use crate::handler::BatchHandler;
+use crate::lease::{Lease, Leases};
 use crate::metrics::{Batch, ProjectorMetrics};
 use crate::progress::{self, Progress};
 use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
@@ -37,6 +43,9 @@ pub struct Pipeline {
     pub stream_arn: String,
     pub streams: Arc<dyn StreamApi>,
     pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The shard leases of this instance, on the same items as the
+    /// checkpoints.
+    pub leases: Arc<Leases>,
     pub handler: Arc<dyn BatchHandler>,
     pub timing: Timing,
     pub shutdown: Shutdown,
@@ -53,6 +62,8 @@ pub enum ShardEnd {
     /// Stopped at a record that cannot be decoded.
     Poisoned,
     Shutdown,
+    /// The shard's lease was lost: another instance reads it now.
+    LeaseLost,
 }
 
 /// A record that cannot become an event.
@@ -103,13 +114,28 @@ fn event_id_of(image: &HashMap<String, AttributeValue>) -> Option<String> {
 }
 
 impl Pipeline {
-    /// Reads `shard_id` from `checkpoint` until it closes, a poison record
-    /// stops it, or shutdown. An error is one retrying cannot fix.
+    /// Reads the shard of `lease` from `checkpoint` until it closes, a
+    /// poison record stops it, the lease is lost, or shutdown. An error is
+    /// one retrying cannot fix.
     pub async fn run_shard(
         &self,
-        shard_id: &str,
+        lease: &Lease,
         checkpoint: Checkpoint,
     ) -> Result<ShardEnd, StreamError> {
+        let end = tokio::select! {
+            biased;
+            () = lease.until_lost() => return Ok(ShardEnd::LeaseLost),
+            end = self.read(lease, checkpoint) => end,
+        };
+        match end {
+            // A checkpoint write found another holder.
+            Ok(ShardEnd::Shutdown) if lease.is_lost() => Ok(ShardEnd::LeaseLost),
+            end => end,
+        }
+    }
+
+    async fn read(&self, lease: &Lease, checkpoint: Checkpoint) -> Result<ShardEnd, StreamError> {
+        let shard_id = lease.shard_id();
         let mut last_sequence_number = checkpoint.sequence_number;
         let start = StartPosition::after(last_sequence_number.as_deref());
         tracing::info!(shard_id, from = ?start, "reading shard");
@@ -169,7 +195,7 @@ impl Pipeline {
             let closed = page.next_iterator.is_none();
             if !page.records.is_empty() {
                 idle.reset();
-                match self.process(shard_id, &page.records, closed).await {
+                match self.process(lease, &page.records, closed).await {
                     BatchEnd::Done {
                         last_sequence_number: last,
                     } => last_sequence_number = Some(last),
@@ -182,7 +208,7 @@ impl Pipeline {
                     sequence_number: last_sequence_number.clone(),
                     finished: true,
                 };
-                if !self.save(shard_id, &finished).await {
+                if !self.save(lease, &finished).await {
                     return Ok(ShardEnd::Shutdown);
                 }
             }
@@ -230,7 +256,8 @@ impl Pipeline {
     }
 
     /// Handles one non-empty batch and checkpoints it.
-    async fn process(&self, shard_id: &str, records: &[StreamRecord], closed: bool) -> BatchEnd {
+    async fn process(&self, lease: &Lease, records: &[StreamRecord], closed: bool) -> BatchEnd {
+        let shard_id = lease.shard_id();
         let mut events = Vec::with_capacity(records.len());
         let mut last_good: Option<&str> = None;
         let mut good: u64 = 0;
@@ -258,7 +285,7 @@ impl Pipeline {
                 sequence_number: Some(last.to_owned()),
                 finished: closed && poison.is_none(),
             };
-            if !self.save(shard_id, &checkpoint).await {
+            if !self.save(lease, &checkpoint).await {
                 return BatchEnd::Shutdown;
             }
             self.metrics.records_processed.inc_by(good);
@@ -312,14 +339,16 @@ impl Pipeline {
         }
     }
 
-    /// Writes `checkpoint` until it is stored; `false` on shutdown.
-    async fn save(&self, shard_id: &str, checkpoint: &Checkpoint) -> bool {
+    /// Writes `checkpoint` until it is stored; `false` on shutdown or if
+    /// the lease is lost.
+    async fn save(&self, lease: &Lease, checkpoint: &Checkpoint) -> bool {
+        let shard_id = lease.shard_id();
         let mut retry = self.timing.retry_backoff();
         loop {
             progress::beat();
             match self
                 .checkpoints
-                .save(&self.stream_arn, shard_id, checkpoint)
+                .save(&self.stream_arn, shard_id, self.leases.owner(), checkpoint)
                 .await
             {
                 Ok(()) => {
@@ -327,7 +356,11 @@ impl Pipeline {
                     progress::checkpointed();
                     return true;
                 }
-                Err(err) => {
+                Err(LeaseError::Conflict) => {
+                    lease.lose("another instance holds it: the checkpoint was not written");
+                    return false;
+                }
+                Err(LeaseError::Store(err)) => {
                     if err.is_transient() {
                         tracing::warn!(shard_id, error = %err, "writing a checkpoint failed, retrying");
                     } else {
@@ -365,11 +398,7 @@ mod tests {
         h.streams.add_shard("A", None, h.records(&events), true);
         h.streams.set_records_per_call(2);
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Finished);
         assert_eq!(h.metrics.records_processed.get(), 5);
         let s = |n| h.seq(n);
@@ -394,11 +423,7 @@ mod tests {
         h.streams.add_shard("A", None, h.records(&events), true);
         h.streams.close_on_empty_page("A");
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Finished);
         assert_eq!(
             h.checkpoints.saved("A"),
@@ -414,7 +439,7 @@ mod tests {
         let pipeline = Arc::new(h.pipeline());
         let task = tokio::spawn({
             let pipeline = pipeline.clone();
-            async move { pipeline.run_shard("A", Checkpoint::default()).await }
+            async move { crate::testing::read(&pipeline, "A", Checkpoint::default()).await }
         });
         crate::testing::wait_until("several idle polls", || h.streams.get_records_calls() >= 5)
             .await;
@@ -432,7 +457,7 @@ mod tests {
             sequence_number: Some(h.seq(2)),
             finished: false,
         };
-        h.pipeline().run_shard("A", checkpoint).await.unwrap();
+        h.read_shard("A", checkpoint).await.unwrap();
         assert_eq!(handled_versions(&h.journal.entries()), vec![3, 4]);
         assert_eq!(
             h.journal.entries()[0],
@@ -448,11 +473,7 @@ mod tests {
         h.streams.set_records_per_call(2);
         h.streams.expire_once("A", 2);
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Finished);
         let journal = h.journal.entries();
         assert_eq!(
@@ -479,10 +500,7 @@ mod tests {
         h.streams.set_records_per_call(1);
         h.streams.trim_once("A", 1);
 
-        h.pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        h.read_shard("A", Checkpoint::default()).await.unwrap();
         let iterators: Vec<_> = h
             .journal
             .entries()
@@ -506,11 +524,7 @@ mod tests {
         h.handler.fail_next(2);
         h.checkpoints.fail_next(1);
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Finished);
         assert_eq!(
             h.journal.entries(),
@@ -534,7 +548,7 @@ mod tests {
         let pipeline = Arc::new(h.pipeline());
         let task = tokio::spawn({
             let pipeline = pipeline.clone();
-            async move { pipeline.run_shard("A", Checkpoint::default()).await }
+            async move { crate::testing::read(&pipeline, "A", Checkpoint::default()).await }
         });
         crate::testing::wait_until("a few failures", || h.handler.failures() >= 3).await;
         assert!(h.metrics.batch_failures.get() >= 3);
@@ -556,11 +570,7 @@ mod tests {
             .remove(event_store::EVENT_DATA);
         h.streams.add_shard("A", None, records, true);
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Poisoned);
         assert_eq!(handled_versions(&h.journal.entries()), vec![1, 2]);
         assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), false)]);
@@ -574,11 +584,7 @@ mod tests {
         records[0].new_image = None;
         h.streams.add_shard("A", None, records, true);
 
-        let end = h
-            .pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(end, ShardEnd::Poisoned);
         assert!(handled_versions(&h.journal.entries()).is_empty());
         assert!(h.checkpoints.saved("A").is_empty());
@@ -594,10 +600,7 @@ mod tests {
         records.push(modify);
         h.streams.add_shard("A", None, records, true);
 
-        h.pipeline()
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(handled_versions(&h.journal.entries()), vec![1]);
         assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), true)]);
     }
@@ -635,11 +638,13 @@ mod tests {
             std::num::NonZeroUsize::new(32).unwrap(),
         );
 
-        let end = h
-            .pipeline_with(Arc::new(projection))
-            .run_shard("A", Checkpoint::default())
-            .await
-            .unwrap();
+        let end = crate::testing::read(
+            &h.pipeline_with(Arc::new(projection)),
+            "A",
+            Checkpoint::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(end, ShardEnd::Finished);
         let m = &h.metrics;
         // Pages [1, 2], [3, 4], [5], then the empty one that closes the
@@ -696,7 +701,7 @@ mod tests {
                 let _ = progress
                     .track(
                         shard_loop_name(shard),
-                        pipeline.run_shard(shard, Checkpoint::default()),
+                        crate::testing::read(&pipeline, shard, Checkpoint::default()),
                     )
                     .await;
             })

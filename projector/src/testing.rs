@@ -1,6 +1,7 @@
 //! In-memory fakes of the stream, the checkpoint table, the handler, the
 //! read-model tables and the event bus, for unit tests. They write what
-//! happens, in order, to one [`Journal`].
+//! happens, in order, to one [`Journal`]. A [`Harness`] is one projector
+//! instance; its peers share its stream and checkpoint table.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,15 +18,16 @@ use dynabridge::store::codec::event_to_item;
 use uuid::Uuid;
 
 use crate::attribute::item_to_image;
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, ShardItem};
 use crate::control::{Shutdown, ShutdownTrigger, Timing};
 use crate::error::StoreError;
 use crate::handler::{BatchHandler, HandleError};
+use crate::lease::{Lease, LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
 use crate::progress::Progress;
 use crate::publish::{BusEntry, EventBusApi};
 use crate::read_model::{Model, PutOutcome, Row, RowStore};
-use crate::shard::Pipeline;
+use crate::shard::{Pipeline, ShardEnd};
 use crate::stream::{
     Operation, RecordPage, ShardInfo, ShardPage, StartPosition, StreamApi, StreamError,
     StreamRecord,
@@ -214,6 +216,7 @@ struct StreamsState {
     expire: HashSet<(String, usize)>,
     trim: HashSet<(String, usize)>,
     get_records_calls: usize,
+    describe_calls: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -232,6 +235,7 @@ impl FakeStreams {
                 expire: HashSet::new(),
                 trim: HashSet::new(),
                 get_records_calls: 0,
+                describe_calls: 0,
             })),
             journal,
         }
@@ -285,6 +289,21 @@ impl FakeStreams {
     pub fn get_records_calls(&self) -> usize {
         lock(&self.state).get_records_calls
     }
+
+    /// `DescribeStream` calls, by every instance.
+    pub fn describe_calls(&self) -> usize {
+        lock(&self.state).describe_calls
+    }
+
+    /// New records at the end of the open shard `id`.
+    pub fn push_records(&self, id: &str, records: Vec<StreamRecord>) {
+        for shard in &mut lock(&self.state).shards {
+            if shard.info.id == id {
+                assert!(!shard.closed, "records pushed to a closed shard");
+                shard.records.extend(records.iter().cloned());
+            }
+        }
+    }
 }
 
 fn not_found(what: &str) -> StreamError {
@@ -298,7 +317,8 @@ impl StreamApi for FakeStreams {
         _arn: &str,
         start: Option<String>,
     ) -> Result<ShardPage, StreamError> {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        state.describe_calls += 1;
         let from = match start {
             Some(id) => state
                 .shards
@@ -381,27 +401,49 @@ impl StreamApi for FakeStreams {
 
 #[derive(Debug, Default)]
 struct CheckpointState {
-    stored: HashMap<String, Checkpoint>,
+    stored: HashMap<String, ShardItem>,
     saved: Vec<(String, Option<String>, bool)>,
     fail_next: usize,
 }
 
+/// The checkpoint table, shared by the instances of a test, each through
+/// its own handle.
 #[derive(Clone, Debug)]
 pub struct FakeCheckpoints {
     state: Arc<Mutex<CheckpointState>>,
     journal: Journal,
+    /// While set, this handle's calls wait: its instance is stalled or cut
+    /// off. They go on, against the table as it is then, once it is not.
+    paused: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FakeCheckpoints {
+    fn new(journal: Journal) -> Self {
+        Self {
+            state: Arc::default(),
+            journal,
+            paused: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// A handle on the same table for another instance.
+    fn peer(&self, journal: Journal) -> Self {
+        Self {
+            state: self.state.clone(),
+            ..Self::new(journal)
+        }
+    }
+
     /// Stores a checkpoint as if an earlier run wrote it.
     pub fn put(&self, shard: &str, sequence_number: Option<String>, finished: bool) {
-        lock(&self.state).stored.insert(
-            shard.into(),
-            Checkpoint {
-                sequence_number,
-                finished,
-            },
-        );
+        lock(&self.state)
+            .stored
+            .entry(shard.into())
+            .or_default()
+            .checkpoint = Checkpoint {
+            sequence_number,
+            finished,
+        };
     }
 
     pub fn fail_next(&self, n: usize) {
@@ -417,11 +459,67 @@ impl FakeCheckpoints {
             .map(|(_, seq, finished)| (seq.clone(), *finished))
             .collect()
     }
+
+    /// The item of `shard`, if there is one.
+    pub fn item(&self, shard: &str) -> Option<ShardItem> {
+        lock(&self.state).stored.get(shard).cloned()
+    }
+
+    /// The holder of the lease of `shard`.
+    pub fn owner(&self, shard: &str) -> Option<String> {
+        self.item(shard).and_then(|item| item.lease.owner)
+    }
+
+    /// `owner` takes the lease of `shard`, whoever holds it: an instance the
+    /// test does not run.
+    pub fn seize(&self, shard: &str, owner: &str) {
+        let mut state = lock(&self.state);
+        let lease = &mut state.stored.entry(shard.into()).or_default().lease;
+        lease.owner = Some(owner.into());
+        lease.counter = Some(lease.counter.unwrap_or(0) + 1);
+    }
+
+    /// Calls through this handle wait from now on, until [`Self::resume`].
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    async fn gate(&self) {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|paused| !*paused).await;
+    }
+
+    /// Applies `change` to the lease of `shard` if `owner` holds it.
+    async fn as_owner(
+        &self,
+        shard: &str,
+        owner: &str,
+        change: impl FnOnce(&mut ShardItem),
+    ) -> Result<(), LeaseError> {
+        self.gate().await;
+        let mut state = lock(&self.state);
+        match state.stored.get_mut(shard) {
+            Some(item) if item.lease.owner.as_deref() == Some(owner) => {
+                change(item);
+                Ok(())
+            }
+            _ => Err(LeaseError::Conflict),
+        }
+    }
+}
+
+fn raise(item: &mut ShardItem) {
+    item.lease.counter = Some(item.lease.counter.unwrap_or(0) + 1);
 }
 
 #[async_trait]
 impl CheckpointStore for FakeCheckpoints {
-    async fn load_all(&self, _arn: &str) -> Result<HashMap<String, Checkpoint>, StoreError> {
+    async fn load_all(&self, _arn: &str) -> Result<HashMap<String, ShardItem>, StoreError> {
+        self.gate().await;
         Ok(lock(&self.state).stored.clone())
     }
 
@@ -429,16 +527,21 @@ impl CheckpointStore for FakeCheckpoints {
         &self,
         _arn: &str,
         shard_id: &str,
+        owner: &str,
         checkpoint: &Checkpoint,
-    ) -> Result<(), StoreError> {
-        let mut state = lock(&self.state);
-        if state.fail_next > 0 {
-            state.fail_next -= 1;
-            self.journal.push(Entry::CheckpointFailed);
-            return Err(StoreError::Unavailable("injected".into()));
+    ) -> Result<(), LeaseError> {
+        self.gate().await;
+        {
+            let mut state = lock(&self.state);
+            if state.fail_next > 0 {
+                state.fail_next -= 1;
+                self.journal.push(Entry::CheckpointFailed);
+                return Err(StoreError::Unavailable("injected".into()).into());
+            }
         }
-        state.stored.insert(shard_id.into(), checkpoint.clone());
-        state.saved.push((
+        self.as_owner(shard_id, owner, |item| item.checkpoint = checkpoint.clone())
+            .await?;
+        lock(&self.state).saved.push((
             shard_id.into(),
             checkpoint.sequence_number.clone(),
             checkpoint.finished,
@@ -449,6 +552,36 @@ impl CheckpointStore for FakeCheckpoints {
             checkpoint.finished,
         ));
         Ok(())
+    }
+
+    async fn take(
+        &self,
+        _arn: &str,
+        shard_id: &str,
+        owner: &str,
+        seen: Option<u64>,
+    ) -> Result<ShardItem, LeaseError> {
+        self.gate().await;
+        let mut state = lock(&self.state);
+        let item = state.stored.entry(shard_id.into()).or_default();
+        if item.lease.counter != seen {
+            return Err(LeaseError::Conflict);
+        }
+        item.lease.owner = Some(owner.into());
+        raise(item);
+        Ok(item.clone())
+    }
+
+    async fn renew(&self, _arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError> {
+        self.as_owner(shard_id, owner, raise).await
+    }
+
+    async fn release(&self, _arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError> {
+        self.as_owner(shard_id, owner, |item| {
+            item.lease.owner = None;
+            raise(item);
+        })
+        .await
     }
 }
 
@@ -525,7 +658,7 @@ impl BatchHandler for FakeHandler {
     }
 }
 
-/// A shard reader's world, faked.
+/// A shard reader's world, faked: one projector instance.
 #[derive(Debug)]
 pub struct Harness {
     pub journal: Journal,
@@ -535,19 +668,38 @@ pub struct Harness {
     pub trigger: ShutdownTrigger,
     pub progress: Arc<Progress>,
     pub metrics: ProjectorMetrics,
+    /// The leases of the pipelines made from now on. By default an hour
+    /// long, so that nothing expires unless a test says so, and with no
+    /// head start.
+    pub lease_settings: LeaseSettings,
     shutdown: Shutdown,
 }
 
 impl Harness {
     pub fn new() -> Self {
         let journal = Journal::default();
+        Self::with(
+            FakeStreams::new(journal.clone()),
+            FakeCheckpoints::new(journal.clone()),
+            journal,
+            LeaseSettings {
+                owner: "instance-a".into(),
+                duration: Duration::from_secs(3600),
+                head_start: Duration::ZERO,
+            },
+        )
+    }
+
+    fn with(
+        streams: FakeStreams,
+        checkpoints: FakeCheckpoints,
+        journal: Journal,
+        lease_settings: LeaseSettings,
+    ) -> Self {
         let (trigger, shutdown) = Shutdown::new();
         Self {
-            streams: FakeStreams::new(journal.clone()),
-            checkpoints: FakeCheckpoints {
-                state: Arc::default(),
-                journal: journal.clone(),
-            },
+            streams,
+            checkpoints,
             handler: FakeHandler {
                 state: Arc::default(),
                 journal: journal.clone(),
@@ -556,8 +708,28 @@ impl Harness {
             trigger,
             progress: Progress::new(),
             metrics: ProjectorMetrics::new().unwrap(),
+            lease_settings,
             shutdown,
         }
+    }
+
+    /// Another instance, `owner`, on the same stream and checkpoint table,
+    /// with its own journal, handler, shutdown, health and metrics, and
+    /// this one's lease settings.
+    pub fn peer(&self, owner: &str) -> Self {
+        let journal = Journal::default();
+        Self::with(
+            FakeStreams {
+                state: self.streams.state.clone(),
+                journal: journal.clone(),
+            },
+            self.checkpoints.peer(journal.clone()),
+            journal,
+            LeaseSettings {
+                owner: owner.into(),
+                ..self.lease_settings.clone()
+            },
+        )
     }
 
     pub fn pipeline(&self) -> Pipeline {
@@ -566,16 +738,34 @@ impl Harness {
 
     /// A pipeline whose batches go to `handler` rather than the fake one.
     pub fn pipeline_with(&self, handler: Arc<dyn BatchHandler>) -> Pipeline {
+        let checkpoints: Arc<dyn CheckpointStore> = Arc::new(self.checkpoints.clone());
+        let stream_arn = "arn:test:stream".to_owned();
         Pipeline {
-            stream_arn: "arn:test:stream".into(),
+            leases: Arc::new(Leases::new(
+                self.lease_settings.clone(),
+                stream_arn.clone(),
+                checkpoints.clone(),
+                self.metrics.clone(),
+            )),
+            stream_arn,
             streams: Arc::new(self.streams.clone()),
-            checkpoints: Arc::new(self.checkpoints.clone()),
+            checkpoints,
             handler,
             timing: fast_timing(),
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// Reads `shard` from `checkpoint` with a new pipeline, its lease taken
+    /// first.
+    pub async fn read_shard(
+        &self,
+        shard: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<ShardEnd, StreamError> {
+        read(&self.pipeline(), shard, checkpoint).await
     }
 
     /// The sequence number of the `n`th record of a shard (fixed width, so
@@ -591,6 +781,29 @@ impl Harness {
             .map(|e| insert_record(self.seq(e.version), e))
             .collect()
     }
+}
+
+/// Reads `shard` from `checkpoint` with `pipeline`, its lease taken first.
+pub async fn read(
+    pipeline: &Pipeline,
+    shard: &str,
+    checkpoint: Checkpoint,
+) -> Result<ShardEnd, StreamError> {
+    let lease = take_lease(pipeline, shard).await;
+    pipeline.run_shard(&lease, checkpoint).await
+}
+
+/// Takes the lease of `shard` for `pipeline`'s instance, as it stands now.
+pub async fn take_lease(pipeline: &Pipeline, shard: &str) -> Arc<Lease> {
+    let items = pipeline.checkpoints.load_all("").await.unwrap();
+    let seen = items.get(shard).and_then(|item| item.lease.counter);
+    pipeline
+        .leases
+        .take(shard, seen)
+        .await
+        .unwrap()
+        .expect("the lease is free")
+        .0
 }
 
 /// A read-model call the fake saw.

@@ -215,6 +215,7 @@ impl TestApp {
             sink_path: self.sink_path.clone(),
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+            lease: projector::LeaseArgs::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let sdk = self.sdk.clone();

@@ -370,6 +370,7 @@ pub async fn start_projector(
             sink_path,
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+            lease: projector::LeaseArgs::default(),
         };
         projector::run_with(config, &health, &sdk, listeners, async {
             let _ = stopped.await;

@@ -338,6 +338,7 @@ impl TestStore {
             sink_path: sink.to_owned(),
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+            lease: projector::LeaseArgs::default(),
         }
     }
 }
