@@ -268,7 +268,7 @@ pub async fn run_update_order_status(
     .await
 }
 
-fn domain_status(status: dynabridge::pb::OrderStatus) -> OrderStatus {
+pub fn domain_status(status: dynabridge::pb::OrderStatus) -> OrderStatus {
     use dynabridge::pb::OrderStatus as Pb;
     match status {
         Pb::Processing => OrderStatus::Processing,

@@ -14,6 +14,7 @@
 mod capacity;
 mod ceiling;
 mod echo;
+mod library;
 mod load;
 mod ops;
 mod peer;
@@ -225,6 +226,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{}", table.render());
     Ok(())
 }
+
+// mimalloc instead of the system allocator: allocation is a large share of
+// each request's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -19,10 +19,11 @@ use dynabridge::schema::Tables;
 use prost::Message as _;
 
 use crate::ceiling::{self, Storage};
+use crate::library::{self, Library};
 use crate::load::{self, Limits, Outcome, Step};
 use crate::ops;
 use crate::peer::Peer;
-use crate::procs::{Proc, Scrape, bucket_quantile};
+use crate::procs::{self, Proc, Scrape, bucket_quantile};
 use crate::report::{self, Table, int, ms, ratio};
 
 const PREFIX: &str = "bench";
@@ -90,6 +91,8 @@ struct System {
     projector: Option<Proc>,
     dynamodb: String,
     storage: Storage,
+    /// Our command handler as a library in this process, as the peer is.
+    library: Library,
     peer: Peer,
     /// The AWS calls this process makes (ceilings, peer), as metrics.
     own_metrics: prometheus::Registry,
@@ -117,6 +120,7 @@ impl System {
         let own_metrics = prometheus::Registry::new();
         dynabridge::aws::register_call_metrics(&own_metrics)?;
         let storage = Storage::new(client.clone(), Tables::new(PREFIX));
+        let library = Library::new(client.clone(), Tables::new(PREFIX))?;
         // The same client, also asking DynamoDB for the capacity the
         // peer's calls consume (dynamo-es does not ask).
         let peer_client = aws_sdk_dynamodb::Client::from_conf(
@@ -135,6 +139,7 @@ impl System {
             projector: None,
             dynamodb,
             storage,
+            library,
             peer,
             own_metrics,
         })
@@ -219,6 +224,9 @@ struct Measured {
     service_cpu_us: Option<f64>,
     /// CPU time of the store process per successful operation, in µs.
     store_cpu_us: f64,
+    /// CPU time of this process (the load and, for the library and the
+    /// peer, the library itself) per successful operation, in µs.
+    harness_cpu_us: f64,
 }
 
 async fn measure<F>(service: Option<&Proc>, store: &Proc, run: F) -> anyhow::Result<Measured>
@@ -227,18 +235,22 @@ where
 {
     let service_before = service.map(Proc::cpu).transpose()?;
     let store_before = store.cpu()?;
+    let harness_before = procs::cpu_time(std::process::id())?;
     let outcome = run.await?;
+    let harness_spent = procs::cpu_time(std::process::id())?.saturating_sub(harness_before);
     let per_op = |spent: Duration| spent.as_secs_f64() * 1e6 / outcome.ops.max(1) as f64;
     let service_cpu_us = match (service, service_before) {
         (Some(proc), Some(before)) => Some(per_op(proc.cpu()?.saturating_sub(before))),
         _ => None,
     };
     let store_cpu_us = per_op(store.cpu()?.saturating_sub(store_before));
+    let harness_cpu_us = per_op(harness_spent);
     note_errors(&outcome);
     Ok(Measured {
         outcome,
         service_cpu_us,
         store_cpu_us,
+        harness_cpu_us,
     })
 }
 
@@ -262,10 +274,18 @@ struct Row {
     ours: Measured,
     storage: Measured,
     transport: Measured,
-    peer: Option<Measured>,
+    versus: Option<Versus>,
 }
 
-fn scenario_table(rows: &[Row], with_peer: bool) -> String {
+/// Our command handler and the peer, each a library called from this
+/// process.
+struct Versus {
+    library: Measured,
+    peer: Measured,
+}
+
+/// The service against its ceilings.
+fn scenario_table(rows: &[Row]) -> String {
     let mut header = vec![
         "clients",
         "dynabridge ops/s",
@@ -277,14 +297,6 @@ fn scenario_table(rows: &[Row], with_peer: bool) -> String {
         "transport ceiling ops/s",
         "vs transport",
     ];
-    if with_peer {
-        header.extend([
-            "peer ops/s",
-            "peer p99 ms",
-            "vs peer",
-            "peer store CPU µs/op",
-        ]);
-    }
     header.extend(["service CPU µs/op", "store CPU µs/op", "errors"]);
     let mut table = Table::new(&header);
     for row in rows {
@@ -300,27 +312,51 @@ fn scenario_table(rows: &[Row], with_peer: bool) -> String {
             int(row.transport.outcome.rate()),
             ratio(row.ours.outcome.rate(), row.transport.outcome.rate()),
         ];
-        if with_peer {
-            match &row.peer {
-                Some(peer) => cells.extend([
-                    int(peer.outcome.rate()),
-                    ms(peer.outcome.quantile_ms(0.99)),
-                    ratio(row.ours.outcome.rate(), peer.outcome.rate()),
-                    int(peer.store_cpu_us),
-                ]),
-                None => cells.extend(["n/a".into(), "n/a".into(), "n/a".into(), "n/a".into()]),
-            }
-        }
         cells.extend([
             row.ours.service_cpu_us.map_or_else(|| "n/a".into(), int),
             int(row.ours.store_cpu_us),
-            (row.ours.outcome.errors
-                + row.storage.outcome.errors
-                + row.transport.outcome.errors
-                + row.peer.as_ref().map_or(0, |p| p.outcome.errors))
-            .to_string(),
+            (row.ours.outcome.errors + row.storage.outcome.errors + row.transport.outcome.errors)
+                .to_string(),
         ]);
         table.row(cells);
+    }
+    table.render()
+}
+
+/// Our command handler against the peer, both libraries in this process,
+/// with the service's rate beside them.
+fn versus_table(rows: &[Row]) -> String {
+    let mut table = Table::new(&[
+        "clients",
+        "dynabridge library ops/s",
+        "p99 ms",
+        "peer ops/s",
+        "peer p99 ms",
+        "library vs peer",
+        "library + store CPU µs/op",
+        "peer + store CPU µs/op",
+        "dynabridge service ops/s",
+        "service vs peer",
+        "errors",
+    ]);
+    for row in rows {
+        let Some(versus) = &row.versus else {
+            continue;
+        };
+        let (library, peer) = (&versus.library, &versus.peer);
+        table.row(vec![
+            row.clients.to_string(),
+            int(library.outcome.rate()),
+            ms(library.outcome.quantile_ms(0.99)),
+            int(peer.outcome.rate()),
+            ms(peer.outcome.quantile_ms(0.99)),
+            ratio(library.outcome.rate(), peer.outcome.rate()),
+            int(library.harness_cpu_us + library.store_cpu_us),
+            int(peer.harness_cpu_us + peer.store_cpu_us),
+            int(row.ours.outcome.rate()),
+            ratio(row.ours.outcome.rate(), peer.outcome.rate()),
+            (library.outcome.errors + peer.outcome.errors).to_string(),
+        ]);
     }
     table.render()
 }
@@ -435,6 +471,10 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             .await
         })
         .await?;
+        let library = measure(None, &system.store, async {
+            Ok(library::run_create_user(&system.library, limits).await)
+        })
+        .await?;
         let peer = measure(
             None,
             &system.store,
@@ -446,7 +486,7 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             ours,
             storage,
             transport,
-            peer: Some(peer),
+            versus: Some(Versus { library, peer }),
         });
 
         eprintln!("UpdateOrderStatus, {clients} clients");
@@ -483,6 +523,11 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             ceiling::run_echo(&echo_url, sizes.request, sizes.response, limits).await
         })
         .await?;
+        let library_orders = library::create_orders(&system.library, orders_needed, 16).await?;
+        let library = measure(None, &system.store, async {
+            Ok(library::run_update_order_status(&system.library, &library_orders, limits).await)
+        })
+        .await?;
         let peer_orders = peer_orders(&system.peer, orders_needed).await?;
         let peer = measure(
             None,
@@ -495,14 +540,29 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             ours,
             storage,
             transport,
-            peer: Some(peer),
+            versus: Some(Versus { library, peer }),
         });
     }
     report::push_heading(&mut out, 4, "CreateUser");
-    out.push_str(&scenario_table(&create_rows, true));
+    out.push_str(&scenario_table(&create_rows));
     out.push('\n');
     report::push_heading(&mut out, 4, "UpdateOrderStatus");
-    out.push_str(&scenario_table(&update_rows, true));
+    out.push_str(&scenario_table(&update_rows));
+    out.push('\n');
+    report::push_heading(&mut out, 4, "Against the peer");
+    out.push_str(
+        "The peer is a library: cqrs-es and dynamo-es, called from the load generator's own \
+         tasks, with no transport and no process of its own. So ours is measured the same way \
+         too: the command service's `CommandHandler` with its aggregate cache, called from the \
+         same tasks, against the same store, with the same concurrency. The service's own rate \
+         (behind gRPC, in its own process) is beside it. CPU per operation is this process's \
+         (the load and the library) plus the store's.\n\n",
+    );
+    report::push_heading(&mut out, 5, "CreateUser");
+    out.push_str(&versus_table(&create_rows));
+    out.push('\n');
+    report::push_heading(&mut out, 5, "UpdateOrderStatus");
+    out.push_str(&versus_table(&update_rows));
     out.push('\n');
 
     // ---- Queries, with the projector running and caught up.
@@ -575,7 +635,7 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             ours,
             storage,
             transport,
-            peer: None,
+            versus: None,
         });
         let ours = measure(Some(&system.query), &system.store, async {
             ops::run_list_orders_by_user(&query_url, &users, PAGE_SIZE as i32, limits).await
@@ -594,7 +654,7 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             ours,
             storage,
             transport,
-            peer: None,
+            versus: None,
         });
     }
     report::push_heading(&mut out, 3, "Queries");
@@ -602,14 +662,14 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
         "The peer has no query side to compare: cqrs-es leaves read models to the application.\n\n",
     );
     report::push_heading(&mut out, 4, "GetUserProfile");
-    out.push_str(&scenario_table(&profile_rows, false));
+    out.push_str(&scenario_table(&profile_rows));
     out.push('\n');
     report::push_heading(
         &mut out,
         4,
         &format!("ListOrdersByUser (page of {PAGE_SIZE})"),
     );
-    out.push_str(&scenario_table(&list_rows, false));
+    out.push_str(&scenario_table(&list_rows));
     out.push('\n');
 
     // ---- Projection lag at half the highest update rate measured.
@@ -1169,18 +1229,20 @@ fn targets(create: &[Row], update: &[Row], profile: &[Row], list: &[Row]) -> Str
                 r.clients,
                 r.ours.outcome.rate(),
                 r.storage.outcome.rate(),
-                r.peer.as_ref().map_or(0.0, |p| p.outcome.rate()),
+                r.versus
+                    .as_ref()
+                    .map(|v| (v.library.outcome.rate(), v.peer.outcome.rate())),
             )
         })
     };
     let mut table = Table::new(&["target", "measured", "met"]);
-    for (name, rows, with_peer) in [
-        ("CreateUser", create, true),
-        ("UpdateOrderStatus", update, true),
-        ("GetUserProfile", profile, false),
-        ("ListOrdersByUser", list, false),
+    for (name, rows) in [
+        ("CreateUser", create),
+        ("UpdateOrderStatus", update),
+        ("GetUserProfile", profile),
+        ("ListOrdersByUser", list),
     ] {
-        let Some((clients, ours, storage, peer)) = at_most_clients(rows) else {
+        let Some((clients, ours, storage, versus)) = at_most_clients(rows) else {
             continue;
         };
         let vs_storage = if storage > 0.0 { ours / storage } else { 0.0 };
@@ -1189,12 +1251,18 @@ fn targets(create: &[Row], update: &[Row], profile: &[Row], list: &[Row]) -> Str
             format!("{vs_storage:.2}×"),
             yes(vs_storage >= 0.8),
         ]);
-        if with_peer {
-            let vs_peer = if peer > 0.0 { ours / peer } else { 0.0 };
+        if let Some((library, peer)) = versus {
+            let vs_peer = if peer > 0.0 { library / peer } else { 0.0 };
             table.row(vec![
-                format!("{name} at {clients} clients ≥ 1.0× peer"),
+                format!("{name} at {clients} clients ≥ 1.0× peer (both libraries in the harness)"),
                 format!("{vs_peer:.2}×"),
                 yes(vs_peer >= 1.0),
+            ]);
+            let service_vs_peer = if peer > 0.0 { ours / peer } else { 0.0 };
+            table.row(vec![
+                format!("{name} at {clients} clients, the service behind gRPC vs the peer library (not a target)"),
+                format!("{service_vs_peer:.2}×"),
+                "n/a".into(),
             ]);
         }
     }

@@ -14,6 +14,11 @@ struct Cli {
     observability: command_service::Observability,
 }
 
+// mimalloc instead of the system allocator: allocation is a large share of
+// each request's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli {

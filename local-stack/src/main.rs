@@ -4,6 +4,11 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 
+// mimalloc instead of the system allocator: allocation is a large share of
+// each request's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = local_stack::Options::parse();

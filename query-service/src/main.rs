@@ -20,6 +20,11 @@ struct Cli {
     observability: Observability,
 }
 
+// mimalloc instead of the system allocator: allocation is a large share of
+// each request's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Cli {
