@@ -12,8 +12,9 @@
 //!
 //! Beside it, checks of the template alone: the tables are the ones
 //! `src/provision.rs` creates, the roles keep the write and read sides
-//! apart and trust only their binary's ServiceAccount, and the rules
-//! deliver to their queues with retries and a dead-letter queue.
+//! apart and trust only their binary's ServiceAccount, the rules deliver to
+//! their queues with retries and a dead-letter queue, and an alarm watches
+//! that queue.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,18 +63,21 @@ fn unique_prefix() -> String {
 }
 
 fn load_template(prefix: &str) -> Template {
+    load_template_with(prefix, &[])
+}
+
+/// [`load_template`], with the optional parameters of `optional` set too.
+fn load_template_with(prefix: &str, optional: &[(&str, &str)]) -> Template {
     let provider = format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_ISSUER}");
-    Template::load(
-        &[
-            ("Prefix", prefix),
-            ("Environment", "dev"),
-            ("EksOidcProviderArn", &provider),
-            ("EksOidcIssuer", OIDC_ISSUER),
-            ("Namespace", NAMESPACE),
-        ],
-        REGION,
-        ACCOUNT,
-    )
+    let mut parameters = vec![
+        ("Prefix", prefix),
+        ("Environment", "dev"),
+        ("EksOidcProviderArn", &provider),
+        ("EksOidcIssuer", OIDC_ISSUER),
+        ("Namespace", NAMESPACE),
+    ];
+    parameters.extend_from_slice(optional);
+    Template::load(&parameters, REGION, ACCOUNT)
 }
 
 /// An embedded store on loopback, and a client of it that records nothing.
@@ -817,6 +821,58 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
         "the dead-letter queue accepts every rule"
     );
     assert_eq!(senders.len(), 4, "one policy per queue: {senders:?}");
+
+    // The queue every rule's dead letters go to is the one the alarm
+    // watches (an SQS ARN ends with the queue's name).
+    let (_, dead_letter_name) = dead_letter.as_str().unwrap().rsplit_once(':').unwrap();
+    let alarm = dead_letter_alarm(&template);
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{ "Name": "QueueName", "Value": dead_letter_name }])
+    );
+}
+
+/// The template's one CloudWatch alarm, resolved, checked to go off as soon
+/// as the queue of its `QueueName` dimension holds a message.
+fn dead_letter_alarm(template: &Template) -> Value {
+    let alarms: Vec<Value> = template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .map(|(_, alarm)| template.resolve(&alarm["Properties"]))
+        .collect();
+    let [alarm] = alarms.as_slice() else {
+        panic!("one alarm: {alarms:?}");
+    };
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(alarm["Statistic"], "Maximum");
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["Threshold"], 0);
+    assert_eq!(alarm["EvaluationPeriods"], 1, "the first period with one");
+    assert!(
+        alarm.get("DatapointsToAlarm").is_none() && alarm.get("Metrics").is_none(),
+        "no other way to go off: {alarm}"
+    );
+    alarm.clone()
+}
+
+#[test]
+fn the_dead_letter_alarm_notifies_the_topic_given_and_no_one_otherwise() {
+    let prefix = unique_prefix();
+    let actions = ["AlarmActions", "OKActions", "InsufficientDataActions"];
+
+    let silent = dead_letter_alarm(&load_template(&prefix));
+    for key in actions {
+        assert!(silent.get(key).is_none(), "{key} without a topic: {silent}");
+    }
+
+    let topic = format!("arn:aws:sns:{REGION}:{ACCOUNT}:on-call");
+    let told = dead_letter_alarm(&load_template_with(
+        &prefix,
+        &[("DeadLetterAlarmTopicArn", &topic)],
+    ));
+    assert_eq!(told["AlarmActions"], json!([topic]), "when it goes off");
+    assert_eq!(told["OKActions"], json!([topic]), "when it clears");
+    assert!(told.get("InsufficientDataActions").is_none(), "{told}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The CloudFormation template, read as CloudFormation would deploy it for
 //! one test deployment: parameters set, the intrinsic functions it uses
 //! (`Ref`, `Fn::GetAtt`, `Fn::Sub`) resolved to names and ARNs under a fake
-//! account and region.
+//! account and region, and its conditions (`Fn::If` on `Fn::Equals`,
+//! `Fn::Not`, `Fn::And`, `Fn::Or`) decided, with `AWS::NoValue` removing
+//! what holds it.
 //!
 //! The template stays YAML, the usual form for a hand-written template
 //! (comments, readable policies); the short tags (`!Sub`, `!GetAtt`, ...)
@@ -22,6 +24,7 @@ pub fn path() -> PathBuf {
 /// The template, with its parameters, for one deployment.
 pub struct Template {
     resources: Map<String, Value>,
+    conditions: Map<String, Value>,
     parameters: HashMap<String, String>,
     pub region: String,
     pub account: String,
@@ -59,6 +62,10 @@ impl Template {
                 .as_object()
                 .expect("the template has resources")
                 .clone(),
+            conditions: template["Conditions"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             parameters: resolved,
             region: region.to_owned(),
             account: account.to_owned(),
@@ -91,15 +98,69 @@ impl Template {
         }
     }
 
-    /// `value` with every intrinsic function resolved.
+    /// `value` with every intrinsic function resolved; `Null` if it is
+    /// `AWS::NoValue`.
     pub fn resolve(&self, value: &Value) -> Value {
+        self.resolve_present(value).unwrap_or(Value::Null)
+    }
+
+    /// Whether the condition `name` holds in this deployment.
+    pub fn condition(&self, name: &str) -> bool {
+        let definition = self
+            .conditions
+            .get(name)
+            .unwrap_or_else(|| panic!("no condition {name} in the template"));
+        self.holds(definition)
+    }
+
+    fn holds(&self, expression: &Value) -> bool {
+        let (function, argument) = match expression.as_object() {
+            Some(map) if map.len() == 1 => map.iter().next().expect("one entry"),
+            _ => panic!("not a condition: {expression}"),
+        };
+        let operands = || {
+            argument
+                .as_array()
+                .unwrap_or_else(|| panic!("{function} takes a list: {argument}"))
+        };
+        match function.as_str() {
+            "Condition" => self.condition(argument.as_str().expect("Condition names a string")),
+            "Fn::Equals" => match operands().as_slice() {
+                [a, b] => self.resolve(a) == self.resolve(b),
+                _ => panic!("Fn::Equals takes two values: {argument}"),
+            },
+            "Fn::Not" => match operands().as_slice() {
+                [inner] => !self.holds(inner),
+                _ => panic!("Fn::Not takes one condition: {argument}"),
+            },
+            "Fn::And" => operands().iter().all(|c| self.holds(c)),
+            "Fn::Or" => operands().iter().any(|c| self.holds(c)),
+            other => panic!("the test does not model the condition function {other}"),
+        }
+    }
+
+    /// [`Template::resolve`], with `None` for `AWS::NoValue`: the property or
+    /// list item holding it is left out.
+    fn resolve_present(&self, value: &Value) -> Option<Value> {
         match value {
             Value::Object(map) if map.len() == 1 => {
                 let (key, argument) = map.iter().next().expect("one entry");
                 match key.as_str() {
-                    "Ref" => Value::String(
+                    "Ref" if argument == "AWS::NoValue" => None,
+                    "Ref" => Some(Value::String(
                         self.reference(argument.as_str().expect("Ref names a string")),
-                    ),
+                    )),
+                    "Fn::If" => match argument.as_array().map(Vec::as_slice) {
+                        Some([Value::String(condition), then, otherwise]) => {
+                            let chosen = if self.condition(condition) {
+                                then
+                            } else {
+                                otherwise
+                            };
+                            self.resolve_present(chosen)
+                        }
+                        _ => panic!("unsupported Fn::If {argument}"),
+                    },
                     "Fn::GetAtt" => {
                         let parts = argument
                             .as_array()
@@ -109,27 +170,32 @@ impl Template {
                         else {
                             panic!("unsupported GetAtt {argument}");
                         };
-                        Value::String(self.get_att(id, attribute))
+                        Some(Value::String(self.get_att(id, attribute)))
                     }
-                    "Fn::Sub" => Value::String(self.sub(argument)),
+                    "Fn::Sub" => Some(Value::String(self.sub(argument))),
                     other if other.starts_with("Fn::") || other == "Condition" => {
                         panic!("the test does not model {other}: {argument}")
                     }
-                    _ => Value::Object(
-                        map.iter()
-                            .map(|(k, v)| (k.clone(), self.resolve(v)))
-                            .collect(),
-                    ),
+                    _ => Some(self.resolve_entries(map)),
                 }
             }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), self.resolve(v)))
+            Value::Object(map) => Some(self.resolve_entries(map)),
+            Value::Array(items) => Some(Value::Array(
+                items
+                    .iter()
+                    .filter_map(|v| self.resolve_present(v))
                     .collect(),
-            ),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect()),
-            other => other.clone(),
+            )),
+            other => Some(other.clone()),
         }
+    }
+
+    fn resolve_entries(&self, map: &Map<String, Value>) -> Value {
+        Value::Object(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), self.resolve_present(v)?)))
+                .collect(),
+        )
     }
 
     /// `Ref`: a parameter's value, a pseudo parameter, or a resource's name.
@@ -193,6 +259,7 @@ impl Template {
                     self.property(id, "QueueName")
                 )
             }
+            ("AWS::SQS::Queue", "QueueName") => self.property(id, "QueueName"),
             ("AWS::IAM::Role", "Arn") => {
                 format!(
                     "arn:aws:iam::{account}:role/{}",
@@ -281,6 +348,7 @@ fn to_json(value: serde_yaml_ng::Value) -> Value {
             let inner = to_json(tagged.value);
             match (name, inner) {
                 ("Ref", inner) => json!({ "Ref": inner }),
+                ("Condition", inner) => json!({ "Condition": inner }),
                 ("GetAtt", Value::String(dotted)) => {
                     let (id, attribute) = dotted
                         .split_once('.')
