@@ -90,6 +90,22 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
+}
+
+/// [`run_with`], with the service's metrics registered in `registry`
+/// rather than in a registry of its own: for a process that serves the
+/// metrics of several services together (the local stack, with
+/// `listeners.metrics` none). `registry` must not hold them already.
+pub async fn run_with_registry(
+    config: Config,
+    health: &HealthArgs,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    registry: &prometheus::Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
@@ -100,11 +116,10 @@ pub async fn run_with(
         ),
     );
 
-    let registry = prometheus::Registry::new();
-    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
+    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
     cache_metrics
-        .register(&registry)
+        .register(registry)
         .context("registering metrics")?;
     // The idempotency table: the command service's own, and its role may
     // GetItem it already.
@@ -114,12 +129,12 @@ pub async fn run_with(
         LIVENESS_NAME,
         probe,
         health,
-        Some(reachable_gauge(&registry).context("registering metrics")?),
+        Some(reachable_gauge(registry).context("registering metrics")?),
     )
     .await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
-    let metrics = MetricsEndpoint::spawn(&registry, listeners.metrics);
+    let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
     tracing::info!(
         %addr,
         event_store = %tables.event_store(),

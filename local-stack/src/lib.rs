@@ -4,7 +4,8 @@
 //! service, query service and projector, all on 127.0.0.1.
 //!
 //! [`start`] binds every port, opens the store, provisions and spawns the
-//! services, and returns a [`LocalStack`] that knows the bound addresses;
+//! services and one `/metrics` endpoint for all three, and returns a
+//! [`LocalStack`] that knows the bound addresses;
 //! [`LocalStack::run_until`] keeps it running until a shutdown signal or
 //! the first service failure, then stops the services, then the store.
 //!
@@ -27,10 +28,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use aws_config::SdkConfig;
 use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge::config::StoreArgs;
+use dynabridge::grpc::Listeners;
+use dynabridge::health::HealthArgs;
 use dynabridge::provision::{ProvisionError, ensure_tables};
+use dynabridge::telemetry::metrics::{CombinedMetrics, serve_metrics};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -66,6 +71,7 @@ const STORE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_SERVICE: &str = "command-service";
 const QUERY_SERVICE: &str = "query-service";
 const PROJECTOR: &str = "projector";
+const METRICS: &str = "metrics endpoint";
 const STORE: &str = "embedded DynamoDB";
 
 /// Flags and environment of the local stack. Every port binds on
@@ -101,6 +107,11 @@ pub struct Options {
         default_value_t = 50053
     )]
     pub projector_health_port: u16,
+    /// Port of the Prometheus `/metrics` endpoint of all three services:
+    /// each service's series labelled `component`, the process's AWS call
+    /// counters once.
+    #[arg(long, env = "DYNABRIDGE_METRICS_PORT", default_value_t = 9464)]
+    pub metrics_port: u16,
     /// Port of the embedded DynamoDB endpoint.
     #[arg(long, env = "DYNABRIDGE_DYNAMODB_PORT", default_value_t = 8000)]
     pub dynamodb_port: u16,
@@ -116,8 +127,8 @@ pub struct Options {
     pub keep_transaction_tokens: bool,
     /// Run the embedded store with its tables provisioned, and no services:
     /// for running the command service, query service and projector as
-    /// separate processes against `--endpoint-url`. The service ports are
-    /// then not bound.
+    /// separate processes against `--endpoint-url`. The service and
+    /// metrics ports are then not bound.
     #[arg(long, env = "DYNABRIDGE_STORE_ONLY")]
     pub store_only: bool,
 }
@@ -132,6 +143,7 @@ impl Default for Options {
             command_port: 50051,
             query_port: 50052,
             projector_health_port: 50053,
+            metrics_port: 9464,
             dynamodb_port: 8000,
             no_stream_index: false,
             keep_transaction_tokens: false,
@@ -149,6 +161,8 @@ pub struct Endpoints {
     pub command: SocketAddr,
     pub query: SocketAddr,
     pub projector_health: SocketAddr,
+    /// The `/metrics` endpoint of the three services.
+    pub metrics: SocketAddr,
     pub dynamodb: SocketAddr,
     pub table_prefix: String,
     pub data_dir: PathBuf,
@@ -166,6 +180,11 @@ impl Endpoints {
         format!("http://{}", self.dynamodb)
     }
 
+    /// The services' Prometheus metrics.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics)
+    }
+
     /// What to print once the stack is up.
     pub fn banner(&self) -> String {
         let mut b = String::new();
@@ -180,6 +199,7 @@ impl Endpoints {
             let _ = writeln!(b, "  command service    {}", self.command);
             let _ = writeln!(b, "  query service      {}", self.query);
             let _ = writeln!(b, "  projector health   {}", self.projector_health);
+            let _ = writeln!(b, "  metrics            {}", self.metrics_url());
         } else {
             let _ = writeln!(
                 b,
@@ -230,6 +250,7 @@ impl Endpoints {
             self.command
         );
         let _ = writeln!(b, "  grpcurl -plaintext {} list", self.query);
+        let _ = writeln!(b, "  curl -s {}", self.metrics_url());
         let _ = write!(b, "Ctrl-C stops everything.");
         b
     }
@@ -264,6 +285,8 @@ pub enum StartError {
     StreamIndex(#[from] StreamIndexError),
     #[error("provisioning the tables")]
     Provision(#[source] Box<ProvisionError>),
+    #[error("setting up the metrics")]
+    Metrics(#[source] Box<dyn StdError + Send + Sync>),
     #[error("a start-up task panicked")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -320,11 +343,11 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
             bind(COMMAND_SERVICE, options.command_port).await?,
             bind(QUERY_SERVICE, options.query_port).await?,
             bind(PROJECTOR, options.projector_health_port).await?,
+            bind(METRICS, options.metrics_port).await?,
         ))
     };
     let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let addr_of = |pick: fn(&(TcpListener, TcpListener, TcpListener)) -> &TcpListener,
-                   what: &'static str| {
+    let addr_of = |pick: fn(&ServiceListeners) -> &TcpListener, what: &'static str| {
         service_listeners
             .as_ref()
             .map_or(Ok(unbound), |listeners| local_addr(pick(listeners), what))
@@ -337,6 +360,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         command: addr_of(|l| &l.0, COMMAND_SERVICE)?,
         query: addr_of(|l| &l.1, QUERY_SERVICE)?,
         projector_health: addr_of(|l| &l.2, PROJECTOR)?,
+        metrics: addr_of(|l| &l.3, METRICS)?,
         dynamodb: local_addr(&dynamodb_listener, STORE)?,
         table_prefix: options.table_prefix.clone(),
         sink: data_dir.join(SINK_FILE),
@@ -397,7 +421,9 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     let (stop_services, services_signal) = shutdown::channel();
     let mut services = JoinSet::new();
     let mut service_names = HashMap::new();
-    let Some((command_listener, query_listener, health_listener)) = service_listeners else {
+    let Some((command_listener, query_listener, health_listener, metrics_listener)) =
+        service_listeners
+    else {
         return Ok(LocalStack {
             endpoints,
             services,
@@ -410,6 +436,19 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         });
     };
 
+    // One endpoint for the three services, each registering in a registry
+    // of its own as its binary does.
+    let mut metrics = CombinedMetrics::new().map_err(|err| StartError::Metrics(err.into()))?;
+    let registries = [COMMAND_SERVICE, QUERY_SERVICE, PROJECTOR].map(|name| metrics.service(name));
+    let [command_registry, query_registry, projector_registry] = registries;
+    let signal = services_signal.clone();
+    let task = services.spawn(async move {
+        serve_metrics(metrics, metrics_listener, signal.wait())
+            .await
+            .context("serving metrics")
+    });
+    service_names.insert(task.id(), METRICS);
+
     let config = command_service::Config {
         store: store_args.clone(),
         listen: endpoints.command,
@@ -417,7 +456,15 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     };
     let (sdk_, signal) = (sdk.clone(), services_signal.clone());
     let task = services.spawn(async move {
-        command_service::run(config, &sdk_, command_listener, signal.wait()).await
+        command_service::run_with_registry(
+            config,
+            &HealthArgs::default(),
+            &sdk_,
+            only_grpc(command_listener),
+            &command_registry,
+            signal.wait(),
+        )
+        .await
     });
     service_names.insert(task.id(), COMMAND_SERVICE);
 
@@ -429,7 +476,15 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     };
     let (sdk_, signal) = (sdk.clone(), services_signal.clone());
     let task = services.spawn(async move {
-        query_service::run(config, &sdk_, query_listener, signal.wait()).await
+        query_service::run_with_registry(
+            config,
+            &HealthArgs::default(),
+            &sdk_,
+            only_grpc(query_listener),
+            &query_registry,
+            signal.wait(),
+        )
+        .await
     });
     service_names.insert(task.id(), QUERY_SERVICE);
 
@@ -444,14 +499,24 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         lease: projector::LeaseArgs::default(),
     };
     let (sdk_, signal) = (sdk, services_signal);
-    let task = services
-        .spawn(async move { projector::run(config, &sdk_, health_listener, signal.wait()).await });
+    let task = services.spawn(async move {
+        projector::run_with_registry(
+            config,
+            &projector::ProjectorHealth::default(),
+            &sdk_,
+            only_grpc(health_listener),
+            &projector_registry,
+            signal.wait(),
+        )
+        .await
+    });
     service_names.insert(task.id(), PROJECTOR);
 
     tracing::info!(
         command = %endpoints.command,
         query = %endpoints.query,
         projector_health = %endpoints.projector_health,
+        metrics = %endpoints.metrics,
         "services started"
     );
     Ok(LocalStack {
@@ -627,6 +692,19 @@ pub async fn embedded_sdk_config(aws: &AwsArgs, strip_transaction_tokens: bool) 
         .build()
 }
 
+/// The listeners of the command service, the query service, the
+/// projector's health server and the metrics endpoint.
+type ServiceListeners = (TcpListener, TcpListener, TcpListener, TcpListener);
+
+/// A service's listeners in the local stack: its gRPC port; its metrics
+/// are served with the others'.
+fn only_grpc(grpc: TcpListener) -> Listeners {
+    Listeners {
+        grpc,
+        metrics: None,
+    }
+}
+
 async fn bind(what: &'static str, port: u16) -> Result<TcpListener, StartError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpListener::bind(addr)
@@ -761,9 +839,10 @@ mod tests {
                     parsed.command_port,
                     parsed.query_port,
                     parsed.projector_health_port,
+                    parsed.metrics_port,
                     parsed.dynamodb_port
                 ),
-                (50051, 50052, 50053, 8000)
+                (50051, 50052, 50053, 9464, 8000)
             );
             assert!(
                 !parsed.in_memory && !parsed.no_stream_index && !parsed.keep_transaction_tokens
@@ -774,9 +853,10 @@ mod tests {
                 default.command_port,
                 default.query_port,
                 default.projector_health_port,
+                default.metrics_port,
                 default.dynamodb_port
             ),
-            (50051, 50052, 50053, 8000)
+            (50051, 50052, 50053, 9464, 8000)
         );
     }
 
@@ -814,6 +894,7 @@ mod tests {
             command: "127.0.0.1:50051".parse().unwrap(),
             query: "127.0.0.1:50052".parse().unwrap(),
             projector_health: "127.0.0.1:50053".parse().unwrap(),
+            metrics: "127.0.0.1:9464".parse().unwrap(),
             dynamodb: "127.0.0.1:8000".parse().unwrap(),
             table_prefix: "dynabridge".to_owned(),
             data_dir: PathBuf::from(".dynabridge"),
@@ -828,6 +909,7 @@ mod tests {
             "127.0.0.1:50051",
             "127.0.0.1:50052",
             "127.0.0.1:50053",
+            "http://127.0.0.1:9464/metrics",
             "http://127.0.0.1:8000",
             "published-events.jsonl",
             "grpcurl -plaintext 127.0.0.1:50051 list",

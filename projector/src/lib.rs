@@ -334,6 +334,22 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
+}
+
+/// [`run_with`], with the service's metrics registered in `registry`
+/// rather than in a registry of its own: for a process that serves the
+/// metrics of several services together (the local stack, with
+/// `listeners.metrics` none). `registry` must not hold them already.
+pub async fn run_with_registry(
+    config: Config,
+    health: &ProjectorHealth,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    registry: &prometheus::Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     health
         .validate()
         .and_then(|()| config.lease.validate())
@@ -348,11 +364,10 @@ pub async fn run_with(
     // rather than a batch that never ends.
     let max_concurrent_writes =
         NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
-    let registry = prometheus::Registry::new();
-    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
+    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
     let metrics = ProjectorMetrics::new().context("creating metrics")?;
-    metrics.register(&registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    metrics.register(registry).context("registering metrics")?;
+    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
 
     // Opened first: a sink that cannot be written is a configuration error
     // worth failing on before anything else starts.
@@ -404,7 +419,7 @@ pub async fn run_with(
         &health.store,
         Report {
             reporter: None,
-            gauge: Some(reachable_gauge(&registry).context("registering metrics")?),
+            gauge: Some(reachable_gauge(registry).context("registering metrics")?),
         },
     )
     .await;
@@ -437,7 +452,7 @@ pub async fn run_with(
             }
         },
     );
-    let metrics_endpoint = MetricsEndpoint::spawn(&registry, listeners.metrics);
+    let metrics_endpoint = MetricsEndpoint::spawn(registry, listeners.metrics);
     tracing::info!(%addr, "projector health listening");
     let server = tokio::spawn(
         tonic::transport::Server::builder()

@@ -140,6 +140,22 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
+}
+
+/// [`run_with`], with the service's metrics registered in `registry`
+/// rather than in a registry of its own: for a process that serves the
+/// metrics of several services together (the local stack, with
+/// `listeners.metrics` none). `registry` must not hold them already.
+pub async fn run_with_registry(
+    config: Config,
+    health: &HealthArgs,
+    sdk: &aws_config::SdkConfig,
+    listeners: Listeners,
+    registry: &prometheus::Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
     health
         .validate()
@@ -168,9 +184,8 @@ pub async fn run_with(
         Duration::from_millis(config.max_wait_ms),
     );
 
-    let registry = prometheus::Registry::new();
-    dynabridge::aws::register_call_metrics(&registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(&registry).context("registering metrics")?;
+    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
+    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
     // A read-model table, which the role may GetItem already. Architecture
     // invariant: never the event store.
     let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
@@ -179,13 +194,13 @@ pub async fn run_with(
         LIVENESS_NAME,
         probe,
         health,
-        Some(reachable_gauge(&registry).context("registering metrics")?),
+        Some(reachable_gauge(registry).context("registering metrics")?),
     )
     .await;
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().context("building the reflection service")?;
 
-    let metrics = MetricsEndpoint::spawn(&registry, listeners.metrics);
+    let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
     tracing::info!(%addr, table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
     let served = tonic::transport::Server::builder()
         .layer(grpc_metrics.layer())

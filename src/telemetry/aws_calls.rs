@@ -8,7 +8,8 @@
 //! collectors ([`AwsCallMetrics::global`]), which each binary registers in
 //! its own registry with [`register_call_metrics`]. The collectors are per
 //! process, not per service: services sharing a process (the local stack,
-//! tests) all show the same totals.
+//! tests) all show the same totals, which the local stack's one endpoint
+//! ([`crate::telemetry::metrics::CombinedMetrics`]) shows once.
 //!
 //! Counting is an atomic add per call, plus one pass over the JSON of a
 //! DynamoDB response (for its `ConsumedCapacity`) and of a `PutEvents`
@@ -100,6 +101,22 @@ impl AwsCallMetrics {
         registry.register(Box::new(self.capacity.clone()))?;
         registry.register(Box::new(self.entries.clone()))?;
         Ok(())
+    }
+
+    /// The names of the metric families [`AwsCallMetrics::register`] adds,
+    /// whether or not anything was counted yet.
+    pub fn family_names(&self) -> Vec<String> {
+        use prometheus::core::Collector as _;
+        [
+            self.calls.desc(),
+            self.errors.desc(),
+            self.capacity.desc(),
+            self.entries.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|desc| desc.fq_name.clone())
+        .collect()
     }
 
     /// An interceptor counting into these counters.

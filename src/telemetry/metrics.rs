@@ -4,8 +4,10 @@
 //!
 //! A registry per service rather than one per process, so that services
 //! running side by side in one process (the local stack, tests) each show
-//! their own.
+//! their own; [`CombinedMetrics`] serves several such registries as one
+//! scrape.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http_body::{Body, Frame};
+use prometheus::proto::{LabelPair, MetricFamily};
 use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -33,15 +36,112 @@ where
     Ok(collector)
 }
 
-/// `registry` in the Prometheus text format.
-pub fn render(registry: &Registry) -> String {
+/// What a `/metrics` endpoint serves: a service's registry, or the
+/// registries of several services sharing a process ([`CombinedMetrics`]).
+pub trait Gather {
+    /// The metric families, each name once, none empty.
+    fn gather(&self) -> Vec<MetricFamily>;
+}
+
+impl Gather for Registry {
+    fn gather(&self) -> Vec<MetricFamily> {
+        Registry::gather(self)
+    }
+}
+
+/// `metrics` in the Prometheus text format.
+pub fn render<G: Gather + ?Sized>(metrics: &G) -> String {
     let mut out = Vec::new();
     // Encoding into memory fails only on a metric the registry itself
     // refused at registration.
-    if let Err(error) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+    if let Err(error) = TextEncoder::new().encode(&metrics.gather(), &mut out) {
         tracing::warn!(%error, "cannot encode the metrics");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The label that tells apart the series of services sharing a scrape.
+pub const COMPONENT_LABEL: &str = "component";
+
+/// The registries of several services running in one process (the local
+/// stack), gathered as one scrape. Each service registers its metrics in
+/// the registry [`CombinedMetrics::service`] hands it, as it would in one
+/// of its own; its series are shown with [`COMPONENT_LABEL`] set to its
+/// name, since the services' families share names (every gRPC server
+/// counts its calls under the same name). The process-wide AWS call
+/// counters ([`super::aws_calls`]), which every service registers too, are
+/// shown once, unlabelled: summing a copy per service would count every
+/// call several times.
+#[derive(Clone, Debug)]
+pub struct CombinedMetrics {
+    /// The process-wide counters, and the names of their families.
+    process: Registry,
+    process_families: BTreeSet<String>,
+    services: Vec<(String, Registry)>,
+}
+
+impl CombinedMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let process = Registry::new();
+        let calls = super::aws_calls::AwsCallMetrics::global();
+        calls.register(&process)?;
+        Ok(Self {
+            process,
+            process_families: calls.family_names().into_iter().collect(),
+            services: Vec::new(),
+        })
+    }
+
+    /// A registry for the service `name`, gathered from now on. Add every
+    /// service before serving: a clone taken earlier does not see the
+    /// services added after it.
+    pub fn service(&mut self, name: &str) -> Registry {
+        let registry = Registry::new();
+        self.services.push((name.to_owned(), registry.clone()));
+        registry
+    }
+}
+
+impl Gather for CombinedMetrics {
+    fn gather(&self) -> Vec<MetricFamily> {
+        let mut families: BTreeMap<String, MetricFamily> = self
+            .process
+            .gather()
+            .into_iter()
+            .map(|family| (family.name().to_owned(), family))
+            .collect();
+        for (service, registry) in &self.services {
+            let mut component = LabelPair::default();
+            component.set_name(COMPONENT_LABEL.to_owned());
+            component.set_value(service.clone());
+            for mut family in registry.gather() {
+                if self.process_families.contains(family.name()) {
+                    continue;
+                }
+                for metric in family.mut_metric() {
+                    let mut labels = metric.take_label();
+                    labels.push(component.clone());
+                    metric.set_label(labels);
+                }
+                match families.get_mut(family.name()) {
+                    None => {
+                        families.insert(family.name().to_owned(), family);
+                    }
+                    Some(shared) if shared.get_field_type() == family.get_field_type() => {
+                        shared.mut_metric().extend(family.take_metric());
+                    }
+                    // Two types under one name is not a valid scrape; the
+                    // first service's stays.
+                    Some(shared) => tracing::warn!(
+                        family = shared.name(),
+                        service = %service,
+                        "a metric family of another type has this name, left out"
+                    ),
+                }
+            }
+        }
+        families.into_values().collect()
+    }
 }
 
 /// A running `/metrics` endpoint, or none.
@@ -54,12 +154,15 @@ pub struct MetricsEndpoint {
 }
 
 impl MetricsEndpoint {
-    /// Serves `registry` on `listener` until [`MetricsEndpoint::stop`]; with
+    /// Serves `metrics` on `listener` until [`MetricsEndpoint::stop`]; with
     /// no listener, nothing.
-    pub fn spawn(registry: &Registry, listener: Option<tokio::net::TcpListener>) -> Self {
+    pub fn spawn<G>(metrics: &G, listener: Option<tokio::net::TcpListener>) -> Self
+    where
+        G: Gather + Clone + Send + Sync + 'static,
+    {
         let running = listener.map(|listener| {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(serve_metrics(registry.clone(), listener, async {
+            let task = tokio::spawn(serve_metrics(metrics.clone(), listener, async {
                 let _ = stopped.await;
             }));
             (stop, task)
@@ -77,18 +180,21 @@ impl MetricsEndpoint {
     }
 }
 
-/// Serves `GET /metrics` from `registry` on `listener` until `stop`
+/// Serves `GET /metrics` from `metrics` on `listener` until `stop`
 /// resolves.
-pub async fn serve_metrics(
-    registry: Registry,
+pub async fn serve_metrics<G>(
+    metrics: G,
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    G: Gather + Clone + Send + Sync + 'static,
+{
     use axum::http::header;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let text = render(&registry);
+            let text = render(&metrics);
             async move {
                 (
                     [(
@@ -420,6 +526,61 @@ mod tests {
         );
         assert!(
             render(&registry).contains("dynabridge_grpc_server_request_duration_seconds_bucket")
+        );
+    }
+
+    #[test]
+    fn combined_services_show_their_own_series_and_the_process_counters_once() {
+        let mut combined = CombinedMetrics::new().unwrap();
+        let services = ["front", "back"].map(|name| {
+            let registry = combined.service(name);
+            crate::telemetry::aws_calls::register_call_metrics(&registry).unwrap();
+            let grpc = GrpcMetrics::register(&registry).unwrap();
+            // The same labels in both: only the component tells them apart.
+            grpc.observe("pkg.Service", "Method", Code::Ok, 0.01);
+            grpc
+        });
+        services[1].observe("pkg.Service", "Method", Code::Ok, 0.01);
+        let calls = crate::telemetry::aws_calls::AwsCallMetrics::global();
+        let before = calls.calls("test", "Combined");
+        // Every process family has a series now, so none is left out empty.
+        calls.errors("test", "Combined");
+        calls.capacity_units("Combined", "table");
+
+        let text = render(&combined);
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        let unique: BTreeSet<&str> = types.iter().copied().collect();
+        assert_eq!(types.len(), unique.len(), "a family twice:\n{text}");
+        for family in calls.family_names() {
+            assert!(
+                unique.contains(family.as_str()),
+                "{family} missing:\n{text}"
+            );
+        }
+        let requests = |component: &str| {
+            text.lines().find_map(|line| {
+                let rest = line.strip_prefix("dynabridge_grpc_server_requests_total{")?;
+                rest.contains(&format!(r#"component="{component}""#))
+                    .then(|| rest.rsplit_once(' ').map(|(_, v)| v.to_owned()))
+                    .flatten()
+            })
+        };
+        assert_eq!(requests("front").as_deref(), Some("1"), "{text}");
+        assert_eq!(requests("back").as_deref(), Some("2"), "{text}");
+        let series = format!(
+            r#"dynabridge_aws_calls_total{{operation="Combined",service="test"}} {before}"#
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("dynabridge_aws_calls_total{")
+                    && line.contains(r#"operation="Combined""#))
+                .collect::<Vec<_>>(),
+            vec![series.as_str()],
+            "the process counters once, unlabelled"
         );
     }
 

@@ -26,6 +26,7 @@ pub fn free_ports() -> Options {
         command_port: 0,
         query_port: 0,
         projector_health_port: 0,
+        metrics_port: 0,
         dynamodb_port: 0,
         ..Options::default()
     }
@@ -99,6 +100,50 @@ async fn watch_until_serving(addr: SocketAddr) -> Result<(), String> {
         }
     }
     Err("the watch ended before SERVING".to_owned())
+}
+
+/// The first `Some` that `probe` returns, trying again every few
+/// milliseconds until [`DEADLINE`]; fails the test with `what` after it.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The body of `GET /metrics` at `addr`, over plain HTTP/1.1.
+pub async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/plain"),
+        "{head}"
+    );
+    body.to_owned()
 }
 
 /// A DynamoDB client for the stack's embedded store.

@@ -1,6 +1,7 @@
 //! The local stack, hosted in the test process on free ports.
 
 mod helpers;
+mod metrics;
 
 use std::collections::BTreeSet;
 
