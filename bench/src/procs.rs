@@ -33,6 +33,16 @@ impl Proc {
         embedded: bool,
         args: &[String],
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, embedded, args, &[]).await
+    }
+
+    /// [`Proc::spawn`], with `env` added to the child's environment.
+    pub async fn spawn_with_env(
+        name: &'static str,
+        embedded: bool,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let mut command = Command::new(exe);
         command.arg("serve");
@@ -41,6 +51,7 @@ impl Proc {
         }
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -58,6 +58,14 @@ pub struct SuiteArgs {
     /// Operations per command type in the cost section.
     #[arg(long, default_value_t = 200)]
     pub cost_ops: u64,
+    /// An endpoint that speaks EventBridge (an emulator such as moto): the
+    /// suite provisions the bus there and the projector publishes to it,
+    /// instead of to a file, so that the projector's cost counts its
+    /// `PutEvents` calls. The projector then reaches each service through the
+    /// standard per-service endpoint variables (`AWS_ENDPOINT_URL_DYNAMODB`,
+    /// `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`, `AWS_ENDPOINT_URL_EVENTBRIDGE`).
+    #[arg(long)]
+    pub eventbridge_endpoint: Option<String>,
 }
 
 impl SuiteArgs {
@@ -94,6 +102,8 @@ struct System {
     /// Our command handler as a library in this process, as the peer is.
     library: Library,
     peer: Peer,
+    /// Where the projector publishes, if not to a file.
+    eventbridge: Option<String>,
     /// The AWS calls this process makes (ceilings, peer), as metrics.
     own_metrics: prometheus::Registry,
 }
@@ -141,6 +151,7 @@ impl System {
             storage,
             library,
             peer,
+            eventbridge: None,
             own_metrics,
         })
     }
@@ -162,12 +173,66 @@ impl System {
     }
 
     async fn start_projector(&mut self) -> anyhow::Result<()> {
-        let mut args = service_args("projector", &self.dynamodb);
-        // The events go to a file: the embedded default has no EventBridge.
-        let sink = std::env::temp_dir().join(format!("loadgen-sink-{}.jsonl", std::process::id()));
-        args.extend(["--sink-path".to_owned(), sink.display().to_string()]);
-        args.extend(["--health-listen".to_owned(), "127.0.0.1:0".to_owned()]);
-        self.projector = Some(Proc::spawn("projector", true, &args).await?);
+        let projector = match &self.eventbridge {
+            // The events go to a file: the embedded default has no
+            // EventBridge.
+            None => {
+                let mut args = service_args("projector", &self.dynamodb);
+                let sink =
+                    std::env::temp_dir().join(format!("loadgen-sink-{}.jsonl", std::process::id()));
+                args.extend(["--sink-path".to_owned(), sink.display().to_string()]);
+                args.extend(["--health-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+                Proc::spawn("projector", true, &args).await?
+            }
+            // One endpoint per service, from the standard variables.
+            Some(eventbridge) => {
+                let bus = Tables::new(PREFIX).event_bus();
+                let args = args(&[
+                    "projector",
+                    "--region",
+                    "us-east-1",
+                    "--table-prefix",
+                    PREFIX,
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                    "--health-listen",
+                    "127.0.0.1:0",
+                    "--event-bus",
+                    &bus,
+                ]);
+                let env = [
+                    ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb.as_str()),
+                    ("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", self.dynamodb.as_str()),
+                    ("AWS_ENDPOINT_URL_EVENTBRIDGE", eventbridge.as_str()),
+                ];
+                Proc::spawn_with_env("projector", true, &args, &env).await?
+            }
+        };
+        self.projector = Some(projector);
+        Ok(())
+    }
+
+    /// Publishes to the bus at `endpoint` from now on, provisioning it
+    /// there (bus, archive, rules) as the projector expects it.
+    async fn publish_to(&mut self, endpoint: &str) -> anyhow::Result<()> {
+        let aws = AwsArgs {
+            endpoint_url: Some(endpoint.to_owned()),
+            region: Some("us-east-1".into()),
+        };
+        let sdk = dynabridge::aws::load_sdk_config(
+            &aws,
+            Some(dynabridge::aws::StaticCredentials::local()),
+        )
+        .await;
+        let client = dynabridge::aws::eventbridge_client(&sdk);
+        dynabridge::provision::event_bus::ensure_event_bus(
+            &client,
+            &Tables::new(PREFIX),
+            &dynabridge::provision::event_bus::EventBusOptions::default(),
+        )
+        .await
+        .with_context(|| format!("provisioning the event bus at {endpoint}"))?;
+        self.eventbridge = Some(endpoint.to_owned());
         Ok(())
     }
 
@@ -374,7 +439,13 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let commit = report::commit();
     eprintln!("loadgen suite on {machine}");
     let mut system = System::start().await?;
-    let result = run_on(&mut system, &args).await;
+    let result = match &args.eventbridge_endpoint {
+        Some(endpoint) => match system.publish_to(endpoint).await {
+            Ok(()) => run_on(&mut system, &args).await,
+            Err(err) => Err(err),
+        },
+        None => run_on(&mut system, &args).await,
+    };
     let stopped = system.stop().await;
     let body = result?;
     stopped?;
@@ -965,12 +1036,16 @@ async fn projection_lag(
         ms(load.quantile_ms(0.5)),
         ms(load.quantile_ms(0.99)),
     );
-    let _ = writeln!(out, "{}", projector_costs(&before, &after, events));
+    let _ = writeln!(
+        out,
+        "{}",
+        projector_costs(&before, &after, events, system.eventbridge.is_some())
+    );
     Ok(out)
 }
 
 /// The projector's calls per event, from its metrics over a window.
-fn projector_costs(before: &Scrape, after: &Scrape, events: f64) -> String {
+fn projector_costs(before: &Scrape, after: &Scrape, events: f64, to_bus: bool) -> String {
     let calls_total = "dynabridge_aws_calls_total";
     let calls = |op: &str| before.delta(after, calls_total, &[("operation", op)]);
     let batches = |records: &str| {
@@ -1041,10 +1116,18 @@ fn projector_costs(before: &Scrape, after: &Scrape, events: f64) -> String {
         per_event(published),
     ]);
     table.row(vec![
-        format!(
-            "PutEvents calls: {} entries each (the embedded default publishes to a file: none)",
-            per(entries, put_events)
-        ),
+        if to_bus {
+            format!(
+                "PutEvents calls: {} entries each, {} × events published / 10 (to the bus at --eventbridge-endpoint)",
+                per(entries, put_events),
+                per(put_events, published / 10.0)
+            )
+        } else {
+            format!(
+                "PutEvents calls: {} entries each (the embedded default publishes to a file: none)",
+                per(entries, put_events)
+            )
+        },
         int(put_events),
         per_event(put_events),
     ]);
