@@ -206,34 +206,18 @@ pub async fn create_orders(
         users.push(storage.create_user().await.map_err(anyhow::Error::msg)?);
     }
     let users = Arc::new(users);
-    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let (storage_, orders_) = (storage.clone(), orders.clone());
-    let outcome = load::closed_loop(
-        Limits {
-            concurrency,
-            max_ops: n as u64,
-            max_duration: std::time::Duration::from_secs(600),
-        },
+    let storage = storage.clone();
+    load::collect(
+        "creating orders through the store",
+        n,
+        concurrency,
         move |_, i| {
-            let (storage, orders) = (storage_.clone(), orders_.clone());
+            let storage = storage.clone();
             let user = users[i as usize % users.len()];
-            async move {
-                let order = storage.create_order(user).await?;
-                orders.lock().unwrap_or_else(|p| p.into_inner()).push(order);
-                Ok(Step::Done)
-            }
+            async move { storage.create_order(user).await }
         },
     )
-    .await;
-    if outcome.ops as usize != n {
-        anyhow::bail!(
-            "creating orders through the store: {} of {n}; {}",
-            outcome.ops,
-            outcome.first_error.unwrap_or_default()
-        );
-    }
-    let orders = std::mem::take(&mut *orders.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(orders)
+    .await
 }
 
 /// The storage ceiling of `UpdateOrderStatus`, with its fixtures split as

@@ -131,33 +131,18 @@ pub async fn create_orders(
         users.push(library.create_user().await.map_err(anyhow::Error::msg)?);
     }
     let users = Arc::new(users);
-    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let (library_, orders_) = (library.clone(), orders.clone());
-    let outcome = load::closed_loop(
-        Limits {
-            concurrency,
-            max_ops: n as u64,
-            max_duration: std::time::Duration::from_secs(600),
-        },
+    let library = library.clone();
+    load::collect(
+        "creating orders through the library",
+        n,
+        concurrency,
         move |_, i| {
-            let (library, orders) = (library_.clone(), orders_.clone());
+            let library = library.clone();
             let user = users[i as usize % users.len()];
-            async move {
-                let order = library.create_order(user).await?;
-                orders.lock().unwrap_or_else(|p| p.into_inner()).push(order);
-                Ok(Step::Done)
-            }
+            async move { library.create_order(user).await }
         },
     )
-    .await;
-    anyhow::ensure!(
-        outcome.ops as usize == n,
-        "creating orders through the library: {} of {n}; {}",
-        outcome.ops,
-        outcome.first_error.unwrap_or_default()
-    );
-    let orders = std::mem::take(&mut *orders.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(orders)
+    .await
 }
 
 /// `UpdateOrderStatus` through the library, with its orders split as

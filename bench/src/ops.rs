@@ -102,23 +102,17 @@ pub async fn create_users(
     concurrency: usize,
 ) -> anyhow::Result<Vec<String>> {
     let channels = connections(command, concurrency).await?;
-    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let collected = ids.clone();
-    let outcome = load::closed_loop(fixture_limits(n, concurrency), move |worker, _| {
+    load::collect("creating users", n, concurrency, move |worker, _| {
         let mut client = CommandServiceClient::new(channels[worker].clone());
-        let ids = collected.clone();
         async move {
             let response = client
                 .create_user(create_user_request())
                 .await
                 .map_err(status_error)?;
-            lock(&ids).push(response.into_inner().user_id);
-            Ok(Step::Done)
+            Ok(response.into_inner().user_id)
         }
     })
-    .await;
-    fixture_done("creating users", &outcome, n)?;
-    Ok(take(ids))
+    .await
 }
 
 /// Creates `per_user` orders for each of `users` from `concurrency`
@@ -132,24 +126,18 @@ pub async fn create_orders(
     let n = users.len() * per_user;
     let channels = connections(command, concurrency).await?;
     let users = Arc::new(users.to_vec());
-    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let collected = orders.clone();
-    let outcome = load::closed_loop(fixture_limits(n, concurrency), move |worker, i| {
+    load::collect("creating orders", n, concurrency, move |worker, i| {
         let mut client = CommandServiceClient::new(channels[worker].clone());
         let user = users[(worker + i as usize * concurrency) % users.len()].clone();
-        let orders = collected.clone();
         async move {
             let response = client
                 .create_order(create_order_request(&user))
                 .await
                 .map_err(status_error)?;
-            lock(&orders).push((response.into_inner().order_id, user));
-            Ok(Step::Done)
+            Ok((response.into_inner().order_id, user))
         }
     })
-    .await;
-    fixture_done("creating orders", &outcome, n)?;
-    Ok(take(orders))
+    .await
 }
 
 /// Waits, up to ten minutes, until the query service shows `order_id` at
@@ -174,33 +162,6 @@ pub async fn await_order(query: &str, order_id: &str, version: i64) -> anyhow::R
             }
         }
     }
-}
-
-fn fixture_limits(n: usize, concurrency: usize) -> Limits {
-    Limits {
-        concurrency,
-        max_ops: n as u64,
-        max_duration: Duration::from_secs(600),
-    }
-}
-
-fn fixture_done(what: &str, outcome: &Outcome, n: usize) -> anyhow::Result<()> {
-    if outcome.ops as usize != n {
-        anyhow::bail!(
-            "{what}: {} of {n} done; first error: {}",
-            outcome.ops,
-            outcome.first_error.as_deref().unwrap_or("none")
-        );
-    }
-    Ok(())
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn take<T>(m: Arc<std::sync::Mutex<Vec<T>>>) -> Vec<T> {
-    std::mem::take(&mut *lock(&m))
 }
 
 /// The orders of worker `w` of `workers`: every `workers`-th one.

@@ -788,43 +788,16 @@ async fn peer_orders(peer: &Peer, n: usize) -> anyhow::Result<Vec<String>> {
         ("SKU-BOOK-001".to_owned(), 2, 1250),
         ("SKU-PEN-042".to_owned(), 1, 300),
     ];
-    let peer_ = peer.clone();
-    let orders = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let collected = orders.clone();
-    let user = Arc::new(user);
-    let lines = Arc::new(lines);
-    let outcome = load::closed_loop(
-        Limits {
-            concurrency: 16,
-            max_ops: n as u64,
-            max_duration: Duration::from_secs(600),
-        },
-        move |_, _| {
-            let (peer, orders, user, lines) = (
-                peer_.clone(),
-                collected.clone(),
-                user.clone(),
-                lines.clone(),
-            );
-            async move {
-                let id = peer
-                    .create_order(&user, &lines[..], "USD")
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                orders.lock().unwrap_or_else(|p| p.into_inner()).push(id);
-                Ok(Step::Done)
-            }
-        },
-    )
-    .await;
-    anyhow::ensure!(
-        outcome.ops as usize == n,
-        "creating the peer's orders: {} of {n}; {}",
-        outcome.ops,
-        outcome.first_error.unwrap_or_default()
-    );
-    let orders = std::mem::take(&mut *orders.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(orders)
+    let (peer, user, lines) = (peer.clone(), Arc::new(user), Arc::new(lines));
+    load::collect("creating the peer's orders", n, 16, move |_, _| {
+        let (peer, user, lines) = (peer.clone(), user.clone(), lines.clone());
+        async move {
+            peer.create_order(&user, &lines[..], "USD")
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    })
+    .await
 }
 
 async fn run_peer_update(
