@@ -323,54 +323,59 @@ async fn three_processes_converge_after_the_projector_is_killed() {
 /// How long a read model may take to converge, a lease takeover included.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The user's profile once its read model is at `version`; each call waits
-/// up to the query service's own limit, and is made again until the
-/// deadline.
+/// The user's profile once its read model is at `version`; see [`asked_until`].
 async fn user_at(
     queries: &mut QueryServiceClient<tonic::transport::Channel>,
     user_id: &str,
     version: i64,
 ) -> pb::UserProfile {
-    let deadline = tokio::time::Instant::now() + CONVERGE_DEADLINE;
-    loop {
-        match queries
-            .get_user_profile(pb::GetUserProfileRequest {
-                user_id: user_id.to_owned(),
-                min_version: version,
-            })
-            .await
-        {
-            Ok(response) => return response.into_inner().user.unwrap(),
-            Err(status) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "user {user_id} not at version {version}: {status:?}"
-            ),
-        }
-        // A missing row is answered at once; the next attempt waits again.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let request = pb::GetUserProfileRequest {
+        user_id: user_id.to_owned(),
+        min_version: version,
+    };
+    let what = format!("user {user_id} at version {version}");
+    asked_until(&what, || {
+        let (mut queries, request) = (queries.clone(), request.clone());
+        async move { queries.get_user_profile(request).await }
+    })
+    .await
+    .user
+    .unwrap()
 }
 
-/// The order once its read model is at `version`; see [`user_at`].
+/// The order once its read model is at `version`; see [`asked_until`].
 async fn order_at(
     queries: &mut QueryServiceClient<tonic::transport::Channel>,
     order_id: &str,
     version: i64,
 ) -> pb::OrderSummary {
+    let request = pb::GetOrderRequest {
+        order_id: order_id.to_owned(),
+        min_version: version,
+    };
+    let what = format!("order {order_id} at version {version}");
+    asked_until(&what, || {
+        let (mut queries, request) = (queries.clone(), request.clone());
+        async move { queries.get_order(request).await }
+    })
+    .await
+    .order
+    .unwrap()
+}
+
+/// The first answer of `ask`. Each call waits up to the query service's own
+/// `min_version` limit, and is made again until [`CONVERGE_DEADLINE`]; a
+/// missing row is answered at once, so the next attempt comes a little
+/// later.
+async fn asked_until<T, Fut>(what: &str, mut ask: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
     let deadline = tokio::time::Instant::now() + CONVERGE_DEADLINE;
     loop {
-        match queries
-            .get_order(pb::GetOrderRequest {
-                order_id: order_id.to_owned(),
-                min_version: version,
-            })
-            .await
-        {
-            Ok(response) => return response.into_inner().order.unwrap(),
-            Err(status) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {order_id} not at version {version}: {status:?}"
-            ),
+        match ask().await {
+            Ok(response) => return response.into_inner(),
+            Err(status) => assert!(tokio::time::Instant::now() < deadline, "{what}: {status:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
