@@ -1,15 +1,23 @@
 //! gRPC plumbing shared by the servers: the one mapping from [`AppError`] to
-//! `tonic::Status`, correlation ids and trace context, health, reflection and
-//! graceful shutdown.
+//! `tonic::Status`, correlation ids and trace context, health, reflection,
+//! graceful shutdown, and [`ApiServer`], the server set-up the command and
+//! query services share.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::transport::server::Router;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tower_layer::{Identity, Stack};
 
 use crate::error::AppError;
+use crate::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
+use crate::telemetry::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsEndpoint};
 use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
 
 /// Where a binary serves: its gRPC server (the health server, for the
@@ -28,6 +36,125 @@ pub struct Listeners {
 /// on Linux (BENCHMARKS.md, `ListOrdersByUser`).
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Why an [`ApiServer`] could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading the listen address")]
+    ListenAddress(#[source] std::io::Error),
+    #[error("registering metrics")]
+    Metrics(#[from] prometheus::Error),
+    #[error("building the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving metrics")]
+    MetricsEndpoint(#[source] std::io::Error),
+    #[error("serving gRPC")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// The server of an API service that answers from the store (the command
+/// and query services), with what each of them serves besides its API: its
+/// calls counted ([`GrpcMetrics`]) and the process's AWS calls, in the
+/// service's registry; health that follows the store ([`ServiceHealth`]);
+/// reflection; and the registry's `/metrics` endpoint, if it has a
+/// listener.
+///
+/// [`ApiServer::start`] sets all of it up and checks the store once, so
+/// that the service can say it listens; [`ApiServer::serve`] adds the API
+/// and serves until shutdown.
+pub struct ApiServer {
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    health: ServiceHealth,
+    metrics: MetricsEndpoint,
+}
+
+impl ApiServer {
+    /// Registers the AWS call metrics, the gRPC metrics and the store's
+    /// reachability gauge in `registry` (which must not hold them already),
+    /// starts health under `service` and `liveness` with `probe` (see
+    /// [`ServiceHealth::start`]), and serves `registry` on
+    /// `listeners.metrics`, if any.
+    pub async fn start(
+        service: &'static str,
+        liveness: &'static str,
+        probe: StoreProbe,
+        health: &HealthArgs,
+        listeners: Listeners,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, ServeError> {
+        let addr = listeners
+            .grpc
+            .local_addr()
+            .map_err(ServeError::ListenAddress)?;
+        crate::aws::register_call_metrics(registry)?;
+        let grpc_metrics = GrpcMetrics::register(registry)?;
+        let (health, health_service) = ServiceHealth::start(
+            service,
+            liveness,
+            probe,
+            health,
+            Some(reachable_gauge(registry)?),
+        )
+        .await;
+        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+        let router = tonic::transport::Server::builder()
+            .layer(grpc_metrics.layer())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
+        Ok(Self {
+            addr,
+            listener: listeners.grpc,
+            router,
+            health,
+            metrics,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `api` beside health and reflection until `shutdown`
+    /// resolves, then turns every health name NOT_SERVING, drains
+    /// in-flight requests and stops the metrics endpoint.
+    pub async fn serve<S>(
+        self,
+        api: S,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError>
+    where
+        S: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self {
+            addr: _,
+            listener,
+            router,
+            health,
+            metrics,
+        } = self;
+        let served = router
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming(listener), health.shutdown_after(shutdown))
+            .await;
+        metrics.stop().await.map_err(ServeError::MetricsEndpoint)?;
+        served?;
+        Ok(())
+    }
 }
 
 /// The `ErrorInfo` domain of every error this system returns.

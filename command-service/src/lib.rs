@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use dynabridge::commands::{AggregateCache, AggregateCacheMetrics, CommandHandler};
 use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{Listeners, reflection_services};
-use dynabridge::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
+use dynabridge::grpc::{ApiServer, Listeners};
+use dynabridge::health::{HealthArgs, StoreProbe};
 use dynabridge::pb::command_service_server::CommandServiceServer;
 use dynabridge::schema::idempotency;
 use dynabridge::store::EventStore;
-use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 
 mod parse;
 mod service;
@@ -106,7 +105,6 @@ pub async fn run_with_registry(
     registry: &prometheus::Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
     let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
@@ -116,43 +114,29 @@ pub async fn run_with_registry(
         ),
     );
 
-    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
     cache_metrics
         .register(registry)
         .context("registering metrics")?;
     // The idempotency table: the command service's own, and its role may
     // GetItem it already.
     let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
-    let (health, health_service) = ServiceHealth::start(
+    let server = ApiServer::start(
         SERVICE_NAME,
         LIVENESS_NAME,
         probe,
         health,
-        Some(reachable_gauge(registry).context("registering metrics")?),
+        listeners,
+        registry,
     )
-    .await;
-    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
-
-    let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
+    .await?;
     tracing::info!(
-        %addr,
+        addr = %server.addr(),
         event_store = %tables.event_store(),
         "command service listening"
     );
-    let served = tonic::transport::Server::builder()
-        .layer(grpc_metrics.layer())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(CommandServiceServer::new(api))
-        .serve_with_incoming_shutdown(
-            dynabridge::grpc::incoming(listeners.grpc),
-            health.shutdown_after(shutdown),
-        )
-        .await;
-    metrics.stop().await.context("serving metrics")?;
-    served?;
+    server
+        .serve(CommandServiceServer::new(api), shutdown)
+        .await?;
     tracing::info!("command service stopped");
     Ok(())
 }

@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{Listeners, reflection_services};
-use dynabridge::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
+use dynabridge::grpc::{ApiServer, Listeners};
+use dynabridge::health::{HealthArgs, StoreProbe};
 use dynabridge::pb::query_service_server::QueryServiceServer;
 use dynabridge::schema::user_profiles;
-use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 use tonic::server::NamedService as _;
 
 use crate::api::QueryApi;
@@ -171,10 +170,6 @@ pub async fn run_with_registry(
             PageTokens::random()?
         }
     };
-    let addr = listeners
-        .grpc
-        .local_addr()
-        .context("reading the listen address")?;
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
     let read_models = ReadModels::new(client.clone(), &tables);
@@ -184,37 +179,22 @@ pub async fn run_with_registry(
         Duration::from_millis(config.max_wait_ms),
     );
 
-    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
     // A read-model table, which the role may GetItem already. Architecture
     // invariant: never the event store.
     let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
-    let (health, health_service) = ServiceHealth::start(
+    let server = ApiServer::start(
         SERVICE_NAME,
         LIVENESS_NAME,
         probe,
         health,
-        Some(reachable_gauge(registry).context("registering metrics")?),
+        listeners,
+        registry,
     )
-    .await;
-    let (reflection_v1, reflection_v1alpha) =
-        reflection_services().context("building the reflection service")?;
-
-    let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
-    tracing::info!(%addr, table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
-    let served = tonic::transport::Server::builder()
-        .layer(grpc_metrics.layer())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(QueryServiceServer::new(QueryApi::new(queries)))
-        .serve_with_incoming_shutdown(
-            dynabridge::grpc::incoming(listeners.grpc),
-            health.shutdown_after(shutdown),
-        )
-        .await;
-    metrics.stop().await.context("serving metrics")?;
-    served.context("serving gRPC")?;
+    .await?;
+    tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
+    server
+        .serve(QueryServiceServer::new(QueryApi::new(queries)), shutdown)
+        .await?;
     tracing::info!("query service stopped");
     Ok(())
 }
