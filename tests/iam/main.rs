@@ -20,6 +20,9 @@
 
 mod fake_eventbridge;
 mod policy;
+// Shared with the other crates that run the binaries; each uses part of it.
+#[allow(dead_code)]
+#[path = "../support/processes.rs"]
 mod processes;
 mod template;
 
@@ -121,7 +124,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
 
     let service_args = ["--endpoint-url", &endpoint, "--listen", "127.0.0.1:0"];
     let spawn_command_service = || {
-        processes::spawn(
+        processes::spawn_recording(
             "command-service",
             &prefix,
             &log("command-service"),
@@ -130,7 +133,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         )
     };
     let command_proc = spawn_command_service();
-    let query_proc = processes::spawn(
+    let query_proc = processes::spawn_recording(
         "query-service",
         &prefix,
         &log("query-service"),
@@ -154,7 +157,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         ("AWS_ENDPOINT_URL_EVENTBRIDGE", bus.endpoint.as_str()),
     ];
     let spawn_projector = || {
-        processes::spawn(
+        processes::spawn_recording(
             "projector",
             &prefix,
             &log("projector"),

@@ -13,7 +13,8 @@ mod health;
 mod helpers;
 mod metrics;
 mod otlp;
+// Shared with the other crates that run the binaries; each uses part of it.
 #[allow(dead_code)]
-#[path = "../iam/processes.rs"]
+#[path = "../support/processes.rs"]
 mod processes;
 mod propagation;

@@ -82,11 +82,9 @@ async fn the_request_span_is_exported_as_the_callers_child_and_stored_with_the_e
     let store = Store::start().await;
     let collector = Collector::default();
     let collector_endpoint = collector.start().await;
-    let dir = tempfile::tempdir().unwrap();
     let command = processes::spawn(
         "command-service",
         &store.tables.prefix,
-        &dir.path().join("command-service.calls"),
         &["--endpoint-url", &store.endpoint, "--listen", "127.0.0.1:0"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector_endpoint.as_str()),

@@ -6,11 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
 use dynabridge::pb;
@@ -18,90 +14,21 @@ use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
 use dynabridge::schema::Tables;
 
-/// The workspace's binaries sit next to this test's `deps/` folder;
-/// `cargo test --workspace` builds them before running any test.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
+// Shared with the other crates that run the binaries; each uses part of it.
+#[allow(dead_code)]
+#[path = "../support/processes.rs"]
+mod processes;
 
-/// A child process that is killed when dropped, so a failing test leaves
-/// nothing behind.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
+use processes::{Proc, spawn};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `name` with `args` and waits until it logs the address it listens
-/// on (JSON logs on stderr, field `addr`).
-fn spawn(name: &str, args: &[String], env: &[(&str, String)]) -> Proc {
-    let mut command = Command::new(binary(name));
-    command
-        .args(args)
-        .env("DYNABRIDGE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("AWS_ACCESS_KEY_ID", "dynabridge-local")
-        .env("AWS_SECRET_ACCESS_KEY", "dynabridge-local")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        // Each binary's own metrics endpoint, on a free port.
-        .env("DYNABRIDGE_COMMAND_METRICS_LISTEN", "127.0.0.1:0")
-        .env("DYNABRIDGE_QUERY_METRICS_LISTEN", "127.0.0.1:0")
-        .env("DYNABRIDGE_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let logs = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(logs).lines().map_while(Result::ok) {
-            if !sent
-                && let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            {
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{name} did not report its address"));
-    Proc { child, addr }
-}
-
-fn common_args(endpoint: &str, prefix: &str) -> Vec<String> {
-    vec![
-        "--endpoint-url".into(),
-        endpoint.into(),
-        "--table-prefix".into(),
-        prefix.into(),
-    ]
+/// A gRPC service (`command-service`, `query-service`) on a free port.
+fn spawn_service(name: &str, endpoint: &str, prefix: &str) -> Proc {
+    spawn(
+        name,
+        prefix,
+        &["--endpoint-url", endpoint, "--listen", "127.0.0.1:0"],
+        &[],
+    )
 }
 
 /// How long a projector's shard lease lasts without renewal here: the
@@ -120,41 +47,23 @@ fn spawn_named_projector(
     sink: &Path,
     instance_id: Option<&str>,
 ) -> Proc {
-    let mut args = common_args(endpoint, prefix);
-    args.extend([
-        "--health-listen".into(),
-        "127.0.0.1:0".into(),
-        "--sink-path".into(),
-        sink.display().to_string(),
-        "--idle-poll-max-ms".into(),
-        "20".into(),
-        "--lease-duration-ms".into(),
-        LEASE_DURATION_MS.into(),
-    ]);
+    let sink = sink.display().to_string();
+    let mut args = vec![
+        "--endpoint-url",
+        endpoint,
+        "--health-listen",
+        "127.0.0.1:0",
+        "--sink-path",
+        &sink,
+        "--idle-poll-max-ms",
+        "20",
+        "--lease-duration-ms",
+        LEASE_DURATION_MS,
+    ];
     if let Some(id) = instance_id {
-        args.extend(["--instance-id".into(), id.into()]);
+        args.extend(["--instance-id", id]);
     }
-    spawn("projector", &args, &[])
-}
-
-fn terminate(proc: &mut Proc) -> std::process::ExitStatus {
-    let pid = proc.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
-    assert!(sent.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = proc.child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    spawn("projector", prefix, &args, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,12 +92,8 @@ async fn three_processes_converge_after_the_projector_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("published.jsonl");
 
-    let mut command_args = common_args(&endpoint, &prefix);
-    command_args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    let mut command_proc = spawn("command-service", &command_args, &[]);
-    let mut query_args = common_args(&endpoint, &prefix);
-    query_args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    let mut query_proc = spawn("query-service", &query_args, &[]);
+    let command_proc = spawn_service("command-service", &endpoint, &prefix);
+    let query_proc = spawn_service("query-service", &endpoint, &prefix);
     let mut projector = spawn_projector(&endpoint, &prefix, &sink);
 
     let mut commands = CommandServiceClient::connect(format!("http://{}", command_proc.addr))
@@ -271,8 +176,7 @@ async fn three_processes_converge_after_the_projector_is_killed() {
                 .unwrap_or(0)
                 > 0
         {
-            projector.child.kill().expect("SIGKILL the projector");
-            projector.child.wait().unwrap();
+            projector.kill();
             killed = true;
         }
     }
@@ -315,8 +219,8 @@ async fn three_processes_converge_after_the_projector_is_killed() {
     assert_eq!(published.len(), expected_events);
 
     // SIGTERM: the gRPC services drain and exit cleanly.
-    assert!(terminate(&mut command_proc).success());
-    assert!(terminate(&mut query_proc).success());
+    command_proc.terminate();
+    query_proc.terminate();
     drop(projector_restarted);
 }
 
@@ -546,12 +450,8 @@ async fn two_projectors_share_the_stream_and_the_standby_takes_over_from_a_kille
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut command_args = common_args(&endpoint, &prefix);
-    command_args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    let mut command_proc = spawn("command-service", &command_args, &[]);
-    let mut query_args = common_args(&endpoint, &prefix);
-    query_args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    let mut query_proc = spawn("query-service", &query_args, &[]);
+    let command_proc = spawn_service("command-service", &endpoint, &prefix);
+    let query_proc = spawn_service("query-service", &endpoint, &prefix);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let ids = [
         format!("projector-a-{suffix}"),
@@ -608,8 +508,7 @@ async fn two_projectors_share_the_stream_and_the_standby_takes_over_from_a_kille
 
     // SIGKILL the holder: no release, its lease has to expire.
     let mut killed = projectors[held].take().unwrap();
-    killed.child.kill().expect("SIGKILL the lease holder");
-    killed.child.wait().unwrap();
+    killed.kill();
     let mut later = Vec::new();
     for i in 0..4 {
         let (user, order, ids) = user_and_order(&mut commands, &format!("after{i}")).await;
@@ -649,9 +548,8 @@ async fn two_projectors_share_the_stream_and_the_standby_takes_over_from_a_kille
     .await;
 
     // SIGTERM: the survivor stops cleanly and releases its lease.
-    let mut survivor = projectors[standby].take().unwrap();
-    assert!(terminate(&mut survivor).success());
+    projectors[standby].take().unwrap().terminate();
     assert_eq!(lease_owner(&dynamo, &tables).await, None, "released");
-    assert!(terminate(&mut command_proc).success());
-    assert!(terminate(&mut query_proc).success());
+    command_proc.terminate();
+    query_proc.terminate();
 }

@@ -1,16 +1,23 @@
-//! The three real binaries as child processes, as `tests/processes` runs
-//! them, each recording its AWS calls to its own file.
+//! The workspace's real binaries as child processes, for the test crates
+//! that run them (`tests/processes`, `tests/iam`, `tests/observability`,
+//! each including this file with `#[path]`): each started on port 0 and
+//! waited for until it logs the address it listens on, and killed if the
+//! test fails.
+//!
+//! The binaries sit next to the test's `deps/` folder; `cargo test
+//! --workspace` builds them before running any test (alone: `cargo build
+//! --workspace --bins` first).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The workspace's binaries sit next to this test's `deps/` folder;
-/// `cargo test --workspace` builds them before running any test (alone:
-/// `cargo build --workspace --bins` first).
+/// How long a binary may take to report its address.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -31,6 +38,7 @@ fn binary(name: &str) -> PathBuf {
 pub struct Proc {
     name: String,
     child: Child,
+    /// Where it listens: its gRPC server (the projector's health server).
     pub addr: SocketAddr,
 }
 
@@ -50,29 +58,55 @@ impl Proc {
             .status()
             .expect("kill -TERM");
         assert!(sent.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 assert!(status.success(), "{} exited with {status}", self.name);
                 return;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "{} did not exit after SIGTERM",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// SIGKILL, as a crash: nothing is cleaned up, nothing released.
+    /// Returns once the process is gone.
+    pub fn kill(&mut self) {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL {}: {e}", self.name));
+        self.child.wait().expect("wait");
+    }
 }
 
-/// Starts binary `name` with `prefix`, recording its AWS calls to
-/// `call_log`, and waits until it logs the address it listens on (JSON logs
-/// on stderr, field `addr`). `args` and `env` say where the store is.
-pub fn spawn(
+/// Starts binary `name` on the tables of `prefix` and waits until it logs
+/// the address it listens on (JSON logs on stderr, field `addr`). `args`
+/// and `env` say where the store is and where to listen (port 0). Its
+/// metrics endpoint is on a free port; its warnings and errors are shown
+/// with a failing test's output.
+pub fn spawn(name: &str, prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    start(name, prefix, None, args, env)
+}
+
+/// [`spawn`], with the binary recording its AWS calls to `call_log`.
+pub fn spawn_recording(
     name: &str,
     prefix: &str,
     call_log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    start(name, prefix, Some(call_log), args, env)
+}
+
+fn start(
+    name: &str,
+    prefix: &str,
+    call_log: Option<&Path>,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proc {
@@ -80,7 +114,6 @@ pub fn spawn(
     command
         .args(["--table-prefix", prefix])
         .args(args)
-        .env(dynabridge::aws::CALL_LOG_ENV, call_log)
         .env("DYNABRIDGE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .env("AWS_ACCESS_KEY_ID", "dynabridge-local")
@@ -98,8 +131,13 @@ pub fn spawn(
         .env_remove("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
         .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
         .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        // Only the call log the test asks for.
+        .env_remove(dynabridge::aws::CALL_LOG_ENV)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some(call_log) = call_log {
+        command.env(dynabridge::aws::CALL_LOG_ENV, call_log);
+    }
     for (key, value) in env {
         command.env(key, value);
     }
@@ -108,17 +146,17 @@ pub fn spawn(
         .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let logs = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
-    let prefix = name.to_owned();
+    let label = name.to_owned();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(logs).lines().map_while(Result::ok) {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                eprintln!("{prefix}: {line}");
+                eprintln!("{label}: {line}");
                 continue;
             };
             // Shown with a failing test's output: what went wrong inside.
             if matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
-                eprintln!("{prefix}: {line}");
+                eprintln!("{label}: {line}");
             }
             if !sent
                 && let Some(addr) = json["fields"]["addr"]
@@ -131,7 +169,7 @@ pub fn spawn(
         }
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(READY_DEADLINE)
         .unwrap_or_else(|_| panic!("{name} did not report its address"));
     Proc {
         name: name.to_owned(),
