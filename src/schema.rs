@@ -1,7 +1,9 @@
-//! Every table, index and attribute name, in one place.
+//! Every table, index and attribute name, and the names of the event bus,
+//! its archive and its rules, in one place.
 //!
-//! Tables are named `<prefix>-<table>`; the prefix separates deployments (and
-//! tests) that share one account or one local store.
+//! Tables and the bus's resources are named `<prefix>-<name>`; the prefix
+//! separates deployments (and tests) that share one account or one local
+//! store.
 
 /// The tables of one deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,28 @@ impl Tables {
     pub fn event_bus(&self) -> String {
         self.name("events")
     }
+
+    /// The archive of the event bus, for replay: `<prefix>-events-archive`.
+    pub fn event_archive(&self) -> String {
+        format!("{}-archive", self.event_bus())
+    }
+
+    /// A rule of the event bus, `rule` one of [`event_rules`]:
+    /// `<prefix>-<rule>`.
+    pub fn event_rule(&self, rule: &str) -> String {
+        self.name(rule)
+    }
+}
+
+/// The rules of the event bus, as [`Tables::event_rule`] takes them.
+pub mod event_rules {
+    /// `UserCreated` and `UserProfileUpdated`.
+    pub const USER_EVENTS: &str = "user-events";
+    /// `OrderCreated` and `OrderStatusUpdated`.
+    pub const ORDER_EVENTS: &str = "order-events";
+    /// `OrderStatusUpdated` to one status.
+    pub const ORDERS_WITH_STATUS: &str = "orders-with-status";
+    pub const ALL: [&str; 3] = [USER_EVENTS, ORDER_EVENTS, ORDERS_WITH_STATUS];
 }
 
 /// The event store table.
@@ -142,4 +166,28 @@ pub mod checkpoints {
     /// Raised by every take, renewal and release of the lease: a counter
     /// that stops moving is a lease whose holder stopped renewing it.
     pub const LEASE_COUNTER: &str = "LeaseCounter";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bus_archive_and_rules_are_named_as_deployed() {
+        let tables = Tables::new("shop");
+        assert_eq!(tables.event_bus(), "shop-events");
+        assert_eq!(tables.event_archive(), "shop-events-archive");
+        let rules: Vec<String> = event_rules::ALL
+            .iter()
+            .map(|rule| tables.event_rule(rule))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "shop-user-events",
+                "shop-order-events",
+                "shop-orders-with-status"
+            ]
+        );
+    }
 }

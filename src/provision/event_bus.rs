@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ProvisionError;
 use crate::pb::OrderStatus;
-use crate::schema::Tables;
+use crate::schema::{Tables, event_rules};
 
 /// Days the archive keeps events unless told otherwise.
 pub const DEFAULT_ARCHIVE_RETENTION_DAYS: u32 = 30;
@@ -88,18 +88,19 @@ impl BusRule {
         BusRule::OrdersWithStatus,
     ];
 
+    /// Its name in [`event_rules`].
     fn suffix(self) -> &'static str {
         match self {
-            BusRule::UserEvents => "user-events",
-            BusRule::OrderEvents => "order-events",
-            BusRule::OrdersWithStatus => "orders-with-status",
+            BusRule::UserEvents => event_rules::USER_EVENTS,
+            BusRule::OrderEvents => event_rules::ORDER_EVENTS,
+            BusRule::OrdersWithStatus => event_rules::ORDERS_WITH_STATUS,
         }
     }
 
     /// `<prefix>-user-events`, `<prefix>-order-events`,
-    /// `<prefix>-orders-with-status`.
+    /// `<prefix>-orders-with-status`: see [`Tables::event_rule`].
     pub fn name(self, tables: &Tables) -> String {
-        format!("{}-{}", tables.prefix, self.suffix())
+        tables.event_rule(self.suffix())
     }
 
     pub fn description(self, options: &EventBusOptions) -> String {
@@ -137,11 +138,6 @@ impl BusRule {
             }),
         }
     }
-}
-
-/// `<prefix>-events-archive`.
-pub fn archive_name(tables: &Tables) -> String {
-    format!("{}-archive", tables.event_bus())
 }
 
 /// The bus as provisioned.
@@ -208,7 +204,7 @@ pub async fn ensure_event_bus(
     let retention_days = options.validate().map_err(ProvisionError::InvalidOptions)?;
     let name = tables.event_bus();
     let arn = ensure_bus(client, &name).await?;
-    let archive = ensure_archive(client, &archive_name(tables), &arn, retention_days).await?;
+    let archive = ensure_archive(client, &tables.event_archive(), &arn, retention_days).await?;
     let mut rules = Vec::with_capacity(BusRule::ALL.len());
     for rule in BusRule::ALL {
         rules.push(ensure_rule(client, tables, &name, rule, options).await?);
@@ -599,7 +595,7 @@ mod tests {
         let archives = template.of_type("AWS::Events::Archive");
         assert_eq!(archives.len(), 1);
         let archive = archives[0].1;
-        assert_eq!(archive["ArchiveName"], archive_name(&tables));
+        assert_eq!(archive["ArchiveName"], tables.event_archive());
         assert_eq!(archive["Description"], ARCHIVE_DESCRIPTION);
         assert_eq!(
             archive["SourceArn"],

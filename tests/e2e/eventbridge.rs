@@ -16,7 +16,7 @@ use dynabridge::pb;
 use dynabridge::provision::{
     BusRule, EventBusOptions, RuleTarget, ensure_event_bus, ensure_rule_target,
 };
-use dynabridge::schema::Tables;
+use dynabridge::schema::{Tables, event_rules};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -292,17 +292,14 @@ async fn provisioning_the_bus_is_idempotent_and_follows_its_options() {
     let again = ensure_event_bus(&events, &tables, &options).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(first.name, tables.event_bus());
-    assert_eq!(
-        first.archive.name,
-        format!("{}-events-archive", tables.prefix)
-    );
+    assert_eq!(first.archive.name, tables.event_archive());
     assert_eq!(first.archive.retention_days, 30);
     assert_eq!(
         rule_names(&events, &first.name, &tables.prefix).await,
         [
-            format!("{}-order-events", tables.prefix),
-            format!("{}-orders-with-status", tables.prefix),
-            format!("{}-user-events", tables.prefix),
+            tables.event_rule(event_rules::ORDER_EVENTS),
+            tables.event_rule(event_rules::ORDERS_WITH_STATUS),
+            tables.event_rule(event_rules::USER_EVENTS),
         ]
     );
     for rule in &first.rules {
@@ -343,7 +340,7 @@ async fn provisioning_the_bus_is_idempotent_and_follows_its_options() {
     assert_eq!(archive.retention_days(), Some(7));
     let filtered = events
         .describe_rule()
-        .name(format!("{}-orders-with-status", tables.prefix))
+        .name(tables.event_rule(event_rules::ORDERS_WITH_STATUS))
         .event_bus_name(&updated.name)
         .send()
         .await

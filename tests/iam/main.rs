@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use dynabridge::pb;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
-use dynabridge::schema::{Tables, order_summaries, user_profiles};
+use dynabridge::schema::{Tables, event_rules, order_summaries, user_profiles};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -218,7 +218,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
 
     let template = load_template(&prefix);
     assert_eq!(template.property("EventBus", "Name"), event_bus);
-    check_rules_route(&template, &prefix, &entries);
+    check_rules_route(&template, &tables, &entries);
 
     let roles = policy::roles(&template);
     let mut failures = Vec::new();
@@ -539,7 +539,7 @@ impl Flow {
 
 /// Each published entry reaches exactly the rules meant for it, and every
 /// rule gets something: the patterns fit what the projector publishes.
-fn check_rules_route(template: &Template, prefix: &str, entries: &[Value]) {
+fn check_rules_route(template: &Template, tables: &Tables, entries: &[Value]) {
     let rules: Vec<(String, Value)> = template
         .resources_of_type("AWS::Events::Rule")
         .map(|(id, rule)| {
@@ -561,9 +561,9 @@ fn check_rules_route(template: &Template, prefix: &str, entries: &[Value]) {
             .collect();
         let mut expected = BTreeSet::new();
         let (user_rule, order_rule, status_rule) = (
-            format!("{prefix}-user-events"),
-            format!("{prefix}-order-events"),
-            format!("{prefix}-orders-with-status"),
+            tables.event_rule(event_rules::USER_EVENTS),
+            tables.event_rule(event_rules::ORDER_EVENTS),
+            tables.event_rule(event_rules::ORDERS_WITH_STATUS),
         );
         match event["detail-type"].as_str().unwrap() {
             "UserCreated" | "UserProfileUpdated" => {
@@ -727,8 +727,9 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
 fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
     let prefix = unique_prefix();
     let template = load_template(&prefix);
+    let tables = Tables::new(prefix.clone());
     let bus = template.property("EventBus", "Name");
-    assert_eq!(bus, Tables::new(prefix.clone()).event_bus());
+    assert_eq!(bus, tables.event_bus());
     let dead_letter = template.resolve(&json!({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}));
 
     // The archive keeps the bus's events for the configured days.
@@ -813,9 +814,9 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
     }
     assert_eq!(
         names,
-        ["user-events", "order-events", "orders-with-status"]
+        event_rules::ALL
             .iter()
-            .map(|n| format!("{prefix}-{n}"))
+            .map(|rule| tables.event_rule(rule))
             .collect()
     );
     assert_eq!(
