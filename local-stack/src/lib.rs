@@ -371,7 +371,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         transaction_tokens_stripped: !options.keep_transaction_tokens,
     };
 
-    let db = open_store(&database).await?;
+    let db = open_store(&database, options.in_memory).await?;
     let stream_index = if options.no_stream_index {
         tracing::warn!("stream record index off: appends slow down as the stream grows");
         None
@@ -741,17 +741,34 @@ fn prepare_data_dir(options: &Options) -> Result<(PathBuf, Option<tempfile::Temp
     Ok((options.data_dir.clone(), None))
 }
 
-async fn open_store(path: &Path) -> Result<dynoxide::Database, StartError> {
+/// Opens the store. A temporary store (`ephemeral`) does not sync its
+/// write-ahead log on every commit: it is deleted on exit, so there is no
+/// data to keep across a crash, and the sync on every commit (SQLite's
+/// default, `synchronous = FULL`) holds the store's one lock through a disk
+/// flush. It keeps `synchronous = NORMAL`, which SQLite documents as safe from
+/// corruption in WAL mode; the data directory keeps the default.
+async fn open_store(path: &Path, ephemeral: bool) -> Result<dynoxide::Database, StartError> {
     let path_str = path
         .to_str()
         .ok_or_else(|| StartError::NonUtf8Path(path.to_owned()))?
         .to_owned();
-    tokio::task::spawn_blocking(move || dynoxide::Database::new(&path_str))
-        .await?
-        .map_err(|source| StartError::OpenStore {
-            path: path.to_owned(),
-            source,
-        })
+    tokio::task::spawn_blocking(move || {
+        let db = dynoxide::Database::new(&path_str)?;
+        if ephemeral {
+            // dynoxide sets its pragmas in pairs: this pair leaves
+            // `synchronous = NORMAL` and the default cache, temp store and
+            // memory map (the bulk-loading cache alone makes every commit
+            // walk a 64 MB page cache).
+            db.enable_bulk_loading()?;
+            db.disable_bulk_loading()?;
+        }
+        Ok(db)
+    })
+    .await?
+    .map_err(|source| StartError::OpenStore {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Once at start and then every [`HOUSEKEEPING_INTERVAL`], trims stream
