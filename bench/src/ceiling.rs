@@ -42,30 +42,16 @@ impl Storage {
     /// The append `CreateUser` makes: the event, the idempotency record and
     /// the email claim, in one TransactWriteItems.
     pub async fn create_user(&self) -> Result<UserId, String> {
-        let user_id = UserId::new_random();
-        let email = Email::parse(&format!(
-            "ceiling-{}@example.com",
-            user_id.as_uuid().simple()
-        ))
-        .map_err(|e| e.to_string())?;
-        let name = UserName::parse("Bench User").map_err(|e| e.to_string())?;
-        let append = append(
-            0,
-            vec![Event::UserCreated {
-                user_id,
-                email: email.clone(),
-                name,
-            }],
-        );
-        let append = Append {
-            claim_email: Some((email, user_id)),
-            ..append
-        };
+        let (user_id, append) = create_user_append()?;
         self.store
             .append(&append)
             .await
             .map_err(|e| e.to_string())?;
         Ok(user_id)
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
     }
 
     /// The append `CreateOrder` makes: the event and the idempotency record,
@@ -140,6 +126,33 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// The append of a new user, as `CreateUser` builds it: its event, its
+/// idempotency record and the claim of its email.
+pub fn create_user_append() -> Result<(UserId, Append), String> {
+    let user_id = UserId::new_random();
+    let email = Email::parse(&format!(
+        "ceiling-{}@example.com",
+        user_id.as_uuid().simple()
+    ))
+    .map_err(|e| e.to_string())?;
+    let name = UserName::parse("Bench User").map_err(|e| e.to_string())?;
+    let append = append(
+        0,
+        vec![Event::UserCreated {
+            user_id,
+            email: email.clone(),
+            name,
+        }],
+    );
+    Ok((
+        user_id,
+        Append {
+            claim_email: Some((email, user_id)),
+            ..append
+        },
+    ))
 }
 
 /// An append of `events` after `base`, as the command handler builds it.

@@ -21,6 +21,7 @@ mod peer;
 mod procs;
 mod report;
 mod serve;
+mod shapes;
 mod suite;
 
 use std::time::Duration;

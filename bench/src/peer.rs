@@ -214,7 +214,7 @@ where
 
 /// Creates `table` keyed by `key` (hash, then the optional range key),
 /// on demand. A table that exists is left as it is.
-async fn create_table(
+pub(crate) async fn create_table(
     client: &Client,
     table: &str,
     key: &[(&str, ScalarAttributeType)],
@@ -262,7 +262,7 @@ async fn create_table(
     }
 }
 
-async fn wait_active(client: &Client, table: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_active(client: &Client, table: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
     let mut delay = Duration::from_millis(20);
     loop {

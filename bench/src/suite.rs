@@ -25,6 +25,7 @@ use crate::ops;
 use crate::peer::Peer;
 use crate::procs::{self, Proc, Scrape, bucket_quantile};
 use crate::report::{self, Table, int, ms, ratio};
+use crate::shapes::{self, Shape};
 
 const PREFIX: &str = "bench";
 /// Orders per user for the listing scenario: a full first page and more.
@@ -102,6 +103,8 @@ struct System {
     /// Our command handler as a library in this process, as the peer is.
     library: Library,
     peer: Peer,
+    /// The event store's copy without its index (see `shapes`).
+    unindexed: String,
     /// Where the projector publishes, if not to a file.
     eventbridge: Option<String>,
     /// The AWS calls this process makes (ceilings, peer), as metrics.
@@ -141,6 +144,7 @@ impl System {
                 .build(),
         );
         let peer = Peer::setup(peer_client, PREFIX).await?;
+        let unindexed = shapes::unindexed_table(&client, &Tables::new(PREFIX)).await?;
         Ok(Self {
             store,
             command,
@@ -151,6 +155,7 @@ impl System {
             storage,
             library,
             peer,
+            unindexed,
             eventbridge: None,
             own_metrics,
         })
@@ -398,8 +403,10 @@ fn versus_table(rows: &[Row]) -> String {
         "peer ops/s",
         "peer p99 ms",
         "library vs peer",
-        "library + store CPU µs/op",
-        "peer + store CPU µs/op",
+        "library CPU µs/op",
+        "store CPU µs/op, ours",
+        "peer CPU µs/op",
+        "store CPU µs/op, peer's",
         "dynabridge service ops/s",
         "service vs peer",
         "errors",
@@ -416,14 +423,85 @@ fn versus_table(rows: &[Row]) -> String {
             int(peer.outcome.rate()),
             ms(peer.outcome.quantile_ms(0.99)),
             ratio(library.outcome.rate(), peer.outcome.rate()),
-            int(library.harness_cpu_us + library.store_cpu_us),
-            int(peer.harness_cpu_us + peer.store_cpu_us),
+            int(library.harness_cpu_us),
+            int(library.store_cpu_us),
+            int(peer.harness_cpu_us),
+            int(peer.store_cpu_us),
             int(row.ours.outcome.rate()),
             ratio(row.ours.outcome.rate(), peer.outcome.rate()),
             (library.outcome.errors + peer.outcome.errors).to_string(),
         ]);
     }
     table.render()
+}
+
+/// Parts of `CreateUser`'s transaction sent alone, at the largest client
+/// count, priced by the store's CPU, beside the peer's create from `peer_row`.
+async fn store_time_on_create(
+    system: &System,
+    args: &SuiteArgs,
+    peer_row: &Row,
+) -> anyhow::Result<String> {
+    let clients = peer_row.clients;
+    eprintln!("store time on a create, {clients} clients");
+    let mut table = Table::new(&[
+        "sent from the harness",
+        "items",
+        "ops/s",
+        "store CPU µs/op",
+        "vs the whole transaction",
+    ]);
+    let mut measured = Vec::new();
+    for shape in Shape::ALL {
+        let run = measure(None, &system.store, async {
+            Ok(shapes::run(
+                &system.storage,
+                shape,
+                &system.unindexed,
+                args.limits(clients),
+            )
+            .await)
+        })
+        .await?;
+        measured.push((shape, run));
+    }
+    let whole = measured
+        .iter()
+        .find(|(shape, _)| *shape == Shape::Transaction)
+        .map_or(0.0, |(_, run)| run.store_cpu_us);
+    for (shape, run) in &measured {
+        table.row(vec![
+            shape.describe().to_owned(),
+            shape.item_count().to_string(),
+            int(run.outcome.rate()),
+            int(run.store_cpu_us),
+            ratio(run.store_cpu_us, whole),
+        ]);
+    }
+    if let Some(versus) = &peer_row.versus {
+        table.row(vec![
+            "the peer's create: a consistent `Query`, then the event alone, to a table with a \
+             stream and no index (the peer's own calls, from the run above)"
+                .to_owned(),
+            "1".to_owned(),
+            int(versus.peer.outcome.rate()),
+            int(versus.peer.store_cpu_us),
+            ratio(versus.peer.store_cpu_us, whole),
+        ]);
+    }
+    let mut out = String::new();
+    report::push_heading(&mut out, 5, "Where the store's time goes on a create");
+    let _ = write!(
+        out,
+        "The store answers one request at a time, so at {clients} clients its CPU per create \
+         bounds the rate. `CreateUser`'s own transaction, cut to its first items and sent \
+         from the harness at {clients} clients (each run at most {} operations or {} s), \
+         against the peer's create:\n\n",
+        args.max_ops, args.seconds
+    );
+    out.push_str(&table.render());
+    out.push('\n');
+    Ok(out)
 }
 
 /// Encoded sizes of one real request and its response, for the echo.
@@ -626,8 +704,8 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
          tasks, with no transport and no process of its own. So ours is measured the same way \
          too: the command service's `CommandHandler` with its aggregate cache, called from the \
          same tasks, against the same store, with the same concurrency. The service's own rate \
-         (behind gRPC, in its own process) is beside it. CPU per operation is this process's \
-         (the load and the library) plus the store's.\n\n",
+         (behind gRPC, in its own process) is beside it. A library's CPU per operation is this \
+         process's (the load and the library); the store's is the store process's.\n\n",
     );
     report::push_heading(&mut out, 5, "CreateUser");
     out.push_str(&versus_table(&create_rows));
@@ -635,6 +713,9 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
     report::push_heading(&mut out, 5, "UpdateOrderStatus");
     out.push_str(&versus_table(&update_rows));
     out.push('\n');
+    if let Some(last) = create_rows.last() {
+        out.push_str(&store_time_on_create(system, args, last).await?);
+    }
 
     // ---- Queries, with the projector running and caught up.
     system.start_projector().await?;

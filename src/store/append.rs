@@ -118,6 +118,32 @@ impl EventStore {
     }
 
     pub async fn append(&self, append: &Append) -> Result<(), AppendError> {
+        let (items, parts) = self.transaction(append)?;
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => Err(classify(&parts, err)),
+        }
+    }
+
+    /// The items of the append's `TransactWriteItems`, in order: the events,
+    /// the idempotency record, then any email claim, email release and user
+    /// check. What [`EventStore::append`] sends; public so that the
+    /// benchmarks can send parts of it.
+    pub fn transact_items(&self, append: &Append) -> Result<Vec<TransactWriteItem>, AppError> {
+        self.transaction(append).map(|(items, _)| items)
+    }
+
+    fn transaction(
+        &self,
+        append: &Append,
+    ) -> Result<(Vec<TransactWriteItem>, Vec<Part>), AppError> {
         let mut parts = Vec::new();
         let mut items = Vec::new();
         for event in &append.events {
@@ -193,18 +219,7 @@ impl EventStore {
             items.push(TransactWriteItem::builder().condition_check(check).build());
             parts.push(Part::UserCheck);
         }
-
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => Err(classify(&parts, err)),
-        }
+        Ok((items, parts))
     }
 
     fn idempotency_item(
@@ -344,8 +359,8 @@ impl EventStore {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> AppendError {
-    AppendError::Store(AppError::Internal(err.to_string()))
+fn internal(err: impl std::fmt::Display) -> AppError {
+    AppError::Internal(err.to_string())
 }
 
 fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
