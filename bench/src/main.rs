@@ -31,6 +31,10 @@ use clap::Parser;
 
 use crate::load::{Limits, Outcome};
 
+/// Orders `loadgen run` creates for each user, and the page size of its
+/// listings: a full page each.
+const ORDERS_PER_USER: i32 = 20;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
@@ -170,18 +174,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             0
         };
-        let user_count = order_count.div_ceil(20).max(64);
+        let user_count = order_count.div_ceil(ORDERS_PER_USER as usize).max(64);
         eprintln!(
             "creating {user_count} users and {} orders",
-            order_count.max(user_count * 20)
+            order_count.max(user_count * ORDERS_PER_USER as usize)
         );
         users = ops::create_users(&args.command, user_count, 16).await?;
-        let created = ops::create_orders(&args.command, &users, 20, 16).await?;
+        let created =
+            ops::create_orders(&args.command, &users, ORDERS_PER_USER as usize, 16).await?;
         let (last_order, _) = created.last().cloned().context("orders were created")?;
         orders = created.into_iter().map(|(o, _)| o).collect();
         if needs(Scenario::GetUserProfile) || needs(Scenario::ListOrdersByUser) {
             eprintln!("waiting for the read models");
             ops::await_order(&args.query, &last_order, 1).await?;
+            ops::await_read_models(&args.query, &users, ORDERS_PER_USER).await?;
         }
     }
     eprintln!("running {} for at most {} s", args.mix, args.duration);
@@ -197,7 +203,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     ops::run_get_user_profile(query, users, limits(n)).await
                 }
                 Scenario::ListOrdersByUser => {
-                    ops::run_list_orders_by_user(query, users, 20, limits(n)).await
+                    ops::run_list_orders_by_user(query, users, ORDERS_PER_USER, limits(n)).await
                 }
             };
             (*scenario, n, outcome)

@@ -2,6 +2,7 @@
 //! connection per concurrent client, a fresh idempotency key per command.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -125,10 +126,12 @@ pub async fn create_orders(
 ) -> anyhow::Result<Vec<(String, String)>> {
     let n = users.len() * per_user;
     let channels = connections(command, concurrency).await?;
-    let users = Arc::new(users.to_vec());
-    load::collect("creating orders", n, concurrency, move |worker, i| {
+    // Workers make unequal numbers of calls: users are dealt out across
+    // them, so every user gets exactly `per_user` orders.
+    let users = Arc::new(Dealer::new(users.to_vec()));
+    load::collect("creating orders", n, concurrency, move |worker, _| {
         let mut client = CommandServiceClient::new(channels[worker].clone());
-        let user = users[(worker + i as usize * concurrency) % users.len()].clone();
+        let user = users.next();
         async move {
             let response = client
                 .create_order(create_order_request(&user))
@@ -138,6 +141,29 @@ pub async fn create_orders(
         }
     })
     .await
+}
+
+/// Hands out its items in turn, round and round, to any number of callers.
+#[derive(Debug)]
+pub struct Dealer<T> {
+    items: Vec<T>,
+    dealt: AtomicUsize,
+}
+
+impl<T: Clone> Dealer<T> {
+    /// `items` must not be empty.
+    pub fn new(items: Vec<T>) -> Self {
+        assert!(!items.is_empty(), "nothing to deal");
+        Self {
+            items,
+            dealt: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn next(&self) -> T {
+        let n = self.dealt.fetch_add(1, Ordering::Relaxed);
+        self.items[n % self.items.len()].clone()
+    }
 }
 
 /// Waits, up to ten minutes, until the query service shows `order_id` at
@@ -162,6 +188,58 @@ pub async fn await_order(query: &str, order_id: &str, version: i64) -> anyhow::R
             }
         }
     }
+}
+
+/// Waits, up to ten minutes, until the query service has the profile of
+/// every one of `users` and lists at least `orders` orders for each (their
+/// first page, of that size). The projector writes the rows of a page
+/// concurrently, so one row being visible does not make the others of its
+/// page visible.
+pub async fn await_read_models(query: &str, users: &[String], orders: i32) -> anyhow::Result<()> {
+    let mut client = QueryServiceClient::new(connect(query).await?);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for user in users {
+        loop {
+            let mut request = tonic::Request::new(GetUserProfileRequest {
+                user_id: user.clone(),
+                min_version: 1,
+            });
+            request.set_timeout(Duration::from_secs(30));
+            match client.get_user_profile(request).await {
+                Ok(_) => break,
+                Err(status)
+                    if status.code() == tonic::Code::DeadlineExceeded
+                        && Instant::now() < deadline => {}
+                Err(status) => {
+                    return Err(anyhow::anyhow!(status_error(status)))
+                        .with_context(|| format!("waiting for the profile of user {user}"));
+                }
+            }
+        }
+        loop {
+            let listed = client
+                .list_orders_by_user(ListOrdersByUserRequest {
+                    user_id: user.clone(),
+                    page_size: orders,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!(status_error(status)))
+                .with_context(|| format!("listing the orders of user {user}"))?
+                .into_inner()
+                .orders
+                .len();
+            if listed >= orders as usize {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "user {user} still lists {listed} of {orders} orders after ten minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
 }
 
 /// The orders of worker `w` of `workers`: every `workers`-th one.
@@ -363,6 +441,34 @@ mod tests {
             ]
         );
         assert_eq!(nth_update::<&str>(&[], 0), None);
+    }
+
+    /// Fixtures made by workers of unequal speed: each user still gets
+    /// exactly its share. Dealing by worker and call number, as the orders
+    /// fixture once did, gives the fast worker's users more.
+    #[tokio::test]
+    async fn a_dealer_shares_out_evenly_among_workers_of_unequal_speed() {
+        let users: Vec<usize> = (0..8).collect();
+        let dealer = Arc::new(Dealer::new(users.clone()));
+        let made = load::collect("dealt", users.len() * 5, 4, move |worker, _| {
+            let user = dealer.next();
+            async move {
+                // Worker 0 is quick; the others take a scheduler turn or ten.
+                for _ in 0..worker * 10 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(user)
+            }
+        })
+        .await
+        .unwrap();
+        for user in users {
+            assert_eq!(
+                made.iter().filter(|&&u| u == user).count(),
+                5,
+                "user {user}"
+            );
+        }
     }
 
     #[test]
