@@ -170,22 +170,45 @@ impl<T: Clone> Dealer<T> {
 /// `version`. Each `min_version` read waits at most the server's cap, so it
 /// asks again while the answer is DEADLINE_EXCEEDED.
 pub async fn await_order(query: &str, order_id: &str, version: i64) -> anyhow::Result<()> {
-    let mut client = QueryServiceClient::new(connect(query).await?);
+    let client = QueryServiceClient::new(connect(query).await?);
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let mut request = tonic::Request::new(GetOrderRequest {
+    ask_until_visible(deadline, || {
+        let request = GetOrderRequest {
             order_id: order_id.to_owned(),
             min_version: version,
-        });
-        request.set_timeout(Duration::from_secs(30));
-        match client.get_order(request).await {
-            Ok(_) => return Ok(()),
+        };
+        let mut client = client.clone();
+        async move {
+            client
+                .get_order(min_version_request(request))
+                .await
+                .map(drop)
+        }
+    })
+    .await
+    .with_context(|| format!("waiting for order {order_id} at version {version}"))
+}
+
+/// A `min_version` read that waits at most 30 s on the server.
+fn min_version_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(Duration::from_secs(30));
+    request
+}
+
+/// Asks `ask` (a `min_version` read) again while it answers
+/// DEADLINE_EXCEEDED, until `deadline`.
+async fn ask_until_visible<Ask, Fut>(deadline: Instant, mut ask: Ask) -> anyhow::Result<()>
+where
+    Ask: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), tonic::Status>>,
+{
+    loop {
+        match ask().await {
+            Ok(()) => return Ok(()),
             Err(status)
                 if status.code() == tonic::Code::DeadlineExceeded && Instant::now() < deadline => {}
-            Err(status) => {
-                return Err(anyhow::anyhow!(status_error(status)))
-                    .with_context(|| format!("waiting for order {order_id} at version {version}"));
-            }
+            Err(status) => return Err(anyhow::anyhow!(status_error(status))),
         }
     }
 }
@@ -199,23 +222,21 @@ pub async fn await_read_models(query: &str, users: &[String], orders: i32) -> an
     let mut client = QueryServiceClient::new(connect(query).await?);
     let deadline = Instant::now() + Duration::from_secs(600);
     for user in users {
-        loop {
-            let mut request = tonic::Request::new(GetUserProfileRequest {
+        ask_until_visible(deadline, || {
+            let request = GetUserProfileRequest {
                 user_id: user.clone(),
                 min_version: 1,
-            });
-            request.set_timeout(Duration::from_secs(30));
-            match client.get_user_profile(request).await {
-                Ok(_) => break,
-                Err(status)
-                    if status.code() == tonic::Code::DeadlineExceeded
-                        && Instant::now() < deadline => {}
-                Err(status) => {
-                    return Err(anyhow::anyhow!(status_error(status)))
-                        .with_context(|| format!("waiting for the profile of user {user}"));
-                }
+            };
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_user_profile(min_version_request(request))
+                    .await
+                    .map(drop)
             }
-        }
+        })
+        .await
+        .with_context(|| format!("waiting for the profile of user {user}"))?;
         loop {
             let listed = client
                 .list_orders_by_user(ListOrdersByUserRequest {
