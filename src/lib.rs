@@ -20,3 +20,5 @@ pub mod readmodel;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;

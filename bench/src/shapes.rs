@@ -26,16 +26,23 @@ pub enum Shape {
     /// The event and the idempotency record.
     EventAndIdempotency,
     /// The whole transaction: the event, the idempotency record and the
-    /// email claim (what the storage ceiling sends).
+    /// email claim (what an append sends alone).
     Transaction,
+    /// The whole transactions of [`GROUP`] new users in one
+    /// `TransactWriteItems`: what the group commit sends under load.
+    Group,
 }
 
+/// Creates per transaction in [`Shape::Group`].
+pub const GROUP: usize = 8;
+
 impl Shape {
-    pub const ALL: [Shape; 4] = [
+    pub const ALL: [Shape; 5] = [
         Shape::UnindexedEvent,
         Shape::Event,
         Shape::EventAndIdempotency,
         Shape::Transaction,
+        Shape::Group,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -48,6 +55,17 @@ impl Shape {
             Shape::Transaction => {
                 "the event, the idempotency record and the email claim: `CreateUser`'s transaction"
             }
+            Shape::Group => {
+                "8 creates' transactions in one `TransactWriteItems`, as the group commit sends them under load (per create)"
+            }
+        }
+    }
+
+    /// Creates each call makes.
+    pub fn creates(self) -> usize {
+        match self {
+            Shape::Group => GROUP,
+            _ => 1,
         }
     }
 
@@ -57,6 +75,7 @@ impl Shape {
             Shape::UnindexedEvent | Shape::Event => 1,
             Shape::EventAndIdempotency => 2,
             Shape::Transaction => 3,
+            Shape::Group => 3 * GROUP,
         }
     }
 }
@@ -85,6 +104,19 @@ fn items(
     shape: Shape,
     unindexed: &str,
 ) -> Result<Vec<TransactWriteItem>, String> {
+    if shape == Shape::Group {
+        let mut items = Vec::new();
+        for _ in 0..GROUP {
+            let (_, append) = create_user_append()?;
+            items.extend(
+                storage
+                    .store()
+                    .transact_items(&append)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        return Ok(items);
+    }
     let (_, append) = create_user_append()?;
     let mut items = storage
         .store()
@@ -165,6 +197,12 @@ mod tests {
             (
                 Shape::Transaction,
                 vec![t.event_store(), t.idempotency(), t.unique_emails()],
+            ),
+            (
+                Shape::Group,
+                std::iter::repeat_n([t.event_store(), t.idempotency(), t.unique_emails()], GROUP)
+                    .flatten()
+                    .collect(),
             ),
         ];
         for (shape, tables) in cases {

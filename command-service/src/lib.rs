@@ -11,7 +11,7 @@ use dynabridge::grpc::{ApiServer, Listeners};
 use dynabridge::health::{HealthArgs, StoreProbe};
 use dynabridge::pb::command_service_server::CommandServiceServer;
 use dynabridge::schema::idempotency;
-use dynabridge::store::EventStore;
+use dynabridge::store::{EventStore, GroupCommitMetrics};
 
 mod parse;
 mod service;
@@ -48,6 +48,25 @@ pub struct Config {
         default_value_t = AggregateCache::DEFAULT_CAPACITY
     )]
     pub aggregate_cache_capacity: usize,
+    /// Append transactions outstanding at once. Commands that arrive while
+    /// all are outstanding share the next transaction (group commit), so a
+    /// lower number means fewer, larger transactions under load. Raise it
+    /// for a store that serves many requests at once with high latency,
+    /// such as DynamoDB itself under a heavy load. 1 to 1024.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_APPEND_MAX_IN_FLIGHT",
+        default_value_t = EventStore::DEFAULT_MAX_IN_FLIGHT,
+        value_parser = in_flight
+    )]
+    pub append_max_in_flight: usize,
+}
+
+fn in_flight(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{value:?} is not a whole number from 1 to 1024")),
+    }
 }
 
 /// The binary's flags beyond [`Config`]: health checks and metrics.
@@ -108,11 +127,16 @@ pub async fn run_with_registry(
     let tables = config.store.tables();
     let client = dynabridge::aws::dynamodb_client(sdk);
     let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
-    let api = CommandApi::new(
-        CommandHandler::new(EventStore::new(client.clone(), tables.clone())).with_aggregate_cache(
-            AggregateCache::new(config.aggregate_cache_capacity, cache_metrics.clone()),
-        ),
+    let store = EventStore::new(client.clone(), tables.clone()).with_group_commit(
+        config.append_max_in_flight,
+        GroupCommitMetrics::new().context("creating metrics")?,
     );
+    store
+        .register_metrics(registry)
+        .context("registering metrics")?;
+    let api = CommandApi::new(CommandHandler::new(store).with_aggregate_cache(
+        AggregateCache::new(config.aggregate_cache_capacity, cache_metrics.clone()),
+    ));
 
     cache_metrics
         .register(registry)

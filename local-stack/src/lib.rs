@@ -453,6 +453,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         store: store_args.clone(),
         listen: endpoints.command,
         aggregate_cache_capacity: dynabridge::commands::AggregateCache::DEFAULT_CAPACITY,
+        append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
     };
     let (sdk_, signal) = (sdk.clone(), services_signal.clone());
     let task = services.spawn(async move {

@@ -1,8 +1,10 @@
 //! Appending events: one `TransactWriteItems` holding the event items, the
 //! idempotency record, any email claim or release, and any existence check of
-//! another aggregate. All of it lands, or none of it does.
+//! another aggregate. All of it lands, or none of it does. Under load,
+//! concurrent appends share a transaction (see [`super::group_commit`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -12,8 +14,10 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
+use prometheus::Registry;
 
 use super::codec::event_to_item;
+use super::group_commit::{GroupCommit, GroupCommitMetrics};
 use crate::domain::{Email, Money, StoredEvent, UserId, Version};
 use crate::error::{AppError, from_sdk_error};
 use crate::schema::{Tables, event_store, idempotency, unique_emails};
@@ -73,7 +77,7 @@ pub enum AppendError {
 /// What each item of the transaction stands for, to read cancellation
 /// reasons by position.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Part {
+pub(super) enum Part {
     Event,
     Idempotency,
     Claim,
@@ -81,13 +85,24 @@ enum Part {
     UserCheck,
 }
 
-/// The event store and the tables the command service owns.
-#[derive(Clone, Debug)]
+/// The event store and the tables the command service owns. Clones share
+/// one group commit.
+#[derive(Clone)]
 pub struct EventStore {
     client: Client,
     tables: Tables,
     event_table: String,
     idempotency_ttl: Duration,
+    pub(super) group: Arc<GroupCommit>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("event_table", &self.event_table)
+            .field("max_in_flight", &self.group.max_in_flight())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventStore {
@@ -95,13 +110,46 @@ impl EventStore {
     /// key within this window return the original response.
     pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+    /// Transactions in flight at once by default: appends beyond them wait
+    /// and share the next transaction. See [`super::group_commit`].
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+    /// The store with [`Self::DEFAULT_MAX_IN_FLIGHT`] and unregistered
+    /// metrics.
     pub fn new(client: Client, tables: Tables) -> Self {
+        let metrics = GroupCommitMetrics::new().expect("the metric names are valid");
         Self {
             event_table: tables.event_store(),
+            group: Arc::new(GroupCommit::new(
+                client.clone(),
+                Self::DEFAULT_MAX_IN_FLIGHT,
+                metrics,
+            )),
             client,
             tables,
             idempotency_ttl: Self::IDEMPOTENCY_TTL,
         }
+    }
+
+    /// At most `max_in_flight` append transactions outstanding (at least
+    /// one), counted in `metrics`.
+    pub fn with_group_commit(mut self, max_in_flight: usize, metrics: GroupCommitMetrics) -> Self {
+        self.group = Arc::new(GroupCommit::new(
+            self.client.clone(),
+            max_in_flight,
+            metrics,
+        ));
+        self
+    }
+
+    /// How the group commit is doing.
+    pub fn group_commit_metrics(&self) -> &GroupCommitMetrics {
+        self.group.metrics()
+    }
+
+    /// Registers the group commit's metrics with `registry`.
+    pub fn register_metrics(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        self.group.metrics().register(registry)
     }
 
     pub fn client(&self) -> &Client {
@@ -117,19 +165,12 @@ impl EventStore {
         super::read_events(&self.client, &self.event_table, aggregate_id, 1, None).await
     }
 
+    /// Appends atomically: the events, the idempotency record and the rest
+    /// land together or not at all. Answers once the transaction carrying
+    /// them has.
     pub async fn append(&self, append: &Append) -> Result<(), AppendError> {
-        let (items, parts) = self.transaction(append)?;
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => Err(classify(&parts, err)),
-        }
+        let (items, parts, keys) = self.transaction(append)?;
+        self.group.append(items, parts, keys).await
     }
 
     /// The items of the append's `TransactWriteItems`, in order: the events,
@@ -137,16 +178,26 @@ impl EventStore {
     /// check. What [`EventStore::append`] sends; public so that the
     /// benchmarks can send parts of it.
     pub fn transact_items(&self, append: &Append) -> Result<Vec<TransactWriteItem>, AppError> {
-        self.transaction(append).map(|(items, _)| items)
+        self.transaction(append).map(|(items, _, _)| items)
     }
 
+    /// The items, what each stands for, and each one's table and key.
+    #[allow(clippy::type_complexity)]
     fn transaction(
         &self,
         append: &Append,
-    ) -> Result<(Vec<TransactWriteItem>, Vec<Part>), AppError> {
+    ) -> Result<(Vec<TransactWriteItem>, Vec<Part>, Vec<String>), AppError> {
         let mut parts = Vec::new();
         let mut items = Vec::new();
+        let mut keys = Vec::new();
         for event in &append.events {
+            keys.push(item_key(
+                &self.event_table,
+                &[
+                    &event.event.aggregate_id().to_string(),
+                    &event.version.to_string(),
+                ],
+            ));
             let put = Put::builder()
                 .table_name(&self.event_table)
                 .set_item(Some(event_to_item(event)))
@@ -167,6 +218,10 @@ impl EventStore {
             .map_err(internal)?;
         items.push(TransactWriteItem::builder().put(put).build());
         parts.push(Part::Idempotency);
+        keys.push(item_key(
+            &self.tables.idempotency(),
+            &[&append.idempotency.request_id],
+        ));
 
         if let Some((email, user_id)) = &append.claim_email {
             let put = Put::builder()
@@ -185,6 +240,7 @@ impl EventStore {
                 .map_err(internal)?;
             items.push(TransactWriteItem::builder().put(put).build());
             parts.push(Part::Claim);
+            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
         }
         if let Some((email, user_id)) = &append.release_email {
             let delete = Delete::builder()
@@ -200,6 +256,7 @@ impl EventStore {
                 .map_err(internal)?;
             items.push(TransactWriteItem::builder().delete(delete).build());
             parts.push(Part::Release);
+            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
         }
         if let Some(user_id) = &append.require_user {
             // The user's first event exists if and only if the user does.
@@ -218,8 +275,9 @@ impl EventStore {
                 .map_err(internal)?;
             items.push(TransactWriteItem::builder().condition_check(check).build());
             parts.push(Part::UserCheck);
+            keys.push(item_key(&self.event_table, &[&user_id.to_string(), "1"]));
         }
-        Ok((items, parts))
+        Ok((items, parts, keys))
     }
 
     fn idempotency_item(
@@ -363,11 +421,22 @@ fn internal(err: impl std::fmt::Display) -> AppError {
     AppError::Internal(err.to_string())
 }
 
-fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
-    parts: &[Part],
-    err: SdkError<TransactWriteItemsError, R>,
-) -> AppendError {
-    let reasons: Vec<Option<String>> = match &err {
+/// An item's table and key, as one string: `table`, then each key value.
+fn item_key(table: &str, key: &[&str]) -> String {
+    let mut out = table.to_owned();
+    for part in key {
+        out.push('\0');
+        out.push_str(part);
+    }
+    out
+}
+
+/// The code of each item's cancellation reason, in item order, if the
+/// transaction was cancelled; empty otherwise.
+pub(super) fn cancellation_reasons<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+) -> Vec<Option<String>> {
+    match err {
         SdkError::ServiceError(service) => match service.err() {
             TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
                 .cancellation_reasons()
@@ -377,36 +446,49 @@ fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
             _ => Vec::new(),
         },
         _ => Vec::new(),
-    };
-    if reasons.is_empty() {
-        return AppendError::Store(from_sdk_error("appending events", err));
     }
+}
+
+/// Why the append of a failed transaction that sent only its own items did
+/// not happen.
+pub(super) fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
+    parts: &[Part],
+    err: SdkError<TransactWriteItemsError, R>,
+) -> AppendError {
+    let reasons = cancellation_reasons(&err);
+    classify_reasons(parts, &reasons)
+        .unwrap_or_else(|| AppendError::Store(from_sdk_error("appending events", err)))
+}
+
+/// Why an append did not happen, from its own items' cancellation reasons
+/// (`reasons[i]` is `parts[i]`'s); `None` if they do not say.
+pub(super) fn classify_reasons(parts: &[Part], reasons: &[Option<String>]) -> Option<AppendError> {
     let failed = |part: Part| {
         parts
             .iter()
-            .zip(&reasons)
+            .zip(reasons)
             .any(|(p, code)| *p == part && code.as_deref() == Some("ConditionalCheckFailed"))
     };
     // Order matters: a retried request fails every condition it met the first
     // time, and must be recognised as a retry.
     if failed(Part::Idempotency) {
-        AppendError::DuplicateRequest
+        Some(AppendError::DuplicateRequest)
     } else if failed(Part::UserCheck) {
-        AppendError::UserMissing
+        Some(AppendError::UserMissing)
     } else if failed(Part::Event) {
-        AppendError::Conflict
+        Some(AppendError::Conflict)
     } else if failed(Part::Claim) {
-        AppendError::EmailTaken
+        Some(AppendError::EmailTaken)
     } else if failed(Part::Release) {
-        AppendError::Store(AppError::Internal(
+        Some(AppendError::Store(AppError::Internal(
             "email ownership record out of step with the user".into(),
-        ))
+        )))
     } else if reasons
         .iter()
         .any(|code| code.as_deref() == Some("TransactionConflict"))
     {
-        AppendError::Conflict
+        Some(AppendError::Conflict)
     } else {
-        AppendError::Store(from_sdk_error("appending events", err))
+        None
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod append;
 pub mod codec;
+pub mod group_commit;
 
 pub use append::{Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord};
+pub use group_commit::GroupCommitMetrics;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};

@@ -217,6 +217,83 @@ async fn an_email_belongs_to_one_user_until_released() {
 }
 
 #[tokio::test]
+async fn concurrent_commands_each_get_their_own_answer() {
+    // Commands that arrive together may share one transaction (group
+    // commit); a refusal among them must stay that command's alone.
+    let mut app = spawn_app().await;
+    let taken = create_user(&mut app, "taken@example.com", "Taken").await;
+    let earlier = pb::CreateUserRequest {
+        request_id: new_request_id(),
+        email: "earlier@example.com".into(),
+        name: "Earlier".into(),
+        ..Default::default()
+    };
+    let earlier_response = app
+        .command
+        .create_user(earlier.clone())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let requests: Vec<(&str, pb::CreateUserRequest)> = (0..24)
+        .map(|i| match i % 8 {
+            3 => (
+                "taken",
+                pb::CreateUserRequest {
+                    request_id: new_request_id(),
+                    email: "taken@example.com".into(),
+                    name: format!("Impostor {i}"),
+                    ..Default::default()
+                },
+            ),
+            6 => ("retry", earlier.clone()),
+            _ => (
+                "new",
+                pb::CreateUserRequest {
+                    request_id: new_request_id(),
+                    email: format!("user{i}@example.com"),
+                    name: format!("User {i}"),
+                    ..Default::default()
+                },
+            ),
+        })
+        .collect();
+    let calls = requests.iter().map(|(_, request)| {
+        let mut client = app.command.clone();
+        let request = request.clone();
+        tokio::spawn(async move { client.create_user(request).await })
+    });
+    let results = futures_join(calls).await;
+
+    let mut created = 0;
+    for ((kind, request), result) in requests.iter().zip(results) {
+        match *kind {
+            "new" => {
+                let response = result.expect("a new user is created").into_inner();
+                assert_eq!(response.version, 1, "{}", request.email);
+                assert_ne!(response.user_id, taken.user_id);
+                created += 1;
+            }
+            "taken" => {
+                let err = result.expect_err("the address is taken");
+                assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+            }
+            _ => {
+                let response = result.expect("a retry is answered").into_inner();
+                assert_eq!(response, earlier_response);
+            }
+        }
+    }
+    assert_eq!(created, 18);
+    assert_eq!(app.stored_events().await.len(), 2 + created);
+    assert_eq!(
+        app.count_items(&app.tables.unique_emails()).await,
+        2 + created
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn commands_map_domain_refusals_to_their_codes() {
     let mut app = spawn_app().await;
     let user = create_user(&mut app, "codes@example.com", "Codes").await;

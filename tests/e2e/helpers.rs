@@ -160,6 +160,7 @@ impl TestApp {
             store: self.store_args.clone(),
             listen: addr,
             aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
+            append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let sdk = self.sdk.clone();

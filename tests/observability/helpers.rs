@@ -310,6 +310,7 @@ pub async fn start_command_service(
             store,
             listen,
             aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
+            append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
         };
         command_service::run_with(config, &health, &sdk, listeners, async {
             let _ = stopped.await;
