@@ -89,7 +89,11 @@ async fn calls_store_health_and_projection_are_measured() {
             && sample(&text, "dynabridge_store_reachable", &[]) == Some(1.0)
             && sample(&text, "dynabridge_aggregate_cache_hits_total", &[]) == Some(1.0)
             && sample(&text, "dynabridge_aggregate_cache_misses_total", &[]) == Some(0.0)
-            && sample(&text, "dynabridge_aggregate_cache_stale_total", &[]) == Some(0.0))
+            && sample(&text, "dynabridge_aggregate_cache_stale_total", &[]) == Some(0.0)
+            // Two appends, one after the other: each its own transaction.
+            && sample(&text, "dynabridge_append_transaction_appends_count", &[]) == Some(2.0)
+            && sample(&text, "dynabridge_append_transaction_appends_sum", &[]) == Some(2.0)
+            && sample(&text, "dynabridge_append_resent_total", &[]) == Some(0.0))
         .then_some(())
     })
     .await;
