@@ -553,49 +553,9 @@ mod tests {
     mod store {
         use std::time::Duration;
 
-        use crate::domain::{Email, Event, StoredEvent, UserId, UserName};
-        use crate::store::{
-            Append, AppendError, CommandOutcome, EventStore, GroupCommitMetrics, IdempotencyRecord,
-        };
-        use crate::test_support::embedded_store;
-
-        fn create_user(request_id: &str, email: &str) -> (UserId, Append) {
-            let user_id = UserId::new_random();
-            let now = chrono::Utc::now();
-            let event = StoredEvent {
-                event_id: uuid::Uuid::new_v4(),
-                version: 1,
-                occurred_at: now,
-                schema_version: 1,
-                request_id: request_id.into(),
-                correlation_id: format!("corr-{request_id}"),
-                trace_parent: None,
-                event: Event::UserCreated {
-                    user_id,
-                    email: Email::parse(email).unwrap(),
-                    name: UserName::parse("Group Commit").unwrap(),
-                },
-            };
-            let append = Append {
-                idempotency: IdempotencyRecord {
-                    request_id: request_id.into(),
-                    request_hash: "hash".into(),
-                    outcome: CommandOutcome {
-                        aggregate_id: user_id.to_string(),
-                        version: 1,
-                        event_ids: vec![event.event_id.to_string()],
-                        correlation_id: format!("corr-{request_id}"),
-                        total: None,
-                    },
-                },
-                claim_email: Some((Email::parse(email).unwrap(), user_id)),
-                events: vec![event],
-                release_email: None,
-                require_user: None,
-                now,
-            };
-            (user_id, append)
-        }
+        use crate::domain::UserId;
+        use crate::store::{Append, AppendError, EventStore, GroupCommitMetrics};
+        use crate::test_support::{embedded_store, new_user_append as create_user};
 
         async fn store(max_in_flight: usize) -> (EventStore, tokio::sync::oneshot::Sender<()>) {
             let (sdk, tables, stop) = embedded_store().await;

@@ -332,9 +332,9 @@ fn put_events_entries(body: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Event, StoredEvent, UserId};
+    use crate::domain::StoredEvent;
     use crate::schema::idempotency;
-    use crate::test_support::embedded_store;
+    use crate::test_support::{embedded_store, new_user_append};
 
     #[test]
     fn one_table_is_read_from_a_single_object() {
@@ -462,39 +462,10 @@ mod tests {
         // The append: one TransactWriteItems, consuming write capacity on
         // the event store and the idempotency table.
         let store = crate::store::EventStore::new(client.clone(), tables.clone());
-        let user_id = UserId::new_random();
-        let now = chrono::Utc::now();
-        let event = StoredEvent {
-            event_id: uuid::Uuid::new_v4(),
-            version: 1,
-            occurred_at: now,
-            schema_version: 1,
-            request_id: "req-cost".into(),
-            correlation_id: "corr-cost".into(),
-            trace_parent: None,
-            event: Event::UserCreated {
-                user_id,
-                email: crate::domain::Email::parse("cost@example.com").unwrap(),
-                name: crate::domain::UserName::parse("Cost").unwrap(),
-            },
-        };
+        let (_, append) = new_user_append("req-cost", "cost@example.com");
         let append = crate::store::Append {
-            idempotency: crate::store::IdempotencyRecord {
-                request_id: "req-cost".into(),
-                request_hash: "hash".into(),
-                outcome: crate::store::CommandOutcome {
-                    aggregate_id: user_id.to_string(),
-                    version: 1,
-                    event_ids: vec![event.event_id.to_string()],
-                    correlation_id: "corr-cost".into(),
-                    total: None,
-                },
-            },
-            events: vec![event],
             claim_email: None,
-            release_email: None,
-            require_user: None,
-            now,
+            ..append
         };
         store.append(&append).await.unwrap();
         assert_eq!(metrics.calls(DYNAMODB, "TransactWriteItems"), 1);
