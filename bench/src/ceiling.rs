@@ -20,7 +20,9 @@ use query_service::read_models::{OrderListing, ReadModels};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+use crate::echo::pb::echo_request::StorageCall;
 use crate::echo::pb::echo_service_client::EchoServiceClient;
+use crate::echo::pb::{OrderUpdate, OrdersPage};
 use crate::load::{self, Limits, Outcome, Step};
 use crate::ops::{STATUS_PATH, connections, nth_update, partition};
 
@@ -103,6 +105,25 @@ impl Storage {
             }],
         );
         self.store.append(&append).await.map_err(|e| e.to_string())
+    }
+
+    /// The `round`th change of an order along [`STATUS_PATH`], from its
+    /// version `round + 1`.
+    pub async fn update_round(&self, order_id: OrderId, round: usize) -> Result<(), String> {
+        let status = STATUS_PATH
+            .get(round)
+            .ok_or_else(|| format!("no status change number {round}"))?;
+        let previous = match round.checked_sub(1) {
+            None => OrderStatus::Created,
+            Some(before) => domain_status(STATUS_PATH[before]),
+        };
+        self.update_order_status(
+            order_id,
+            1 + round as Version,
+            domain_status(*status),
+            previous,
+        )
+        .await
     }
 
     /// The read `GetUserProfile` makes.
@@ -244,21 +265,12 @@ pub async fn run_update_order_status(
     let parts = Arc::new(partition(orders, limits.concurrency));
     load::closed_loop(limits, move |worker, i| {
         let storage = storage.clone();
-        let mine = &parts[worker];
-        let next = nth_update(mine, i);
+        let next = nth_update(&parts[worker], i);
         async move {
             let Some((order, round)) = next else {
                 return Ok(Step::Exhausted);
             };
-            let previous = if round == 0 {
-                OrderStatus::Created
-            } else {
-                domain_status(STATUS_PATH[round - 1])
-            };
-            let status = domain_status(STATUS_PATH[round]);
-            storage
-                .update_order_status(order, 1 + round as Version, status, previous)
-                .await?;
+            storage.update_round(order, round).await?;
             Ok(Step::Done)
         }
     })
@@ -310,19 +322,26 @@ pub async fn run_orders_of(
 }
 
 /// The transport ceiling: echo calls with `request_len`-byte requests and
-/// `response_len`-byte responses.
+/// `response_len`-byte responses. With `call`, each also makes the storage
+/// call `call` gives for the worker and its call number first, and the run
+/// is the transport and storage ceiling together; `call` returning `None`
+/// ends the worker's run.
 pub async fn run_echo(
     echo: &str,
     request_len: usize,
     response_len: usize,
     limits: Limits,
+    call: impl Fn(usize, u64) -> Option<Option<StorageCall>> + Send + Sync + 'static,
 ) -> anyhow::Result<Outcome> {
     let channels: Arc<Vec<Channel>> = connections(echo, limits.concurrency).await?;
-    let request = crate::echo::sized_request(request_len, response_len);
-    Ok(load::closed_loop(limits, move |worker, _| {
+    Ok(load::closed_loop(limits, move |worker, i| {
         let mut client = EchoServiceClient::new(channels[worker].clone());
-        let request = request.clone();
+        let request =
+            call(worker, i).map(|call| crate::echo::sized_request(request_len, response_len, call));
         async move {
+            let Some(request) = request else {
+                return Ok(Step::Exhausted);
+            };
             client
                 .echo(request)
                 .await
@@ -331,4 +350,46 @@ pub async fn run_echo(
         }
     })
     .await)
+}
+
+/// Only the transport: no storage call, for as long as the run lasts.
+pub fn no_storage(_: usize, _: u64) -> Option<Option<StorageCall>> {
+    Some(None)
+}
+
+/// The storage calls of `UpdateOrderStatus` behind the echo, on `orders`
+/// split as [`run_update_order_status`] splits them.
+pub fn update_calls(
+    orders: &[OrderId],
+    concurrency: usize,
+) -> impl Fn(usize, u64) -> Option<Option<StorageCall>> + Send + Sync + 'static {
+    let parts = partition(orders, concurrency);
+    move |worker, i| {
+        let (order, round) = nth_update(&parts[worker], i)?;
+        Some(Some(StorageCall::UpdateOrderStatus(OrderUpdate {
+            order_id: order.to_string(),
+            round: round as u32,
+        })))
+    }
+}
+
+/// The reads of `users` behind the echo, each worker's as the storage
+/// ceiling's [`run_user_profile`] and [`run_orders_of`] take them;
+/// `page_size` makes them pages of orders, else profiles.
+pub fn read_calls(
+    users: &[UserId],
+    concurrency: usize,
+    page_size: Option<usize>,
+) -> impl Fn(usize, u64) -> Option<Option<StorageCall>> + Send + Sync + 'static {
+    let users = users.to_vec();
+    move |worker, i| {
+        let user_id = users[(worker + i as usize * concurrency) % users.len()].to_string();
+        Some(Some(match page_size {
+            None => StorageCall::UserProfile(user_id),
+            Some(page_size) => StorageCall::OrdersOfUser(OrdersPage {
+                user_id,
+                page_size: page_size as u32,
+            }),
+        }))
+    }
 }

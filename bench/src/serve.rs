@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use dynabridge::aws::AwsArgs;
 use dynabridge::grpc::Listeners;
+use dynabridge::schema::Tables;
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 
+use crate::ceiling::Storage;
 use crate::echo::EchoServer;
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,10 +48,16 @@ pub enum Role {
         #[command(flatten)]
         observability: projector::Observability,
     },
-    /// The transport ceiling: a bare tonic echo service.
+    /// The transport ceiling: a bare tonic echo service. Given the embedded
+    /// store's endpoint, it makes the storage calls requests ask for.
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// The embedded store's DynamoDB endpoint.
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        #[arg(long, default_value = "dynabridge")]
+        table_prefix: String,
     },
 }
 
@@ -166,10 +174,28 @@ pub async fn run(role: Role, embedded: bool) -> anyhow::Result<()> {
             )
             .await?;
         }
-        Role::Echo { listen } => {
+        Role::Echo {
+            listen,
+            endpoint_url,
+            table_prefix,
+        } => {
+            let storage = match endpoint_url {
+                Some(endpoint_url) => {
+                    let aws = AwsArgs {
+                        endpoint_url: Some(endpoint_url),
+                        region: Some("us-east-1".into()),
+                    };
+                    let sdk = local_stack::embedded_sdk_config(&aws, true).await;
+                    Some(Storage::new(
+                        dynabridge::aws::dynamodb_client(&sdk),
+                        Tables::new(&table_prefix),
+                    ))
+                }
+                None => None,
+            };
             let listener = TcpListener::bind(listen).await?;
             ready(json!({ "grpc": listener.local_addr()?.to_string() }));
-            EchoServer::serve(listener, stdin_closed()).await?;
+            EchoServer::serve(listener, storage, stdin_closed()).await?;
         }
     }
     Ok(())
