@@ -534,6 +534,32 @@ async fn store_time_on_create(
     Ok(out)
 }
 
+/// The transport ceiling for messages of `sizes`, then the transport +
+/// storage ceiling: the same messages, each making the storage calls
+/// `calls` gives.
+async fn echo_ceilings(
+    system: &System,
+    sizes: &Sizes,
+    limits: Limits,
+    calls: impl Fn(usize, u64) -> Option<Option<StorageCall>> + Send + Sync + 'static,
+) -> anyhow::Result<(Measured, Measured)> {
+    let url = system.echo_url()?;
+    let (request, response) = (sizes.request, sizes.response);
+    let transport = measure(
+        Some(&system.echo),
+        &system.store,
+        ceiling::run_echo(&url, request, response, limits, ceiling::no_storage),
+    )
+    .await?;
+    let both = measure(
+        Some(&system.echo),
+        &system.store,
+        ceiling::run_echo(&url, request, response, limits, calls),
+    )
+    .await?;
+    Ok((transport, both))
+}
+
 /// Encoded sizes of one real request and its response, for the echo.
 struct Sizes {
     request: usize,
@@ -604,7 +630,6 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
     let mut out = String::new();
     let command_url = system.command_url()?;
     let query_url = system.query_url()?;
-    let echo_url = system.echo_url()?;
 
     // Sizes of real messages, for the transport ceiling.
     let create_user = ops::create_user_request();
@@ -654,26 +679,8 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             Ok(ceiling::run_create_user(&system.storage, limits).await)
         })
         .await?;
-        let transport = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                create_user_sizes.request,
-                create_user_sizes.response,
-                limits,
-                ceiling::no_storage,
-            )
-            .await
-        })
-        .await?;
-        let both = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                create_user_sizes.request,
-                create_user_sizes.response,
-                limits,
-                |_, _| Some(Some(StorageCall::CreateUser(true))),
-            )
-            .await
+        let (transport, both) = echo_ceilings(system, &create_user_sizes, limits, |_, _| {
+            Some(Some(StorageCall::CreateUser(true)))
         })
         .await?;
         let library = measure(None, &system.store, async {
@@ -725,28 +732,13 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
         })
         .await?;
         let sizes = update_sizes.as_ref().context("sizes measured above")?;
-        let transport = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                sizes.request,
-                sizes.response,
-                limits,
-                ceiling::no_storage,
-            )
-            .await
-        })
-        .await?;
         let both_orders = ceiling::create_orders(&system.storage, orders_needed, 16).await?;
-        let both = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                sizes.request,
-                sizes.response,
-                limits,
-                ceiling::update_calls(&both_orders, limits.concurrency),
-            )
-            .await
-        })
+        let (transport, both) = echo_ceilings(
+            system,
+            sizes,
+            limits,
+            ceiling::update_calls(&both_orders, limits.concurrency),
+        )
         .await?;
         let library_orders = library::create_orders(&system.library, orders_needed, 16).await?;
         let library = measure(None, &system.store, async {
@@ -849,27 +841,12 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             Ok(ceiling::run_user_profile(&system.storage, &user_ids, limits).await)
         })
         .await?;
-        let transport = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                profile_sizes.request,
-                profile_sizes.response,
-                limits,
-                ceiling::no_storage,
-            )
-            .await
-        })
-        .await?;
-        let both = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                profile_sizes.request,
-                profile_sizes.response,
-                limits,
-                ceiling::read_calls(&user_ids, limits.concurrency, None),
-            )
-            .await
-        })
+        let (transport, both) = echo_ceilings(
+            system,
+            &profile_sizes,
+            limits,
+            ceiling::read_calls(&user_ids, limits.concurrency, None),
+        )
         .await?;
         profile_rows.push(Row {
             clients,
@@ -887,27 +864,12 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
             Ok(ceiling::run_orders_of(&system.storage, &user_ids, PAGE_SIZE, limits).await)
         })
         .await?;
-        let transport = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                list_sizes.request,
-                list_sizes.response,
-                limits,
-                ceiling::no_storage,
-            )
-            .await
-        })
-        .await?;
-        let both = measure(Some(&system.echo), &system.store, async {
-            ceiling::run_echo(
-                &echo_url,
-                list_sizes.request,
-                list_sizes.response,
-                limits,
-                ceiling::read_calls(&user_ids, limits.concurrency, Some(PAGE_SIZE)),
-            )
-            .await
-        })
+        let (transport, both) = echo_ceilings(
+            system,
+            &list_sizes,
+            limits,
+            ceiling::read_calls(&user_ids, limits.concurrency, Some(PAGE_SIZE)),
+        )
         .await?;
         list_rows.push(Row {
             clients,
