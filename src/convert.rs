@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{
+use crate::pb;
+use dynabridge_domain::{
     FieldViolation, Money, OrderLine, OrderStatus, Quantity, Sku, ValidationError,
 };
-use crate::pb;
 
 pub fn money_to_pb(money: Money) -> pb::Money {
     pb::Money {

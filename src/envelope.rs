@@ -7,8 +7,8 @@ use crate::convert::{
     money_from_pb, money_to_pb, order_line_to_pb, order_lines_from_pb, status_from_pb,
     status_to_pb, timestamp_from_pb, timestamp_to_pb,
 };
-use crate::domain::{AggregateType, Email, Event, OrderId, StoredEvent, UserId, UserName};
 use crate::pb::{self, event_envelope::Payload};
+use dynabridge_domain::{AggregateType, Email, Event, OrderId, StoredEvent, UserId, UserName};
 
 /// A stored or published event that this build cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +234,8 @@ pub fn envelope_json(stored: &StoredEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Money, OrderLine, OrderStatus, Quantity, Sku};
     use chrono::TimeZone;
+    use dynabridge_domain::{Money, OrderLine, OrderStatus, Quantity, Sku};
 
     fn sample_order_created() -> StoredEvent {
         let usd = |n| Money::parse("USD", n).unwrap();

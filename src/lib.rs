@@ -1,24 +1,18 @@
-//! dynabridge: CQRS and event sourcing on DynamoDB and EventBridge.
+//! dynabridge's contracts: what the binaries, the event bus and clients in
+//! other languages agree on.
 //!
-//! This crate is the library the three binaries share: the domain, the
-//! protobuf contracts, storage on the DynamoDB API, and the projections.
-//! See `ARCHITECTURE.md` for the map.
+//! - [`pb`]: the code generated from `proto/dynabridge/v1`.
+//! - [`convert`]: protobuf ⇄ domain conversions shared by every edge.
+//! - [`envelope`]: a stored event ⇄ its `EventEnvelope`, and the envelope's
+//!   ProtoJSON (the EventBridge `detail`).
+//! - [`schema`]: every table, index and attribute name, and the names of the
+//!   event bus, its archive and its rules.
+//!
+//! The domain is `dynabridge-domain`; storage, read models and the runtime
+//! are crates of their own under `crates/`. See `ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 
-pub mod aws;
-pub mod commands;
-pub mod config;
 pub mod convert;
-pub mod domain;
 pub mod envelope;
-pub mod error;
-pub mod grpc;
-pub mod health;
 pub mod pb;
-pub mod provision;
-pub mod readmodel;
 pub mod schema;
-pub mod store;
-pub mod telemetry;
-#[cfg(test)]
-mod test_support;

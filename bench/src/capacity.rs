@@ -2,7 +2,7 @@
 //! `ReturnConsumedCapacity`, so its calls would report none. This
 //! interceptor adds `"ReturnConsumedCapacity": "TOTAL"` to the JSON of every
 //! DynamoDB data call that lacks it, before signing: the call does the same
-//! work, and the counters of `dynabridge::aws` then see what it consumed.
+//! work, and the counters of `dynabridge_aws` then see what it consumed.
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;

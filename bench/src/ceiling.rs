@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use dynabridge::domain::{
+use dynabridge::schema::Tables;
+use dynabridge_domain::{
     Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
     UserName, Version,
 };
-use dynabridge::schema::Tables;
-use dynabridge::store::{Append, CommandOutcome, EventStore, IdempotencyRecord};
+use dynabridge_event_store::{Append, CommandOutcome, EventStore, IdempotencyRecord};
 use query_service::read_models::{OrderListing, ReadModels};
 use tonic::transport::Channel;
 use uuid::Uuid;

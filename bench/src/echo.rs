@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use dynabridge::domain::{OrderId, UserId};
+use dynabridge_domain::{OrderId, UserId};
 use tonic::{Request, Response, Status};
 
 use crate::ceiling::Storage;
@@ -93,7 +93,7 @@ impl EchoServer {
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
             .add_service(EchoServiceServer::new(EchoServer { storage }))
-            .serve_with_incoming_shutdown(dynabridge::grpc::incoming(listener), shutdown)
+            .serve_with_incoming_shutdown(dynabridge_runtime::grpc::incoming(listener), shutdown)
             .await
     }
 }
@@ -190,12 +190,12 @@ mod tests {
         })
         .await
         .unwrap();
-        let aws = dynabridge::aws::AwsArgs {
+        let aws = dynabridge_aws::AwsArgs {
             endpoint_url: Some(stack.endpoints().dynamodb_url()),
             region: Some("us-east-1".into()),
         };
         let sdk = local_stack::embedded_sdk_config(&aws, true).await;
-        let client = dynabridge::aws::dynamodb_client(&sdk);
+        let client = dynabridge_aws::dynamodb_client(&sdk);
         let tables = dynabridge::schema::Tables::new("echo");
         let mut echo = echo_service(Some(Storage::new(client.clone(), tables.clone()))).await;
         let events = || async {

@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use dynabridge::commands::{
+use command_service::commands::{
     AggregateCache, AggregateCacheMetrics, CommandHandler, CommandMeta, RequestId,
 };
-use dynabridge::domain::{
+use dynabridge::schema::Tables;
+use dynabridge_domain::{
     Email, Money, OrderId, OrderLine, OrderLines, OrderStatus, Quantity, Sku, UserId, UserName,
 };
-use dynabridge::schema::Tables;
-use dynabridge::store::EventStore;
+use dynabridge_event_store::EventStore;
 use uuid::Uuid;
 
 use crate::load::{self, Limits, Outcome, Step};

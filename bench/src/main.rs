@@ -244,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { embedded, role } => {
-            dynabridge::grpc::init_tracing();
+            dynabridge_runtime::grpc::init_tracing();
             serve::run(role, embedded).await
         }
         Command::Suite(args) => suite::run(args).await,

@@ -51,7 +51,7 @@ use aws_sdk_dynamodb::types::{
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
-use dynabridge::domain::{
+use dynabridge_domain::{
     DomainError, Email, Money, OrderId, OrderLine, OrderLines, OrderStatus, Quantity, Sku, UserId,
     UserName, ValidationError,
 };
@@ -614,7 +614,7 @@ mod tests {
     use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::orchestrator::Metadata;
     use cqrs_es::AggregateError;
-    use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
+    use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
     use serde_json::{Value, json};
     use tokio::sync::oneshot;
 

@@ -9,9 +9,9 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use dynabridge::aws::AwsArgs;
-use dynabridge::grpc::Listeners;
 use dynabridge::schema::Tables;
+use dynabridge_aws::AwsArgs;
+use dynabridge_runtime::grpc::Listeners;
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
@@ -106,7 +106,7 @@ async fn sdk_for(aws: &AwsArgs, embedded: bool) -> aws_config::SdkConfig {
     if embedded {
         local_stack::embedded_sdk_config(aws, true).await
     } else {
-        dynabridge::aws::load_sdk_config(aws, None).await
+        dynabridge_aws::load_sdk_config(aws, None).await
     }
 }
 
@@ -187,7 +187,7 @@ pub async fn run(role: Role, embedded: bool) -> anyhow::Result<()> {
                     };
                     let sdk = local_stack::embedded_sdk_config(&aws, true).await;
                     Some(Storage::new(
-                        dynabridge::aws::dynamodb_client(&sdk),
+                        dynabridge_aws::dynamodb_client(&sdk),
                         Tables::new(&table_prefix),
                     ))
                 }

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use dynabridge::aws::AwsArgs;
-use dynabridge::domain::UserId;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
 use dynabridge::schema::Tables;
+use dynabridge_aws::AwsArgs;
+use dynabridge_domain::UserId;
 use prost::Message as _;
 
 use crate::ceiling::{self, Storage};
@@ -141,9 +141,9 @@ impl System {
             region: Some("us-east-1".into()),
         };
         let sdk = local_stack::embedded_sdk_config(&aws, true).await;
-        let client = dynabridge::aws::dynamodb_client(&sdk);
+        let client = dynabridge_aws::dynamodb_client(&sdk);
         let own_metrics = prometheus::Registry::new();
-        dynabridge::aws::register_call_metrics(&own_metrics)?;
+        dynabridge_aws::register_call_metrics(&own_metrics)?;
         let storage = Storage::new(client.clone(), Tables::new(PREFIX));
         let library = Library::new(client.clone(), Tables::new(PREFIX))?;
         // The same client, also asking DynamoDB for the capacity the
@@ -186,7 +186,9 @@ impl System {
     }
 
     fn own_scrape(&self) -> Scrape {
-        Scrape::parse(&dynabridge::telemetry::metrics::render(&self.own_metrics))
+        Scrape::parse(&dynabridge_runtime::telemetry::metrics::render(
+            &self.own_metrics,
+        ))
     }
 
     async fn start_projector(&mut self) -> anyhow::Result<()> {
@@ -236,16 +238,14 @@ impl System {
             endpoint_url: Some(endpoint.to_owned()),
             region: Some("us-east-1".into()),
         };
-        let sdk = dynabridge::aws::load_sdk_config(
-            &aws,
-            Some(dynabridge::aws::StaticCredentials::local()),
-        )
-        .await;
-        let client = dynabridge::aws::eventbridge_client(&sdk);
-        dynabridge::provision::event_bus::ensure_event_bus(
+        let sdk =
+            dynabridge_aws::load_sdk_config(&aws, Some(dynabridge_aws::StaticCredentials::local()))
+                .await;
+        let client = dynabridge_aws::eventbridge_client(&sdk);
+        dynabridge_provision::event_bus::ensure_event_bus(
             &client,
             &Tables::new(PREFIX),
-            &dynabridge::provision::event_bus::EventBusOptions::default(),
+            &dynabridge_provision::event_bus::EventBusOptions::default(),
         )
         .await
         .with_context(|| format!("provisioning the event bus at {endpoint}"))?;
@@ -654,7 +654,7 @@ async fn run_on(system: &mut System, args: &SuiteArgs) -> anyhow::Result<String>
          through `EventStore::append`, so in all three the appends of concurrent clients share \
          transactions (group commit, at most {} outstanding); the peer sends each command's \
          own.\n\n",
-        dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+        dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
     );
     out.push_str(
         "Each scenario has three ceilings. The storage ceiling sends the scenario's DynamoDB \

@@ -4,15 +4,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use crate::commands::{AggregateCache, AggregateCacheMetrics, CommandHandler};
 use anyhow::Context as _;
-use dynabridge::commands::{AggregateCache, AggregateCacheMetrics, CommandHandler};
-use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{ApiServer, Listeners};
-use dynabridge::health::{HealthArgs, StoreProbe};
 use dynabridge::pb::command_service_server::CommandServiceServer;
 use dynabridge::schema::idempotency;
-use dynabridge::store::{EventStore, GroupCommitMetrics};
+use dynabridge_event_store::{EventStore, GroupCommitMetrics};
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::{ApiServer, Listeners};
+use dynabridge_runtime::health::{HealthArgs, StoreProbe};
 
+pub mod commands;
 mod parse;
 mod service;
 
@@ -125,7 +126,7 @@ pub async fn run_with_registry(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tables = config.store.tables();
-    let client = dynabridge::aws::dynamodb_client(sdk);
+    let client = dynabridge_aws::dynamodb_client(sdk);
     let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
     let store = EventStore::new(client.clone(), tables.clone()).with_group_commit(
         config.append_max_in_flight,

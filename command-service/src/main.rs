@@ -1,8 +1,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 
-use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{Listeners, shutdown_signal};
+use dynabridge_aws::load_sdk_config;
+use dynabridge_runtime::grpc::{Listeners, shutdown_signal};
 
 /// The dynabridge command service (`dynabridge.v1.CommandService`).
 #[derive(Debug, Parser)]
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         observability,
     } = Cli::parse();
-    let _telemetry = dynabridge::telemetry::init("command-service")?;
+    let _telemetry = dynabridge_runtime::telemetry::init("command-service")?;
     if let Err(err) = config
         .store
         .validate()
@@ -34,8 +34,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {err}");
         std::process::exit(2);
     }
-    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
-        dynabridge::aws::record_calls_to(path)?;
+    if let Some(path) = std::env::var_os(dynabridge_aws::CALL_LOG_ENV) {
+        dynabridge_aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listeners = Listeners {

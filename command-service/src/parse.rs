@@ -4,13 +4,13 @@
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use dynabridge::commands::{CommandMeta, RequestId};
+use crate::commands::{CommandMeta, RequestId};
 use dynabridge::convert::{money_from_pb, order_lines_from_pb, status_from_pb};
-use dynabridge::domain::{
+use dynabridge::pb;
+use dynabridge_domain::{
     Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, UserId, UserName,
     ValidationError, Version,
 };
-use dynabridge::pb;
 
 /// SHA-256 of the request with its idempotency key and correlation id
 /// cleared: what must match when a request id is reused.

@@ -4,13 +4,13 @@
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use dynabridge::commands::CommandHandler;
+use crate::commands::CommandHandler;
 use dynabridge::convert::money_to_pb;
-use dynabridge::error::AppError;
-use dynabridge::grpc::{CORRELATION_HEADER, correlation_id, request_span, trace_parent};
 use dynabridge::pb;
 use dynabridge::pb::command_service_server::CommandService;
-use dynabridge::telemetry::continue_trace;
+use dynabridge_runtime::error::AppError;
+use dynabridge_runtime::grpc::{CORRELATION_HEADER, correlation_id, request_span, trace_parent};
+use dynabridge_runtime::telemetry::continue_trace;
 
 use crate::parse::{CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile};
 

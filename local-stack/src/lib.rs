@@ -30,12 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aws_config::SdkConfig;
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::config::StoreArgs;
-use dynabridge::grpc::Listeners;
-use dynabridge::health::HealthArgs;
-use dynabridge::provision::{ProvisionError, ensure_tables};
-use dynabridge::telemetry::metrics::{CombinedMetrics, serve_metrics};
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_provision::{ProvisionError, ensure_tables};
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::telemetry::metrics::{CombinedMetrics, serve_metrics};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -452,8 +452,8 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     let config = command_service::Config {
         store: store_args.clone(),
         listen: endpoints.command,
-        aggregate_cache_capacity: dynabridge::commands::AggregateCache::DEFAULT_CAPACITY,
-        append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+        aggregate_cache_capacity: command_service::commands::AggregateCache::DEFAULT_CAPACITY,
+        append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
     };
     let (sdk_, signal) = (sdk.clone(), services_signal.clone());
     let task = services.spawn(async move {

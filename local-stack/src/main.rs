@@ -12,13 +12,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = local_stack::Options::parse();
-    dynabridge::grpc::init_tracing();
+    dynabridge_runtime::grpc::init_tracing();
     let stack = local_stack::start(options)
         .await
         .context("starting the local stack")?;
     println!("{}", stack.endpoints().banner());
     stack
-        .run_until(dynabridge::grpc::shutdown_signal())
+        .run_until(dynabridge_runtime::grpc::shutdown_signal())
         .await
         .context("running the local stack")?;
     Ok(())

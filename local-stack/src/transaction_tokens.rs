@@ -15,7 +15,7 @@
 //! TransactWriteItems requests before they leave the process. Nothing in the
 //! system relies on the token: the command service's own idempotency record
 //! makes a repeated append fail its conditions and be answered as a retry
-//! (`dynabridge::store::append`), which is also what happens on AWS once a
+//! (`dynabridge_event_store::append`), which is also what happens on AWS once a
 //! token's ten minutes are over. Changing a signed body is harmless here
 //! because dynoxide does not check signatures; it would not be against AWS,
 //! which is why this client is only ever used for the embedded endpoint.
@@ -182,12 +182,12 @@ mod tests {
         let server = tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
             let _ = stopped.await;
         }));
-        let sdk = dynabridge::aws::load_sdk_config(
-            &dynabridge::aws::AwsArgs {
+        let sdk = dynabridge_aws::load_sdk_config(
+            &dynabridge_aws::AwsArgs {
                 endpoint_url: Some(endpoint),
                 region: Some("us-east-1".into()),
             },
-            Some(dynabridge::aws::StaticCredentials::local()),
+            Some(dynabridge_aws::StaticCredentials::local()),
         )
         .await;
         let plain = aws_sdk_dynamodb::Client::new(&sdk);

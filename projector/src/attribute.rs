@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as ItemValue;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
-use dynabridge::readmodel::Item;
+use dynabridge_read_models::Item;
 
 /// An attribute of a type this SDK does not know.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

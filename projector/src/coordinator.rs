@@ -423,7 +423,7 @@ mod tests {
     mod leases {
         use std::time::Duration;
 
-        use dynabridge::domain::Version;
+        use dynabridge_domain::Version;
         use tokio::task::JoinHandle;
 
         use super::*;

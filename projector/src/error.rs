@@ -2,7 +2,7 @@
 //! the event store). Every failure is retried; the kind only decides how
 //! loudly it is logged.
 
-use dynabridge::error::AppError;
+use dynabridge_aws::CallError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,20 +20,31 @@ impl StoreError {
     }
 }
 
-impl From<AppError> for StoreError {
-    fn from(err: AppError) -> Self {
+impl From<CallError> for StoreError {
+    fn from(err: CallError) -> Self {
+        if err.is_transient() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Failed(err.to_string())
+        }
+    }
+}
+
+impl From<dynabridge_event_store::StoreError> for StoreError {
+    fn from(err: dynabridge_event_store::StoreError) -> Self {
         match err {
-            AppError::Unavailable(detail) => Self::Unavailable(detail),
+            dynabridge_event_store::StoreError::Call(err) => err.into(),
             other => Self::Failed(other.to_string()),
         }
     }
 }
 
-/// Classifies an SDK error of any AWS client the way the root library does.
+/// Classifies an SDK error of any AWS client, as every binary does
+/// ([`CallError`]).
 pub fn sdk_error<E, R>(context: &str, err: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    dynabridge::error::from_sdk_error(context, err).into()
+    CallError::from_sdk(context, err).into()
 }

@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 
 use async_trait::async_trait;
-use dynabridge::domain::StoredEvent;
+use dynabridge_domain::StoredEvent;
 
 use crate::control::Shutdown;
 use crate::error::StoreError;

@@ -52,11 +52,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use dynabridge::config::StoreArgs;
-use dynabridge::grpc::Listeners;
-use dynabridge::health::{HealthArgs, Report, StoreHealth, StoreProbe, reachable_gauge};
 use dynabridge::schema::user_profiles;
-use dynabridge::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::health::{HealthArgs, Report, StoreHealth, StoreProbe, reachable_gauge};
+use dynabridge_runtime::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 use tonic_health::ServingStatus;
 
 use crate::checkpoint::DynamoCheckpoints;
@@ -357,14 +357,14 @@ pub async fn run_with_registry(
         .context("invalid configuration")?;
     let addr = listeners.grpc.local_addr()?;
     let tables = config.store.tables();
-    let dynamodb = dynabridge::aws::dynamodb_client(sdk);
+    let dynamodb = dynabridge_aws::dynamodb_client(sdk);
     let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
     let lease_settings = config.lease.settings(&timing);
     // Validated at start-up; a caller that skipped that gets one at a time
     // rather than a batch that never ends.
     let max_concurrent_writes =
         NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
-    dynabridge::aws::register_call_metrics(registry).context("registering metrics")?;
+    dynabridge_aws::register_call_metrics(registry).context("registering metrics")?;
     let metrics = ProjectorMetrics::new().context("creating metrics")?;
     metrics.register(registry).context("registering metrics")?;
     let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
@@ -373,7 +373,7 @@ pub async fn run_with_registry(
     // worth failing on before anything else starts.
     let publisher: Box<dyn Publisher> = match &config.event_bus {
         Some(bus) => Box::new(BusPublisher::new(
-            Box::new(SdkEventBus::new(dynabridge::aws::eventbridge_client(sdk))),
+            Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(sdk))),
             config.event_source.clone(),
             bus.clone(),
             timing.clone(),
@@ -440,7 +440,7 @@ pub async fn run_with_registry(
     );
     // The monitor and the checks end first: nothing turns SERVING again
     // once shutdown has begun.
-    let server_stop = dynabridge::grpc::not_serving_then(
+    let server_stop = dynabridge_runtime::grpc::not_serving_then(
         reporter.clone(),
         vec![HEALTH_SERVICE, LIVENESS_SERVICE],
         {
@@ -458,7 +458,10 @@ pub async fn run_with_registry(
         tonic::transport::Server::builder()
             .layer(grpc_metrics.layer())
             .add_service(health_service)
-            .serve_with_incoming_shutdown(dynabridge::grpc::incoming(listeners.grpc), server_stop),
+            .serve_with_incoming_shutdown(
+                dynabridge_runtime::grpc::incoming(listeners.grpc),
+                server_stop,
+            ),
     );
 
     let outcome = progress.clone().track("coordinator", async {
@@ -476,7 +479,7 @@ pub async fn run_with_registry(
         let pipeline = Arc::new(Pipeline {
             leases: Arc::new(Leases::new(lease_settings, stream_arn.clone(), checkpoints.clone(), metrics.clone())),
             stream_arn,
-            streams: Arc::new(SdkStreams::new(dynabridge::aws::streams_client(sdk))),
+            streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(sdk))),
             checkpoints,
             handler: Arc::new(Projection::new(
                 ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY, metrics.clone()),

@@ -4,8 +4,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{Listeners, shutdown_signal};
+use dynabridge_aws::load_sdk_config;
+use dynabridge_runtime::grpc::{Listeners, shutdown_signal};
 
 /// Projects the event store's stream into the read models and publishes
 /// every event.
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         observability,
     } = Cli::parse();
-    let _telemetry = dynabridge::telemetry::init("projector")?;
+    let _telemetry = dynabridge_runtime::telemetry::init("projector")?;
     if let Err(message) = config
         .validate()
         .and_then(|()| observability.health.validate())
@@ -37,8 +37,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("projector: invalid configuration: {message}");
         std::process::exit(2);
     }
-    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
-        dynabridge::aws::record_calls_to(path)?;
+    if let Some(path) = std::env::var_os(dynabridge_aws::CALL_LOG_ENV) {
+        dynabridge_aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listeners = Listeners {

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::primitives::DateTime as SdkDateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::{DateTime, Utc};
-use dynabridge::domain::StoredEvent;
 use dynabridge::envelope::envelope_json;
-use dynabridge::telemetry::TraceParent;
+use dynabridge_domain::StoredEvent;
+use dynabridge_runtime::telemetry::TraceParent;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 

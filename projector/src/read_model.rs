@@ -21,9 +21,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use dynabridge::domain::{AggregateType, StoredEvent, Version};
-use dynabridge::readmodel::{Applied, OrderSummaryRow, UserProfileRow};
 use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
+use dynabridge_domain::{AggregateType, StoredEvent, Version};
+use dynabridge_read_models::{Applied, OrderSummaryRow, UserProfileRow};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use crate::error::{StoreError, sdk_error};
@@ -489,7 +489,7 @@ impl RowStore for DynamoRows {
         from: Version,
         to: Version,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        dynabridge::store::read_events(
+        dynabridge_event_store::read_events(
             &self.client,
             &self.tables.event_store(),
             aggregate_id,

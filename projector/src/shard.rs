@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodbstreams::types::AttributeValue;
-use dynabridge::domain::StoredEvent;
 use dynabridge::schema::event_store;
-use dynabridge::store::codec::event_from_item;
+use dynabridge_domain::StoredEvent;
+use dynabridge_event_store::codec::event_from_item;
 
 use crate::attribute::image_to_item;
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError};

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use dynabridge::domain::{
+use dynabridge_domain::{
     Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
     UserName, Version,
 };
-use dynabridge::readmodel::UserProfileRow;
-use dynabridge::store::codec::event_to_item;
+use dynabridge_event_store::codec::event_to_item;
+use dynabridge_read_models::UserProfileRow;
 use uuid::Uuid;
 
 use crate::attribute::item_to_image;

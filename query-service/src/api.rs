@@ -4,12 +4,12 @@
 
 use std::future::Future;
 
-use dynabridge::error::AppError;
-use dynabridge::grpc::{
-    CORRELATION_HEADER, correlation_id, request_deadline, request_span, trace_parent,
-};
 use dynabridge::pb;
 use dynabridge::pb::query_service_server::QueryService;
+use dynabridge_runtime::error::AppError;
+use dynabridge_runtime::grpc::{
+    CORRELATION_HEADER, correlation_id, request_deadline, request_span, trace_parent,
+};
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -49,7 +49,7 @@ where
     let span = request_span(method, &cid);
     // Reads append nothing: the trace context only makes this call's span
     // part of the caller's trace.
-    let _ = dynabridge::telemetry::continue_trace(&span, trace_parent(metadata));
+    let _ = dynabridge_runtime::telemetry::continue_trace(&span, trace_parent(metadata));
     let result = async move {
         let result = handle(request.into_inner(), call_deadline).await;
         if let Err(err) = &result {

@@ -22,11 +22,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use dynabridge::config::StoreArgs;
-use dynabridge::grpc::{ApiServer, Listeners};
-use dynabridge::health::{HealthArgs, StoreProbe};
 use dynabridge::pb::query_service_server::QueryServiceServer;
 use dynabridge::schema::user_profiles;
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::{ApiServer, Listeners};
+use dynabridge_runtime::health::{HealthArgs, StoreProbe};
 use tonic::server::NamedService as _;
 
 use crate::api::QueryApi;
@@ -171,7 +171,7 @@ pub async fn run_with_registry(
         }
     };
     let tables = config.store.tables();
-    let client = dynabridge::aws::dynamodb_client(sdk);
+    let client = dynabridge_aws::dynamodb_client(sdk);
     let read_models = ReadModels::new(client.clone(), &tables);
     let queries = Queries::new(
         read_models,

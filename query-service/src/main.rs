@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use dynabridge::aws::load_sdk_config;
-use dynabridge::grpc::{Listeners, shutdown_signal};
+use dynabridge_aws::load_sdk_config;
+use dynabridge_runtime::grpc::{Listeners, shutdown_signal};
 use query_service::{Config, Observability, run_with};
 
 /// The read side of dynabridge: dynabridge.v1.QueryService over the read models.
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
         config,
         observability,
     } = Cli::parse();
-    let _telemetry = match dynabridge::telemetry::init("query-service") {
+    let _telemetry = match dynabridge_runtime::telemetry::init("query-service") {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("query-service: {err}");
@@ -59,8 +59,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, observability: Observability) -> anyhow::Result<()> {
-    if let Some(path) = std::env::var_os(dynabridge::aws::CALL_LOG_ENV) {
-        dynabridge::aws::record_calls_to(path)?;
+    if let Some(path) = std::env::var_os(dynabridge_aws::CALL_LOG_ENV) {
+        dynabridge_aws::record_calls_to(path)?;
     }
     let sdk = load_sdk_config(&config.store.aws, None).await;
     let listeners = Listeners {

@@ -9,7 +9,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dynabridge::domain::ValidationError;
+use dynabridge_domain::ValidationError;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -128,8 +128,8 @@ impl PageTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynabridge::domain::{OrderStatus, UserId};
     use dynabridge::schema::{order_summaries, read_model};
+    use dynabridge_domain::{OrderStatus, UserId};
 
     fn key_for(user: UserId) -> PageKey {
         PageKey::from([

@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use dynabridge::domain::Version;
-use dynabridge::error::AppError;
-use dynabridge::readmodel::{OrderSummaryRow, UserProfileRow};
+use dynabridge_domain::Version;
+use dynabridge_read_models::{OrderSummaryRow, UserProfileRow};
+use dynabridge_runtime::error::AppError;
 use tokio::time::Instant;
 
 use crate::page_token::PageTokens;

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use dynabridge::domain::{Email, OrderId, OrderStatus, UserId};
-use dynabridge::error::{AppError, from_sdk_error};
-use dynabridge::readmodel::{Item, OrderSummaryRow, RowError, UserProfileRow};
 use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
+use dynabridge_domain::{Email, OrderId, OrderStatus, UserId};
+use dynabridge_read_models::{Item, OrderSummaryRow, RowError, UserProfileRow};
+use dynabridge_runtime::error::{AppError, from_sdk_error};
 
 /// Where a page of orders resumes: the `LastEvaluatedKey` of a query on one of
 /// the order indexes. All its attributes are strings.

@@ -5,8 +5,8 @@
 //! reported, not only the first.
 
 use dynabridge::convert::status_from_pb;
-use dynabridge::domain::{Email, OrderId, UserId, ValidationError, Version};
 use dynabridge::pb;
+use dynabridge_domain::{Email, OrderId, UserId, ValidationError, Version};
 
 use crate::read_models::OrderListing;
 
@@ -193,7 +193,7 @@ impl TryFrom<pb::ListOrdersByStatusRequest> for ListOrders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynabridge::domain::OrderStatus;
+    use dynabridge_domain::OrderStatus;
 
     fn fields(err: ValidationError) -> Vec<String> {
         err.violations.into_iter().map(|v| v.field).collect()

@@ -10,17 +10,17 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::commands::{
+use command_service::commands::{
     AggregateCache, AggregateCacheMetrics, CommandHandler, CommandMeta, RequestId,
 };
-use dynabridge::domain::{
+use dynabridge::schema::Tables;
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_domain::{
     Email, Event, OrderId, OrderLine, OrderLines, OrderStatus, Quantity, Sku, UserId, UserName,
     Version,
 };
-use dynabridge::error::AppError;
-use dynabridge::schema::Tables;
-use dynabridge::store::{CommandOutcome, EventStore};
+use dynabridge_event_store::{CommandOutcome, EventStore};
+use dynabridge_runtime::error::AppError;
 use tokio::sync::oneshot;
 
 use crate::helpers::{start_embedded_store, unique_prefix};
@@ -83,7 +83,7 @@ impl Store {
         };
         let sdk = load_sdk_config(&aws, Some(StaticCredentials::local())).await;
         let tables = Tables::new(unique_prefix());
-        dynabridge::provision::ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables)
+        dynabridge_provision::ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables)
             .await
             .unwrap();
         Self {
@@ -152,7 +152,7 @@ impl Replica {
         let line = OrderLine {
             sku: Sku::parse("sku-1").unwrap(),
             quantity: Quantity::parse(1).unwrap(),
-            unit_price: dynabridge::domain::Money::parse("USD", 100).unwrap(),
+            unit_price: dynabridge_domain::Money::parse("USD", 100).unwrap(),
         };
         let outcome = self
             .handler

@@ -1,5 +1,5 @@
 //! Publishing to EventBridge, end to end: the bus, archive and rules that
-//! `dynabridge::provision` creates (as the CloudFormation template deploys
+//! `dynabridge_provision` creates (as the CloudFormation template deploys
 //! them), an SQS queue behind each rule, and the projector publishing every
 //! event of a command flow. Each event must reach exactly the queues whose
 //! rule matches it, once, as the documented EventBridge event.
@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge::pb;
-use dynabridge::provision::{
+use dynabridge::schema::{Tables, event_rules};
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_provision::{
     BusRule, EventBusOptions, RuleTarget, ensure_event_bus, ensure_rule_target,
 };
-use dynabridge::schema::{Tables, event_rules};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -43,7 +43,7 @@ async fn each_event_reaches_exactly_the_queues_whose_rule_matches() {
         publish_to_bus: true,
     })
     .await;
-    let events = dynabridge::aws::eventbridge_client(app.sdk());
+    let events = dynabridge_aws::eventbridge_client(app.sdk());
     let sqs = aws_sdk_sqs::Client::new(app.sdk());
 
     // The bus, its archive and rules, and a queue behind each rule with
@@ -280,7 +280,7 @@ async fn provisioning_the_bus_is_idempotent_and_follows_its_options() {
         Some(StaticCredentials::local()),
     )
     .await;
-    let events = dynabridge::aws::eventbridge_client(&sdk);
+    let events = dynabridge_aws::eventbridge_client(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let tables = Tables::new(unique_prefix());
     let options = EventBusOptions {

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::commands::AggregateCache;
-use dynabridge::config::StoreArgs;
+use command_service::commands::AggregateCache;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
 use dynabridge::schema::{Tables, event_store};
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_runtime::config::StoreArgs;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -99,7 +99,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
-    dynabridge::grpc::init_tracing();
+    dynabridge_runtime::grpc::init_tracing();
     let (store_endpoint, store_stop) = match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
         Ok(endpoint) => (endpoint, None),
         Err(_) => {
@@ -117,7 +117,7 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
     let sdk = load_sdk_config(&store_args.aws, Some(StaticCredentials::local())).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let tables = store_args.tables();
-    dynabridge::provision::ensure_tables(&dynamo, &tables).await?;
+    dynabridge_provision::ensure_tables(&dynamo, &tables).await?;
 
     let dir = tempfile::tempdir()?;
     let sink_path = dir.path().join("published.jsonl");
@@ -160,7 +160,7 @@ impl TestApp {
             store: self.store_args.clone(),
             listen: addr,
             aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
-            append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+            append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let sdk = self.sdk.clone();

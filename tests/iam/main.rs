@@ -92,12 +92,12 @@ async fn start_store() -> (String, aws_sdk_dynamodb::Client) {
         dynoxide::Database::memory().unwrap(),
         std::future::pending(),
     ));
-    let sdk = dynabridge::aws::load_sdk_config(
-        &dynabridge::aws::AwsArgs {
+    let sdk = dynabridge_aws::load_sdk_config(
+        &dynabridge_aws::AwsArgs {
             endpoint_url: Some(endpoint.clone()),
             region: Some("us-east-1".into()),
         },
-        Some(dynabridge::aws::StaticCredentials::local()),
+        Some(dynabridge_aws::StaticCredentials::local()),
     )
     .await;
     (endpoint, aws_sdk_dynamodb::Client::new(&sdk))
@@ -115,7 +115,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     let (endpoint, dynamo) = start_store().await;
     let prefix = unique_prefix();
     let tables = Tables::new(prefix.clone());
-    dynabridge::provision::ensure_tables(&dynamo, &tables)
+    dynabridge_provision::ensure_tables(&dynamo, &tables)
         .await
         .unwrap();
     let bus = FakeEventBridge::start().await;
@@ -884,7 +884,7 @@ async fn the_template_creates_the_tables_provision_creates() {
     let (_endpoint, dynamo) = start_store().await;
     let prefix = unique_prefix();
     let tables = Tables::new(prefix.clone());
-    dynabridge::provision::ensure_tables(&dynamo, &tables)
+    dynabridge_provision::ensure_tables(&dynamo, &tables)
         .await
         .unwrap();
     let template = load_template(&prefix);

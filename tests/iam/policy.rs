@@ -146,7 +146,7 @@ impl fmt::Display for Request {
 }
 
 /// The IAM request of one line of a call log (see
-/// `dynabridge::aws::record_calls_to`), in the template's account and
+/// `dynabridge_aws::record_calls_to`), in the template's account and
 /// region. A transaction item is authorised as its single-item action.
 pub fn request(line: &str, region: &str, account: &str) -> Request {
     let (call, resource) = line

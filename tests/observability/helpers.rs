@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::commands::AggregateCache;
-use dynabridge::config::StoreArgs;
-use dynabridge::grpc::Listeners;
-use dynabridge::health::HealthArgs;
+use command_service::commands::AggregateCache;
 use dynabridge::schema::Tables;
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::health::HealthArgs;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -62,7 +62,7 @@ pub struct Store {
 
 impl Store {
     pub async fn start() -> Self {
-        dynabridge::grpc::init_tracing();
+        dynabridge_runtime::grpc::init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -78,7 +78,7 @@ impl Store {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ));
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk_for(&endpoint).await);
-        dynabridge::provision::ensure_tables(&dynamo, &tables)
+        dynabridge_provision::ensure_tables(&dynamo, &tables)
             .await
             .unwrap();
         Self {
@@ -310,7 +310,7 @@ pub async fn start_command_service(
             store,
             listen,
             aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
-            append_max_in_flight: dynabridge::store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+            append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
         };
         command_service::run_with(config, &health, &sdk, listeners, async {
             let _ = stopped.await;

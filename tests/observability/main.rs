@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod call_costs;
 #[allow(dead_code)]
 #[path = "../iam/fake_eventbridge.rs"]
 mod fake_eventbridge;

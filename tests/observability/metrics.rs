@@ -2,10 +2,10 @@
 //! store check, the projector's progress, and the AWS calls with what they
 //! cost.
 
-use dynabridge::health::HealthArgs;
 use dynabridge::pb;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
+use dynabridge_runtime::health::HealthArgs;
 
 use crate::helpers::{
     Publish, Store, eventually, sample, sdk_for, start_command_service, start_projector,

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use dynabridge::pb;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::schema::event_store;
-use dynabridge::telemetry::TraceParent;
+use dynabridge_runtime::telemetry::TraceParent;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

@@ -3,10 +3,10 @@
 //! EventBridge entry (`TraceHeader`, X-Ray format) or the sink line.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use dynabridge::health::HealthArgs;
 use dynabridge::pb;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::schema::event_store;
+use dynabridge_runtime::health::HealthArgs;
 use serde_json::Value;
 
 use crate::fake_eventbridge::FakeEventBridge;

@@ -77,16 +77,16 @@ async fn three_processes_converge_after_the_projector_is_killed() {
         std::future::pending(),
     ));
     let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let sdk = dynabridge::aws::load_sdk_config(
-        &dynabridge::aws::AwsArgs {
+    let sdk = dynabridge_aws::load_sdk_config(
+        &dynabridge_aws::AwsArgs {
             endpoint_url: Some(endpoint.clone()),
             region: Some("us-east-1".into()),
         },
-        Some(dynabridge::aws::StaticCredentials::local()),
+        Some(dynabridge_aws::StaticCredentials::local()),
     )
     .await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    dynabridge::provision::ensure_tables(&dynamo, &dynabridge::schema::Tables::new(prefix.clone()))
+    dynabridge_provision::ensure_tables(&dynamo, &dynabridge::schema::Tables::new(prefix.clone()))
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -436,16 +436,16 @@ async fn two_projectors_share_the_stream_and_the_standby_takes_over_from_a_kille
     ));
     let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let tables = Tables::new(prefix.clone());
-    let sdk = dynabridge::aws::load_sdk_config(
-        &dynabridge::aws::AwsArgs {
+    let sdk = dynabridge_aws::load_sdk_config(
+        &dynabridge_aws::AwsArgs {
             endpoint_url: Some(endpoint.clone()),
             region: Some("us-east-1".into()),
         },
-        Some(dynabridge::aws::StaticCredentials::local()),
+        Some(dynabridge_aws::StaticCredentials::local()),
     )
     .await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    dynabridge::provision::ensure_tables(&dynamo, &tables)
+    dynabridge_provision::ensure_tables(&dynamo, &tables)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -132,11 +132,11 @@ fn start(
         .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
         .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         // Only the call log the test asks for.
-        .env_remove(dynabridge::aws::CALL_LOG_ENV)
+        .env_remove(dynabridge_aws::CALL_LOG_ENV)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(call_log) = call_log {
-        command.env(dynabridge::aws::CALL_LOG_ENV, call_log);
+        command.env(dynabridge_aws::CALL_LOG_ENV, call_log);
     }
     for (key, value) in env {
         command.env(key, value);

@@ -148,12 +148,12 @@ pub async fn scrape(addr: SocketAddr) -> String {
 
 /// A DynamoDB client for the stack's embedded store.
 pub async fn dynamodb(endpoints: &Endpoints) -> aws_sdk_dynamodb::Client {
-    let args = dynabridge::aws::AwsArgs {
+    let args = dynabridge_aws::AwsArgs {
         endpoint_url: Some(endpoints.dynamodb_url()),
         region: Some("us-east-1".to_owned()),
     };
     let sdk =
-        dynabridge::aws::load_sdk_config(&args, Some(dynabridge::aws::StaticCredentials::local()))
+        dynabridge_aws::load_sdk_config(&args, Some(dynabridge_aws::StaticCredentials::local()))
             .await;
     aws_sdk_dynamodb::Client::new(&sdk)
 }

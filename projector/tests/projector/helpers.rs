@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::config::StoreArgs;
-use dynabridge::domain::{
+use dynabridge::schema::{Tables, checkpoints, order_summaries, user_profiles};
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_domain::{
     Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
     UserName, Version,
 };
-use dynabridge::readmodel::{Item, OrderSummaryRow, UserProfileRow};
-use dynabridge::schema::{Tables, checkpoints, order_summaries, user_profiles};
-use dynabridge::store::codec::event_to_item;
+use dynabridge_event_store::codec::event_to_item;
+use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
+use dynabridge_runtime::config::StoreArgs;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -105,7 +105,7 @@ fn aws_args(endpoint: &str) -> AwsArgs {
 
 impl TestStore {
     pub async fn provision(&self) {
-        dynabridge::provision::ensure_tables(&self.dynamodb, &self.tables)
+        dynabridge_provision::ensure_tables(&self.dynamodb, &self.tables)
             .await
             .unwrap();
     }

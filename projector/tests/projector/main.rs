@@ -7,8 +7,8 @@ mod helpers;
 
 use std::collections::HashMap;
 
-use dynabridge::domain::{OrderStatus, StoredEvent};
-use dynabridge::readmodel::{Applied, UserProfileRow};
+use dynabridge_domain::{OrderStatus, StoredEvent};
+use dynabridge_read_models::{Applied, UserProfileRow};
 use helpers::{
     eventually, order_history, sink_lines, sink_path, spawn_projector, spawn_store, user_history,
     wait_sink_lines,

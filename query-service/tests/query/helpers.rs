@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone as _, Utc};
-use dynabridge::aws::{AwsArgs, StaticCredentials, load_sdk_config};
-use dynabridge::config::StoreArgs;
-use dynabridge::domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, UserId, Version};
 use dynabridge::pb::query_service_client::QueryServiceClient;
-use dynabridge::readmodel::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge::schema::Tables;
+use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, UserId, Version};
+use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
+use dynabridge_runtime::config::StoreArgs;
 use query_service::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -91,7 +91,7 @@ async fn try_spawn_app(
     let prefix = unique_prefix();
     let tables = Tables::new(prefix.clone());
     if store_shutdown.is_some() {
-        dynabridge::provision::ensure_tables(&dynamo, &tables)
+        dynabridge_provision::ensure_tables(&dynamo, &tables)
             .await
             .context("creating tables")?;
     }

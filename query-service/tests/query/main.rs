@@ -6,10 +6,10 @@ mod observe;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use dynabridge::domain::{OrderId, OrderStatus, UserId};
-use dynabridge::grpc::CORRELATION_HEADER;
 use dynabridge::pb;
 use dynabridge::schema::{read_model, user_profiles};
+use dynabridge_domain::{OrderId, OrderStatus, UserId};
+use dynabridge_runtime::grpc::CORRELATION_HEADER;
 use helpers::{
     PATIENCE, TestApp, order_row, spawn_app, spawn_app_with, spawn_app_without_store, user_row,
 };

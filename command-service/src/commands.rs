@@ -1,0 +1,467 @@
+//! The command side's application service: load an aggregate, decide, append
+//! in one transaction, with idempotency and bounded retries. Transport-free:
+//! the gRPC adapter parses requests into the types here.
+//!
+//! With an [`AggregateCache`], an aggregate this process saw recently is
+//! decided from memory and the append alone validates it (see `cache`).
+
+mod cache;
+
+pub use cache::{AggregateCache, AggregateCacheMetrics};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use dynabridge_domain::{
+    Aggregate, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, StoredEvent,
+    User, UserCommand, UserId, UserName, ValidationError, Version,
+};
+use dynabridge_event_store::{
+    Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord, StoreError,
+};
+use dynabridge_runtime::error::AppError;
+
+/// A client's idempotency key: 1 to 128 printable ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        if raw.is_empty() {
+            return Err(ValidationError::single("request_id", "is required"));
+        }
+        if raw.len() > 128 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ValidationError::single(
+                "request_id",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What every command carries besides its own fields.
+#[derive(Clone, Debug)]
+pub struct CommandMeta {
+    pub request_id: RequestId,
+    /// Hash of the request without `request_id` and `correlation_id`: a retry
+    /// must send the same request.
+    pub request_hash: String,
+    pub correlation_id: String,
+    /// The request's W3C trace context, stored with its events.
+    pub trace_parent: Option<String>,
+    /// The version the client saw; the command fails with `ABORTED` if the
+    /// aggregate has moved on.
+    pub expected_version: Option<Version>,
+}
+
+/// Runs commands against the event store.
+#[derive(Clone, Debug)]
+pub struct CommandHandler {
+    store: EventStore,
+    max_attempts: u32,
+    /// Shared by the clones: one cache per process.
+    cache: Option<Arc<AggregateCache>>,
+}
+
+impl CommandHandler {
+    /// How many times a command without `expected_version` is re-read and
+    /// re-decided when concurrent writers keep winning.
+    pub const MAX_ATTEMPTS: u32 = 5;
+
+    /// A handler that reads every aggregate from the store before deciding.
+    pub fn new(store: EventStore) -> Self {
+        Self {
+            store,
+            max_attempts: Self::MAX_ATTEMPTS,
+            cache: None,
+        }
+    }
+
+    /// Decides from `cache` first; a cache of capacity 0 is none.
+    pub fn with_aggregate_cache(mut self, cache: AggregateCache) -> Self {
+        self.cache = (cache.capacity() > 0).then(|| Arc::new(cache));
+        self
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn aggregate_cache(&self) -> Option<&AggregateCache> {
+        self.cache.as_deref()
+    }
+
+    pub async fn create_user(
+        &self,
+        meta: &CommandMeta,
+        email: Email,
+        name: UserName,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = UserId::new_random();
+        let command = UserCommand::Create { id, email, name };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_user_profile(
+        &self,
+        meta: &CommandMeta,
+        id: UserId,
+        name: Option<UserName>,
+        email: Option<Email>,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = UserCommand::UpdateProfile { id, name, email };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    pub async fn create_order(
+        &self,
+        meta: &CommandMeta,
+        user_id: UserId,
+        items: OrderLines,
+        expected_total: Option<Money>,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = OrderId::new_random();
+        let command = OrderCommand::Create {
+            id,
+            user_id,
+            items,
+            expected_total,
+        };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_order_status(
+        &self,
+        meta: &CommandMeta,
+        id: OrderId,
+        status: OrderStatus,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = OrderCommand::UpdateStatus { id, status };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    /// Loads an aggregate from its events, and caches it. Events of another
+    /// aggregate type under this id mean the aggregate asked for does not
+    /// exist.
+    async fn load<A: Aggregate>(&self, id: Uuid) -> Result<A, AppError> {
+        let events = self
+            .store
+            .load(&id.to_string())
+            .await
+            .map_err(store_error)?;
+        if events
+            .first()
+            .is_some_and(|e| e.event.aggregate_type() != A::TYPE)
+        {
+            return Ok(A::default());
+        }
+        let aggregate = events
+            .iter()
+            .fold(A::default(), |agg, e| agg.apply(&e.event));
+        if let Some(cache) = &self.cache {
+            cache.insert(id, aggregate.clone());
+        }
+        Ok(aggregate)
+    }
+
+    /// Gives up deciding from a cached aggregate: it is dropped, and the
+    /// command is decided again from the store. Returns its version.
+    fn doubt<A: Aggregate>(&self, id: Uuid, cached: &A) -> Version {
+        let version = cached.version();
+        self.forget(id, cached);
+        tracing::debug!(
+            aggregate_type = A::TYPE.as_str(),
+            aggregate_id = %id,
+            cached_version = version,
+            "cached aggregate not confirmed, reading it from the store"
+        );
+        version
+    }
+
+    async fn execute<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        id: Uuid,
+        command: &A::Command,
+        creates: Creates,
+    ) -> Result<CommandOutcome, AppError> {
+        // A cached aggregate is a guess that only a successful append
+        // confirms. Any other outcome is decided again from the store, in
+        // the first of the attempts that read it.
+        let mut guess = match (creates, &self.cache) {
+            (Creates::Nothing, Some(cache)) => cache.get::<A>(id),
+            _ => None,
+        };
+        // The version of a guess given up, to tell whether it was behind.
+        let mut doubted: Option<Version> = None;
+        let mut attempt = 0;
+        loop {
+            let from_cache = guess.is_some();
+            let aggregate = match guess.take() {
+                Some(cached) => cached,
+                None => {
+                    attempt += 1;
+                    if attempt > self.max_attempts {
+                        return Err(AppError::Conflict(format!(
+                            "{} {id} kept changing concurrently; retry",
+                            A::TYPE.as_str()
+                        )));
+                    }
+                    // A new aggregate's id was just made: there is nothing
+                    // to read.
+                    let aggregate = match creates {
+                        Creates::Aggregate => A::default(),
+                        Creates::Nothing => self.load::<A>(id).await?,
+                    };
+                    if let (Some(cache), Some(cached)) = (&self.cache, doubted.take())
+                        && cached != aggregate.version()
+                    {
+                        cache.metrics().stale.inc();
+                    }
+                    aggregate
+                }
+            };
+            if let Some(expected) = meta.expected_version
+                && expected != aggregate.version()
+            {
+                if from_cache {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
+                return self
+                    .replay_or(
+                        meta,
+                        AppError::Conflict(format!(
+                            "{} {id} is at version {}, not the expected {expected}",
+                            A::TYPE.as_str(),
+                            aggregate.version()
+                        )),
+                    )
+                    .await;
+            }
+            let events = match aggregate.decide(command) {
+                // Nothing to do, or a refusal, may only be the cache being
+                // behind: neither is confirmed by an append.
+                Ok(events) if events.is_empty() && from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
+                Err(_) if from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
+                Ok(events) => events,
+                // A retried request may be refused now because it already
+                // happened (an order cannot move to PROCESSING twice).
+                Err(err) => return self.replay_or(meta, err.into()).await,
+            };
+            if events.is_empty() {
+                return Ok(CommandOutcome {
+                    aggregate_id: id.to_string(),
+                    version: aggregate.version(),
+                    event_ids: Vec::new(),
+                    correlation_id: meta.correlation_id.clone(),
+                    total: None,
+                });
+            }
+            let now = Utc::now();
+            let append = self.build_append::<A>(meta, &aggregate, events, now);
+            match self.store.append(&append).await {
+                Ok(()) => {
+                    tracing::info!(
+                        aggregate_type = A::TYPE.as_str(),
+                        aggregate_id = %id,
+                        version = append.idempotency.outcome.version,
+                        events = append.events.len(),
+                        "events appended"
+                    );
+                    if let Some(cache) = &self.cache {
+                        let appended = append
+                            .events
+                            .iter()
+                            .fold(aggregate, |agg, e| agg.apply(&e.event));
+                        cache.insert(id, appended);
+                    }
+                    return Ok(append.idempotency.outcome);
+                }
+                Err(AppendError::DuplicateRequest) => {
+                    return self
+                        .replay_or(
+                            meta,
+                            AppError::Internal("idempotency record vanished".into()),
+                        )
+                        .await;
+                }
+                // The condition on the event versions failed: another
+                // writer appended after the cached version. A refused email
+                // claim is checked again too: the claim and the release
+                // were worked out from the cached state.
+                Err(AppendError::Conflict | AppendError::EmailTaken) if from_cache => {
+                    doubted = Some(self.doubt(id, &aggregate));
+                    continue;
+                }
+                Err(AppendError::Conflict) if meta.expected_version.is_some() => {
+                    self.forget(id, &aggregate);
+                    return Err(AppError::Conflict(format!(
+                        "{} {id} was changed concurrently",
+                        A::TYPE.as_str()
+                    )));
+                }
+                Err(AppendError::Conflict) => {
+                    self.forget(id, &aggregate);
+                    tracing::debug!(attempt, aggregate_id = %id, "concurrent append, re-deciding");
+                    continue;
+                }
+                Err(AppendError::EmailTaken) => {
+                    return Err(AppError::AlreadyExists(
+                        "the email address belongs to another user".into(),
+                    ));
+                }
+                Err(AppendError::UserMissing) => {
+                    return Err(AppError::NotFound(format!(
+                        "user {} not found",
+                        append
+                            .require_user
+                            .map(|u| u.to_string())
+                            .unwrap_or_default()
+                    )));
+                }
+                Err(AppendError::Store(err)) => {
+                    // The append may have landed or not: the cached state
+                    // may be behind.
+                    self.forget(id, &aggregate);
+                    return Err(store_error(err));
+                }
+            }
+        }
+    }
+
+    /// Drops the cached state of `id` if it is not past `aggregate`'s: the
+    /// store is known or suspected to be.
+    fn forget<A: Aggregate>(&self, id: Uuid, aggregate: &A) {
+        if let Some(cache) = &self.cache {
+            cache.forget(id, aggregate.version());
+        }
+    }
+
+    fn build_append<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        aggregate: &A,
+        events: Vec<dynabridge_domain::Event>,
+        now: DateTime<Utc>,
+    ) -> Append {
+        let base = aggregate.version();
+        let stored: Vec<StoredEvent> = events
+            .into_iter()
+            .zip(1..)
+            .map(|(event, n)| StoredEvent {
+                event_id: Uuid::new_v4(),
+                version: base + n,
+                occurred_at: now,
+                schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
+                request_id: meta.request_id.as_str().to_owned(),
+                correlation_id: meta.correlation_id.clone(),
+                trace_parent: meta.trace_parent.clone(),
+                event,
+            })
+            .collect();
+        let first = &stored[0].event;
+        let (mut claim_email, mut release_email, mut require_user, mut total) =
+            (None, None, None, None);
+        match first {
+            dynabridge_domain::Event::UserCreated { user_id, .. }
+            | dynabridge_domain::Event::UserProfileUpdated { user_id, .. } => {
+                let user_events: Vec<_> = stored.iter().map(|s| s.event.clone()).collect();
+                let claims = aggregate.email_claims(&user_events);
+                claim_email = claims.claim.map(|e| (e, *user_id));
+                release_email = claims.release.map(|e| (e, *user_id));
+            }
+            dynabridge_domain::Event::OrderCreated {
+                user_id, total: t, ..
+            } => {
+                require_user = Some(*user_id);
+                total = Some(*t);
+            }
+            dynabridge_domain::Event::OrderStatusUpdated { .. } => {}
+        }
+        let last = &stored[stored.len() - 1];
+        let outcome = CommandOutcome {
+            aggregate_id: last.event.aggregate_id().to_string(),
+            version: last.version,
+            event_ids: stored.iter().map(|s| s.event_id.to_string()).collect(),
+            correlation_id: meta.correlation_id.clone(),
+            total,
+        };
+        Append {
+            events: stored,
+            idempotency: IdempotencyRecord {
+                request_id: meta.request_id.as_str().to_owned(),
+                request_hash: meta.request_hash.clone(),
+                outcome,
+            },
+            claim_email,
+            release_email,
+            require_user,
+            now,
+        }
+    }
+
+    /// If this request was already recorded, its original outcome (or a
+    /// rejection when the key was reused for another request); else `err`.
+    async fn replay_or(
+        &self,
+        meta: &CommandMeta,
+        err: AppError,
+    ) -> Result<CommandOutcome, AppError> {
+        match self
+            .store
+            .recorded_request(meta.request_id.as_str())
+            .await
+            .map_err(store_error)?
+        {
+            Some((hash, outcome)) if hash == meta.request_hash => {
+                tracing::info!(
+                    request_id = meta.request_id.as_str(),
+                    "retried request, returning the original outcome"
+                );
+                Ok(outcome)
+            }
+            Some(_) => Err(ValidationError::single(
+                "request_id",
+                "was already used for a different request",
+            )
+            .into()),
+            None => Err(err),
+        }
+    }
+}
+
+/// A store failure as the application error: `Unavailable` when a retry
+/// may succeed, `Internal` otherwise.
+fn store_error(err: StoreError) -> AppError {
+    if err.is_transient() {
+        AppError::Unavailable(err.to_string())
+    } else {
+        AppError::Internal(err.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Creates {
+    /// The command creates a new aggregate with a fresh id.
+    Aggregate,
+    /// The command acts on an existing aggregate.
+    Nothing,
+}

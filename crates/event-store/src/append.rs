@@ -1,0 +1,495 @@
+//! Appending events: one `TransactWriteItems` holding the event items, the
+//! idempotency record, any email claim or release, and any existence check of
+//! another aggregate. All of it lands, or none of it does. Under load,
+//! concurrent appends share a transaction (see [`super::group_commit`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem,
+};
+use chrono::{DateTime, Utc};
+use prometheus::Registry;
+
+use super::codec::event_to_item;
+use super::group_commit::{GroupCommit, GroupCommitMetrics};
+use crate::error::StoreError;
+use dynabridge::schema::{Tables, event_store, idempotency, unique_emails};
+use dynabridge_domain::{Email, Money, StoredEvent, UserId, Version};
+
+/// What a successful command returns; stored with its request so that a
+/// retry returns the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub aggregate_id: String,
+    pub version: Version,
+    pub event_ids: Vec<String>,
+    pub correlation_id: String,
+    /// An order's computed total, for `CreateOrder`.
+    pub total: Option<Money>,
+}
+
+/// The idempotency record of one request.
+#[derive(Clone, Debug)]
+pub struct IdempotencyRecord {
+    pub request_id: String,
+    /// Hash of the request without its idempotency key and correlation id.
+    pub request_hash: String,
+    pub outcome: CommandOutcome,
+}
+
+/// One append.
+#[derive(Clone, Debug)]
+pub struct Append {
+    pub events: Vec<StoredEvent>,
+    pub idempotency: IdempotencyRecord,
+    /// Claim this address for the user, failing if another user holds it.
+    pub claim_email: Option<(Email, UserId)>,
+    /// Give up this address, which the user holds.
+    pub release_email: Option<(Email, UserId)>,
+    /// The append only happens if this user exists.
+    pub require_user: Option<UserId>,
+    pub now: DateTime<Utc>,
+}
+
+/// Why an append did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended an event with one of these versions first.
+    #[error("concurrent append")]
+    Conflict,
+    /// A request with this idempotency key was already recorded.
+    #[error("duplicate request")]
+    DuplicateRequest,
+    #[error("email taken")]
+    EmailTaken,
+    #[error("user missing")]
+    UserMissing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What each item of the transaction stands for, to read cancellation
+/// reasons by position.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Part {
+    Event,
+    Idempotency,
+    Claim,
+    Release,
+    UserCheck,
+}
+
+/// The event store and the tables the command service owns. Clones share
+/// one group commit.
+#[derive(Clone)]
+pub struct EventStore {
+    client: Client,
+    tables: Tables,
+    event_table: String,
+    idempotency_ttl: Duration,
+    pub(super) group: Arc<GroupCommit>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("event_table", &self.event_table)
+            .field("max_in_flight", &self.group.max_in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore {
+    /// How long a request's idempotency record is kept: retries with the same
+    /// key within this window return the original response.
+    pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// Transactions in flight at once by default: appends beyond them wait
+    /// and share the next transaction. See [`super::group_commit`].
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+    /// The store with [`Self::DEFAULT_MAX_IN_FLIGHT`] and unregistered
+    /// metrics.
+    pub fn new(client: Client, tables: Tables) -> Self {
+        let metrics = GroupCommitMetrics::new().expect("the metric names are valid");
+        Self {
+            event_table: tables.event_store(),
+            group: Arc::new(GroupCommit::new(
+                client.clone(),
+                Self::DEFAULT_MAX_IN_FLIGHT,
+                metrics,
+            )),
+            client,
+            tables,
+            idempotency_ttl: Self::IDEMPOTENCY_TTL,
+        }
+    }
+
+    /// At most `max_in_flight` append transactions outstanding (at least
+    /// one), counted in `metrics`.
+    pub fn with_group_commit(mut self, max_in_flight: usize, metrics: GroupCommitMetrics) -> Self {
+        self.group = Arc::new(GroupCommit::new(
+            self.client.clone(),
+            max_in_flight,
+            metrics,
+        ));
+        self
+    }
+
+    /// How the group commit is doing.
+    pub fn group_commit_metrics(&self) -> &GroupCommitMetrics {
+        self.group.metrics()
+    }
+
+    /// Registers the group commit's metrics with `registry`.
+    pub fn register_metrics(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        self.group.metrics().register(registry)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Every event of an aggregate, in order, read consistently.
+    pub async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        super::read_events(&self.client, &self.event_table, aggregate_id, 1, None).await
+    }
+
+    /// Appends atomically: the events, the idempotency record and the rest
+    /// land together or not at all. Answers once the transaction carrying
+    /// them has.
+    pub async fn append(&self, append: &Append) -> Result<(), AppendError> {
+        let (items, parts, keys) = self.transaction(append)?;
+        self.group.append(items, parts, keys).await
+    }
+
+    /// The items of the append's `TransactWriteItems`, in order: the events,
+    /// the idempotency record, then any email claim, email release and user
+    /// check. What [`EventStore::append`] sends; public so that the
+    /// benchmarks can send parts of it.
+    pub fn transact_items(&self, append: &Append) -> Result<Vec<TransactWriteItem>, StoreError> {
+        self.transaction(append).map(|(items, _, _)| items)
+    }
+
+    /// The items, what each stands for, and each one's table and key.
+    #[allow(clippy::type_complexity)]
+    fn transaction(
+        &self,
+        append: &Append,
+    ) -> Result<(Vec<TransactWriteItem>, Vec<Part>, Vec<String>), StoreError> {
+        let mut parts = Vec::new();
+        let mut items = Vec::new();
+        let mut keys = Vec::new();
+        for event in &append.events {
+            keys.push(item_key(
+                &self.event_table,
+                &[
+                    &event.event.aggregate_id().to_string(),
+                    &event.version.to_string(),
+                ],
+            ));
+            let put = Put::builder()
+                .table_name(&self.event_table)
+                .set_item(Some(event_to_item(event)))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", event_store::AGGREGATE_ID)
+                .build()
+                .map_err(internal)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+            parts.push(Part::Event);
+        }
+
+        let put = Put::builder()
+            .table_name(self.tables.idempotency())
+            .set_item(Some(self.idempotency_item(&append.idempotency, append.now)))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", idempotency::REQUEST_ID)
+            .build()
+            .map_err(internal)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        parts.push(Part::Idempotency);
+        keys.push(item_key(
+            &self.tables.idempotency(),
+            &[&append.idempotency.request_id],
+        ));
+
+        if let Some((email, user_id)) = &append.claim_email {
+            let put = Put::builder()
+                .table_name(self.tables.unique_emails())
+                .item(
+                    unique_emails::EMAIL,
+                    AttributeValue::S(email.as_str().to_owned()),
+                )
+                .item(
+                    unique_emails::USER_ID,
+                    AttributeValue::S(user_id.to_string()),
+                )
+                .condition_expression("attribute_not_exists(#email)")
+                .expression_attribute_names("#email", unique_emails::EMAIL)
+                .build()
+                .map_err(internal)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+            parts.push(Part::Claim);
+            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
+        }
+        if let Some((email, user_id)) = &append.release_email {
+            let delete = Delete::builder()
+                .table_name(self.tables.unique_emails())
+                .key(
+                    unique_emails::EMAIL,
+                    AttributeValue::S(email.as_str().to_owned()),
+                )
+                .condition_expression("#user = :user")
+                .expression_attribute_names("#user", unique_emails::USER_ID)
+                .expression_attribute_values(":user", AttributeValue::S(user_id.to_string()))
+                .build()
+                .map_err(internal)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+            parts.push(Part::Release);
+            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
+        }
+        if let Some(user_id) = &append.require_user {
+            // The user's first event exists if and only if the user does.
+            let check = ConditionCheck::builder()
+                .table_name(&self.event_table)
+                .key(
+                    event_store::AGGREGATE_ID,
+                    AttributeValue::S(user_id.to_string()),
+                )
+                .key(event_store::VERSION, AttributeValue::N("1".into()))
+                .condition_expression("attribute_exists(#id) AND #type = :user")
+                .expression_attribute_names("#id", event_store::AGGREGATE_ID)
+                .expression_attribute_names("#type", event_store::AGGREGATE_TYPE)
+                .expression_attribute_values(":user", AttributeValue::S("User".into()))
+                .build()
+                .map_err(internal)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+            parts.push(Part::UserCheck);
+            keys.push(item_key(&self.event_table, &[&user_id.to_string(), "1"]));
+        }
+        Ok((items, parts, keys))
+    }
+
+    fn idempotency_item(
+        &self,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) -> HashMap<String, AttributeValue> {
+        let outcome = &record.outcome;
+        let expires =
+            now.timestamp() + i64::try_from(self.idempotency_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut item = HashMap::from([
+            (
+                idempotency::REQUEST_ID.into(),
+                AttributeValue::S(record.request_id.clone()),
+            ),
+            (
+                idempotency::REQUEST_HASH.into(),
+                AttributeValue::S(record.request_hash.clone()),
+            ),
+            (
+                idempotency::AGGREGATE_ID.into(),
+                AttributeValue::S(outcome.aggregate_id.clone()),
+            ),
+            (
+                idempotency::VERSION.into(),
+                AttributeValue::N(outcome.version.to_string()),
+            ),
+            (
+                idempotency::CORRELATION_ID.into(),
+                AttributeValue::S(outcome.correlation_id.clone()),
+            ),
+            (
+                idempotency::CREATED_AT.into(),
+                AttributeValue::S(dynabridge::convert::format_time(now)),
+            ),
+            (
+                idempotency::EXPIRES_AT.into(),
+                AttributeValue::N(expires.to_string()),
+            ),
+        ]);
+        if !outcome.event_ids.is_empty() {
+            item.insert(
+                idempotency::EVENT_IDS.into(),
+                AttributeValue::L(
+                    outcome
+                        .event_ids
+                        .iter()
+                        .cloned()
+                        .map(AttributeValue::S)
+                        .collect(),
+                ),
+            );
+        }
+        if let Some(total) = outcome.total {
+            item.insert(
+                idempotency::RESULT.into(),
+                AttributeValue::M(HashMap::from([
+                    (
+                        "TotalCurrency".into(),
+                        AttributeValue::S(total.currency.as_str().to_owned()),
+                    ),
+                    (
+                        "TotalMinor".into(),
+                        AttributeValue::N(total.amount_minor.to_string()),
+                    ),
+                ])),
+            );
+        }
+        item
+    }
+
+    /// The recorded request with this idempotency key: its hash and outcome.
+    pub async fn recorded_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(String, CommandOutcome)>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.tables.idempotency())
+            .key(
+                idempotency::REQUEST_ID,
+                AttributeValue::S(request_id.to_owned()),
+            )
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| StoreError::call("reading idempotency record", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let s = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(s)) => Ok(s.clone()),
+            _ => Err(StoreError::Corrupt(format!(
+                "idempotency record lacks {name}"
+            ))),
+        };
+        let version = match item.get(idempotency::VERSION) {
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| StoreError::Corrupt("bad version".into()))?,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "idempotency record lacks a version".into(),
+                ));
+            }
+        };
+        let event_ids = match item.get(idempotency::EVENT_IDS) {
+            Some(AttributeValue::L(ids)) => {
+                ids.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let total = match item.get(idempotency::RESULT) {
+            Some(AttributeValue::M(result)) => {
+                match (result.get("TotalCurrency"), result.get("TotalMinor")) {
+                    (Some(AttributeValue::S(c)), Some(AttributeValue::N(n))) => Some(
+                        Money::parse(c, n.parse().unwrap_or(-1))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    ),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Some((
+            s(idempotency::REQUEST_HASH)?,
+            CommandOutcome {
+                aggregate_id: s(idempotency::AGGREGATE_ID)?,
+                version,
+                event_ids,
+                correlation_id: s(idempotency::CORRELATION_ID)?,
+                total,
+            },
+        )))
+    }
+}
+
+/// A request the SDK refused to build: a bug of ours.
+fn internal(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Inconsistent(err.to_string())
+}
+
+/// An item's table and key, as one string: `table`, then each key value.
+fn item_key(table: &str, key: &[&str]) -> String {
+    let mut out = table.to_owned();
+    for part in key {
+        out.push('\0');
+        out.push_str(part);
+    }
+    out
+}
+
+/// The code of each item's cancellation reason, in item order, if the
+/// transaction was cancelled; empty otherwise.
+pub(super) fn cancellation_reasons<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+) -> Vec<Option<String>> {
+    match err {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Why the append of a failed transaction that sent only its own items did
+/// not happen.
+pub(super) fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
+    parts: &[Part],
+    err: SdkError<TransactWriteItemsError, R>,
+) -> AppendError {
+    let reasons = cancellation_reasons(&err);
+    classify_reasons(parts, &reasons)
+        .unwrap_or_else(|| AppendError::Store(StoreError::call("appending events", err)))
+}
+
+/// Why an append did not happen, from its own items' cancellation reasons
+/// (`reasons[i]` is `parts[i]`'s); `None` if they do not say.
+pub(super) fn classify_reasons(parts: &[Part], reasons: &[Option<String>]) -> Option<AppendError> {
+    let failed = |part: Part| {
+        parts
+            .iter()
+            .zip(reasons)
+            .any(|(p, code)| *p == part && code.as_deref() == Some("ConditionalCheckFailed"))
+    };
+    // Order matters: a retried request fails every condition it met the first
+    // time, and must be recognised as a retry.
+    if failed(Part::Idempotency) {
+        Some(AppendError::DuplicateRequest)
+    } else if failed(Part::UserCheck) {
+        Some(AppendError::UserMissing)
+    } else if failed(Part::Event) {
+        Some(AppendError::Conflict)
+    } else if failed(Part::Claim) {
+        Some(AppendError::EmailTaken)
+    } else if failed(Part::Release) {
+        Some(AppendError::Store(StoreError::Inconsistent(
+            "email ownership record out of step with the user".into(),
+        )))
+    } else if reasons
+        .iter()
+        .any(|code| code.as_deref() == Some("TransactionConflict"))
+    {
+        Some(AppendError::Conflict)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,170 @@
+//! A [`StoredEvent`] as an event store item, and back. The stream's
+//! `NEW_IMAGE` is the same item.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use uuid::Uuid;
+
+use dynabridge::convert::{format_time, parse_time};
+use dynabridge::envelope::{
+    DecodeError, event_from_payload, payload_from_json, payload_of, payload_to_json,
+};
+use dynabridge::schema::event_store as attr;
+use dynabridge_aws::item::{AttributeError, Item, get_n, get_s};
+use dynabridge_domain::{AggregateType, StoredEvent};
+
+pub fn event_to_item(stored: &StoredEvent) -> Item {
+    let event = &stored.event;
+    let mut item = HashMap::from([
+        (
+            attr::AGGREGATE_ID.into(),
+            AttributeValue::S(event.aggregate_id().to_string()),
+        ),
+        (
+            attr::VERSION.into(),
+            AttributeValue::N(stored.version.to_string()),
+        ),
+        (
+            attr::EVENT_ID.into(),
+            AttributeValue::S(stored.event_id.to_string()),
+        ),
+        (
+            attr::EVENT_TYPE.into(),
+            AttributeValue::S(event.event_type().to_owned()),
+        ),
+        (
+            attr::AGGREGATE_TYPE.into(),
+            AttributeValue::S(event.aggregate_type().as_str().to_owned()),
+        ),
+        (
+            attr::TIMESTAMP.into(),
+            AttributeValue::S(format_time(stored.occurred_at)),
+        ),
+        (
+            attr::SCHEMA_VERSION.into(),
+            AttributeValue::N(stored.schema_version.to_string()),
+        ),
+        (
+            attr::EVENT_DATA.into(),
+            AttributeValue::S(payload_to_json(&payload_of(event))),
+        ),
+        (
+            attr::COMMAND_ID.into(),
+            AttributeValue::S(stored.request_id.clone()),
+        ),
+        (
+            attr::CORRELATION_ID.into(),
+            AttributeValue::S(stored.correlation_id.clone()),
+        ),
+    ]);
+    if let Some(trace_parent) = &stored.trace_parent {
+        item.insert(
+            attr::TRACE_PARENT.into(),
+            AttributeValue::S(trace_parent.clone()),
+        );
+    }
+    item
+}
+
+pub fn event_from_item(item: &Item) -> Result<StoredEvent, DecodeError> {
+    let bad = |e: AttributeError| DecodeError(e.0);
+    let event_type = get_s(item, attr::EVENT_TYPE).map_err(bad)?;
+    let schema_version = u32::try_from(get_n(item, attr::SCHEMA_VERSION).map_err(bad)?)
+        .map_err(|_| DecodeError("schema version out of range".into()))?;
+    let payload = payload_from_json(
+        event_type,
+        schema_version,
+        get_s(item, attr::EVENT_DATA).map_err(bad)?,
+    )?;
+    let event = event_from_payload(&payload)?;
+    let aggregate_id = get_s(item, attr::AGGREGATE_ID).map_err(bad)?;
+    let aggregate_type = get_s(item, attr::AGGREGATE_TYPE).map_err(bad)?;
+    if event.aggregate_id().to_string() != aggregate_id
+        || AggregateType::parse(aggregate_type) != Some(event.aggregate_type())
+    {
+        return Err(DecodeError(format!(
+            "item {aggregate_type} {aggregate_id} does not match its {event_type} payload"
+        )));
+    }
+    let timestamp = get_s(item, attr::TIMESTAMP).map_err(bad)?;
+    Ok(StoredEvent {
+        event_id: Uuid::parse_str(get_s(item, attr::EVENT_ID).map_err(bad)?)
+            .map_err(|e| DecodeError(e.to_string()))?,
+        version: get_n(item, attr::VERSION).map_err(bad)?,
+        occurred_at: parse_time(timestamp)
+            .ok_or_else(|| DecodeError(format!("bad timestamp {timestamp:?}")))?,
+        schema_version,
+        request_id: get_s(item, attr::COMMAND_ID).map_err(bad)?.to_owned(),
+        correlation_id: get_s(item, attr::CORRELATION_ID).map_err(bad)?.to_owned(),
+        // Optional: events appended without a trace context, or before it
+        // was stored, have none.
+        trace_parent: match item.get(attr::TRACE_PARENT) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        },
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use dynabridge_domain::{Email, Event, UserId, UserName};
+
+    #[test]
+    fn items_round_trip() {
+        let stored = StoredEvent {
+            event_id: Uuid::new_v4(),
+            version: 3,
+            occurred_at: parse_time(&format_time(Utc::now())).unwrap(),
+            schema_version: 1,
+            request_id: "r".into(),
+            correlation_id: "c".into(),
+            trace_parent: None,
+            event: Event::UserCreated {
+                user_id: UserId::new_random(),
+                email: Email::parse("x@example.com").unwrap(),
+                name: UserName::parse("X").unwrap(),
+            },
+        };
+        let item = event_to_item(&stored);
+        assert!(!item.contains_key(attr::TRACE_PARENT));
+        assert_eq!(event_from_item(&item).unwrap(), stored);
+        let traced = StoredEvent {
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..stored
+        };
+        let item = event_to_item(&traced);
+        assert_eq!(
+            item.get(attr::TRACE_PARENT).and_then(|v| v.as_s().ok()),
+            traced.trace_parent.as_ref()
+        );
+        assert_eq!(event_from_item(&item).unwrap(), traced);
+    }
+
+    #[test]
+    fn a_payload_for_another_aggregate_is_rejected() {
+        let stored = StoredEvent {
+            event_id: Uuid::new_v4(),
+            version: 1,
+            occurred_at: Utc::now(),
+            schema_version: 1,
+            request_id: "r".into(),
+            correlation_id: "c".into(),
+            trace_parent: None,
+            event: Event::UserCreated {
+                user_id: UserId::new_random(),
+                email: Email::parse("x@example.com").unwrap(),
+                name: UserName::parse("X").unwrap(),
+            },
+        };
+        let mut item = event_to_item(&stored);
+        item.insert(
+            attr::AGGREGATE_ID.into(),
+            AttributeValue::S(Uuid::new_v4().to_string()),
+        );
+        assert!(event_from_item(&item).is_err());
+    }
+}

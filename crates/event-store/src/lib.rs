@@ -1,0 +1,64 @@
+//! The event store on the DynamoDB API: reading an aggregate's events, and
+//! appending new ones atomically with their idempotency record and email
+//! claims (see [`EventStore::append`]).
+
+pub mod append;
+pub mod codec;
+mod error;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+pub mod group_commit;
+
+pub use append::{Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord};
+pub use error::StoreError;
+pub use group_commit::GroupCommitMetrics;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+
+use dynabridge::schema::event_store as attr;
+use dynabridge_domain::{StoredEvent, Version};
+
+/// Reads the events of one aggregate with versions in `from..=to` (`to`:
+/// `None` for all), in version order, with a strongly consistent read.
+pub async fn read_events(
+    client: &Client,
+    table: &str,
+    aggregate_id: &str,
+    from: Version,
+    to: Option<Version>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events = Vec::new();
+    let mut start_key = None;
+    loop {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .expression_attribute_names("#id", attr::AGGREGATE_ID)
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":id", AttributeValue::S(aggregate_id.to_owned()))
+            .expression_attribute_values(":from", AttributeValue::N(from.to_string()))
+            .set_exclusive_start_key(start_key);
+        query = match to {
+            Some(to) => query
+                .key_condition_expression("#id = :id AND #v BETWEEN :from AND :to")
+                .expression_attribute_values(":to", AttributeValue::N(to.to_string())),
+            None => query.key_condition_expression("#id = :id AND #v >= :from"),
+        };
+        let page = query
+            .send()
+            .await
+            .map_err(|e| StoreError::call("reading events", e))?;
+        for item in page.items() {
+            events.push(
+                codec::event_from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start_key = Some(key),
+            _ => return Ok(events),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Creates the tables and, in [`event_bus`], the EventBridge bus with its
+//! archive and rules, idempotently. The same code provisions the embedded
+//! store, an emulator or a real AWS account (where CloudFormation is the
+//! usual way, and this is the quick one).
+
+pub mod event_bus;
+
+pub use event_bus::{
+    BusRule, EventBus, EventBusOptions, ProvisionedRule, RuleTarget, ensure_event_bus,
+    ensure_rule_target,
+};
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::BuildError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    TimeToLiveSpecification,
+};
+
+use dynabridge::schema::{
+    Tables, checkpoints, event_store, idempotency, order_summaries, read_model, unique_emails,
+    user_profiles,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("creating table {table}: {source}")]
+    Create {
+        table: String,
+        #[source]
+        source: aws_sdk_dynamodb::Error,
+    },
+    #[error("table {0} did not become active in time")]
+    NotActive(String),
+    #[error("invalid table definition: {0}")]
+    Definition(#[from] BuildError),
+    #[error("{action} {resource}: {source}")]
+    EventBridge {
+        action: &'static str,
+        resource: String,
+        #[source]
+        source: Box<aws_sdk_eventbridge::Error>,
+    },
+    #[error("invalid event bus options: {0}")]
+    InvalidOptions(String),
+    #[error("EventBridge returned no ARN for {0}")]
+    MissingArn(String),
+    #[error("archive {archive} archives {archived}, not the bus {bus_arn}")]
+    ArchiveOfAnotherBus {
+        archive: String,
+        archived: String,
+        bus_arn: String,
+    },
+    #[error("archive {archive} is {state}: {reason}")]
+    ArchiveFailed {
+        archive: String,
+        state: String,
+        reason: String,
+    },
+    #[error("archive {0} did not become enabled in time")]
+    ArchiveNotEnabled(String),
+    #[error("invalid target {target} of rule {rule}: {source}")]
+    InvalidTarget {
+        rule: String,
+        target: String,
+        #[source]
+        source: BuildError,
+    },
+    #[error("rule {rule} refused target {target}: {code}: {message}")]
+    TargetRefused {
+        rule: String,
+        target: String,
+        code: String,
+        message: String,
+    },
+}
+
+/// An attribute name and type.
+type Attribute = (&'static str, ScalarAttributeType);
+
+/// A global secondary index: name, hash key, optional range key.
+type IndexDef = (&'static str, Attribute, Option<Attribute>);
+
+struct TableDef {
+    name: String,
+    /// (name, type); the first is the hash key, the optional second the range key.
+    key: Vec<Attribute>,
+    indexes: Vec<IndexDef>,
+    stream: bool,
+    ttl_attribute: Option<&'static str>,
+}
+
+fn definitions(tables: &Tables) -> Vec<TableDef> {
+    use ScalarAttributeType::{N, S};
+    vec![
+        TableDef {
+            name: tables.event_store(),
+            key: vec![(event_store::AGGREGATE_ID, S), (event_store::VERSION, N)],
+            indexes: vec![(
+                event_store::EVENT_TYPE_INDEX,
+                (event_store::EVENT_TYPE, S),
+                Some((event_store::TIMESTAMP, S)),
+            )],
+            stream: true,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.idempotency(),
+            key: vec![(idempotency::REQUEST_ID, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: Some(idempotency::EXPIRES_AT),
+        },
+        TableDef {
+            name: tables.unique_emails(),
+            key: vec![(unique_emails::EMAIL, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.user_profiles(),
+            key: vec![(user_profiles::USER_ID, S)],
+            indexes: vec![(user_profiles::EMAIL_INDEX, (user_profiles::EMAIL, S), None)],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.order_summaries(),
+            key: vec![(order_summaries::ORDER_ID, S)],
+            indexes: vec![
+                (
+                    order_summaries::USER_ID_INDEX,
+                    (order_summaries::USER_ID, S),
+                    Some((read_model::CREATED_AT, S)),
+                ),
+                (
+                    order_summaries::STATUS_INDEX,
+                    (order_summaries::STATUS, S),
+                    Some((read_model::CREATED_AT, S)),
+                ),
+            ],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.checkpoints(),
+            key: vec![(checkpoints::STREAM_ARN, S), (checkpoints::SHARD_ID, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+    ]
+}
+
+fn key_schema(hash: &str, range: Option<&str>) -> Result<Vec<KeySchemaElement>, BuildError> {
+    let mut keys = vec![
+        KeySchemaElement::builder()
+            .attribute_name(hash)
+            .key_type(KeyType::Hash)
+            .build()?,
+    ];
+    if let Some(range) = range {
+        keys.push(
+            KeySchemaElement::builder()
+                .attribute_name(range)
+                .key_type(KeyType::Range)
+                .build()?,
+        );
+    }
+    Ok(keys)
+}
+
+/// Creates every table of `tables` that does not exist yet, and waits until
+/// all are active. Tables that exist are left as they are.
+pub async fn ensure_tables(client: &Client, tables: &Tables) -> Result<(), ProvisionError> {
+    for def in definitions(tables) {
+        create_table(client, &def).await?;
+    }
+    for def in definitions(tables) {
+        wait_active(client, &def.name).await?;
+        if let Some(attribute) = def.ttl_attribute {
+            // Best effort: TTL only trims old records, and some emulators
+            // lack the call. Nothing depends on it for correctness.
+            let spec = TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()?;
+            if let Err(err) = client
+                .update_time_to_live()
+                .table_name(&def.name)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+            {
+                tracing::debug!(table = %def.name, error = %aws_sdk_dynamodb::Error::from(err), "time to live not enabled");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionError> {
+    let mut attributes: Vec<(&str, ScalarAttributeType)> = def.key.clone();
+    for (_, hash, range) in &def.indexes {
+        attributes.push(hash.clone());
+        attributes.extend(range.clone());
+    }
+    attributes.sort_by_key(|(name, _)| *name);
+    attributes.dedup_by_key(|(name, _)| *name);
+
+    let mut request = client
+        .create_table()
+        .table_name(&def.name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(
+            def.key[0].0,
+            def.key.get(1).map(|(name, _)| *name),
+        )?));
+    for (name, kind) in attributes {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()?,
+        );
+    }
+    for (index, (hash, _), range) in &def.indexes {
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(*index)
+                .set_key_schema(Some(key_schema(hash, range.as_ref().map(|(n, _)| *n))?))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()?,
+        );
+    }
+    if def.stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()?,
+        );
+    }
+    match request.send().await {
+        Ok(_) => {
+            tracing::info!(table = %def.name, "table created");
+            Ok(())
+        }
+        Err(err) => match aws_sdk_dynamodb::Error::from(err) {
+            aws_sdk_dynamodb::Error::ResourceInUseException(_) => Ok(()),
+            source => Err(ProvisionError::Create {
+                table: def.name.clone(),
+                source,
+            }),
+        },
+    }
+}
+
+async fn wait_active(client: &Client, table: &str) -> Result<(), ProvisionError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .ok()
+            .and_then(|out| out.table)
+            .and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProvisionError::NotActive(table.to_owned()));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,401 @@
+//! gRPC plumbing shared by the servers: the one mapping from [`AppError`] to
+//! `tonic::Status`, correlation ids and trace context, health, reflection,
+//! graceful shutdown, and [`ApiServer`], the server set-up the command and
+//! query services share.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::transport::server::Router;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower_layer::{Identity, Stack};
+
+use crate::error::AppError;
+use crate::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
+use crate::telemetry::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsEndpoint};
+use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
+
+/// Where a binary serves: its gRPC server (the health server, for the
+/// projector) and, if any, its Prometheus `/metrics` endpoint. Bound by the
+/// caller, so that a port that cannot be had fails before anything starts.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+/// The connections `listener` accepts, as a server's incoming stream, with
+/// Nagle's algorithm off. tonic ignores its own `tcp_nodelay` for a
+/// listener bound by the caller, and with Nagle on a response written in
+/// more than one segment waits for the client's delayed ACK: about 40 ms
+/// on Linux (BENCHMARKS.md, `ListOrdersByUser`).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Why an [`ApiServer`] could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading the listen address")]
+    ListenAddress(#[source] std::io::Error),
+    #[error("registering metrics")]
+    Metrics(#[from] prometheus::Error),
+    #[error("building the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving metrics")]
+    MetricsEndpoint(#[source] std::io::Error),
+    #[error("serving gRPC")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// The server of an API service that answers from the store (the command
+/// and query services), with what each of them serves besides its API: its
+/// calls counted ([`GrpcMetrics`]) and the process's AWS calls, in the
+/// service's registry; health that follows the store ([`ServiceHealth`]);
+/// reflection; and the registry's `/metrics` endpoint, if it has a
+/// listener.
+///
+/// [`ApiServer::start`] sets all of it up and checks the store once, so
+/// that the service can say it listens; [`ApiServer::serve`] adds the API
+/// and serves until shutdown.
+pub struct ApiServer {
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    health: ServiceHealth,
+    metrics: MetricsEndpoint,
+}
+
+impl ApiServer {
+    /// Registers the AWS call metrics, the gRPC metrics and the store's
+    /// reachability gauge in `registry` (which must not hold them already),
+    /// starts health under `service` and `liveness` with `probe` (see
+    /// [`ServiceHealth::start`]), and serves `registry` on
+    /// `listeners.metrics`, if any.
+    pub async fn start(
+        service: &'static str,
+        liveness: &'static str,
+        probe: StoreProbe,
+        health: &HealthArgs,
+        listeners: Listeners,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, ServeError> {
+        let addr = listeners
+            .grpc
+            .local_addr()
+            .map_err(ServeError::ListenAddress)?;
+        dynabridge_aws::register_call_metrics(registry)?;
+        let grpc_metrics = GrpcMetrics::register(registry)?;
+        let (health, health_service) = ServiceHealth::start(
+            service,
+            liveness,
+            probe,
+            health,
+            Some(reachable_gauge(registry)?),
+        )
+        .await;
+        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+        let router = tonic::transport::Server::builder()
+            .layer(grpc_metrics.layer())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
+        Ok(Self {
+            addr,
+            listener: listeners.grpc,
+            router,
+            health,
+            metrics,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `api` beside health and reflection until `shutdown`
+    /// resolves, then turns every health name NOT_SERVING, drains
+    /// in-flight requests and stops the metrics endpoint.
+    pub async fn serve<S>(
+        self,
+        api: S,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError>
+    where
+        S: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self {
+            addr: _,
+            listener,
+            router,
+            health,
+            metrics,
+        } = self;
+        let served = router
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming(listener), health.shutdown_after(shutdown))
+            .await;
+        metrics.stop().await.map_err(ServeError::MetricsEndpoint)?;
+        served?;
+        Ok(())
+    }
+}
+
+/// The `ErrorInfo` domain of every error this system returns.
+pub const ERROR_DOMAIN: &str = "dynabridge.dev";
+
+/// The metadata key a correlation id travels in, both ways.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Self {
+        let (code, reason, message) = match err {
+            AppError::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations.violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, []);
+                return Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {violations}"),
+                    details,
+                );
+            }
+            AppError::NotFound(m) => (Code::NotFound, "NOT_FOUND", m),
+            AppError::AlreadyExists(m) => (Code::AlreadyExists, "ALREADY_EXISTS", m),
+            AppError::FailedPrecondition(m) => (Code::FailedPrecondition, "FAILED_PRECONDITION", m),
+            AppError::Conflict(m) => (Code::Aborted, "CONCURRENT_MODIFICATION", m),
+            AppError::DeadlineExceeded(m) => (Code::DeadlineExceeded, "NOT_YET_VISIBLE", m),
+            AppError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                (
+                    Code::Unavailable,
+                    "STORE_UNAVAILABLE",
+                    "the store is unavailable, retry with backoff".to_owned(),
+                )
+            }
+            AppError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (Code::Internal, "INTERNAL", "internal error".to_owned())
+            }
+        };
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, []);
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// The correlation id of a request: the request's field if set, else the
+/// `x-correlation-id` metadata, else a new UUID. A malformed field is bad
+/// input; malformed metadata is replaced.
+pub fn correlation_id(
+    field: &str,
+    metadata: &MetadataMap,
+) -> Result<String, dynabridge_domain::ValidationError> {
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    if !field.is_empty() {
+        if !valid(field) {
+            return Err(dynabridge_domain::ValidationError::single(
+                "correlation_id",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        return Ok(field.to_owned());
+    }
+    if let Some(header) = metadata
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid(s))
+    {
+        return Ok(header.to_owned());
+    }
+    Ok(uuid::Uuid::new_v4().to_string())
+}
+
+/// The caller's W3C trace context, if it sent a valid `traceparent`. An
+/// invalid one is ignored, as the W3C spec asks: the request starts a new
+/// trace rather than failing.
+pub fn trace_parent(metadata: &MetadataMap) -> Option<TraceParent> {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+}
+
+/// The span every line logged for one request is in.
+pub fn request_span(method: &'static str, correlation_id: &str) -> tracing::Span {
+    tracing::info_span!("rpc", method, correlation_id = %correlation_id)
+}
+
+/// The time a request may take: its `grpc-timeout`, if the client set one.
+pub fn request_deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reflection v1 and v1alpha over our contracts and gRPC health, so that
+/// grpcurl works without `.proto` files.
+pub fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Wraps `shutdown` so that, when it fires, every named service (and the
+/// server as a whole, "") turns NOT_SERVING before the server drains.
+pub async fn not_serving_then(
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: not serving, draining requests");
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    for service in services {
+        reporter
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Sets up logging to stderr (stdout may carry published events): `RUST_LOG`
+/// filters (default `info`), and `DYNABRIDGE_LOG_FORMAT=json` switches to
+/// JSON lines. The binaries use [`crate::telemetry::init`], which adds trace
+/// export when configured.
+pub fn init_tracing() {
+    crate::telemetry::init_logs();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_maps_to_bad_request_with_every_field() {
+        let mut v = dynabridge_domain::ValidationError::single("email", "is required");
+        v.push(dynabridge_domain::FieldViolation::new(
+            "name",
+            "must not be empty",
+        ));
+        let status = Status::from(AppError::Invalid(v));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email", "name"]);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak() {
+        let status = Status::from(AppError::Internal("table foo-event-store exploded".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("foo"));
+    }
+
+    #[test]
+    fn correlation_id_prefers_field_then_metadata() {
+        let mut md = MetadataMap::new();
+        md.insert(CORRELATION_HEADER, "from-header".parse().unwrap());
+        assert_eq!(correlation_id("from-field", &md).unwrap(), "from-field");
+        assert_eq!(correlation_id("", &md).unwrap(), "from-header");
+        let generated = correlation_id("", &MetadataMap::new()).unwrap();
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+        assert!(correlation_id("has space", &md).is_err());
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_read_and_a_bad_one_ignored() {
+        let mut md = MetadataMap::new();
+        assert_eq!(trace_parent(&md), None);
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        md.insert(TRACEPARENT_HEADER, value.parse().unwrap());
+        assert_eq!(
+            trace_parent(&md).map(|t| t.to_string()).as_deref(),
+            Some(value)
+        );
+        md.insert(TRACEPARENT_HEADER, "00-nonsense".parse().unwrap());
+        assert_eq!(trace_parent(&md), None);
+    }
+
+    #[test]
+    fn grpc_timeout_is_parsed() {
+        let mut md = MetadataMap::new();
+        md.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(request_deadline(&md), Some(Duration::from_millis(250)));
+    }
+}
