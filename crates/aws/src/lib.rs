@@ -8,30 +8,20 @@
 //! The binaries build their clients with [`dynamodb_client`],
 //! [`streams_client`] and [`eventbridge_client`], so that the calls they make
 //! are always counted, with what they cost ([`register_call_metrics`], see
-//! [`crate::calls`]), and can be recorded
-//! ([`record_calls_to`]): the IAM test compares what each binary calls with
+//! [`calls`]), and can be recorded ([`record_calls_to`], see
+//! `recorder.rs`): the IAM test compares what each binary calls with
 //! what its role in the CloudFormation template allows.
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::{
-    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-};
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
-use serde_json::Value;
 
 pub mod calls;
 pub mod error;
 pub mod item;
+mod recorder;
+
+pub use recorder::{CALL_LOG_ENV, CallLogError, record_calls_to};
 
 use crate::calls::AwsCallMetrics;
 pub use crate::calls::register_call_metrics;
@@ -107,8 +97,8 @@ pub async fn load_sdk_config(args: &AwsArgs, credentials: Option<StaticCredentia
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
     let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
         .interceptor(AwsCallMetrics::global().interceptor());
-    if let Some(log) = CALL_LOG.get() {
-        config = config.interceptor(CallRecorder(log.clone()));
+    if let Some(recorder) = recorder::recorder() {
+        config = config.interceptor(recorder);
     }
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
@@ -118,8 +108,8 @@ pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
 pub fn streams_client(sdk: &SdkConfig) -> aws_sdk_dynamodbstreams::Client {
     let mut config = aws_sdk_dynamodbstreams::config::Builder::from(sdk)
         .interceptor(AwsCallMetrics::global().interceptor());
-    if let Some(log) = CALL_LOG.get() {
-        config = config.interceptor(CallRecorder(log.clone()));
+    if let Some(recorder) = recorder::recorder() {
+        config = config.interceptor(recorder);
     }
     aws_sdk_dynamodbstreams::Client::from_conf(config.build())
 }
@@ -129,336 +119,8 @@ pub fn streams_client(sdk: &SdkConfig) -> aws_sdk_dynamodbstreams::Client {
 pub fn eventbridge_client(sdk: &SdkConfig) -> aws_sdk_eventbridge::Client {
     let mut config = aws_sdk_eventbridge::config::Builder::from(sdk)
         .interceptor(AwsCallMetrics::global().interceptor());
-    if let Some(log) = CALL_LOG.get() {
-        config = config.interceptor(CallRecorder(log.clone()));
+    if let Some(recorder) = recorder::recorder() {
+        config = config.interceptor(recorder);
     }
     aws_sdk_eventbridge::Client::from_conf(config.build())
-}
-
-/// The environment variable naming the file the binaries record their AWS
-/// calls to; unset, nothing is recorded.
-pub const CALL_LOG_ENV: &str = "DYNABRIDGE_AWS_CALL_LOG";
-
-/// The process's call log, once recording is on.
-static CALL_LOG: OnceLock<Arc<CallLog>> = OnceLock::new();
-
-#[derive(Debug, thiserror::Error)]
-pub enum CallLogError {
-    #[error("opening the AWS call log {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("AWS calls are already recorded to {0}")]
-    AlreadyRecording(PathBuf),
-}
-
-/// Records every AWS operation of the clients built afterwards by
-/// [`dynamodb_client`], [`streams_client`] and [`eventbridge_client`],
-/// appending to `path` one line per operation and resource:
-///
-/// ```text
-/// dynamodb:GetItem prefix-idempotency
-/// dynamodb:Query prefix-order-summaries/index/Status-index
-/// dynamodb:TransactWriteItems.ConditionCheck prefix-event-store
-/// dynamodb:GetRecords arn:aws:dynamodb:region:account:table/prefix-event-store/stream/label
-/// events:PutEvents prefix-events
-/// ```
-///
-/// The service is IAM's prefix for it (DynamoDB Streams is `dynamodb`), the
-/// operation the SDK's, and the resource what IAM authorises the call on:
-/// a table, `table/index/name`, a stream ARN or a bus. A transaction is
-/// one line per item and kind. An operation is recorded once when it is
-/// sent, whether it then succeeds or not, since IAM is asked either way.
-///
-/// For tests and audits: the binaries call it when [`CALL_LOG_ENV`] is set.
-/// Clients built before, or with recording off, carry no recorder at all.
-pub fn record_calls_to(path: impl AsRef<Path>) -> Result<(), CallLogError> {
-    let path = path.as_ref().to_owned();
-    if let Some(log) = CALL_LOG.get() {
-        return Err(CallLogError::AlreadyRecording(log.path.clone()));
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|source| CallLogError::Open {
-            path: path.clone(),
-            source,
-        })?;
-    let log = Arc::new(CallLog {
-        path: path.clone(),
-        file: Mutex::new(file),
-        iterators: Mutex::new(HashMap::new()),
-    });
-    CALL_LOG
-        .set(log)
-        .map_err(|_| CallLogError::AlreadyRecording(path))
-}
-
-#[derive(Debug)]
-struct CallLog {
-    path: PathBuf,
-    file: Mutex<std::fs::File>,
-    /// The stream of each shard iterator handed out: `GetRecords` names only
-    /// its iterator, and IAM authorises it on the iterator's stream. About
-    /// one entry per shard being read: each read replaces its iterator.
-    iterators: Mutex<HashMap<String, String>>,
-}
-
-impl CallLog {
-    fn append(&self, lines: &str) {
-        // A poisoned lock only means another write panicked; the file is
-        // still a file.
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(error) = file.write_all(lines.as_bytes()) {
-            tracing::warn!(path = %self.path.display(), %error, "cannot record an AWS call");
-        }
-    }
-
-    fn iterators(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.iterators.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The SDK interceptor that writes the [`CallLog`]. It never fails a call.
-#[derive(Debug)]
-struct CallRecorder(Arc<CallLog>);
-
-/// The stream a `GetShardIterator` or `GetRecords` reads, and the iterator
-/// it used, kept for its response, which holds the next iterator.
-#[derive(Clone, Debug)]
-struct StreamOfCall {
-    stream: String,
-    iterator: Option<String>,
-}
-
-impl Storable for StreamOfCall {
-    type Storer = StoreReplace<Self>;
-}
-
-impl Intercept for CallRecorder {
-    fn name(&self) -> &'static str {
-        "DynabridgeCallRecorder"
-    }
-
-    // Once per operation (after serialization, before any attempt).
-    fn read_after_serialization(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let Some(metadata) = cfg.load::<Metadata>() else {
-            return Ok(());
-        };
-        let service = iam_service(metadata.service());
-        let operation = metadata.name().to_owned();
-        let body = context
-            .request()
-            .body()
-            .bytes()
-            .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
-            .unwrap_or(Value::Null);
-        let iterator = body["ShardIterator"].as_str().map(str::to_owned);
-        let stream = match operation.as_str() {
-            "GetShardIterator" => body["StreamArn"].as_str().map(str::to_owned),
-            "GetRecords" => iterator
-                .as_deref()
-                .and_then(|iterator| self.0.iterators().get(iterator).cloned()),
-            _ => None,
-        };
-        let mut lines = String::new();
-        for (operation, resource) in called_resources(&operation, &body, stream.as_deref()) {
-            lines.push_str(&format!("{service}:{operation} {resource}\n"));
-        }
-        self.0.append(&lines);
-        if let Some(stream) = stream {
-            cfg.interceptor_state()
-                .store_put(StreamOfCall { stream, iterator });
-        }
-        Ok(())
-    }
-
-    fn read_after_deserialization(
-        &self,
-        context: &AfterDeserializationInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let Some(StreamOfCall { stream, iterator }) = cfg.load::<StreamOfCall>() else {
-            return Ok(());
-        };
-        // A failed read may be retried with the same iterator; only a
-        // successful one replaces it.
-        if context.output_or_error().is_err() {
-            return Ok(());
-        }
-        let Some(body) = context
-            .response()
-            .body()
-            .bytes()
-            .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
-        else {
-            return Ok(());
-        };
-        let mut iterators = self.0.iterators();
-        if let Some(used) = iterator {
-            iterators.remove(used);
-        }
-        for key in ["ShardIterator", "NextShardIterator"] {
-            if let Some(next) = body[key].as_str() {
-                iterators.insert(next.to_owned(), stream.clone());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// IAM's service prefix for an SDK service name.
-fn iam_service(sdk_service: &str) -> String {
-    match sdk_service {
-        "DynamoDB" | "DynamoDB Streams" => "dynamodb".into(),
-        "EventBridge" => "events".into(),
-        other => other.to_lowercase().replace(' ', ""),
-    }
-}
-
-/// The (operation, resource) pairs one request asks IAM for, from its JSON
-/// body; `stream` is the stream of a `GetRecords` iterator, if known. An
-/// unknown resource is `-`.
-fn called_resources(operation: &str, body: &Value, stream: Option<&str>) -> Vec<(String, String)> {
-    let mut calls: Vec<(String, String)> = Vec::new();
-    match operation {
-        "TransactWriteItems" | "TransactGetItems" => {
-            for item in body["TransactItems"].as_array().into_iter().flatten() {
-                for (kind, request) in item.as_object().into_iter().flatten() {
-                    calls.push((format!("{operation}.{kind}"), table_resource(request)));
-                }
-            }
-        }
-        "BatchGetItem" | "BatchWriteItem" => {
-            for table in body["RequestItems"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(t, _)| t)
-            {
-                calls.push((operation.to_owned(), table.clone()));
-            }
-        }
-        "PutEvents" => {
-            for entry in body["Entries"].as_array().into_iter().flatten() {
-                // No bus named: the account's default bus.
-                let bus = entry["EventBusName"].as_str().unwrap_or("default");
-                calls.push((operation.to_owned(), bus.to_owned()));
-            }
-        }
-        "GetRecords" => calls.push((operation.to_owned(), stream.unwrap_or("-").to_owned())),
-        _ => {
-            let resource = match body["StreamArn"].as_str() {
-                Some(arn) => arn.to_owned(),
-                None => table_resource(body),
-            };
-            calls.push((operation.to_owned(), resource));
-        }
-    }
-    calls.sort();
-    calls.dedup();
-    calls
-}
-
-/// `TableName`, or `TableName/index/IndexName` for a request on an index.
-fn table_resource(request: &Value) -> String {
-    match (request["TableName"].as_str(), request["IndexName"].as_str()) {
-        (Some(table), Some(index)) => format!("{table}/index/{index}"),
-        (Some(table), None) => table.to_owned(),
-        (None, _) => "-".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn pairs(calls: &[(&str, &str)]) -> Vec<(String, String)> {
-        calls
-            .iter()
-            .map(|(o, r)| ((*o).to_owned(), (*r).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn a_transaction_is_one_call_per_item_kind_and_table() {
-        let body = json!({"TransactItems": [
-            {"Put": {"TableName": "p-event-store", "Item": {}}},
-            {"Put": {"TableName": "p-event-store", "Item": {}}},
-            {"Put": {"TableName": "p-idempotency", "Item": {}}},
-            {"Delete": {"TableName": "p-unique-emails", "Key": {}}},
-            {"ConditionCheck": {"TableName": "p-event-store", "Key": {}}},
-        ]});
-        assert_eq!(
-            called_resources("TransactWriteItems", &body, None),
-            pairs(&[
-                ("TransactWriteItems.ConditionCheck", "p-event-store"),
-                ("TransactWriteItems.Delete", "p-unique-emails"),
-                ("TransactWriteItems.Put", "p-event-store"),
-                ("TransactWriteItems.Put", "p-idempotency"),
-            ])
-        );
-    }
-
-    #[test]
-    fn a_query_on_an_index_names_the_index() {
-        let body = json!({"TableName": "p-order-summaries", "IndexName": "Status-index"});
-        assert_eq!(
-            called_resources("Query", &body, None),
-            pairs(&[("Query", "p-order-summaries/index/Status-index")])
-        );
-        let body = json!({"TableName": "p-event-store", "ConsistentRead": true});
-        assert_eq!(
-            called_resources("Query", &body, None),
-            pairs(&[("Query", "p-event-store")])
-        );
-    }
-
-    #[test]
-    fn stream_calls_name_their_stream() {
-        let arn = "arn:aws:dynamodb:r:1:table/p-event-store/stream/label";
-        assert_eq!(
-            called_resources("DescribeStream", &json!({"StreamArn": arn}), None),
-            pairs(&[("DescribeStream", arn)])
-        );
-        let body = json!({"ShardIterator": "opaque", "Limit": 100});
-        assert_eq!(
-            called_resources("GetRecords", &body, Some(arn)),
-            pairs(&[("GetRecords", arn)])
-        );
-        assert_eq!(
-            called_resources("GetRecords", &body, None),
-            pairs(&[("GetRecords", "-")])
-        );
-    }
-
-    #[test]
-    fn put_events_names_each_bus_once() {
-        let body = json!({"Entries": [
-            {"EventBusName": "p-events", "Source": "s"},
-            {"EventBusName": "p-events", "Source": "s"},
-            {"Source": "s"},
-        ]});
-        assert_eq!(
-            called_resources("PutEvents", &body, None),
-            pairs(&[("PutEvents", "default"), ("PutEvents", "p-events")])
-        );
-    }
-
-    #[test]
-    fn sdk_services_map_to_iam_prefixes() {
-        assert_eq!(iam_service("DynamoDB"), "dynamodb");
-        assert_eq!(iam_service("DynamoDB Streams"), "dynamodb");
-        assert_eq!(iam_service("EventBridge"), "events");
-    }
 }
