@@ -19,7 +19,7 @@ use dynabridge_domain::{
     User, UserCommand, UserId, UserName, ValidationError, Version,
 };
 use dynabridge_event_store::{
-    Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord, StoreError,
+    Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, StoreError,
 };
 use dynabridge_runtime::error::AppError;
 
@@ -61,22 +61,23 @@ pub struct CommandMeta {
     pub expected_version: Option<Version>,
 }
 
-/// Runs commands against the event store.
+/// Runs commands against the event store: [`EventStore`] in the service,
+/// a fake in the unit tests.
 #[derive(Clone, Debug)]
-pub struct CommandHandler {
-    store: EventStore,
+pub struct CommandHandler<S = EventStore> {
+    store: S,
     max_attempts: u32,
     /// Shared by the clones: one cache per process.
     cache: Option<Arc<AggregateCache>>,
 }
 
-impl CommandHandler {
+impl<S: CommandStore> CommandHandler<S> {
     /// How many times a command without `expected_version` is re-read and
     /// re-decided when concurrent writers keep winning.
     pub const MAX_ATTEMPTS: u32 = 5;
 
     /// A handler that reads every aggregate from the store before deciding.
-    pub fn new(store: EventStore) -> Self {
+    pub fn new(store: S) -> Self {
         Self {
             store,
             max_attempts: Self::MAX_ATTEMPTS,
@@ -90,7 +91,7 @@ impl CommandHandler {
         self
     }
 
-    pub fn store(&self) -> &EventStore {
+    pub fn store(&self) -> &S {
         &self.store
     }
 
@@ -465,3 +466,6 @@ enum Creates {
     /// The command acts on an existing aggregate.
     Nothing,
 }
+
+#[cfg(test)]
+mod tests;

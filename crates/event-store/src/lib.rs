@@ -62,3 +62,42 @@ pub async fn read_events(
         }
     }
 }
+
+/// What the command side needs of an event store: an aggregate's events,
+/// the atomic append, and the idempotency record of a request.
+/// [`EventStore`] is the one on the DynamoDB API; the command handler's
+/// unit tests put a fake in its place.
+pub trait CommandStore: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The events of one aggregate, in version order, read consistently.
+    fn load(
+        &self,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Appends the events with their idempotency record and requirements,
+    /// all or nothing; see [`EventStore::append`].
+    fn append(&self, append: &Append) -> impl Future<Output = Result<(), AppendError>> + Send;
+
+    /// The recorded request with this idempotency key: its hash and outcome.
+    fn recorded_request(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<(String, CommandOutcome)>, StoreError>> + Send;
+}
+
+impl CommandStore for EventStore {
+    async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        EventStore::load(self, aggregate_id).await
+    }
+
+    async fn append(&self, append: &Append) -> Result<(), AppendError> {
+        EventStore::append(self, append).await
+    }
+
+    async fn recorded_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(String, CommandOutcome)>, StoreError> {
+        EventStore::recorded_request(self, request_id).await
+    }
+}

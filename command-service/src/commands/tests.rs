@@ -1,0 +1,444 @@
+//! The command handler's retry, cache and idempotent-replay paths, given a
+//! store in a known state, against a fake that keeps the real store's
+//! conditions (see `dynabridge_event_store::append`) and counts every call.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use dynabridge_aws::CallError;
+use dynabridge_domain::{Event, StoredEvent, UserId};
+
+use super::*;
+
+/// What the fake does to the next append instead of applying it.
+#[derive(Debug)]
+enum Injected {
+    /// Another writer appends this user event first (at the next version).
+    WriterFirst(Event),
+    /// The store cannot be reached: the append fails, transient.
+    Unreachable,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: HashMap<String, Vec<StoredEvent>>,
+    records: HashMap<String, (String, CommandOutcome)>,
+    emails: HashMap<String, UserId>,
+    injected: VecDeque<Injected>,
+    loads: usize,
+    appends: usize,
+    record_reads: usize,
+}
+
+/// An in-memory event store with the real one's conditions: an event
+/// version taken, a request id recorded, an email claimed by another user,
+/// a required user missing. Shared by its clones.
+#[derive(Clone, Debug, Default)]
+struct FakeStore(Arc<Mutex<State>>);
+
+impl FakeStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+
+    fn inject(&self, what: Injected) {
+        self.state().injected.push_back(what);
+    }
+
+    /// Appends `event` as another writer would, at the aggregate's next
+    /// version.
+    fn append_directly(&self, event: Event) {
+        let mut state = self.state();
+        let id = event.aggregate_id().to_string();
+        let stream = state.events.entry(id).or_default();
+        let version = stream.len() as Version + 1;
+        stream.push(stored(version, "other-writer", event));
+    }
+
+    fn version_of(&self, id: impl ToString) -> usize {
+        self.state().events.get(&id.to_string()).map_or(0, Vec::len)
+    }
+
+    /// (loads, appends, idempotency record reads) so far.
+    fn calls(&self) -> (usize, usize, usize) {
+        let state = self.state();
+        (state.loads, state.appends, state.record_reads)
+    }
+}
+
+fn stored(version: Version, request_id: &str, event: Event) -> StoredEvent {
+    StoredEvent {
+        event_id: Uuid::new_v4(),
+        version,
+        occurred_at: Utc::now(),
+        schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
+        request_id: request_id.into(),
+        correlation_id: format!("corr-{request_id}"),
+        trace_parent: None,
+        event,
+    }
+}
+
+fn unreachable() -> StoreError {
+    StoreError::Call(CallError::from_sdk(
+        "appending events",
+        SdkError::<TransactWriteItemsError, ()>::timeout_error("injected"),
+    ))
+}
+
+impl CommandStore for FakeStore {
+    async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut state = self.state();
+        state.loads += 1;
+        Ok(state.events.get(aggregate_id).cloned().unwrap_or_default())
+    }
+
+    async fn append(&self, append: &Append) -> Result<(), AppendError> {
+        let mut state = self.state();
+        state.appends += 1;
+        match state.injected.pop_front() {
+            Some(Injected::Unreachable) => return Err(AppendError::Store(unreachable())),
+            Some(Injected::WriterFirst(event)) => {
+                drop(state);
+                self.append_directly(event);
+                state = self.state();
+            }
+            None => {}
+        }
+        // The conditions, in the order the real store's cancellation
+        // reasons are read.
+        if state.records.contains_key(&append.idempotency.request_id) {
+            return Err(AppendError::DuplicateRequest);
+        }
+        if let Some(user) = append.require_user
+            && !state.events.contains_key(&user.to_string())
+        {
+            return Err(AppendError::UserMissing);
+        }
+        for event in &append.events {
+            let have = state
+                .events
+                .get(&event.event.aggregate_id().to_string())
+                .map_or(0, Vec::len) as Version;
+            if event.version <= have {
+                return Err(AppendError::Conflict);
+            }
+        }
+        if let Some((email, user)) = &append.claim_email
+            && state.emails.get(email.as_str()).is_some_and(|o| o != user)
+        {
+            return Err(AppendError::EmailTaken);
+        }
+        for event in &append.events {
+            let id = event.event.aggregate_id().to_string();
+            state.events.entry(id).or_default().push(event.clone());
+        }
+        if let Some((email, _)) = &append.release_email {
+            state.emails.remove(email.as_str());
+        }
+        if let Some((email, user)) = &append.claim_email {
+            state.emails.insert(email.as_str().to_owned(), *user);
+        }
+        let record = &append.idempotency;
+        state.records.insert(
+            record.request_id.clone(),
+            (record.request_hash.clone(), record.outcome.clone()),
+        );
+        Ok(())
+    }
+
+    async fn recorded_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(String, CommandOutcome)>, StoreError> {
+        let mut state = self.state();
+        state.record_reads += 1;
+        Ok(state.records.get(request_id).cloned())
+    }
+}
+
+fn meta(request_id: &str) -> CommandMeta {
+    CommandMeta {
+        request_id: RequestId::parse(request_id).unwrap(),
+        request_hash: format!("hash-of-{request_id}"),
+        correlation_id: format!("corr-{request_id}"),
+        trace_parent: None,
+        expected_version: None,
+    }
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).unwrap()
+}
+
+fn name(raw: &str) -> UserName {
+    UserName::parse(raw).unwrap()
+}
+
+fn handler(store: &FakeStore) -> CommandHandler<FakeStore> {
+    CommandHandler::new(store.clone())
+}
+
+fn cached_handler(store: &FakeStore) -> CommandHandler<FakeStore> {
+    let metrics = AggregateCacheMetrics::new().unwrap();
+    CommandHandler::new(store.clone()).with_aggregate_cache(AggregateCache::new(16, metrics))
+}
+
+/// Given an empty store, creates a user through `handler`: its id.
+async fn given_user(handler: &CommandHandler<FakeStore>, request_id: &str, mail: &str) -> UserId {
+    let outcome = handler
+        .create_user(&meta(request_id), email(mail), name("Ada"))
+        .await
+        .unwrap();
+    UserId::parse("user_id", &outcome.aggregate_id).unwrap()
+}
+
+#[tokio::test]
+async fn a_new_user_is_one_append_at_version_one_and_claims_its_email() {
+    let store = FakeStore::default();
+
+    let outcome = handler(&store)
+        .create_user(&meta("r1"), email("ada@example.com"), name("Ada"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.event_ids.len(), 1);
+    assert_eq!(outcome.correlation_id, "corr-r1");
+    assert_eq!(store.calls(), (0, 1, 0), "no read before a create");
+    assert!(store.state().emails.contains_key("ada@example.com"));
+}
+
+#[tokio::test]
+async fn a_retried_create_returns_the_original_outcome_and_appends_nothing() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let first = handler
+        .create_user(&meta("r1"), email("ada@example.com"), name("Ada"))
+        .await
+        .unwrap();
+
+    let retry = handler
+        .create_user(&meta("r1"), email("ada@example.com"), name("Ada"))
+        .await
+        .unwrap();
+
+    assert_eq!(retry, first);
+    assert_eq!(store.state().events.len(), 1, "one user, not two");
+    assert_eq!(store.calls(), (0, 2, 1), "the retry read the record once");
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_another_request_is_refused_naming_the_field() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    given_user(&handler, "r1", "ada@example.com").await;
+    let mut other = meta("r1");
+    other.request_hash = "another request".into();
+
+    let err = handler
+        .create_user(&other, email("bob@example.com"), name("Bob"))
+        .await
+        .unwrap_err();
+
+    let AppError::Invalid(violations) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(violations.violations[0].field, "request_id");
+    assert!(!store.state().emails.contains_key("bob@example.com"));
+}
+
+#[tokio::test]
+async fn an_email_another_user_holds_is_already_exists() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    given_user(&handler, "r1", "ada@example.com").await;
+
+    let err = handler
+        .create_user(&meta("r2"), email("ada@example.com"), name("Imposter"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, AppError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(store.state().events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_cached_aggregate_is_decided_without_a_read() {
+    let store = FakeStore::default();
+    let handler = cached_handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+
+    let outcome = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.version, 2);
+    assert_eq!(store.calls(), (0, 2, 0), "no read: the cache had it");
+    let metrics = handler.aggregate_cache().unwrap().metrics();
+    assert_eq!(metrics.hits.get(), 1);
+}
+
+#[tokio::test]
+async fn a_cached_aggregate_behind_the_store_is_read_again_and_the_command_lands_after_the_other_writer()
+ {
+    let store = FakeStore::default();
+    let handler = cached_handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    // Another writer (another replica) moves the user to version 2.
+    store.append_directly(Event::UserProfileUpdated {
+        user_id: id,
+        name: Some(name("Ada B.")),
+        email: None,
+    });
+
+    let outcome = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.version, 3, "after the other writer's event");
+    assert_eq!(
+        store.calls(),
+        (1, 3, 0),
+        "the refused append, a read, the append"
+    );
+    assert_eq!(handler.aggregate_cache().unwrap().metrics().stale.get(), 1);
+}
+
+#[tokio::test]
+async fn nothing_to_do_from_the_cache_is_confirmed_by_a_read_before_it_is_answered() {
+    let store = FakeStore::default();
+    let handler = cached_handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    // Another writer already renamed the user; the cache does not know.
+    store.append_directly(Event::UserProfileUpdated {
+        user_id: id,
+        name: Some(name("Ada L.")),
+        email: None,
+    });
+
+    // From the cache the rename is news; from the store it changes nothing.
+    let outcome = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.version, 2);
+    assert!(outcome.event_ids.is_empty());
+    assert_eq!(store.version_of(id), 2, "nothing appended");
+}
+
+#[tokio::test]
+async fn concurrent_writers_are_outrun_by_re_reading_up_to_the_attempt_limit() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    // Another writer wins the race before each of the first two appends.
+    for n in 0..2 {
+        store.inject(Injected::WriterFirst(Event::UserProfileUpdated {
+            user_id: id,
+            name: Some(name(&format!("Other {n}"))),
+            email: None,
+        }));
+    }
+
+    let outcome = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome.version, 4,
+        "after both of the other writer's events"
+    );
+    assert_eq!(store.calls().0, 3, "one read per attempt");
+}
+
+#[tokio::test]
+async fn a_writer_that_always_wins_ends_in_conflict_after_max_attempts() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    let attempts = CommandHandler::<FakeStore>::MAX_ATTEMPTS;
+    for n in 0..attempts {
+        store.inject(Injected::WriterFirst(Event::UserProfileUpdated {
+            user_id: id,
+            name: Some(name(&format!("Other {n}"))),
+            email: None,
+        }));
+    }
+
+    let err = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap_err();
+
+    let AppError::Conflict(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("kept changing"), "{message}");
+    assert_eq!(store.calls().0, attempts as usize, "one read per attempt");
+}
+
+#[tokio::test]
+async fn an_expected_version_the_aggregate_has_left_is_a_conflict_without_an_append() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    let mut stale = meta("r2");
+    stale.expected_version = Some(0);
+
+    let err = handler
+        .update_user_profile(&stale, id, Some(name("Ada L.")), None)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, AppError::Conflict(_)), "{err:?}");
+    assert_eq!(store.calls().1, 1, "only the create appended");
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_unavailable_and_the_cached_state_is_dropped() {
+    let store = FakeStore::default();
+    let handler = cached_handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    store.inject(Injected::Unreachable);
+
+    let err = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppError::Unavailable(_)), "{err:?}");
+
+    // The append may have landed: the next command reads the store first.
+    let loads = store.calls().0;
+    handler
+        .update_user_profile(&meta("r3"), id, Some(name("Ada M.")), None)
+        .await
+        .unwrap();
+    assert_eq!(store.calls().0, loads + 1);
+}
+
+#[tokio::test]
+async fn an_order_for_a_user_who_does_not_exist_is_not_found() {
+    let store = FakeStore::default();
+    let nobody = UserId::new_random();
+    let lines = OrderLines::new(vec![dynabridge_domain::OrderLine {
+        sku: dynabridge_domain::Sku::parse("SKU-1").unwrap(),
+        quantity: dynabridge_domain::Quantity::parse(1).unwrap(),
+        unit_price: Money::parse("EUR", 100).unwrap(),
+    }])
+    .unwrap();
+
+    let err = handler(&store)
+        .create_order(&meta("r1"), nobody, lines, None)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, AppError::NotFound(_)), "{err:?}");
+    assert!(store.state().events.is_empty());
+}
