@@ -5,6 +5,8 @@
 //! separates deployments (and tests) that share one account or one local
 //! store.
 
+use dynabridge_domain::UniqueScope;
+
 /// The tables of one deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tables {
@@ -33,6 +35,18 @@ impl Tables {
     }
 
     /// Email ownership, one item per claimed address. Command service.
+    /// Where the values of a unique scope live: the table, the attribute
+    /// holding the value (its key) and the one naming its owner.
+    pub fn unique_values(&self, scope: UniqueScope) -> UniqueTable {
+        match scope {
+            UniqueScope::Email => UniqueTable {
+                table: self.unique_emails(),
+                value: unique_emails::EMAIL,
+                owner: unique_emails::USER_ID,
+            },
+        }
+    }
+
     pub fn unique_emails(&self) -> String {
         self.name("unique-emails")
     }
@@ -116,6 +130,14 @@ pub mod idempotency {
 }
 
 /// The email ownership table.
+/// The table of a unique scope, and its two attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueTable {
+    pub table: String,
+    pub value: &'static str,
+    pub owner: &'static str,
+}
+
 pub mod unique_emails {
     pub const EMAIL: &str = "Email";
     pub const USER_ID: &str = "UserId";

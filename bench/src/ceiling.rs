@@ -12,8 +12,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use dynabridge::schema::Tables;
 use dynabridge_domain::{
-    Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
-    UserName, Version,
+    AggregateType, Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Requirement,
+    Sku, StoredEvent, UniqueScope, UserId, UserName, Version,
 };
 use dynabridge_event_store::{Append, CommandOutcome, EventStore, IdempotencyRecord};
 use query_service::read_models::{OrderListing, ReadModels};
@@ -70,7 +70,10 @@ impl Storage {
         let items = vec![line("SKU-BOOK-001", 2, 1250)?, line("SKU-PEN-042", 1, 300)?];
         let total = Money::parse("USD", 2800).map_err(|e| e.to_string())?;
         let append = Append {
-            require_user: Some(user_id),
+            requirements: vec![Requirement::Exists {
+                aggregate_type: AggregateType::User,
+                id: *user_id.as_uuid(),
+            }],
             ..append(
                 0,
                 vec![Event::OrderCreated {
@@ -170,7 +173,11 @@ pub fn create_user_append() -> Result<(UserId, Append), String> {
     Ok((
         user_id,
         Append {
-            claim_email: Some((email, user_id)),
+            requirements: vec![Requirement::Claim {
+                scope: UniqueScope::Email,
+                value: email.as_str().to_owned(),
+                owner: *user_id.as_uuid(),
+            }],
             ..append
         },
     ))
@@ -210,9 +217,7 @@ fn append(base: Version, events: Vec<Event>) -> Append {
             request_hash: "0".repeat(64),
             outcome,
         },
-        claim_email: None,
-        release_email: None,
-        require_user: None,
+        requirements: Vec::new(),
         now,
     }
 }

@@ -6,6 +6,7 @@
 //! decided from memory and the append alone validates it (see `cache`).
 
 mod cache;
+mod catalog;
 
 pub use cache::{AggregateCache, AggregateCacheMetrics};
 
@@ -14,10 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use dynabridge_domain::{
-    Aggregate, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, StoredEvent,
-    User, UserCommand, UserId, UserName, ValidationError, Version,
-};
+use dynabridge_domain::{Aggregate, StoredEvent, ValidationError, Version};
 use dynabridge_event_store::{
     Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, StoreError,
 };
@@ -99,59 +97,6 @@ impl<S: CommandStore> CommandHandler<S> {
         self.cache.as_deref()
     }
 
-    pub async fn create_user(
-        &self,
-        meta: &CommandMeta,
-        email: Email,
-        name: UserName,
-    ) -> Result<CommandOutcome, AppError> {
-        let id = UserId::new_random();
-        let command = UserCommand::Create { id, email, name };
-        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Aggregate)
-            .await
-    }
-
-    pub async fn update_user_profile(
-        &self,
-        meta: &CommandMeta,
-        id: UserId,
-        name: Option<UserName>,
-        email: Option<Email>,
-    ) -> Result<CommandOutcome, AppError> {
-        let command = UserCommand::UpdateProfile { id, name, email };
-        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Nothing)
-            .await
-    }
-
-    pub async fn create_order(
-        &self,
-        meta: &CommandMeta,
-        user_id: UserId,
-        items: OrderLines,
-        expected_total: Option<Money>,
-    ) -> Result<CommandOutcome, AppError> {
-        let id = OrderId::new_random();
-        let command = OrderCommand::Create {
-            id,
-            user_id,
-            items,
-            expected_total,
-        };
-        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
-            .await
-    }
-
-    pub async fn update_order_status(
-        &self,
-        meta: &CommandMeta,
-        id: OrderId,
-        status: OrderStatus,
-    ) -> Result<CommandOutcome, AppError> {
-        let command = OrderCommand::UpdateStatus { id, status };
-        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Nothing)
-            .await
-    }
-
     /// Loads an aggregate from its events, and caches it. Events of another
     /// aggregate type under this id mean the aggregate asked for does not
     /// exist.
@@ -190,6 +135,10 @@ impl<S: CommandStore> CommandHandler<S> {
         version
     }
 
+    /// The generic command path: load (or start) aggregate `id`, decide
+    /// `command`, append the events with the requirements the aggregate
+    /// declares, retrying and replaying as the module docs say. Nothing here
+    /// knows which aggregate it runs.
     async fn execute<A: Aggregate>(
         &self,
         meta: &CommandMeta,
@@ -305,10 +254,10 @@ impl<S: CommandStore> CommandHandler<S> {
                         .await;
                 }
                 // The condition on the event versions failed: another
-                // writer appended after the cached version. A refused email
-                // claim is checked again too: the claim and the release
-                // were worked out from the cached state.
-                Err(AppendError::Conflict | AppendError::EmailTaken) if from_cache => {
+                // writer appended after the cached version. An unmet
+                // requirement is checked again too: the requirements were
+                // worked out from the cached state.
+                Err(AppendError::Conflict | AppendError::Unmet(_)) if from_cache => {
                     doubted = Some(self.doubt(id, &aggregate));
                     continue;
                 }
@@ -324,19 +273,12 @@ impl<S: CommandStore> CommandHandler<S> {
                     tracing::debug!(attempt, aggregate_id = %id, "concurrent append, re-deciding");
                     continue;
                 }
-                Err(AppendError::EmailTaken) => {
-                    return Err(AppError::AlreadyExists(
-                        "the email address belongs to another user".into(),
-                    ));
-                }
-                Err(AppendError::UserMissing) => {
-                    return Err(AppError::NotFound(format!(
-                        "user {} not found",
-                        append
-                            .require_user
-                            .map(|u| u.to_string())
-                            .unwrap_or_default()
-                    )));
+                Err(AppendError::Unmet(index)) => {
+                    let refusal = append.requirements.get(index).map_or_else(
+                        || AppError::Internal(format!("requirement {index} unmet, not sent")),
+                        |requirement| requirement.unmet().into(),
+                    );
+                    return Err(refusal);
                 }
                 Err(AppendError::Store(err)) => {
                     // The append may have landed or not: the cached state
@@ -378,25 +320,9 @@ impl<S: CommandStore> CommandHandler<S> {
                 event,
             })
             .collect();
-        let first = &stored[0].event;
-        let (mut claim_email, mut release_email, mut require_user, mut total) =
-            (None, None, None, None);
-        match first {
-            dynabridge_domain::Event::UserCreated { user_id, .. }
-            | dynabridge_domain::Event::UserProfileUpdated { user_id, .. } => {
-                let user_events: Vec<_> = stored.iter().map(|s| s.event.clone()).collect();
-                let claims = aggregate.email_claims(&user_events);
-                claim_email = claims.claim.map(|e| (e, *user_id));
-                release_email = claims.release.map(|e| (e, *user_id));
-            }
-            dynabridge_domain::Event::OrderCreated {
-                user_id, total: t, ..
-            } => {
-                require_user = Some(*user_id);
-                total = Some(*t);
-            }
-            dynabridge_domain::Event::OrderStatusUpdated { .. } => {}
-        }
+        let events: Vec<_> = stored.iter().map(|s| s.event.clone()).collect();
+        let requirements = aggregate.requirements(&events);
+        let total = A::reported_total(&events);
         let last = &stored[stored.len() - 1];
         let outcome = CommandOutcome {
             aggregate_id: last.event.aggregate_id().to_string(),
@@ -412,9 +338,7 @@ impl<S: CommandStore> CommandHandler<S> {
                 request_hash: meta.request_hash.clone(),
                 outcome,
             },
-            claim_email,
-            release_email,
-            require_user,
+            requirements,
             now,
         }
     }

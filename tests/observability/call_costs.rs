@@ -46,7 +46,7 @@ async fn each_call_of_ours_counts_once_with_the_capacity_it_consumed() {
     let store = dynabridge_event_store::EventStore::new(client.clone(), tables.clone());
     let (_, append) = new_user_append("req-cost", "cost@example.com");
     let append = dynabridge_event_store::Append {
-        claim_email: None,
+        requirements: Vec::new(),
         ..append
     };
     store.append(&append).await.unwrap();

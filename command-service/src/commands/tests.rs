@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use dynabridge_aws::CallError;
-use dynabridge_domain::{Event, StoredEvent, UserId};
+use dynabridge_domain::{
+    Email, Event, Money, OrderLines, Requirement, StoredEvent, UserId, UserName,
+};
 
 use super::*;
 
@@ -25,11 +27,26 @@ enum Injected {
 struct State {
     events: HashMap<String, Vec<StoredEvent>>,
     records: HashMap<String, (String, CommandOutcome)>,
-    emails: HashMap<String, UserId>,
+    /// The unique values held (one scope in use), and their owners.
+    unique: HashMap<String, Uuid>,
     injected: VecDeque<Injected>,
     loads: usize,
     appends: usize,
     record_reads: usize,
+}
+
+impl State {
+    fn holds(&self, requirement: &Requirement) -> bool {
+        match requirement {
+            Requirement::Claim { value, .. } => !self.unique.contains_key(value),
+            Requirement::Release { value, owner, .. } => self.unique.get(value) == Some(owner),
+            Requirement::Exists { aggregate_type, id } => self
+                .events
+                .get(&id.to_string())
+                .and_then(|events| events.first())
+                .is_some_and(|first| first.event.aggregate_type() == *aggregate_type),
+        }
+    }
 }
 
 /// An in-memory event store with the real one's conditions: an event
@@ -112,10 +129,14 @@ impl CommandStore for FakeStore {
         if state.records.contains_key(&append.idempotency.request_id) {
             return Err(AppendError::DuplicateRequest);
         }
-        if let Some(user) = append.require_user
-            && !state.events.contains_key(&user.to_string())
-        {
-            return Err(AppendError::UserMissing);
+        let unmet = |state: &State, wanted: fn(&Requirement) -> bool| {
+            append
+                .requirements
+                .iter()
+                .position(|r| wanted(r) && !state.holds(r))
+        };
+        if let Some(index) = unmet(&state, |r| matches!(r, Requirement::Exists { .. })) {
+            return Err(AppendError::Unmet(index));
         }
         for event in &append.events {
             let have = state
@@ -126,20 +147,23 @@ impl CommandStore for FakeStore {
                 return Err(AppendError::Conflict);
             }
         }
-        if let Some((email, user)) = &append.claim_email
-            && state.emails.get(email.as_str()).is_some_and(|o| o != user)
-        {
-            return Err(AppendError::EmailTaken);
+        if let Some(index) = unmet(&state, |r| matches!(r, Requirement::Claim { .. })) {
+            return Err(AppendError::Unmet(index));
         }
         for event in &append.events {
             let id = event.event.aggregate_id().to_string();
             state.events.entry(id).or_default().push(event.clone());
         }
-        if let Some((email, _)) = &append.release_email {
-            state.emails.remove(email.as_str());
-        }
-        if let Some((email, user)) = &append.claim_email {
-            state.emails.insert(email.as_str().to_owned(), *user);
+        for requirement in &append.requirements {
+            match requirement {
+                Requirement::Claim { value, owner, .. } => {
+                    state.unique.insert(value.clone(), *owner);
+                }
+                Requirement::Release { value, .. } => {
+                    state.unique.remove(value);
+                }
+                Requirement::Exists { .. } => {}
+            }
         }
         let record = &append.idempotency;
         state.records.insert(
@@ -208,7 +232,7 @@ async fn a_new_user_is_one_append_at_version_one_and_claims_its_email() {
     assert_eq!(outcome.event_ids.len(), 1);
     assert_eq!(outcome.correlation_id, "corr-r1");
     assert_eq!(store.calls(), (0, 1, 0), "no read before a create");
-    assert!(store.state().emails.contains_key("ada@example.com"));
+    assert!(store.state().unique.contains_key("ada@example.com"));
 }
 
 #[tokio::test]
@@ -247,7 +271,7 @@ async fn a_request_id_reused_for_another_request_is_refused_naming_the_field() {
         panic!("{err:?}")
     };
     assert_eq!(violations.violations[0].field, "request_id");
-    assert!(!store.state().emails.contains_key("bob@example.com"));
+    assert!(!store.state().unique.contains_key("bob@example.com"));
 }
 
 #[tokio::test]

@@ -107,4 +107,7 @@ pub enum DomainError {
     AlreadyExists { kind: &'static str, id: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A unique value another aggregate holds (see [`crate::UniqueScope`]).
+    #[error("{0}")]
+    Taken(&'static str),
 }

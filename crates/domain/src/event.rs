@@ -18,6 +18,14 @@ impl AggregateType {
         }
     }
 
+    /// The name a client reads in a message: `user`, `order`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Order => "order",
+        }
+    }
+
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "User" => Some(Self::User),

@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod ids;
 mod order;
+mod requirement;
 mod user;
 mod values;
 
@@ -19,7 +20,8 @@ pub use error::{DomainError, FieldViolation, ValidationError};
 pub use event::{AggregateType, Event, StoredEvent};
 pub use ids::{OrderId, UserId};
 pub use order::{Order, OrderCommand, OrderLine, OrderLines, OrderState, OrderStatus};
-pub use user::{EmailClaims, User, UserCommand, UserState, email_claims};
+pub use requirement::{Requirement, UniqueScope};
+pub use user::{User, UserCommand, UserState};
 pub use values::{Currency, Email, Money, Quantity, Sku, UserName};
 
 /// The number of events an aggregate has seen. The first event has version 1.
@@ -32,9 +34,16 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     fn version(&self) -> Version;
     fn decide(&self, command: &Self::Command) -> Result<Vec<Event>, DomainError>;
     fn apply(self, event: &Event) -> Self;
-    /// The email ownership changes that appending `events` makes.
-    fn email_claims(&self, _events: &[Event]) -> EmailClaims {
-        EmailClaims::default()
+    /// What appending `events` (decided by this state) requires of the
+    /// store besides their versions: unique values claimed or released,
+    /// other aggregates that must exist.
+    fn requirements(&self, _events: &[Event]) -> Vec<Requirement> {
+        Vec::new()
+    }
+    /// The amount a command's outcome reports, and its retries replay
+    /// (an order's total).
+    fn reported_total(_events: &[Event]) -> Option<Money> {
+        None
     }
 }
 
@@ -50,8 +59,32 @@ impl Aggregate for User {
     fn apply(self, event: &Event) -> Self {
         User::apply(self, event)
     }
-    fn email_claims(&self, events: &[Event]) -> EmailClaims {
-        email_claims(self, events)
+    fn requirements(&self, events: &[Event]) -> Vec<Requirement> {
+        let owner = events.iter().find_map(|event| match event {
+            Event::UserCreated { user_id, .. } | Event::UserProfileUpdated { user_id, .. } => {
+                Some(*user_id.as_uuid())
+            }
+            _ => None,
+        });
+        let Some(owner) = owner else {
+            return Vec::new();
+        };
+        let claims = user::email_claims(self, events);
+        let scope = UniqueScope::Email;
+        claims
+            .claim
+            .map(|email| Requirement::Claim {
+                scope,
+                value: email.as_str().to_owned(),
+                owner,
+            })
+            .into_iter()
+            .chain(claims.release.map(|email| Requirement::Release {
+                scope,
+                value: email.as_str().to_owned(),
+                owner,
+            }))
+            .collect()
     }
 }
 
@@ -66,5 +99,24 @@ impl Aggregate for Order {
     }
     fn apply(self, event: &Event) -> Self {
         Order::apply(self, event)
+    }
+    fn requirements(&self, events: &[Event]) -> Vec<Requirement> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                // An order is placed by a user who exists.
+                Event::OrderCreated { user_id, .. } => Some(Requirement::Exists {
+                    aggregate_type: AggregateType::User,
+                    id: *user_id.as_uuid(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+    fn reported_total(events: &[Event]) -> Option<Money> {
+        events.iter().find_map(|event| match event {
+            Event::OrderCreated { total, .. } => Some(*total),
+            _ => None,
+        })
     }
 }

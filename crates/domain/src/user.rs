@@ -97,12 +97,12 @@ impl User {
 /// The changes to email ownership that appending `events` to `before` makes:
 /// an address to claim for the user, and one to release.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EmailClaims {
+pub(crate) struct EmailClaims {
     pub claim: Option<Email>,
     pub release: Option<Email>,
 }
 
-pub fn email_claims(before: &User, events: &[Event]) -> EmailClaims {
+pub(crate) fn email_claims(before: &User, events: &[Event]) -> EmailClaims {
     let mut claims = EmailClaims::default();
     let mut current = before.state.as_ref().map(|s| s.email.clone());
     for event in events {

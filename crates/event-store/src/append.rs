@@ -19,8 +19,8 @@ use prometheus::Registry;
 use super::codec::event_to_item;
 use super::group_commit::{GroupCommit, GroupCommitMetrics};
 use crate::error::StoreError;
-use dynabridge::schema::{Tables, event_store, idempotency, unique_emails};
-use dynabridge_domain::{Email, Money, StoredEvent, UserId, Version};
+use dynabridge::schema::{Tables, event_store, idempotency};
+use dynabridge_domain::{Money, Requirement, StoredEvent, Version};
 
 /// What a successful command returns; stored with its request so that a
 /// retry returns the same.
@@ -48,12 +48,9 @@ pub struct IdempotencyRecord {
 pub struct Append {
     pub events: Vec<StoredEvent>,
     pub idempotency: IdempotencyRecord,
-    /// Claim this address for the user, failing if another user holds it.
-    pub claim_email: Option<(Email, UserId)>,
-    /// Give up this address, which the user holds.
-    pub release_email: Option<(Email, UserId)>,
-    /// The append only happens if this user exists.
-    pub require_user: Option<UserId>,
+    /// What else must hold for the events to land, as the aggregate
+    /// declared it: each becomes a condition of the same transaction.
+    pub requirements: Vec<Requirement>,
     pub now: DateTime<Utc>,
 }
 
@@ -66,10 +63,10 @@ pub enum AppendError {
     /// A request with this idempotency key was already recorded.
     #[error("duplicate request")]
     DuplicateRequest,
-    #[error("email taken")]
-    EmailTaken,
-    #[error("user missing")]
-    UserMissing,
+    /// The append's requirement at this index does not hold: a unique
+    /// value another aggregate holds, or an aggregate that does not exist.
+    #[error("requirement {0} of the append does not hold")]
+    Unmet(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,9 +77,18 @@ pub enum AppendError {
 pub(super) enum Part {
     Event,
     Idempotency,
+    /// The append's requirement at `index`.
+    Requirement {
+        index: usize,
+        kind: RequirementKind,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum RequirementKind {
     Claim,
     Release,
-    UserCheck,
+    Exists,
 }
 
 /// The event store and the tables the command service owns. Clones share
@@ -223,61 +229,84 @@ impl EventStore {
             &[&append.idempotency.request_id],
         ));
 
-        if let Some((email, user_id)) = &append.claim_email {
-            let put = Put::builder()
-                .table_name(self.tables.unique_emails())
-                .item(
-                    unique_emails::EMAIL,
-                    AttributeValue::S(email.as_str().to_owned()),
-                )
-                .item(
-                    unique_emails::USER_ID,
-                    AttributeValue::S(user_id.to_string()),
-                )
-                .condition_expression("attribute_not_exists(#email)")
-                .expression_attribute_names("#email", unique_emails::EMAIL)
-                .build()
-                .map_err(internal)?;
-            items.push(TransactWriteItem::builder().put(put).build());
-            parts.push(Part::Claim);
-            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
-        }
-        if let Some((email, user_id)) = &append.release_email {
-            let delete = Delete::builder()
-                .table_name(self.tables.unique_emails())
-                .key(
-                    unique_emails::EMAIL,
-                    AttributeValue::S(email.as_str().to_owned()),
-                )
-                .condition_expression("#user = :user")
-                .expression_attribute_names("#user", unique_emails::USER_ID)
-                .expression_attribute_values(":user", AttributeValue::S(user_id.to_string()))
-                .build()
-                .map_err(internal)?;
-            items.push(TransactWriteItem::builder().delete(delete).build());
-            parts.push(Part::Release);
-            keys.push(item_key(&self.tables.unique_emails(), &[email.as_str()]));
-        }
-        if let Some(user_id) = &append.require_user {
-            // The user's first event exists if and only if the user does.
-            let check = ConditionCheck::builder()
-                .table_name(&self.event_table)
-                .key(
-                    event_store::AGGREGATE_ID,
-                    AttributeValue::S(user_id.to_string()),
-                )
-                .key(event_store::VERSION, AttributeValue::N("1".into()))
-                .condition_expression("attribute_exists(#id) AND #type = :user")
-                .expression_attribute_names("#id", event_store::AGGREGATE_ID)
-                .expression_attribute_names("#type", event_store::AGGREGATE_TYPE)
-                .expression_attribute_values(":user", AttributeValue::S("User".into()))
-                .build()
-                .map_err(internal)?;
-            items.push(TransactWriteItem::builder().condition_check(check).build());
-            parts.push(Part::UserCheck);
-            keys.push(item_key(&self.event_table, &[&user_id.to_string(), "1"]));
+        for (index, requirement) in append.requirements.iter().enumerate() {
+            let (item, kind, key) = self.requirement_item(requirement)?;
+            items.push(item);
+            parts.push(Part::Requirement { index, kind });
+            keys.push(key);
         }
         Ok((items, parts, keys))
+    }
+
+    /// The transaction item that makes `requirement` a condition, what it
+    /// stands for, and its table and key.
+    fn requirement_item(
+        &self,
+        requirement: &Requirement,
+    ) -> Result<(TransactWriteItem, RequirementKind, String), StoreError> {
+        Ok(match requirement {
+            Requirement::Claim {
+                scope,
+                value,
+                owner,
+            } => {
+                let unique = self.tables.unique_values(*scope);
+                let put = Put::builder()
+                    .table_name(&unique.table)
+                    .item(unique.value, AttributeValue::S(value.clone()))
+                    .item(unique.owner, AttributeValue::S(owner.to_string()))
+                    .condition_expression("attribute_not_exists(#value)")
+                    .expression_attribute_names("#value", unique.value)
+                    .build()
+                    .map_err(internal)?;
+                (
+                    TransactWriteItem::builder().put(put).build(),
+                    RequirementKind::Claim,
+                    item_key(&unique.table, &[value]),
+                )
+            }
+            Requirement::Release {
+                scope,
+                value,
+                owner,
+            } => {
+                let unique = self.tables.unique_values(*scope);
+                let delete = Delete::builder()
+                    .table_name(&unique.table)
+                    .key(unique.value, AttributeValue::S(value.clone()))
+                    .condition_expression("#owner = :owner")
+                    .expression_attribute_names("#owner", unique.owner)
+                    .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
+                    .build()
+                    .map_err(internal)?;
+                (
+                    TransactWriteItem::builder().delete(delete).build(),
+                    RequirementKind::Release,
+                    item_key(&unique.table, &[value]),
+                )
+            }
+            Requirement::Exists { aggregate_type, id } => {
+                // An aggregate's first event exists if and only if it does.
+                let check = ConditionCheck::builder()
+                    .table_name(&self.event_table)
+                    .key(event_store::AGGREGATE_ID, AttributeValue::S(id.to_string()))
+                    .key(event_store::VERSION, AttributeValue::N("1".into()))
+                    .condition_expression("attribute_exists(#id) AND #type = :type")
+                    .expression_attribute_names("#id", event_store::AGGREGATE_ID)
+                    .expression_attribute_names("#type", event_store::AGGREGATE_TYPE)
+                    .expression_attribute_values(
+                        ":type",
+                        AttributeValue::S(aggregate_type.as_str().into()),
+                    )
+                    .build()
+                    .map_err(internal)?;
+                (
+                    TransactWriteItem::builder().condition_check(check).build(),
+                    RequirementKind::Exists,
+                    item_key(&self.event_table, &[&id.to_string(), "1"]),
+                )
+            }
+        })
     }
 
     fn idempotency_item(
@@ -464,25 +493,32 @@ pub(super) fn classify<R: std::fmt::Debug + Send + Sync + 'static>(
 /// Why an append did not happen, from its own items' cancellation reasons
 /// (`reasons[i]` is `parts[i]`'s); `None` if they do not say.
 pub(super) fn classify_reasons(parts: &[Part], reasons: &[Option<String>]) -> Option<AppendError> {
-    let failed = |part: Part| {
+    let failed = || {
         parts
             .iter()
             .zip(reasons)
-            .any(|(p, code)| *p == part && code.as_deref() == Some("ConditionalCheckFailed"))
+            .filter(|(_, code)| code.as_deref() == Some("ConditionalCheckFailed"))
+            .map(|(part, _)| *part)
+    };
+    let requirement = |wanted: RequirementKind| {
+        failed().find_map(|part| match part {
+            Part::Requirement { index, kind } if kind == wanted => Some(index),
+            _ => None,
+        })
     };
     // Order matters: a retried request fails every condition it met the first
     // time, and must be recognised as a retry.
-    if failed(Part::Idempotency) {
+    if failed().any(|part| part == Part::Idempotency) {
         Some(AppendError::DuplicateRequest)
-    } else if failed(Part::UserCheck) {
-        Some(AppendError::UserMissing)
-    } else if failed(Part::Event) {
+    } else if let Some(index) = requirement(RequirementKind::Exists) {
+        Some(AppendError::Unmet(index))
+    } else if failed().any(|part| part == Part::Event) {
         Some(AppendError::Conflict)
-    } else if failed(Part::Claim) {
-        Some(AppendError::EmailTaken)
-    } else if failed(Part::Release) {
+    } else if let Some(index) = requirement(RequirementKind::Claim) {
+        Some(AppendError::Unmet(index))
+    } else if requirement(RequirementKind::Release).is_some() {
         Some(AppendError::Store(StoreError::Inconsistent(
-            "email ownership record out of step with the user".into(),
+            "a released unique value is not held by its owner: the store is out of step with the aggregate".into(),
         )))
     } else if reasons
         .iter()

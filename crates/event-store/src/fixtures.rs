@@ -2,7 +2,7 @@
 //! `fixtures`).
 #![allow(clippy::unwrap_used)]
 
-use dynabridge_domain::{Email, Event, StoredEvent, UserId, UserName};
+use dynabridge_domain::{Email, Event, Requirement, StoredEvent, UniqueScope, UserId, UserName};
 
 use crate::{Append, CommandOutcome, IdempotencyRecord};
 
@@ -38,10 +38,12 @@ pub fn new_user_append(request_id: &str, email: &str) -> (UserId, Append) {
                 total: None,
             },
         },
-        claim_email: Some((Email::parse(email).unwrap(), user_id)),
+        requirements: vec![Requirement::Claim {
+            scope: UniqueScope::Email,
+            value: Email::parse(email).unwrap().as_str().to_owned(),
+            owner: *user_id.as_uuid(),
+        }],
         events: vec![event],
-        release_email: None,
-        require_user: None,
         now,
     };
     (user_id, append)

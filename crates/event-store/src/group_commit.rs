@@ -644,7 +644,7 @@ mod tests {
 
             assert!(results[0].is_ok(), "{:?}", results[0]);
             assert!(
-                matches!(results[1], Err(AppendError::EmailTaken)),
+                matches!(results[1], Err(AppendError::Unmet(0))),
                 "{:?}",
                 results[1]
             );
@@ -687,7 +687,7 @@ mod tests {
             );
             assert!(results[2].is_ok(), "{:?}", results[2]);
             assert!(
-                matches!(results[3], Err(AppendError::EmailTaken)),
+                matches!(results[3], Err(AppendError::Unmet(0))),
                 "{:?}",
                 results[3]
             );

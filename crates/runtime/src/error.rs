@@ -36,6 +36,7 @@ impl From<DomainError> for AppError {
             err @ DomainError::NotFound { .. } => Self::NotFound(err.to_string()),
             err @ DomainError::AlreadyExists { .. } => Self::AlreadyExists(err.to_string()),
             DomainError::FailedPrecondition(msg) => Self::FailedPrecondition(msg),
+            DomainError::Taken(msg) => Self::AlreadyExists(msg.into()),
         }
     }
 }

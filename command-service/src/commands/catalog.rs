@@ -1,0 +1,67 @@
+//! The commands of the two aggregates, each one call of the generic path
+//! ([`CommandHandler::execute`]): which aggregate, its id, and whether the
+//! command creates it.
+
+use dynabridge_domain::{
+    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, User, UserCommand, UserId,
+    UserName,
+};
+use dynabridge_event_store::{CommandOutcome, CommandStore};
+use dynabridge_runtime::error::AppError;
+
+use super::{CommandHandler, CommandMeta, Creates};
+
+impl<S: CommandStore> CommandHandler<S> {
+    pub async fn create_user(
+        &self,
+        meta: &CommandMeta,
+        email: Email,
+        name: UserName,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = UserId::new_random();
+        let command = UserCommand::Create { id, email, name };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_user_profile(
+        &self,
+        meta: &CommandMeta,
+        id: UserId,
+        name: Option<UserName>,
+        email: Option<Email>,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = UserCommand::UpdateProfile { id, name, email };
+        self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    pub async fn create_order(
+        &self,
+        meta: &CommandMeta,
+        user_id: UserId,
+        items: OrderLines,
+        expected_total: Option<Money>,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = OrderId::new_random();
+        let command = OrderCommand::Create {
+            id,
+            user_id,
+            items,
+            expected_total,
+        };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    pub async fn update_order_status(
+        &self,
+        meta: &CommandMeta,
+        id: OrderId,
+        status: OrderStatus,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = OrderCommand::UpdateStatus { id, status };
+        self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+}
