@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use dynabridge::schema::Tables;
 use dynabridge_aws::AwsArgs;
-use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::service::{Host, Service};
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
@@ -31,22 +31,16 @@ pub enum Role {
     Command {
         #[command(flatten)]
         config: command_service::Config,
-        #[command(flatten)]
-        observability: command_service::Observability,
     },
     /// The query service.
     Query {
         #[command(flatten)]
         config: query_service::Config,
-        #[command(flatten)]
-        observability: query_service::Observability,
     },
     /// The projector.
     Projector {
         #[command(flatten)]
         config: projector::Config,
-        #[command(flatten)]
-        observability: projector::Observability,
     },
     /// The transport ceiling: a bare tonic echo service. Given the embedded
     /// store's endpoint, it makes the storage calls requests ask for.
@@ -76,28 +70,16 @@ fn ready(what: serde_json::Value) {
     println!("READY {what}");
 }
 
-async fn listeners(grpc: SocketAddr, metrics: SocketAddr) -> anyhow::Result<Listeners> {
-    Ok(Listeners {
-        grpc: TcpListener::bind(grpc)
-            .await
-            .with_context(|| format!("binding {grpc}"))?,
-        metrics: Some(
-            TcpListener::bind(metrics)
-                .await
-                .with_context(|| format!("binding {metrics}"))?,
-        ),
-    })
-}
-
-fn addrs(listeners: &Listeners) -> anyhow::Result<serde_json::Value> {
-    let metrics = match &listeners.metrics {
-        Some(listener) => Some(listener.local_addr()?.to_string()),
-        None => None,
-    };
-    Ok(json!({
-        "grpc": listeners.grpc.local_addr()?.to_string(),
-        "metrics": metrics,
-    }))
+/// Builds service `S` against its store, says where it listens, and serves
+/// until stdin closes.
+async fn serve<S: Service>(config: S::Config, embedded: bool) -> anyhow::Result<()> {
+    let sdk = sdk_for(S::aws(&config), embedded).await;
+    let app = S::build(config, &Host::new(sdk)).await?;
+    ready(json!({
+        "grpc": app.local_addr().to_string(),
+        "metrics": app.metrics_addr().map(|addr| addr.to_string()),
+    }));
+    app.run_until(stdin_closed()).await
 }
 
 /// The SDK configuration of a service: the embedded store's (with its
@@ -126,54 +108,9 @@ pub async fn run(role: Role, embedded: bool) -> anyhow::Result<()> {
             ready(json!({ "dynamodb": stack.endpoints().dynamodb_url() }));
             stack.run_until(stdin_closed()).await?;
         }
-        Role::Command {
-            config,
-            observability,
-        } => {
-            let sdk = sdk_for(&config.store.aws, embedded).await;
-            let listeners = listeners(config.listen, observability.metrics_listen).await?;
-            ready(addrs(&listeners)?);
-            command_service::run_with(
-                config,
-                &observability.health,
-                &sdk,
-                listeners,
-                stdin_closed(),
-            )
-            .await?;
-        }
-        Role::Query {
-            config,
-            observability,
-        } => {
-            let sdk = sdk_for(&config.store.aws, embedded).await;
-            let listeners = listeners(config.listen, observability.metrics_listen).await?;
-            ready(addrs(&listeners)?);
-            query_service::run_with(
-                config,
-                &observability.health,
-                &sdk,
-                listeners,
-                stdin_closed(),
-            )
-            .await?;
-        }
-        Role::Projector {
-            config,
-            observability,
-        } => {
-            let sdk = sdk_for(&config.store.aws, embedded).await;
-            let listeners = listeners(config.health_listen, observability.metrics_listen).await?;
-            ready(addrs(&listeners)?);
-            projector::run_with(
-                config,
-                &observability.health,
-                &sdk,
-                listeners,
-                stdin_closed(),
-            )
-            .await?;
-        }
+        Role::Command { config } => serve::<command_service::App>(config, embedded).await?,
+        Role::Query { config } => serve::<query_service::App>(config, embedded).await?,
+        Role::Projector { config } => serve::<projector::App>(config, embedded).await?,
         Role::Echo {
             listen,
             endpoint_url,

@@ -8,10 +8,13 @@ use crate::commands::{AggregateCache, AggregateCacheMetrics, CommandHandler};
 use anyhow::Context as _;
 use dynabridge::pb::command_service_server::CommandServiceServer;
 use dynabridge::schema::idempotency;
+use dynabridge_aws::AwsArgs;
 use dynabridge_event_store::{EventStore, GroupCommitMetrics};
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::{ApiServer, Listeners};
+use dynabridge_runtime::grpc::ApiServer;
+use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::{HealthArgs, StoreProbe};
+use dynabridge_runtime::service::{Host, Service};
 
 pub mod commands;
 mod parse;
@@ -61,6 +64,16 @@ pub struct Config {
         value_parser = in_flight
     )]
     pub append_max_in_flight: usize,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Address of the Prometheus `/metrics` endpoint; none in a process
+    /// that serves its registry itself.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_COMMAND_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn in_flight(value: &str) -> Result<usize, String> {
@@ -70,100 +83,97 @@ fn in_flight(value: &str) -> Result<usize, String> {
     }
 }
 
-/// The binary's flags beyond [`Config`]: health checks and metrics.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Observability {
-    #[command(flatten)]
-    pub health: HealthArgs,
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(
-        long,
-        env = "DYNABRIDGE_COMMAND_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    pub metrics_listen: SocketAddr,
+impl Config {
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), String> {
+        self.store.validate()?;
+        self.health.validate()
+    }
 }
 
-/// Serves on `listener` until `shutdown` resolves, then turns NOT_SERVING
-/// and drains in-flight requests. Health checks at the default interval, no
-/// metrics endpoint: see [`run_with`].
-pub async fn run(
-    config: Config,
-    sdk: &aws_config::SdkConfig,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listeners = Listeners {
-        grpc: listener,
-        metrics: None,
-    };
-    run_with(config, &HealthArgs::default(), sdk, listeners, shutdown).await
+/// The command service, bound and set up: [`App::build`], then
+/// [`App::run_until`].
+pub struct App {
+    server: ApiServer,
+    api: CommandApi,
 }
 
-/// [`run`], with the health checks of `health` and the metrics endpoint
-/// on `listeners.metrics`, if any.
-pub async fn run_with(
-    config: Config,
-    health: &HealthArgs,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let registry = prometheus::Registry::new();
-    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
-}
+impl Service for App {
+    type Config = Config;
+    const NAME: &'static str = "command-service";
 
-/// [`run_with`], with the service's metrics registered in `registry`
-/// rather than in a registry of its own: for a process that serves the
-/// metrics of several services together (the local stack, with
-/// `listeners.metrics` none). `registry` must not hold them already.
-pub async fn run_with_registry(
-    config: Config,
-    health: &HealthArgs,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let tables = config.store.tables();
-    let client = dynabridge_aws::dynamodb_client(sdk);
-    let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
-    let store = EventStore::new(client.clone(), tables.clone()).with_group_commit(
-        config.append_max_in_flight,
-        GroupCommitMetrics::new().context("creating metrics")?,
-    );
-    store
-        .register_metrics(registry)
-        .context("registering metrics")?;
-    let api = CommandApi::new(CommandHandler::new(store).with_aggregate_cache(
-        AggregateCache::new(config.aggregate_cache_capacity, cache_metrics.clone()),
-    ));
+    fn validate(config: &Config) -> Result<(), String> {
+        config.validate()
+    }
 
-    cache_metrics
-        .register(registry)
-        .context("registering metrics")?;
-    // The idempotency table: the command service's own, and its role may
-    // GetItem it already.
-    let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
-    let server = ApiServer::start(
-        SERVICE_NAME,
-        LIVENESS_NAME,
-        probe,
-        health,
-        listeners,
-        registry,
-    )
-    .await?;
-    tracing::info!(
-        addr = %server.addr(),
-        event_store = %tables.event_store(),
-        "command service listening"
-    );
-    server
-        .serve(CommandServiceServer::new(api), shutdown)
+    fn aws(config: &Config) -> &AwsArgs {
+        &config.store.aws
+    }
+
+    fn listen(config: &Config) -> (SocketAddr, Option<SocketAddr>) {
+        (config.listen, config.metrics_listen)
+    }
+
+    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid configuration")?;
+        let registry = &host.registry;
+        let tables = config.store.tables();
+        let client = dynabridge_aws::dynamodb_client(&host.sdk);
+        let cache_metrics = AggregateCacheMetrics::new().context("creating metrics")?;
+        let store = EventStore::new(client.clone(), tables.clone()).with_group_commit(
+            config.append_max_in_flight,
+            GroupCommitMetrics::new().context("creating metrics")?,
+        );
+        store
+            .register_metrics(registry)
+            .context("registering metrics")?;
+        let api = CommandApi::new(CommandHandler::new(store).with_aggregate_cache(
+            AggregateCache::new(config.aggregate_cache_capacity, cache_metrics.clone()),
+        ));
+        cache_metrics
+            .register(registry)
+            .context("registering metrics")?;
+        // The idempotency table: the command service's own, and its role may
+        // GetItem it already.
+        let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
+        let server = ApiServer::start(
+            SERVICE_NAME,
+            LIVENESS_NAME,
+            probe,
+            &config.health,
+            listeners,
+            registry,
+        )
         .await?;
-    tracing::info!("command service stopped");
-    Ok(())
+        tracing::info!(
+            addr = %server.addr(),
+            event_store = %tables.event_store(),
+            "command service listening"
+        );
+        Ok(Self { server, api })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.server
+            .serve(CommandServiceServer::new(self.api), shutdown)
+            .await?;
+        tracing::info!("command service stopped");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -175,18 +185,16 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: Config,
-        #[command(flatten)]
-        observability: Observability,
     }
 
     #[test]
     fn health_and_metrics_have_documented_defaults() {
         let cli = Cli::try_parse_from(["command-service"]).unwrap();
-        assert_eq!(cli.observability.health, HealthArgs::default());
-        assert_eq!(cli.observability.health.health_check_interval_ms, 5_000);
+        assert_eq!(cli.config.health, HealthArgs::default());
+        assert_eq!(cli.config.health.health_check_interval_ms, 5_000);
         assert_eq!(
-            cli.observability.metrics_listen,
-            "127.0.0.1:9091".parse().unwrap()
+            cli.config.metrics_listen,
+            Some("127.0.0.1:9091".parse().unwrap())
         );
         assert_eq!(LIVENESS_NAME, format!("{SERVICE_NAME}.Liveness"));
     }

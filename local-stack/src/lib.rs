@@ -35,6 +35,7 @@ use dynabridge_provision::{ProvisionError, ensure_tables};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::service::{Host, Service};
 use dynabridge_runtime::telemetry::metrics::{CombinedMetrics, serve_metrics};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -382,7 +383,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     };
 
     let (stop_store, store_signal) = shutdown::channel();
-    let mut store = tokio::spawn(dynoxide::server::serve_with_shutdown(
+    let store = tokio::spawn(dynoxide::server::serve_with_shutdown(
         dynamodb_listener,
         db.clone(),
         store_signal.clone().wait(),
@@ -405,15 +406,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     let sdk = embedded_sdk_config(&store_args.aws, !options.keep_transaction_tokens).await;
     let tables = store_args.tables();
     if let Err(err) = ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables).await {
-        stop_store.fire();
-        let stopped = tokio::time::timeout(STORE_STOP_TIMEOUT, async {
-            let _ = (&mut store).await;
-            let _ = housekeeping.await;
-        })
-        .await;
-        if stopped.is_err() {
-            store.abort();
-        }
+        abandon_store(&stop_store, store, housekeeping).await;
         return Err(StartError::Provision(Box::new(err)));
     }
     tracing::info!(prefix = %tables.prefix, "tables ready");
@@ -449,47 +442,23 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
     });
     service_names.insert(task.id(), METRICS);
 
-    let config = command_service::Config {
+    let command = command_service::Config {
         store: store_args.clone(),
         listen: endpoints.command,
         aggregate_cache_capacity: command_service::commands::AggregateCache::DEFAULT_CAPACITY,
         append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+        health: HealthArgs::default(),
+        metrics_listen: None,
     };
-    let (sdk_, signal) = (sdk.clone(), services_signal.clone());
-    let task = services.spawn(async move {
-        command_service::run_with_registry(
-            config,
-            &HealthArgs::default(),
-            &sdk_,
-            only_grpc(command_listener),
-            &command_registry,
-            signal.wait(),
-        )
-        .await
-    });
-    service_names.insert(task.id(), COMMAND_SERVICE);
-
-    let config = query_service::Config {
+    let query = query_service::Config {
         store: store_args.clone(),
         listen: endpoints.query,
         page_token_secret: None,
         max_wait_ms: QUERY_MAX_WAIT_MS,
+        health: HealthArgs::default(),
+        metrics_listen: None,
     };
-    let (sdk_, signal) = (sdk.clone(), services_signal.clone());
-    let task = services.spawn(async move {
-        query_service::run_with_registry(
-            config,
-            &HealthArgs::default(),
-            &sdk_,
-            only_grpc(query_listener),
-            &query_registry,
-            signal.wait(),
-        )
-        .await
-    });
-    service_names.insert(task.id(), QUERY_SERVICE);
-
-    let config = projector::Config {
+    let projector = projector::Config {
         store: store_args,
         health_listen: endpoints.projector_health,
         event_bus: None,
@@ -498,19 +467,38 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         idle_poll_max_ms: IDLE_POLL_MAX_MS,
         max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
         lease: projector::LeaseArgs::default(),
+        health: projector::ProjectorHealth::default(),
+        metrics_listen: None,
     };
-    let (sdk_, signal) = (sdk, services_signal);
-    let task = services.spawn(async move {
-        projector::run_with_registry(
-            config,
-            &projector::ProjectorHealth::default(),
-            &sdk_,
-            only_grpc(health_listener),
-            &projector_registry,
-            signal.wait(),
-        )
-        .await
-    });
+    let task = services.spawn(serve::<command_service::App>(
+        command,
+        Host {
+            sdk: sdk.clone(),
+            registry: command_registry,
+        },
+        command_listener,
+        services_signal.clone(),
+    ));
+    service_names.insert(task.id(), COMMAND_SERVICE);
+    let task = services.spawn(serve::<query_service::App>(
+        query,
+        Host {
+            sdk: sdk.clone(),
+            registry: query_registry,
+        },
+        query_listener,
+        services_signal.clone(),
+    ));
+    service_names.insert(task.id(), QUERY_SERVICE);
+    let task = services.spawn(serve::<projector::App>(
+        projector,
+        Host {
+            sdk,
+            registry: projector_registry,
+        },
+        health_listener,
+        services_signal,
+    ));
     service_names.insert(task.id(), PROJECTOR);
 
     tracing::info!(
@@ -703,6 +691,39 @@ fn only_grpc(grpc: TcpListener) -> Listeners {
     Listeners {
         grpc,
         metrics: None,
+    }
+}
+
+/// Builds service `S` on its bound gRPC port (its metrics go to the local
+/// stack's one endpoint) and serves it until `signal`. Both happen in the
+/// service's task, so that a service that cannot start is reported by
+/// [`LocalStack::run_until`] like one that fails later, and stops the rest.
+async fn serve<S: Service>(
+    config: S::Config,
+    host: Host,
+    grpc: TcpListener,
+    signal: shutdown::Signal,
+) -> anyhow::Result<()> {
+    S::build_on(config, &host, only_grpc(grpc))
+        .await?
+        .run_until(signal.wait())
+        .await
+}
+
+/// Stops the store after a failed start, waiting for it a bounded time.
+async fn abandon_store(
+    stop_store: &shutdown::Trigger,
+    mut store: JoinHandle<Result<(), String>>,
+    housekeeping: JoinHandle<()>,
+) {
+    stop_store.fire();
+    let stopped = tokio::time::timeout(STORE_STOP_TIMEOUT, async {
+        let _ = (&mut store).await;
+        let _ = housekeeping.await;
+    })
+    .await;
+    if stopped.is_err() {
+        store.abort();
     }
 }
 

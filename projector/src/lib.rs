@@ -53,9 +53,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dynabridge::schema::user_profiles;
+use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::{HealthArgs, Report, StoreHealth, StoreProbe, reachable_gauge};
+use dynabridge_runtime::service::{Host, Service};
 use dynabridge_runtime::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
 use tonic_health::ServingStatus;
 
@@ -115,6 +117,16 @@ pub struct Config {
     pub max_concurrent_writes: usize,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub health: ProjectorHealth,
+    /// Address of the Prometheus `/metrics` endpoint; none in a process
+    /// that serves its registry itself.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROJECTOR_METRICS_LISTEN",
+        default_value = "127.0.0.1:9093"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -135,7 +147,8 @@ impl Config {
         if self.event_bus.as_deref().is_some_and(str::is_empty) {
             return Err("event bus must not be empty when set".into());
         }
-        self.lease.validate()
+        self.lease.validate()?;
+        self.health.validate()
     }
 }
 
@@ -288,228 +301,304 @@ impl ProjectorHealth {
     }
 }
 
-/// The binary's flags beyond [`Config`]: health and metrics.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Observability {
-    #[command(flatten)]
-    pub health: ProjectorHealth,
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(
-        long,
-        env = "DYNABRIDGE_PROJECTOR_METRICS_LISTEN",
-        default_value = "127.0.0.1:9093"
-    )]
-    pub metrics_listen: SocketAddr,
+/// The projector, bound and set up, its health server answering:
+/// [`App::build`], then [`App::run_until`].
+pub struct App {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    config: Config,
+    sdk: aws_config::SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    timing: Timing,
+    lease_settings: LeaseSettings,
+    max_concurrent_writes: NonZeroUsize,
+    metrics: ProjectorMetrics,
+    publisher: Box<dyn Publisher>,
+    trigger: Arc<control::ShutdownTrigger>,
+    stop: Shutdown,
+    progress: Arc<Progress>,
+    stream_found: tokio::sync::watch::Sender<bool>,
+    recheck: dynabridge_runtime::health::Recheck,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_endpoint: MetricsEndpoint,
 }
 
-/// Runs until `shutdown` resolves; the health server listens on
-/// `health_listener`. Default health thresholds, no metrics endpoint: see
-/// [`run_with`].
-pub async fn run(
-    config: Config,
-    sdk: &aws_config::SdkConfig,
-    health_listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listeners = Listeners {
-        grpc: health_listener,
-        metrics: None,
-    };
-    run_with(
-        config,
-        &ProjectorHealth::default(),
-        sdk,
-        listeners,
-        shutdown,
-    )
-    .await
-}
-
-/// [`run`], with the health of `health`, the health server on
-/// `listeners.grpc` and the metrics endpoint on `listeners.metrics`, if any.
-pub async fn run_with(
-    config: Config,
-    health: &ProjectorHealth,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let registry = prometheus::Registry::new();
-    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
-}
-
-/// [`run_with`], with the service's metrics registered in `registry`
-/// rather than in a registry of its own: for a process that serves the
-/// metrics of several services together (the local stack, with
-/// `listeners.metrics` none). `registry` must not hold them already.
-pub async fn run_with_registry(
-    config: Config,
-    health: &ProjectorHealth,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    health
-        .validate()
-        .and_then(|()| config.lease.validate())
-        .map_err(anyhow::Error::msg)
-        .context("invalid configuration")?;
-    let addr = listeners.grpc.local_addr()?;
-    let tables = config.store.tables();
-    let dynamodb = dynabridge_aws::dynamodb_client(sdk);
-    let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
-    let lease_settings = config.lease.settings(&timing);
-    // Validated at start-up; a caller that skipped that gets one at a time
-    // rather than a batch that never ends.
-    let max_concurrent_writes =
-        NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
-    dynabridge_aws::register_call_metrics(registry).context("registering metrics")?;
-    let metrics = ProjectorMetrics::new().context("creating metrics")?;
-    metrics.register(registry).context("registering metrics")?;
-    let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
-
-    // Opened first: a sink that cannot be written is a configuration error
-    // worth failing on before anything else starts.
-    let publisher: Box<dyn Publisher> = match &config.event_bus {
-        Some(bus) => Box::new(BusPublisher::new(
-            Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(sdk))),
-            config.event_source.clone(),
-            bus.clone(),
-            timing.clone(),
-            metrics.clone(),
-        )),
-        None => Box::new(
-            JsonLinesSink::open(
-                &config.sink_path,
-                config.event_source.clone(),
-                metrics.clone(),
-            )
-            .await
-            .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?,
-        ),
-    };
-
-    let (trigger, stop) = Shutdown::new();
-    let trigger = Arc::new(trigger);
-    let waiter = tokio::spawn({
-        let trigger = trigger.clone();
-        async move {
-            shutdown.await;
-            trigger.trigger();
-        }
-    });
-
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    for service in ["", HEALTH_SERVICE] {
-        reporter
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
-    }
-    reporter
-        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-        .await;
-    // A read-model table: the projector's own, and its role may GetItem it.
-    let store_health = StoreHealth::start(
-        StoreProbe::get_item(
-            dynamodb.clone(),
-            tables.user_profiles(),
-            user_profiles::USER_ID,
-        ),
-        &health.store,
-        Report {
-            reporter: None,
-            gauge: Some(reachable_gauge(registry).context("registering metrics")?),
-        },
-    )
-    .await;
-    let recheck = store_health.rechecker();
-    let progress = Progress::new();
-    let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
-    let monitor = tokio::spawn(
-        Monitor {
-            progress: progress.clone(),
-            metrics: metrics.clone(),
-            reporter: reporter.clone(),
-            thresholds: health.thresholds(),
-            every: health.store.interval().min(Duration::from_secs(1)),
-            stream_found: stream_found_rx,
-            store_reachable: store_health.reachable(),
-        }
-        .run(stop.clone()),
-    );
-    // The monitor and the checks end first: nothing turns SERVING again
-    // once shutdown has begun.
-    let server_stop = dynabridge_runtime::grpc::not_serving_then(
-        reporter.clone(),
-        vec![HEALTH_SERVICE, LIVENESS_SERVICE],
-        {
-            let stop = stop.clone();
-            async move {
-                stop.wait().await;
-                let _ = monitor.await;
-                store_health.stop().await;
-            }
-        },
-    );
-    let metrics_endpoint = MetricsEndpoint::spawn(registry, listeners.metrics);
-    tracing::info!(%addr, "projector health listening");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(grpc_metrics.layer())
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(
-                dynabridge_runtime::grpc::incoming(listeners.grpc),
-                server_stop,
-            ),
-    );
-
-    let outcome = progress.clone().track("coordinator", async {
-        let Some(stream_arn) = find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await? else {
-            return Ok(());
-        };
-        let instance_id = lease_settings.owner.clone();
-        let lease_duration_ms = lease_settings.duration.as_millis();
-        match &config.event_bus {
-            Some(bus) => tracing::info!(stream_arn = %stream_arn, event_bus = %bus, event_source = %config.event_source, max_concurrent_writes, instance_id, lease_duration_ms, "projector started"),
-            None => tracing::info!(stream_arn = %stream_arn, sink = %config.sink_path.display(), event_source = %config.event_source, max_concurrent_writes, instance_id, lease_duration_ms, "projector started"),
-        }
-        let checkpoints: Arc<dyn checkpoint::CheckpointStore> =
-            Arc::new(DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()));
-        let pipeline = Arc::new(Pipeline {
-            leases: Arc::new(Leases::new(lease_settings, stream_arn.clone(), checkpoints.clone(), metrics.clone())),
+/// The projector's first line of the run: what it reads and where it
+/// publishes.
+fn log_start(
+    config: &Config,
+    stream_arn: &str,
+    max_concurrent_writes: NonZeroUsize,
+    lease: &LeaseSettings,
+) {
+    let instance_id = lease.owner.as_str();
+    let lease_duration_ms = lease.duration.as_millis();
+    match &config.event_bus {
+        Some(bus) => tracing::info!(
             stream_arn,
-            streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(sdk))),
-            checkpoints,
-            handler: Arc::new(Projection::new(
-                ReadModels::new(Box::new(DynamoRows::new(dynamodb.clone(), tables.clone())), CACHE_CAPACITY, metrics.clone()),
-                publisher,
-                max_concurrent_writes,
-            )),
-            timing: timing.clone(),
-            shutdown: stop.clone(),
-            progress: progress.clone(),
-            metrics: metrics.clone(),
-        });
-        stream_found.send_replace(true);
-        // The tables may have just appeared: no need to wait for the next
-        // check to say so.
-        recheck.now();
-        coordinator::run_stream(pipeline).await;
-        anyhow::Ok(())
-    })
-    .await;
+            event_bus = %bus,
+            event_source = %config.event_source,
+            max_concurrent_writes,
+            instance_id,
+            lease_duration_ms,
+            "projector started"
+        ),
+        None => tracing::info!(
+            stream_arn,
+            sink = %config.sink_path.display(),
+            event_source = %config.event_source,
+            max_concurrent_writes,
+            instance_id,
+            lease_duration_ms,
+            "projector started"
+        ),
+    }
+}
 
-    // Whatever ended the run, the health server goes NOT_SERVING and stops.
-    trigger.trigger();
-    waiter.abort();
-    let served = server.await.context("the health server task failed")?;
-    let metrics_served = metrics_endpoint.stop().await;
-    outcome?;
-    served.context("the health server failed")?;
-    metrics_served.context("serving metrics")?;
-    tracing::info!("projector stopped");
-    Ok(())
+impl Service for App {
+    type Config = Config;
+    const NAME: &'static str = "projector";
+
+    fn validate(config: &Config) -> Result<(), String> {
+        config.validate()
+    }
+
+    fn aws(config: &Config) -> &AwsArgs {
+        &config.store.aws
+    }
+
+    fn listen(config: &Config) -> (SocketAddr, Option<SocketAddr>) {
+        (config.health_listen, config.metrics_listen)
+    }
+
+    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid configuration")?;
+        let addr = listeners.grpc.local_addr()?;
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()?;
+        let registry = &host.registry;
+        let sdk = host.sdk.clone();
+        let tables = config.store.tables();
+        let dynamodb = dynabridge_aws::dynamodb_client(&sdk);
+        let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+        let lease_settings = config.lease.settings(&timing);
+        // Validated above; a caller that skipped that gets one at a time
+        // rather than a batch that never ends.
+        let max_concurrent_writes =
+            NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
+        dynabridge_aws::register_call_metrics(registry).context("registering metrics")?;
+        let metrics = ProjectorMetrics::new().context("creating metrics")?;
+        metrics.register(registry).context("registering metrics")?;
+        let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
+
+        // Opened first: a sink that cannot be written is a configuration
+        // error worth failing on before anything else starts.
+        let publisher: Box<dyn Publisher> = match &config.event_bus {
+            Some(bus) => Box::new(BusPublisher::new(
+                Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(&sdk))),
+                config.event_source.clone(),
+                bus.clone(),
+                timing.clone(),
+                metrics.clone(),
+            )),
+            None => Box::new(
+                JsonLinesSink::open(
+                    &config.sink_path,
+                    config.event_source.clone(),
+                    metrics.clone(),
+                )
+                .await
+                .with_context(|| {
+                    format!("opening the event sink {}", config.sink_path.display())
+                })?,
+            ),
+        };
+
+        let (trigger, stop) = Shutdown::new();
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for service in ["", HEALTH_SERVICE] {
+            reporter
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        // A read-model table: the projector's own, and its role may GetItem
+        // it.
+        let store_health = StoreHealth::start(
+            StoreProbe::get_item(
+                dynamodb.clone(),
+                tables.user_profiles(),
+                user_profiles::USER_ID,
+            ),
+            &config.health.store,
+            Report {
+                reporter: None,
+                gauge: Some(reachable_gauge(registry).context("registering metrics")?),
+            },
+        )
+        .await;
+        let recheck = store_health.rechecker();
+        let progress = Progress::new();
+        let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
+        let monitor = tokio::spawn(
+            Monitor {
+                progress: progress.clone(),
+                metrics: metrics.clone(),
+                reporter: reporter.clone(),
+                thresholds: config.health.thresholds(),
+                every: config.health.store.interval().min(Duration::from_secs(1)),
+                stream_found: stream_found_rx,
+                store_reachable: store_health.reachable(),
+            }
+            .run(stop.clone()),
+        );
+        // The monitor and the checks end first: nothing turns SERVING again
+        // once shutdown has begun.
+        let server_stop = dynabridge_runtime::grpc::not_serving_then(
+            reporter.clone(),
+            vec![HEALTH_SERVICE, LIVENESS_SERVICE],
+            {
+                let stop = stop.clone();
+                async move {
+                    stop.wait().await;
+                    let _ = monitor.await;
+                    store_health.stop().await;
+                }
+            },
+        );
+        let metrics_endpoint = MetricsEndpoint::spawn(registry, listeners.metrics);
+        tracing::info!(%addr, "projector health listening");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(grpc_metrics.layer())
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(
+                    dynabridge_runtime::grpc::incoming(listeners.grpc),
+                    server_stop,
+                ),
+        );
+        Ok(Self {
+            addr,
+            metrics_addr,
+            config,
+            sdk,
+            dynamodb,
+            timing,
+            lease_settings,
+            max_concurrent_writes,
+            metrics,
+            publisher,
+            trigger: Arc::new(trigger),
+            stop,
+            progress,
+            stream_found,
+            recheck,
+            server,
+            metrics_endpoint,
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            addr: _,
+            metrics_addr: _,
+            config,
+            sdk,
+            dynamodb,
+            timing,
+            lease_settings,
+            max_concurrent_writes,
+            metrics,
+            publisher,
+            trigger,
+            stop,
+            progress,
+            stream_found,
+            recheck,
+            server,
+            metrics_endpoint,
+        } = self;
+        let waiter = tokio::spawn({
+            let trigger = trigger.clone();
+            async move {
+                shutdown.await;
+                trigger.trigger();
+            }
+        });
+        let tables = config.store.tables();
+        let outcome = progress
+            .clone()
+            .track("coordinator", async {
+                let Some(stream_arn) =
+                    find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
+                else {
+                    return Ok(());
+                };
+                log_start(&config, &stream_arn, max_concurrent_writes, &lease_settings);
+                let checkpoints: Arc<dyn checkpoint::CheckpointStore> = Arc::new(
+                    DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()),
+                );
+                let rows = DynamoRows::new(dynamodb.clone(), tables.clone());
+                let pipeline = Arc::new(Pipeline {
+                    leases: Arc::new(Leases::new(
+                        lease_settings,
+                        stream_arn.clone(),
+                        checkpoints.clone(),
+                        metrics.clone(),
+                    )),
+                    stream_arn,
+                    streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
+                    checkpoints,
+                    handler: Arc::new(Projection::new(
+                        ReadModels::new(Box::new(rows), CACHE_CAPACITY, metrics.clone()),
+                        publisher,
+                        max_concurrent_writes,
+                    )),
+                    timing: timing.clone(),
+                    shutdown: stop.clone(),
+                    progress: progress.clone(),
+                    metrics: metrics.clone(),
+                });
+                stream_found.send_replace(true);
+                // The tables may have just appeared: no need to wait for the
+                // next check to say so.
+                recheck.now();
+                coordinator::run_stream(pipeline).await;
+                anyhow::Ok(())
+            })
+            .await;
+
+        // Whatever ended the run, the health server goes NOT_SERVING and
+        // stops.
+        trigger.trigger();
+        waiter.abort();
+        let served = server.await.context("the health server task failed")?;
+        let metrics_served = metrics_endpoint.stop().await;
+        outcome?;
+        served.context("the health server failed")?;
+        metrics_served.context("serving metrics")?;
+        tracing::info!("projector stopped");
+        Ok(())
+    }
 }
 
 /// The event store's stream ARN, waiting for the table to exist; `None` on
@@ -586,21 +675,15 @@ mod tests {
 
     #[test]
     fn health_and_metrics_have_documented_defaults() {
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            observability: Observability,
-        }
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("projector").chain(args.iter().copied()))
-                .unwrap()
-                .observability
-        };
+        let parse = |args: &[&str]| parse(args);
         let defaults = parse(&[]);
         assert_eq!(defaults.health, ProjectorHealth::default());
         assert_eq!(defaults.health.liveness_window_ms, 60_000);
         assert_eq!(defaults.health.max_lag_ms, 60_000);
-        assert_eq!(defaults.metrics_listen, "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(
+            defaults.metrics_listen,
+            Some("127.0.0.1:9093".parse().unwrap())
+        );
         assert_eq!(defaults.health.validate(), Ok(()));
         for args in [
             &["--liveness-window-ms", "29999"][..],

@@ -24,9 +24,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use dynabridge::pb::query_service_server::QueryServiceServer;
 use dynabridge::schema::user_profiles;
+use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::{ApiServer, Listeners};
+use dynabridge_runtime::grpc::ApiServer;
+use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::{HealthArgs, StoreProbe};
+use dynabridge_runtime::service::{Host, Service};
 use tonic::server::NamedService as _;
 
 use crate::api::QueryApi;
@@ -61,6 +64,16 @@ pub struct Config {
     /// call's deadline (1 to 60000).
     #[arg(long, env = "DYNABRIDGE_MAX_WAIT_MS", default_value_t = 5000)]
     pub max_wait_ms: u64,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Address of the Prometheus `/metrics` endpoint; none in a process
+    /// that serves its registry itself.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_QUERY_METRICS_LISTEN",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A configuration the service cannot run with.
@@ -72,6 +85,8 @@ pub enum ConfigError {
     ShortSecret,
     #[error("max wait must be between 1 and {MAX_WAIT_MS_LIMIT} ms, not {0}")]
     MaxWait(u64),
+    #[error("{0}")]
+    Health(String),
 }
 
 impl Config {
@@ -88,22 +103,8 @@ impl Config {
         if !(1..=MAX_WAIT_MS_LIMIT).contains(&self.max_wait_ms) {
             return Err(ConfigError::MaxWait(self.max_wait_ms));
         }
-        Ok(())
+        self.health.validate().map_err(ConfigError::Health)
     }
-}
-
-/// The binary's flags beyond [`Config`]: health checks and metrics.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Observability {
-    #[command(flatten)]
-    pub health: HealthArgs,
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(
-        long,
-        env = "DYNABRIDGE_QUERY_METRICS_LISTEN",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub metrics_listen: SocketAddr,
 }
 
 /// The name health reports the query service under: readiness, SERVING
@@ -114,89 +115,86 @@ pub const SERVICE_NAME: &str = QueryServiceServer::<QueryApi>::NAME;
 /// whatever the store does.
 pub const LIVENESS_NAME: &str = "dynabridge.v1.QueryService.Liveness";
 
-/// Serves on `listener` until `shutdown` resolves, then turns NOT_SERVING
-/// and drains in-flight requests. Health checks at the default interval, no
-/// metrics endpoint: see [`run_with`].
-pub async fn run(
-    config: Config,
-    sdk: &aws_config::SdkConfig,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listeners = Listeners {
-        grpc: listener,
-        metrics: None,
-    };
-    run_with(config, &HealthArgs::default(), sdk, listeners, shutdown).await
+/// The query service, bound and set up: [`App::build`], then
+/// [`App::run_until`].
+pub struct App {
+    server: ApiServer,
+    api: QueryApi,
 }
 
-/// [`run`], with the health checks of `health` and the metrics endpoint
-/// on `listeners.metrics`, if any.
-pub async fn run_with(
-    config: Config,
-    health: &HealthArgs,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let registry = prometheus::Registry::new();
-    run_with_registry(config, health, sdk, listeners, &registry, shutdown).await
-}
+impl Service for App {
+    type Config = Config;
+    const NAME: &'static str = "query-service";
 
-/// [`run_with`], with the service's metrics registered in `registry`
-/// rather than in a registry of its own: for a process that serves the
-/// metrics of several services together (the local stack, with
-/// `listeners.metrics` none). `registry` must not hold them already.
-pub async fn run_with_registry(
-    config: Config,
-    health: &HealthArgs,
-    sdk: &aws_config::SdkConfig,
-    listeners: Listeners,
-    registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    config.validate().context("invalid configuration")?;
-    health
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid configuration")?;
-    let tokens = match &config.page_token_secret {
-        Some(secret) => PageTokens::new(secret.as_bytes())?,
-        None => {
-            tracing::warn!(
-                "no page token secret configured: using a random key, so page tokens \
-                 will not survive a restart nor work across replicas"
-            );
-            PageTokens::random()?
-        }
-    };
-    let tables = config.store.tables();
-    let client = dynabridge_aws::dynamodb_client(sdk);
-    let read_models = ReadModels::new(client.clone(), &tables);
-    let queries = Queries::new(
-        read_models,
-        tokens,
-        Duration::from_millis(config.max_wait_ms),
-    );
+    fn validate(config: &Config) -> Result<(), String> {
+        config.validate().map_err(|err| err.to_string())
+    }
 
-    // A read-model table, which the role may GetItem already. Architecture
-    // invariant: never the event store.
-    let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
-    let server = ApiServer::start(
-        SERVICE_NAME,
-        LIVENESS_NAME,
-        probe,
-        health,
-        listeners,
-        registry,
-    )
-    .await?;
-    tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
-    server
-        .serve(QueryServiceServer::new(QueryApi::new(queries)), shutdown)
+    fn aws(config: &Config) -> &AwsArgs {
+        &config.store.aws
+    }
+
+    fn listen(config: &Config) -> (SocketAddr, Option<SocketAddr>) {
+        (config.listen, config.metrics_listen)
+    }
+
+    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
+        config.validate().context("invalid configuration")?;
+        let tokens = match &config.page_token_secret {
+            Some(secret) => PageTokens::new(secret.as_bytes())?,
+            None => {
+                tracing::warn!(
+                    "no page token secret configured: using a random key, so page tokens \
+                     will not survive a restart nor work across replicas"
+                );
+                PageTokens::random()?
+            }
+        };
+        let tables = config.store.tables();
+        let client = dynabridge_aws::dynamodb_client(&host.sdk);
+        let read_models = ReadModels::new(client.clone(), &tables);
+        let queries = Queries::new(
+            read_models,
+            tokens,
+            Duration::from_millis(config.max_wait_ms),
+        );
+        // A read-model table, which the role may GetItem already.
+        // Architecture invariant: never the event store.
+        let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
+        let server = ApiServer::start(
+            SERVICE_NAME,
+            LIVENESS_NAME,
+            probe,
+            &config.health,
+            listeners,
+            &host.registry,
+        )
         .await?;
-    tracing::info!("query service stopped");
-    Ok(())
+        tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
+        Ok(Self {
+            server,
+            api: QueryApi::new(queries),
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.server
+            .serve(QueryServiceServer::new(self.api), shutdown)
+            .await?;
+        tracing::info!("query service stopped");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -259,16 +257,16 @@ mod tests {
         #[derive(Debug, Parser)]
         struct Cli {
             #[command(flatten)]
-            observability: Observability,
+            config: Config,
         }
         let cli = Cli::try_parse_from(["query-service"]).unwrap();
-        assert_eq!(cli.observability.health, HealthArgs::default());
+        assert_eq!(cli.config.health, HealthArgs::default());
         assert_eq!(
-            cli.observability.metrics_listen,
-            "127.0.0.1:9092".parse().unwrap()
+            cli.config.metrics_listen,
+            Some("127.0.0.1:9092".parse().unwrap())
         );
         let bad =
             Cli::try_parse_from(["query-service", "--health-check-interval-ms", "0"]).unwrap();
-        assert!(bad.observability.health.validate().is_err());
+        assert!(bad.config.health.validate().is_err());
     }
 }

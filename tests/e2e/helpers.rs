@@ -20,6 +20,8 @@ use dynabridge::pb::query_service_client::QueryServiceClient;
 use dynabridge::schema::{Tables, event_store};
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::service::{Host, Service as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -48,6 +50,11 @@ impl Running {
 
 /// The `source` of the events the test projector publishes.
 pub const EVENT_SOURCE: &str = "dynabridge.test";
+
+/// A port of the kernel's choosing on loopback: each service reports the
+/// one it got (`App::local_addr`).
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// What [`spawn_app_with`] varies; the default is what [`spawn_app`] runs.
 #[derive(Clone, Debug, Default)]
@@ -154,22 +161,20 @@ async fn connect(addr: SocketAddr) -> Result<Channel, Error> {
 
 impl TestApp {
     async fn start_command_service(&mut self) -> Result<(), Error> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let config = command_service::Config {
             store: self.store_args.clone(),
-            listen: addr,
+            listen: LOOPBACK,
             aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
             append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+            health: HealthArgs::default(),
+            metrics_listen: None,
         };
+        let app = command_service::App::build(config, &Host::new(self.sdk.clone())).await?;
+        let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        let sdk = self.sdk.clone();
-        let task = tokio::spawn(async move {
-            command_service::run(config, &sdk, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
         self.command = CommandServiceClient::new(connect(addr).await?);
         self.command_service = Some(Running {
             stop: Some(stop),
@@ -180,22 +185,20 @@ impl TestApp {
     }
 
     async fn start_query_service(&mut self) -> Result<(), Error> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let config = query_service::Config {
             store: self.store_args.clone(),
-            listen: addr,
+            listen: LOOPBACK,
             page_token_secret: Some("end-to-end-test-page-token-secret".into()),
             max_wait_ms: 5_000,
+            health: HealthArgs::default(),
+            metrics_listen: None,
         };
+        let app = query_service::App::build(config, &Host::new(self.sdk.clone())).await?;
+        let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        let sdk = self.sdk.clone();
-        let task = tokio::spawn(async move {
-            query_service::run(config, &sdk, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
         self.query = QueryServiceClient::new(connect(addr).await?);
         self.query_service = Some(Running {
             stop: Some(stop),
@@ -206,26 +209,24 @@ impl TestApp {
     }
 
     async fn start_projector(&mut self) -> Result<(), Error> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let config = projector::Config {
             store: self.store_args.clone(),
-            health_listen: addr,
+            health_listen: LOOPBACK,
             event_bus: self.options.publish_to_bus.then(|| self.tables.event_bus()),
             event_source: EVENT_SOURCE.into(),
             sink_path: self.sink_path.clone(),
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
             lease: projector::LeaseArgs::default(),
+            health: projector::ProjectorHealth::default(),
+            metrics_listen: None,
         };
+        let app = projector::App::build(config, &Host::new(self.sdk.clone())).await?;
+        let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        let sdk = self.sdk.clone();
-        let task = tokio::spawn(async move {
-            projector::run(config, &sdk, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
         self.projector = Some(Running {
             stop: Some(stop),
             task,

@@ -11,8 +11,8 @@ use command_service::commands::AggregateCache;
 use dynabridge::schema::Tables;
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::service::{Host, Service};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -195,6 +195,10 @@ impl Proxy {
 }
 
 /// A service running in this process.
+/// A port of the kernel's choosing on loopback.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 pub struct Running {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
@@ -275,27 +279,18 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Binds the service's two ports and runs `start` with them in a task.
-async fn spawn_service<Fut>(
-    start: impl FnOnce(SocketAddr, Listeners, oneshot::Receiver<()>) -> Fut,
-) -> Running
-where
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let metrics_addr = metrics.local_addr().unwrap();
+/// Builds the service on two ports of the kernel's choosing and runs it
+/// in a task.
+async fn spawn_service<S: Service>(config: S::Config, sdk: &aws_config::SdkConfig) -> Running {
+    let app = S::build(config, &Host::new(sdk.clone())).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let listeners = Listeners {
-        grpc,
-        metrics: Some(metrics),
-    };
     Running {
-        addr,
-        metrics: metrics_addr,
+        addr: app.local_addr(),
+        metrics: app.metrics_addr().expect("a metrics endpoint"),
         stop: Some(stop),
-        task: tokio::spawn(start(addr, listeners, stopped)),
+        task: tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        })),
     }
 }
 
@@ -304,20 +299,15 @@ pub async fn start_command_service(
     sdk: &aws_config::SdkConfig,
     health: HealthArgs,
 ) -> Running {
-    let sdk = sdk.clone();
-    spawn_service(|listen, listeners, stopped| async move {
-        let config = command_service::Config {
-            store,
-            listen,
-            aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
-            append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
-        };
-        command_service::run_with(config, &health, &sdk, listeners, async {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    let config = command_service::Config {
+        store,
+        listen: LOOPBACK,
+        aggregate_cache_capacity: AggregateCache::DEFAULT_CAPACITY,
+        append_max_in_flight: dynabridge_event_store::EventStore::DEFAULT_MAX_IN_FLIGHT,
+        health,
+        metrics_listen: Some(LOOPBACK),
+    };
+    spawn_service::<command_service::App>(config, sdk).await
 }
 
 pub async fn start_query_service(
@@ -325,20 +315,15 @@ pub async fn start_query_service(
     sdk: &aws_config::SdkConfig,
     health: HealthArgs,
 ) -> Running {
-    let sdk = sdk.clone();
-    spawn_service(|listen, listeners, stopped| async move {
-        let config = query_service::Config {
-            store,
-            listen,
-            page_token_secret: Some("observability-test-page-token-secret".into()),
-            max_wait_ms: 5_000,
-        };
-        query_service::run_with(config, &health, &sdk, listeners, async {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    let config = query_service::Config {
+        store,
+        listen: LOOPBACK,
+        page_token_secret: Some("observability-test-page-token-secret".into()),
+        max_wait_ms: 5_000,
+        health,
+        metrics_listen: Some(LOOPBACK),
+    };
+    spawn_service::<query_service::App>(config, sdk).await
 }
 
 /// Where the projector publishes.
@@ -361,22 +346,17 @@ pub async fn start_projector(
         store: health,
         ..Default::default()
     };
-    let sdk = sdk.clone();
-    spawn_service(|health_listen, listeners, stopped| async move {
-        let config = projector::Config {
-            store,
-            health_listen,
-            event_bus,
-            event_source: "dynabridge.test".into(),
-            sink_path,
-            idle_poll_max_ms: 20,
-            max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-            lease: projector::LeaseArgs::default(),
-        };
-        projector::run_with(config, &health, &sdk, listeners, async {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    let config = projector::Config {
+        store,
+        health_listen: LOOPBACK,
+        event_bus,
+        event_source: "dynabridge.test".into(),
+        sink_path,
+        idle_poll_max_ms: 20,
+        max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+        lease: projector::LeaseArgs::default(),
+        health,
+        metrics_listen: Some(LOOPBACK),
+    };
+    spawn_service::<projector::App>(config, sdk).await
 }

@@ -65,6 +65,7 @@ pub enum ServeError {
 /// and serves until shutdown.
 pub struct ApiServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     listener: tokio::net::TcpListener,
     router: Router<Stack<GrpcMetricsLayer, Identity>>,
     health: ServiceHealth,
@@ -89,6 +90,12 @@ impl ApiServer {
             .grpc
             .local_addr()
             .map_err(ServeError::ListenAddress)?;
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(ServeError::ListenAddress)?;
         dynabridge_aws::register_call_metrics(registry)?;
         let grpc_metrics = GrpcMetrics::register(registry)?;
         let (health, health_service) = ServiceHealth::start(
@@ -108,6 +115,7 @@ impl ApiServer {
         let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
         Ok(Self {
             addr,
+            metrics_addr,
             listener: listeners.grpc,
             router,
             health,
@@ -118,6 +126,11 @@ impl ApiServer {
     /// The address the gRPC server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `/metrics` endpoint, if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Serves `api` beside health and reflection until `shutdown`
@@ -142,6 +155,7 @@ impl ApiServer {
     {
         let Self {
             addr: _,
+            metrics_addr: _,
             listener,
             router,
             health,

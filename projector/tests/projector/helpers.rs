@@ -18,6 +18,7 @@ use dynabridge_domain::{
 use dynabridge_event_store::codec::event_to_item;
 use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::service::{Host, Service as _};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -339,6 +340,8 @@ impl TestStore {
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
             lease: projector::LeaseArgs::default(),
+            health: projector::ProjectorHealth::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -351,17 +354,15 @@ pub struct RunningProjector {
 }
 
 pub async fn spawn_projector(store: &TestStore, sink: &Path) -> RunningProjector {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let health_addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
     let config = store.projector_config(sink);
-    let sdk = store.sdk.clone();
-    let task = tokio::spawn(async move {
-        projector::run(config, &sdk, listener, async move {
-            let _ = stopped.await;
-        })
+    let app = projector::App::build(config, &Host::new(store.sdk.clone()))
         .await
-    });
+        .unwrap();
+    let health_addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
     RunningProjector {
         health_addr,
         stop: Some(stop),

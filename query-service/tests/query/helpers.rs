@@ -13,6 +13,8 @@ use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, UserId, Version};
 use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::service::{Host, Service as _};
 use query_service::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -96,25 +98,24 @@ async fn try_spawn_app(
             .context("creating tables")?;
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let mut config = Config {
         store: StoreArgs {
             table_prefix: prefix,
             aws,
         },
-        listen: addr,
+        listen: "127.0.0.1:0".parse()?,
         page_token_secret: Some("a test secret of at least thirty-two bytes".into()),
         max_wait_ms: 5000,
+        health: HealthArgs::default(),
+        metrics_listen: None,
     };
     tweak(&mut config);
+    let app = query_service::App::build(config, &Host::new(sdk)).await?;
+    let addr = app.local_addr();
     let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        query_service::run(config, &sdk, listener, async {
-            let _ = stop.await;
-        })
-        .await
-    });
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stop.await;
+    }));
     // The listener is bound already, so the connection waits for nothing.
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
