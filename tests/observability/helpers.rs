@@ -32,24 +32,12 @@ pub fn fast_health() -> HealthArgs {
 }
 
 /// Polls `check` until it returns `Some`, or panics after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut delay = Duration::from_millis(5);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
-    }
+    dynabridge_testkit::eventually(what, DEADLINE, check).await
 }
 
 /// The embedded store on loopback, with the tables of a fresh prefix.

@@ -4,6 +4,10 @@
 //! Dev-only: no binary depends on it.
 #![allow(clippy::unwrap_used)]
 
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable as _};
 use dynabridge::schema::Tables;
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 
@@ -41,4 +45,56 @@ pub async fn embedded_store() -> (
         .await
         .unwrap();
     (sdk, tables, stop)
+}
+
+/// The first `Some` that `probe` returns, asking again after 5 ms, then
+/// twice as long each time up to 100 ms; fails the test, naming `what`,
+/// once `timeout` has passed.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    #[derive(Debug)]
+    struct NotYet;
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(100))
+        .without_max_times();
+    let found = (|| {
+        let asked = probe();
+        async move { asked.await.ok_or(NotYet) }
+    })
+    .retry(backoff)
+    .sleep(tokio::time::sleep);
+    match tokio::time::timeout(timeout, found).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(NotYet)) | Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn eventually_returns_the_first_value_found() {
+        let mut asked = 0;
+        let found = eventually("the third answer", Duration::from_secs(5), || {
+            asked += 1;
+            let n = asked;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(found, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting for nothing")]
+    async fn eventually_fails_the_test_at_its_timeout() {
+        eventually("nothing", Duration::from_millis(50), || async {
+            None::<()>
+        })
+        .await;
+    }
 }

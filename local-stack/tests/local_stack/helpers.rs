@@ -102,24 +102,14 @@ async fn watch_until_serving(addr: SocketAddr) -> Result<(), String> {
     Err("the watch ended before SERVING".to_owned())
 }
 
-/// The first `Some` that `probe` returns, trying again every few
-/// milliseconds until [`DEADLINE`]; fails the test with `what` after it.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// The first `Some` that `probe` returns; fails the test with `what` after
+/// [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dynabridge_testkit::eventually(what, DEADLINE, probe).await
 }
 
 /// The body of `GET /metrics` at `addr`, over plain HTTP/1.1.
