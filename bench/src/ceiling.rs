@@ -3,7 +3,7 @@
 //! - **storage**: the DynamoDB calls the service makes for the scenario, with
 //!   the same item shapes, issued straight from here through aws-sdk, with
 //!   the library's own store and read-model code ([`EventStore::append`],
-//!   [`ReadModels`]), and no gRPC and no domain logic in front;
+//!   [`ReadModelReader`]), and no gRPC and no domain logic in front;
 //! - **transport**: a bare tonic echo service answering messages as large as
 //!   the scenario's real ones.
 
@@ -16,7 +16,7 @@ use dynabridge_domain::{
     Sku, StoredEvent, UniqueScope, UserId, UserName, Version,
 };
 use dynabridge_event_store::{Append, CommandOutcome, EventStore, IdempotencyRecord};
-use query_service::read_models::{OrderListing, ReadModels};
+use query_service::reader::{OrderListing, ReadModelReader};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -30,13 +30,13 @@ use crate::ops::{STATUS_PATH, connections, nth_update, partition};
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: EventStore,
-    read_models: Arc<ReadModels>,
+    read_models: Arc<ReadModelReader>,
 }
 
 impl Storage {
     pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
         Self {
-            read_models: Arc::new(ReadModels::new(client.clone(), &tables)),
+            read_models: Arc::new(ReadModelReader::new(client.clone(), &tables)),
             store: EventStore::new(client, tables),
         }
     }

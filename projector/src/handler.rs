@@ -10,7 +10,7 @@ use dynabridge_domain::StoredEvent;
 use crate::control::Shutdown;
 use crate::error::StoreError;
 use crate::publish::{PublishError, Publisher};
-use crate::read_model::ReadModels;
+use crate::writer::ReadModelWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -40,7 +40,7 @@ pub trait BatchHandler: Send + Sync {
 
 /// The projector's handler: read models, then publishing.
 pub struct Projection {
-    read_models: ReadModels,
+    read_models: ReadModelWriter,
     publisher: Box<dyn Publisher>,
     /// Read-model rows written at once within a batch.
     max_concurrent_writes: NonZeroUsize,
@@ -48,7 +48,7 @@ pub struct Projection {
 
 impl Projection {
     pub fn new(
-        read_models: ReadModels,
+        read_models: ReadModelWriter,
         publisher: Box<dyn Publisher>,
         max_concurrent_writes: NonZeroUsize,
     ) -> Self {
@@ -86,12 +86,12 @@ mod tests {
     use crate::metrics::ProjectorMetrics;
     use crate::progress::Progress;
     use crate::publish::BusPublisher;
-    use crate::read_model::CACHE_CAPACITY;
     use crate::shard::ShardEnd;
     use crate::testing::{
         FakeBus, FakeRows, Harness, RowCall, fast_timing, insert_record, interleaved_events,
         user_events,
     };
+    use crate::writer::CACHE_CAPACITY;
 
     /// The latency of a fake store call, about: time is paused in these
     /// tests, so it costs nothing.
@@ -100,7 +100,7 @@ mod tests {
     fn projection(rows: &FakeRows, bus: &FakeBus, max_concurrent_writes: usize) -> Projection {
         let metrics = ProjectorMetrics::new().unwrap();
         Projection::new(
-            ReadModels::new(Box::new(rows.clone()), CACHE_CAPACITY, metrics.clone()),
+            ReadModelWriter::new(Box::new(rows.clone()), CACHE_CAPACITY, metrics.clone()),
             Box::new(BusPublisher::new(
                 Box::new(bus.clone()),
                 "src".into(),

@@ -6,7 +6,7 @@
 //! - [`lease`]: which instance reads which shard, so that several may run;
 //! - [`shard`]: one shard's `GetRecords` loop, decoding, checkpointing;
 //! - [`handler`]: what a batch goes through before its checkpoint;
-//! - [`read_model`]: version-gated writes of the read models, with a cache;
+//! - [`writer`]: version-gated writes of the read models, with a cache;
 //!   a batch's rows written concurrently, each row's events in order;
 //! - [`publish`]: the EventBridge publisher and the JSON-lines sink;
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
@@ -38,11 +38,11 @@ pub mod metrics;
 pub mod monitor;
 pub mod progress;
 pub mod publish;
-pub mod read_model;
 pub mod shard;
 pub mod stream;
 #[cfg(test)]
 mod testing;
+pub mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,9 +69,9 @@ use crate::metrics::ProjectorMetrics;
 use crate::monitor::{Monitor, Thresholds};
 use crate::progress::Progress;
 use crate::publish::{BusPublisher, JsonLinesSink, Publisher, SdkEventBus};
-use crate::read_model::{CACHE_CAPACITY, DynamoRows, ReadModels};
 use crate::shard::Pipeline;
 use crate::stream::SdkStreams;
+use crate::writer::{CACHE_CAPACITY, DynamoRows, ReadModelWriter};
 
 /// The name the projector reports its readiness under, besides "":
 /// SERVING once the stream is found, while the store is reachable and the
@@ -569,7 +569,7 @@ impl Service for App {
                     streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
                     checkpoints,
                     handler: Arc::new(Projection::new(
-                        ReadModels::new(Box::new(rows), CACHE_CAPACITY, metrics.clone()),
+                        ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone()),
                         publisher,
                         max_concurrent_writes,
                     )),

@@ -609,8 +609,8 @@ mod tests {
     async fn what_a_shard_costs_is_counted_per_page_checkpoint_and_event() {
         use crate::handler::Projection;
         use crate::publish::BusPublisher;
-        use crate::read_model::{CACHE_CAPACITY, ReadModels};
         use crate::testing::{FakeBus, FakeRows, fast_timing};
+        use crate::writer::{CACHE_CAPACITY, ReadModelWriter};
 
         let h = Harness::new();
         let mut events = user_events(5);
@@ -623,7 +623,7 @@ mod tests {
         h.checkpoints.fail_next(1);
         let bus = FakeBus::default();
         let projection = Projection::new(
-            ReadModels::new(
+            ReadModelWriter::new(
                 Box::new(FakeRows::default()),
                 CACHE_CAPACITY,
                 h.metrics.clone(),

@@ -26,12 +26,12 @@ use crate::lease::{Lease, LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
 use crate::progress::Progress;
 use crate::publish::{BusEntry, EventBusApi};
-use crate::read_model::{Model, PutOutcome, Row, RowStore};
 use crate::shard::{Pipeline, ShardEnd};
 use crate::stream::{
     Operation, RecordPage, ShardInfo, ShardPage, StartPosition, StreamApi, StreamError,
     StreamRecord,
 };
+use crate::writer::{Model, PutOutcome, Row, RowStore};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap()

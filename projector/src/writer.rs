@@ -8,7 +8,7 @@
 //! The cache may be behind the table (another writer, another projector): a
 //! failed condition evicts the row, reads it again and retries.
 //!
-//! A batch ([`ReadModels::project_all`]) is applied row by row: the events of
+//! A batch ([`ReadModelWriter::project_all`]) is applied row by row: the events of
 //! one row one after another, in the order given, and different rows
 //! concurrently, with a bound on the rows in flight. Each event writes one row
 //! at most ([`RowKey`]), so rows never wait on each other, and within a batch
@@ -228,14 +228,14 @@ impl RowCache {
 }
 
 /// Applies events to the read models.
-pub struct ReadModels {
+pub struct ReadModelWriter {
     store: Box<dyn RowStore>,
     cache: Mutex<RowCache>,
     /// Where each written event's commit-to-visible lag goes.
     metrics: ProjectorMetrics,
 }
 
-impl ReadModels {
+impl ReadModelWriter {
     pub fn new(store: Box<dyn RowStore>, cache_capacity: usize, metrics: ProjectorMetrics) -> Self {
         Self {
             store,
@@ -506,8 +506,8 @@ mod tests {
     use super::*;
     use crate::testing::{FakeRows, RowCall, order_events, user_events};
 
-    fn read_models(store: &FakeRows) -> ReadModels {
-        ReadModels::new(
+    fn read_models(store: &FakeRows) -> ReadModelWriter {
+        ReadModelWriter::new(
             Box::new(store.clone()),
             CACHE_CAPACITY,
             ProjectorMetrics::new().unwrap(),
@@ -613,7 +613,8 @@ mod tests {
     async fn the_visible_lag_is_observed_once_per_event_written() {
         let store = FakeRows::default();
         let metrics = ProjectorMetrics::new().unwrap();
-        let models = || ReadModels::new(Box::new(store.clone()), CACHE_CAPACITY, metrics.clone());
+        let models =
+            || ReadModelWriter::new(Box::new(store.clone()), CACHE_CAPACITY, metrics.clone());
         let mut events = user_events(4);
         for event in &mut events {
             event.occurred_at = chrono::Utc::now() - chrono::Duration::seconds(2);

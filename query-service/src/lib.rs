@@ -1,20 +1,20 @@
 //! The query service: the read side, `dynabridge.v1.QueryService`.
 //!
 //! It serves from the read models only. Architecture invariant: the query
-//! service never reads the event store ([`read_models`] is handed the two
+//! service never reads the event store ([`reader`] is handed the two
 //! read-model tables and nothing else).
 //!
 //! - [`api`]: the gRPC adapter.
 //! - [`request`]: requests parsed from their protobuf messages.
 //! - [`queries`]: what each query does: `min_version` waits, paging.
-//! - [`read_models`]: the DynamoDB reads.
+//! - [`reader`]: the DynamoDB reads.
 //! - [`page_token`]: signed, opaque page tokens.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod page_token;
 pub mod queries;
-pub mod read_models;
+pub mod reader;
 pub mod request;
 
 use std::future::Future;
@@ -35,7 +35,7 @@ use tonic::server::NamedService as _;
 use crate::api::QueryApi;
 use crate::page_token::PageTokens;
 use crate::queries::Queries;
-use crate::read_models::ReadModels;
+use crate::reader::ReadModelReader;
 
 /// The shortest page token secret accepted: the output size of SHA-256.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -152,7 +152,7 @@ impl Service for App {
         };
         let tables = config.store.tables();
         let client = dynabridge_aws::dynamodb_client(&host.sdk);
-        let read_models = ReadModels::new(client.clone(), &tables);
+        let read_models = ReadModelReader::new(client.clone(), &tables);
         let queries = Queries::new(
             read_models,
             tokens,

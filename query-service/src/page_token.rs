@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::read_models::{OrderListing, PageKey};
+use crate::reader::{OrderListing, PageKey};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -10,7 +10,7 @@ use dynabridge_runtime::error::AppError;
 use tokio::time::Instant;
 
 use crate::page_token::PageTokens;
-use crate::read_models::ReadModels;
+use crate::reader::ReadModelReader;
 use crate::request::{Freshness, GetOrder, GetUserByEmail, GetUserProfile, ListOrders};
 
 /// The first pause between two reads of a row that is behind; it doubles up
@@ -31,14 +31,14 @@ pub struct OrdersPage {
 /// The queries of the read side.
 #[derive(Clone, Debug)]
 pub struct Queries {
-    read_models: ReadModels,
+    read_models: ReadModelReader,
     tokens: PageTokens,
     /// The longest a `min_version` read waits, whatever the call's deadline.
     max_wait: Duration,
 }
 
 impl Queries {
-    pub fn new(read_models: ReadModels, tokens: PageTokens, max_wait: Duration) -> Self {
+    pub fn new(read_models: ReadModelReader, tokens: PageTokens, max_wait: Duration) -> Self {
         Self {
             read_models,
             tokens,

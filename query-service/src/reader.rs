@@ -1,7 +1,7 @@
 //! Access to the two read models, `user-profiles` and `order-summaries`.
 //!
 //! Architecture invariant: the query service never reads the event store.
-//! [`ReadModels`] is the only thing here that talks to the store, and it is
+//! [`ReadModelReader`] is the only thing here that talks to the store, and it is
 //! handed the names of the two read-model tables and nothing else.
 
 use std::collections::{BTreeMap, HashMap};
@@ -94,13 +94,13 @@ pub struct OrdersPage {
 
 /// The read-model tables, through the DynamoDB API.
 #[derive(Clone, Debug)]
-pub struct ReadModels {
+pub struct ReadModelReader {
     client: Client,
     user_profiles: String,
     order_summaries: String,
 }
 
-impl ReadModels {
+impl ReadModelReader {
     pub fn new(client: Client, tables: &Tables) -> Self {
         Self {
             client,

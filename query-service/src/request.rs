@@ -8,7 +8,7 @@ use dynabridge::convert::status_from_pb;
 use dynabridge::pb;
 use dynabridge_domain::{Email, OrderId, UserId, ValidationError, Version};
 
-use crate::read_models::OrderListing;
+use crate::reader::OrderListing;
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
