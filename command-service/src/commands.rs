@@ -373,13 +373,13 @@ impl<S: CommandStore> CommandHandler<S> {
     }
 }
 
-/// A store failure as the application error: `Unavailable` when a retry
-/// may succeed, `Internal` otherwise.
+/// A store failure as the application error: a failed call is classified
+/// as every AWS call is (`AppError: From<CallError>`); an unreadable or
+/// inconsistent store is `Internal`.
 fn store_error(err: StoreError) -> AppError {
-    if err.is_transient() {
-        AppError::Unavailable(err.to_string())
-    } else {
-        AppError::Internal(err.to_string())
+    match err {
+        StoreError::Call(call) => call.into(),
+        other => AppError::Internal(other.to_string()),
     }
 }
 

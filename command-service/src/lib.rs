@@ -114,11 +114,7 @@ impl Service for App {
         (config.listen, config.metrics_listen)
     }
 
-    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
-        config
-            .validate()
-            .map_err(anyhow::Error::msg)
-            .context("invalid configuration")?;
+    async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
         let registry = &host.registry;
         let tables = config.store.tables();
         let client = dynabridge_aws::dynamodb_client(&host.sdk);

@@ -371,11 +371,7 @@ impl Service for App {
         (config.health_listen, config.metrics_listen)
     }
 
-    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
-        config
-            .validate()
-            .map_err(anyhow::Error::msg)
-            .context("invalid configuration")?;
+    async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
         let addr = listeners.grpc.local_addr()?;
         let metrics_addr = listeners
             .metrics

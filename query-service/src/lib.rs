@@ -21,7 +21,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use dynabridge::pb::query_service_server::QueryServiceServer;
 use dynabridge::schema::user_profiles;
 use dynabridge_aws::AwsArgs;
@@ -138,8 +137,7 @@ impl Service for App {
         (config.listen, config.metrics_listen)
     }
 
-    async fn build_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
-        config.validate().context("invalid configuration")?;
+    async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
         let tokens = match &config.page_token_secret {
             Some(secret) => PageTokens::new(secret.as_bytes())?,
             None => {

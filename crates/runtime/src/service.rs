@@ -51,27 +51,38 @@ pub trait Service: Sized + Send + 'static {
     fn listen(config: &Self::Config) -> (SocketAddr, Option<SocketAddr>);
 
     /// Validates `config`, binds its ports and sets everything up (see
-    /// [`Service::build_on`]).
+    /// [`Service::start_on`]).
     fn build(
         config: Self::Config,
         host: &Host,
     ) -> impl Future<Output = anyhow::Result<Self>> + Send {
         async move {
-            Self::validate(&config)
-                .map_err(anyhow::Error::msg)
-                .context("invalid configuration")?;
+            checked::<Self>(&config)?;
             let (grpc, metrics) = Self::listen(&config);
             let listeners = bind(grpc, metrics).await?;
-            Self::build_on(config, host, listeners).await
+            Self::start_on(config, host, listeners).await
         }
     }
 
-    /// Sets everything up on ports the caller bound (the local stack binds
-    /// every port before it opens the store), its metrics in `host`'s
-    /// registry, which must not hold them already. The service answers
-    /// health checks once this returns, and serves its API from
-    /// [`Service::run_until`].
+    /// Validates `config` and sets everything up on ports the caller bound
+    /// (the local stack binds every port before it opens the store).
     fn build_on(
+        config: Self::Config,
+        host: &Host,
+        listeners: Listeners,
+    ) -> impl Future<Output = anyhow::Result<Self>> + Send {
+        async move {
+            checked::<Self>(&config)?;
+            Self::start_on(config, host, listeners).await
+        }
+    }
+
+    /// Sets everything up on `listeners`, given a `config` that
+    /// [`Service::validate`] accepted, its metrics in `host`'s registry,
+    /// which must not hold them already. The service answers health checks
+    /// once this returns, and serves its API from [`Service::run_until`].
+    /// Called through [`Service::build`] or [`Service::build_on`].
+    fn start_on(
         config: Self::Config,
         host: &Host,
         listeners: Listeners,
@@ -88,6 +99,13 @@ pub trait Service: Sized + Send + 'static {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// `config`, or why it is invalid.
+fn checked<S: Service>(config: &S::Config) -> anyhow::Result<()> {
+    S::validate(config)
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")
 }
 
 /// Binds the gRPC port and, if asked, the metrics port: a port that cannot
