@@ -13,18 +13,23 @@
 //! again from the store.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use prometheus::{IntCounter, Registry};
+use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
 use uuid::Uuid;
 
 use dynabridge_domain::{Aggregate, Version};
 
-/// Folded aggregates by id, the least recently used evicted first.
+/// Folded aggregates by id, bounded: a concurrent cache (quick_cache's
+/// CLOCK-PRO, sharded) that evicts what is least likely to be used again,
+/// without one lock every command takes.
 pub struct AggregateCache {
-    entries: Mutex<Lru>,
+    /// `None` when the capacity is 0: nothing is kept.
+    entries: Option<Cache<Uuid, Slot>>,
+    capacity: usize,
     metrics: AggregateCacheMetrics,
 }
 
@@ -33,20 +38,38 @@ impl AggregateCache {
     /// few kilobytes each at most.
     pub const DEFAULT_CAPACITY: usize = 10_000;
 
+    /// The share of the capacity for aggregates used more than once; the
+    /// rest is a trial ring where a new aggregate stays until it is used
+    /// again or pushed out by newer ones.
+    const HOT_ALLOCATION: f64 = 0.5;
+
     /// A cache of at most `capacity` aggregates; 0 keeps none.
     pub fn new(capacity: usize, metrics: AggregateCacheMetrics) -> Self {
         Self {
-            entries: Mutex::new(Lru::new(capacity)),
+            entries: (capacity > 0).then(|| {
+                Cache::with_options(
+                    OptionsBuilder::new()
+                        .estimated_items_capacity(capacity)
+                        .weight_capacity(capacity as u64)
+                        .hot_allocation(Self::HOT_ALLOCATION)
+                        .build()
+                        .expect("a positive capacity and an allocation within [0, 1]"),
+                    UnitWeighter,
+                    DefaultHashBuilder::default(),
+                    DefaultLifecycle::default(),
+                )
+            }),
+            capacity,
             metrics,
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.entries().capacity
+        self.capacity
     }
 
     pub fn len(&self) -> usize {
-        self.entries().slots.len()
+        self.entries.as_ref().map_or(0, Cache::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,9 +83,8 @@ impl AggregateCache {
     /// The cached aggregate `id`, counted as a hit, or `None`, counted as a
     /// miss (also when `id` holds an aggregate of another type).
     pub fn get<A: Aggregate>(&self, id: Uuid) -> Option<A> {
-        // Only the `Arc` is cloned under the lock.
-        let state = self.entries().get(id);
-        match state.and_then(|state| state.downcast::<A>().ok()) {
+        let slot = self.entries.as_ref().and_then(|entries| entries.get(&id));
+        match slot.and_then(|slot| slot.state.downcast::<A>().ok()) {
             Some(aggregate) => {
                 self.metrics.hits.inc();
                 Some(Arc::unwrap_or_clone(aggregate))
@@ -79,34 +101,53 @@ impl AggregateCache {
     /// further). An aggregate at version 0 does not exist and is not kept.
     pub fn insert<A: Aggregate>(&self, id: Uuid, aggregate: A) {
         let version = aggregate.version();
+        let Some(entries) = &self.entries else { return };
         if version == 0 {
             return;
         }
-        self.entries().insert(id, version, Arc::new(aggregate));
+        let slot = Slot {
+            version,
+            state: Arc::new(aggregate),
+        };
+        // The check of the cached version and the replacement are one step
+        // under the key's shard lock.
+        let mut slot = Some(slot);
+        let outcome = entries.entry(&id, None, |_, cached| {
+            if cached.version <= version
+                && let Some(slot) = slot.take()
+            {
+                *cached = slot;
+            }
+            EntryAction::Retain(())
+        });
+        if let EntryResult::Vacant(placeholder) = outcome
+            && let Some(slot) = slot
+        {
+            // A plain insert, not through the placeholder: it makes room by
+            // evicting, where a placeholder's value would enter the trial
+            // ring last and be the first pushed out. Between the two steps
+            // another task may have cached this id: the later write wins,
+            // which may leave a state behind the store, never one ahead of
+            // it, and the append finds the first out.
+            drop(placeholder);
+            entries.insert(id, slot);
+        }
     }
 
     /// Drops the entry of `id` if it is at `version` or before: the store is
     /// known or suspected to be past it.
     pub fn forget(&self, id: Uuid, version: Version) {
-        self.entries().remove_up_to(id, version);
-    }
-
-    fn entries(&self) -> MutexGuard<'_, Lru> {
-        // Every operation leaves the map consistent before anything that can
-        // panic, and every entry is a state the store had: a poisoned lock
-        // holds nothing wrong.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        if let Some(entries) = &self.entries {
+            entries.remove_if(&id, |slot| slot.version <= version);
+        }
     }
 }
 
 impl fmt::Debug for AggregateCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let entries = self.entries();
         f.debug_struct("AggregateCache")
-            .field("capacity", &entries.capacity)
-            .field("len", &entries.slots.len())
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -152,93 +193,11 @@ impl AggregateCacheMetrics {
 }
 
 /// A cached aggregate: a `User` or an `Order`, behind `Any` so that one
-/// cache serves every aggregate type.
-type State = Arc<dyn Any + Send + Sync>;
-
+/// cache serves every aggregate type, with the version it is at.
+#[derive(Clone)]
 struct Slot {
     version: Version,
-    state: State,
-    /// When it was last used: its key in [`Lru::by_use`].
-    used: u64,
-}
-
-/// A map bounded to `capacity` entries that evicts the least recently used.
-/// Every operation is O(log n).
-struct Lru {
-    capacity: usize,
-    slots: HashMap<Uuid, Slot>,
-    /// Ids by last use, oldest first.
-    by_use: BTreeMap<u64, Uuid>,
-    clock: u64,
-}
-
-impl Lru {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            slots: HashMap::new(),
-            by_use: BTreeMap::new(),
-            clock: 0,
-        }
-    }
-
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
-    fn get(&mut self, id: Uuid) -> Option<State> {
-        let now = self.tick();
-        let slot = self.slots.get_mut(&id)?;
-        self.by_use.remove(&slot.used);
-        self.by_use.insert(now, id);
-        slot.used = now;
-        Some(slot.state.clone())
-    }
-
-    fn insert(&mut self, id: Uuid, version: Version, state: State) {
-        if self.capacity == 0 {
-            return;
-        }
-        let now = self.tick();
-        match self.slots.get_mut(&id) {
-            Some(slot) if slot.version > version => {}
-            Some(slot) => {
-                self.by_use.remove(&slot.used);
-                self.by_use.insert(now, id);
-                *slot = Slot {
-                    version,
-                    state,
-                    used: now,
-                };
-            }
-            None => {
-                if self.slots.len() >= self.capacity
-                    && let Some((_, oldest)) = self.by_use.pop_first()
-                {
-                    self.slots.remove(&oldest);
-                }
-                self.by_use.insert(now, id);
-                self.slots.insert(
-                    id,
-                    Slot {
-                        version,
-                        state,
-                        used: now,
-                    },
-                );
-            }
-        }
-    }
-
-    fn remove_up_to(&mut self, id: Uuid, version: Version) {
-        if let Some(slot) = self.slots.get(&id)
-            && slot.version <= version
-        {
-            self.by_use.remove(&slot.used);
-            self.slots.remove(&id);
-        }
-    }
+    state: Arc<dyn Any + Send + Sync>,
 }
 
 #[cfg(test)]
@@ -273,26 +232,24 @@ mod tests {
     }
 
     #[test]
-    fn holds_at_most_its_capacity_and_evicts_the_least_recently_used() {
-        let cache = cache(3);
-        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
-        for id in &ids[..3] {
-            cache.insert(*id, user(*id, 1));
-        }
-        // Using the oldest makes the second one the least recently used.
-        assert!(cache.get::<User>(ids[0]).is_some());
-        cache.insert(ids[3], user(ids[3], 1));
-
-        assert_eq!(cache.len(), 3);
-        assert!(cache.get::<User>(ids[1]).is_none(), "evicted");
-        for id in [ids[0], ids[2], ids[3]] {
-            assert!(cache.get::<User>(id).is_some(), "{id} kept");
-        }
+    fn holds_at_most_its_capacity_and_keeps_an_aggregate_in_use_through_a_scan() {
+        let cache = cache(10);
+        let hot = Uuid::new_v4();
+        cache.insert(hot, user(hot, 1));
+        assert!(cache.get::<User>(hot).is_some());
+        // A burst of aggregates used once each (a bulk import, say) does not
+        // push out the one that commands keep coming back to: what a plain
+        // LRU would do.
         for _ in 0..100 {
             let id = Uuid::new_v4();
             cache.insert(id, user(id, 1));
+            assert!(cache.len() <= 10, "{} entries", cache.len());
         }
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.len(), 10);
+        assert!(
+            cache.get::<User>(hot).is_some(),
+            "the hot aggregate is kept"
+        );
     }
 
     #[test]
