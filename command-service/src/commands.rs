@@ -157,9 +157,8 @@ impl<S: CommandStore> CommandHandler<S> {
         let mut doubted: Option<Version> = None;
         let mut attempt = 0;
         loop {
-            let from_cache = guess.is_some();
-            let aggregate = match guess.take() {
-                Some(cached) => cached,
+            let (aggregate, from_cache) = match guess.take() {
+                Some(cached) => (cached, true),
                 None => {
                     attempt += 1;
                     if attempt > self.max_attempts {
@@ -168,125 +167,169 @@ impl<S: CommandStore> CommandHandler<S> {
                             A::TYPE.as_str()
                         )));
                     }
-                    // A new aggregate's id was just made: there is nothing
-                    // to read.
-                    let aggregate = match creates {
-                        Creates::Aggregate => A::default(),
-                        Creates::Nothing => self.load::<A>(id).await?,
-                    };
-                    if let (Some(cache), Some(cached)) = (&self.cache, doubted.take())
-                        && cached != aggregate.version()
-                    {
-                        cache.metrics().stale.inc();
-                    }
-                    aggregate
+                    (self.read::<A>(id, creates, doubted.take()).await?, false)
                 }
             };
-            if let Some(expected) = meta.expected_version
-                && expected != aggregate.version()
-            {
-                if from_cache {
-                    doubted = Some(self.doubt(id, &aggregate));
-                    continue;
-                }
-                return self
-                    .replay_or(
-                        meta,
-                        AppError::Conflict(format!(
-                            "{} {id} is at version {}, not the expected {expected}",
-                            A::TYPE.as_str(),
-                            aggregate.version()
-                        )),
-                    )
-                    .await;
-            }
-            let events = match aggregate.decide(command) {
-                // Nothing to do, or a refusal, may only be the cache being
-                // behind: neither is confirmed by an append.
-                Ok(events) if events.is_empty() && from_cache => {
-                    doubted = Some(self.doubt(id, &aggregate));
-                    continue;
-                }
-                Err(_) if from_cache => {
-                    doubted = Some(self.doubt(id, &aggregate));
-                    continue;
-                }
-                Ok(events) => events,
-                // A retried request may be refused now because it already
-                // happened (an order cannot move to PROCESSING twice).
-                Err(err) => return self.replay_or(meta, err.into()).await,
+            let tried = Attempt {
+                meta,
+                id,
+                from_cache,
+                number: attempt,
             };
-            if events.is_empty() {
-                return Ok(CommandOutcome {
-                    aggregate_id: id.to_string(),
-                    version: aggregate.version(),
-                    event_ids: Vec::new(),
-                    correlation_id: meta.correlation_id.clone(),
-                    total: None,
-                });
+            match self.attempt(&tried, command, aggregate).await {
+                Next::Done(result) => return result,
+                Next::Again { doubted: given_up } => doubted = given_up,
             }
-            let now = Utc::now();
-            let append = self.build_append::<A>(meta, &aggregate, events, now);
-            match self.store.append(&append).await {
-                Ok(()) => {
-                    tracing::info!(
-                        aggregate_type = A::TYPE.as_str(),
-                        aggregate_id = %id,
-                        version = append.idempotency.outcome.version,
-                        events = append.events.len(),
-                        "events appended"
-                    );
-                    if let Some(cache) = &self.cache {
-                        let appended = append
-                            .events
-                            .iter()
-                            .fold(aggregate, |agg, e| agg.apply(&e.event));
-                        cache.insert(id, appended);
-                    }
-                    return Ok(append.idempotency.outcome);
-                }
-                Err(AppendError::DuplicateRequest) => {
-                    return self
-                        .replay_or(
-                            meta,
-                            AppError::Internal("idempotency record vanished".into()),
-                        )
-                        .await;
-                }
-                // The condition on the event versions failed: another
-                // writer appended after the cached version. An unmet
-                // requirement is checked again too: the requirements were
-                // worked out from the cached state.
-                Err(AppendError::Conflict | AppendError::Unmet(_)) if from_cache => {
-                    doubted = Some(self.doubt(id, &aggregate));
-                    continue;
-                }
-                Err(AppendError::Conflict) if meta.expected_version.is_some() => {
-                    self.forget(id, &aggregate);
-                    return Err(AppError::Conflict(format!(
-                        "{} {id} was changed concurrently",
-                        A::TYPE.as_str()
-                    )));
-                }
-                Err(AppendError::Conflict) => {
-                    self.forget(id, &aggregate);
-                    tracing::debug!(attempt, aggregate_id = %id, "concurrent append, re-deciding");
-                    continue;
-                }
-                Err(AppendError::Unmet(index)) => {
-                    let refusal = append.requirements.get(index).map_or_else(
-                        || AppError::Internal(format!("requirement {index} unmet, not sent")),
-                        |requirement| requirement.unmet().into(),
-                    );
-                    return Err(refusal);
-                }
-                Err(AppendError::Store(err)) => {
-                    // The append may have landed or not: the cached state
-                    // may be behind.
-                    self.forget(id, &aggregate);
-                    return Err(store_error(err));
-                }
+        }
+    }
+
+    /// The aggregate as the store has it (a new one when the command
+    /// creates it: its id was just made, there is nothing to read).
+    /// `doubted` is the version of a cached guess given up just before,
+    /// counted as stale if the store is elsewhere.
+    async fn read<A: Aggregate>(
+        &self,
+        id: Uuid,
+        creates: Creates,
+        doubted: Option<Version>,
+    ) -> Result<A, AppError> {
+        let aggregate = match creates {
+            Creates::Aggregate => A::default(),
+            Creates::Nothing => self.load::<A>(id).await?,
+        };
+        if let (Some(cache), Some(cached)) = (&self.cache, doubted)
+            && cached != aggregate.version()
+        {
+            cache.metrics().stale.inc();
+        }
+        Ok(aggregate)
+    }
+
+    /// One decision on `aggregate` and, if it has events, one append.
+    async fn attempt<A: Aggregate>(
+        &self,
+        tried: &Attempt<'_>,
+        command: &A::Command,
+        aggregate: A,
+    ) -> Next {
+        let Attempt {
+            meta,
+            id,
+            from_cache,
+            ..
+        } = *tried;
+        if let Some(expected) = meta.expected_version
+            && expected != aggregate.version()
+        {
+            if from_cache {
+                return self.again(id, &aggregate);
             }
+            let refusal = AppError::Conflict(format!(
+                "{} {id} is at version {}, not the expected {expected}",
+                A::TYPE.as_str(),
+                aggregate.version()
+            ));
+            return Next::Done(self.replay_or(meta, refusal).await);
+        }
+        let events = match aggregate.decide(command) {
+            // Nothing to do, or a refusal, may only be the cache being
+            // behind: neither is confirmed by an append.
+            Ok(events) if events.is_empty() && from_cache => return self.again(id, &aggregate),
+            Err(_) if from_cache => return self.again(id, &aggregate),
+            Ok(events) => events,
+            // A retried request may be refused now because it already
+            // happened (an order cannot move to PROCESSING twice).
+            Err(err) => return Next::Done(self.replay_or(meta, err.into()).await),
+        };
+        if events.is_empty() {
+            return Next::Done(Ok(CommandOutcome {
+                aggregate_id: id.to_string(),
+                version: aggregate.version(),
+                event_ids: Vec::new(),
+                correlation_id: meta.correlation_id.clone(),
+                total: None,
+            }));
+        }
+        let append = self.build_append::<A>(meta, &aggregate, events, Utc::now());
+        let appended = self.store.append(&append).await;
+        self.settle(tried, aggregate, append, appended).await
+    }
+
+    /// What an append's result means for the command.
+    async fn settle<A: Aggregate>(
+        &self,
+        tried: &Attempt<'_>,
+        aggregate: A,
+        append: Append,
+        appended: Result<(), AppendError>,
+    ) -> Next {
+        let Attempt {
+            meta,
+            id,
+            from_cache,
+            number,
+        } = *tried;
+        match appended {
+            Ok(()) => {
+                tracing::info!(
+                    aggregate_type = A::TYPE.as_str(),
+                    aggregate_id = %id,
+                    version = append.idempotency.outcome.version,
+                    events = append.events.len(),
+                    "events appended"
+                );
+                if let Some(cache) = &self.cache {
+                    let appended = append
+                        .events
+                        .iter()
+                        .fold(aggregate, |agg, e| agg.apply(&e.event));
+                    cache.insert(id, appended);
+                }
+                Next::Done(Ok(append.idempotency.outcome))
+            }
+            Err(AppendError::DuplicateRequest) => Next::Done(
+                self.replay_or(meta, AppError::internal("idempotency record vanished"))
+                    .await,
+            ),
+            // The condition on the event versions failed: another writer
+            // appended after the cached version. An unmet requirement is
+            // checked again too: the requirements were worked out from the
+            // cached state.
+            Err(AppendError::Conflict | AppendError::Unmet(_)) if from_cache => {
+                self.again(id, &aggregate)
+            }
+            Err(AppendError::Conflict) if meta.expected_version.is_some() => {
+                self.forget(id, &aggregate);
+                Next::Done(Err(AppError::Conflict(format!(
+                    "{} {id} was changed concurrently",
+                    A::TYPE.as_str()
+                ))))
+            }
+            Err(AppendError::Conflict) => {
+                self.forget(id, &aggregate);
+                tracing::debug!(attempt = number, aggregate_id = %id, "concurrent append, re-deciding");
+                Next::Again { doubted: None }
+            }
+            Err(AppendError::Unmet(index)) => {
+                Next::Done(Err(append.requirements.get(index).map_or_else(
+                    || AppError::internal(format!("requirement {index} unmet, not sent")),
+                    |requirement| requirement.unmet().into(),
+                )))
+            }
+            Err(AppendError::Store(err)) => {
+                // The append may have landed or not: the cached state may be
+                // behind.
+                self.forget(id, &aggregate);
+                Next::Done(Err(store_error(err)))
+            }
+        }
+    }
+
+    /// Gives up the cached guess `cached` ([`Self::doubt`]) and decides
+    /// again from the store.
+    fn again<A: Aggregate>(&self, id: Uuid, cached: &A) -> Next {
+        Next::Again {
+            doubted: Some(self.doubt(id, cached)),
         }
     }
 
@@ -379,8 +422,28 @@ impl<S: CommandStore> CommandHandler<S> {
 fn store_error(err: StoreError) -> AppError {
     match err {
         StoreError::Call(call) => call.into(),
-        other => AppError::Internal(other.to_string()),
+        other => AppError::Internal(Box::new(other)),
     }
+}
+
+/// One attempt at a command: the request, the aggregate, whether the
+/// state decided on is a cached guess, and which read of the store it is.
+#[derive(Clone, Copy, Debug)]
+struct Attempt<'a> {
+    meta: &'a CommandMeta,
+    id: Uuid,
+    from_cache: bool,
+    number: u32,
+}
+
+/// How an attempt ends.
+#[derive(Debug)]
+enum Next {
+    /// With the command's answer.
+    Done(Result<CommandOutcome, AppError>),
+    /// By deciding again from the store; `doubted` is the version of the
+    /// cached guess given up, if this attempt decided on one.
+    Again { doubted: Option<Version> },
 }
 
 #[derive(Clone, Copy, Debug)]

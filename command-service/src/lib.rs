@@ -13,7 +13,7 @@ use dynabridge_event_store::{EventStore, GroupCommitMetrics};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::ApiServer;
 use dynabridge_runtime::grpc::Listeners;
-use dynabridge_runtime::health::{HealthArgs, StoreProbe};
+use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
 
 pub mod commands;
@@ -135,15 +135,14 @@ impl Service for App {
         // The idempotency table: the command service's own, and its role may
         // GetItem it already.
         let probe = StoreProbe::get_item(client, tables.idempotency(), idempotency::REQUEST_ID);
-        let server = ApiServer::start(
-            SERVICE_NAME,
-            LIVENESS_NAME,
+        let health = HealthSpec {
+            service: SERVICE_NAME,
+            liveness: LIVENESS_NAME,
             probe,
-            &config.health,
-            listeners,
-            registry,
-        )
-        .await?;
+            args: config.health.clone(),
+            readiness: Readiness::Store,
+        };
+        let server = ApiServer::start(health, listeners, registry).await?;
         tracing::info!(
             addr = %server.addr(),
             event_store = %tables.event_store(),

@@ -2,15 +2,12 @@
 //! business rule lives here.
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::commands::CommandHandler;
 use dynabridge::convert::money_to_pb;
 use dynabridge::pb;
 use dynabridge::pb::command_service_server::CommandService;
-use dynabridge_runtime::error::AppError;
-use dynabridge_runtime::grpc::{CORRELATION_HEADER, correlation_id, request_span, trace_parent};
-use dynabridge_runtime::telemetry::continue_trace;
+use dynabridge_runtime::grpc::{Call, unary};
 
 use crate::parse::{CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile};
 
@@ -25,40 +22,13 @@ impl CommandApi {
     }
 }
 
-/// Returns `message` with the correlation id in the response metadata.
-fn respond<T>(message: T, correlation_id: &str) -> Response<T> {
-    let mut response = Response::new(message);
-    if let Ok(value) = correlation_id.parse() {
-        response.metadata_mut().insert(CORRELATION_HEADER, value);
+/// The [`Origin`] a command's events are stored with: the call's
+/// correlation id and trace context.
+fn origin(call: Call) -> Origin {
+    Origin {
+        correlation_id: call.correlation_id,
+        trace_parent: call.trace_parent.map(|t| t.to_string()),
     }
-    response
-}
-
-/// Runs `body` in a span carrying the request's correlation id, and part of
-/// the caller's trace, with the [`Origin`] its events are stored with.
-async fn handle<Req, Resp, F, Fut>(
-    method: &'static str,
-    request: Request<Req>,
-    field: impl FnOnce(&Req) -> &str,
-    body: F,
-) -> Result<Response<Resp>, Status>
-where
-    F: FnOnce(Req, Origin) -> Fut,
-    Fut: Future<Output = Result<Resp, AppError>>,
-{
-    let (metadata, _, message) = request.into_parts();
-    let cid = correlation_id(field(&message), &metadata).map_err(AppError::from)?;
-    let span = request_span(method, &cid);
-    let origin = Origin {
-        correlation_id: cid.clone(),
-        trace_parent: continue_trace(&span, trace_parent(&metadata)).map(|t| t.to_string()),
-    };
-    let result = body(message, origin).instrument(span.clone()).await;
-    span.in_scope(|| match &result {
-        Ok(_) => tracing::debug!("command accepted"),
-        Err(err) => tracing::info!(error = %err, "command refused"),
-    });
-    Ok(respond(result?, &cid))
 }
 
 #[tonic::async_trait]
@@ -67,11 +37,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        handle(
+        unary(
             "CreateUser",
             request,
             |r| &r.correlation_id,
-            |req, origin| async move {
+            |req, call| async move {
+                let origin = origin(call);
                 let cmd = CreateUser::parse(&req, &origin)?;
                 let out = self
                     .handler
@@ -92,11 +63,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::UpdateUserProfileRequest>,
     ) -> Result<Response<pb::UpdateUserProfileResponse>, Status> {
-        handle(
+        unary(
             "UpdateUserProfile",
             request,
             |r| &r.correlation_id,
-            |req, origin| async move {
+            |req, call| async move {
+                let origin = origin(call);
                 let cmd = UpdateUserProfile::parse(&req, &origin)?;
                 let out = self
                     .handler
@@ -117,11 +89,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        handle(
+        unary(
             "CreateOrder",
             request,
             |r| &r.correlation_id,
-            |req, origin| async move {
+            |req, call| async move {
+                let origin = origin(call);
                 let cmd = CreateOrder::parse(&req, &origin)?;
                 let out = self
                     .handler
@@ -143,11 +116,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::UpdateOrderStatusRequest>,
     ) -> Result<Response<pb::UpdateOrderStatusResponse>, Status> {
-        handle(
+        unary(
             "UpdateOrderStatus",
             request,
             |r| &r.correlation_id,
-            |req, origin| async move {
+            |req, call| async move {
+                let origin = origin(call);
                 let cmd = UpdateOrderStatus::parse(&req, &origin)?;
                 let out = self
                     .handler

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::watch;
 
 /// Fires the [`Shutdown`] signals made with it.
@@ -46,32 +47,37 @@ impl Shutdown {
     }
 }
 
-/// Capped exponential backoff.
-#[derive(Clone, Debug)]
+/// Capped exponential backoff: backon's, without jitter or a limit on
+/// attempts (the loops retry until shutdown), and with a reset for when a
+/// call succeeds again.
+#[derive(Debug)]
 pub struct Backoff {
-    initial: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
-    next: Duration,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(initial.min(max))
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times();
         Self {
-            initial,
+            builder,
+            delays: builder.build(),
             max,
-            next: initial.min(max),
         }
     }
 
     /// The delay to wait now; the following one doubles, up to the cap.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
+        self.delays.next().unwrap_or(self.max)
     }
 
     pub fn reset(&mut self) {
-        self.next = self.initial.min(self.max);
+        self.delays = self.builder.build();
     }
 }
 

@@ -6,35 +6,30 @@ use dynabridge_aws::CallError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Transport failure, timeout or throttling: expected to pass.
+    /// A failed AWS call, classified once ([`CallError`]), with the SDK's
+    /// error as its source.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The event store's reading failed: a call, or an item this build
+    /// cannot read.
+    #[error(transparent)]
+    EventStore(#[from] dynabridge_event_store::StoreError),
+    /// Throttled, or otherwise expected to pass, without a call error.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// Anything else: a bad request, an unreadable row, a missing table.
+    /// Anything else: a bad request, an unreadable row, a broken invariant.
     #[error("{0}")]
     Failed(String),
 }
 
 impl StoreError {
+    /// Whether retrying may succeed without anyone's help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
-
-impl From<CallError> for StoreError {
-    fn from(err: CallError) -> Self {
-        if err.is_transient() {
-            Self::Unavailable(err.to_string())
-        } else {
-            Self::Failed(err.to_string())
-        }
-    }
-}
-
-impl From<dynabridge_event_store::StoreError> for StoreError {
-    fn from(err: dynabridge_event_store::StoreError) -> Self {
-        match err {
-            dynabridge_event_store::StoreError::Call(err) => err.into(),
-            other => Self::Failed(other.to_string()),
+        match self {
+            Self::Call(call) => call.is_transient(),
+            Self::EventStore(err) => err.is_transient(),
+            Self::Unavailable(_) => true,
+            Self::Failed(_) => false,
         }
     }
 }

@@ -55,11 +55,9 @@ use anyhow::Context as _;
 use dynabridge::schema::user_profiles;
 use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::Listeners;
-use dynabridge_runtime::health::{HealthArgs, Report, StoreHealth, StoreProbe, reachable_gauge};
+use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
+use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
-use dynabridge_runtime::telemetry::metrics::{GrpcMetrics, MetricsEndpoint};
-use tonic_health::ServingStatus;
 
 use crate::checkpoint::DynamoCheckpoints;
 use crate::control::{Shutdown, Timing};
@@ -319,8 +317,35 @@ pub struct App {
     progress: Arc<Progress>,
     stream_found: tokio::sync::watch::Sender<bool>,
     recheck: dynabridge_runtime::health::Recheck,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    metrics_endpoint: MetricsEndpoint,
+    server: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+/// Where the projector publishes: the bus if one is set, else the
+/// JSON-lines sink.
+async fn open_publisher(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    timing: &Timing,
+    metrics: &ProjectorMetrics,
+) -> anyhow::Result<Box<dyn Publisher>> {
+    Ok(match &config.event_bus {
+        Some(bus) => Box::new(BusPublisher::new(
+            Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(sdk))),
+            config.event_source.clone(),
+            bus.clone(),
+            timing.clone(),
+            metrics.clone(),
+        )),
+        None => Box::new(
+            JsonLinesSink::open(
+                &config.sink_path,
+                config.event_source.clone(),
+                metrics.clone(),
+            )
+            .await
+            .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?,
+        ),
+    })
 }
 
 /// The projector's first line of the run: what it reads and where it
@@ -372,12 +397,6 @@ impl Service for App {
     }
 
     async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
-        let addr = listeners.grpc.local_addr()?;
-        let metrics_addr = listeners
-            .metrics
-            .as_ref()
-            .map(tokio::net::TcpListener::local_addr)
-            .transpose()?;
         let registry = &host.registry;
         let sdk = host.sdk.clone();
         let tables = config.store.tables();
@@ -388,99 +407,54 @@ impl Service for App {
         // rather than a batch that never ends.
         let max_concurrent_writes =
             NonZeroUsize::new(config.max_concurrent_writes).unwrap_or(NonZeroUsize::MIN);
-        dynabridge_aws::register_call_metrics(registry).context("registering metrics")?;
         let metrics = ProjectorMetrics::new().context("creating metrics")?;
         metrics.register(registry).context("registering metrics")?;
-        let grpc_metrics = GrpcMetrics::register(registry).context("registering metrics")?;
-
         // Opened first: a sink that cannot be written is a configuration
         // error worth failing on before anything else starts.
-        let publisher: Box<dyn Publisher> = match &config.event_bus {
-            Some(bus) => Box::new(BusPublisher::new(
-                Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(&sdk))),
-                config.event_source.clone(),
-                bus.clone(),
-                timing.clone(),
-                metrics.clone(),
-            )),
-            None => Box::new(
-                JsonLinesSink::open(
-                    &config.sink_path,
-                    config.event_source.clone(),
-                    metrics.clone(),
-                )
-                .await
-                .with_context(|| {
-                    format!("opening the event sink {}", config.sink_path.display())
-                })?,
-            ),
-        };
+        let publisher = open_publisher(&config, &sdk, &timing, &metrics).await?;
 
-        let (trigger, stop) = Shutdown::new();
-        let (reporter, health_service) = tonic_health::server::health_reporter();
-        for service in ["", HEALTH_SERVICE] {
-            reporter
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
-        reporter
-            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-            .await;
-        // A read-model table: the projector's own, and its role may GetItem
-        // it.
-        let store_health = StoreHealth::start(
-            StoreProbe::get_item(
+        // Readiness is the monitor's to report: it needs the stream and the
+        // lag besides the store. The check reads a read-model table, the
+        // projector's own, which its role may GetItem.
+        let health = HealthSpec {
+            service: HEALTH_SERVICE,
+            liveness: LIVENESS_SERVICE,
+            probe: StoreProbe::get_item(
                 dynamodb.clone(),
                 tables.user_profiles(),
                 user_profiles::USER_ID,
             ),
-            &config.health.store,
-            Report {
-                reporter: None,
-                gauge: Some(reachable_gauge(registry).context("registering metrics")?),
-            },
-        )
-        .await;
-        let recheck = store_health.rechecker();
+            args: config.health.store.clone(),
+            readiness: Readiness::Reported,
+        };
+        let server = ApiServer::start(health, listeners, registry).await?;
+        let (addr, metrics_addr) = (server.addr(), server.metrics_addr());
+        let (trigger, stop) = Shutdown::new();
+        let recheck = server.health().rechecker();
         let progress = Progress::new();
         let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
         let monitor = tokio::spawn(
             Monitor {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
-                reporter: reporter.clone(),
+                reporter: server.health().reporter(),
                 thresholds: config.health.thresholds(),
                 every: config.health.store.interval().min(Duration::from_secs(1)),
                 stream_found: stream_found_rx,
-                store_reachable: store_health.reachable(),
+                store_reachable: server.health().reachable(),
             }
             .run(stop.clone()),
         );
-        // The monitor and the checks end first: nothing turns SERVING again
-        // once shutdown has begun.
-        let server_stop = dynabridge_runtime::grpc::not_serving_then(
-            reporter.clone(),
-            vec![HEALTH_SERVICE, LIVENESS_SERVICE],
-            {
-                let stop = stop.clone();
-                async move {
-                    stop.wait().await;
-                    let _ = monitor.await;
-                    store_health.stop().await;
-                }
-            },
-        );
-        let metrics_endpoint = MetricsEndpoint::spawn(registry, listeners.metrics);
+        // The monitor ends before the health names turn NOT_SERVING: nothing
+        // turns SERVING again once shutdown has begun.
+        let server = tokio::spawn(server.serve_health({
+            let stop = stop.clone();
+            async move {
+                stop.wait().await;
+                let _ = monitor.await;
+            }
+        }));
         tracing::info!(%addr, "projector health listening");
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(grpc_metrics.layer())
-                .add_service(health_service)
-                .serve_with_incoming_shutdown(
-                    dynabridge_runtime::grpc::incoming(listeners.grpc),
-                    server_stop,
-                ),
-        );
         Ok(Self {
             addr,
             metrics_addr,
@@ -498,7 +472,6 @@ impl Service for App {
             stream_found,
             recheck,
             server,
-            metrics_endpoint,
         })
     }
 
@@ -531,7 +504,6 @@ impl Service for App {
             stream_found,
             recheck,
             server,
-            metrics_endpoint,
         } = self;
         let waiter = tokio::spawn({
             let trigger = trigger.clone();
@@ -588,10 +560,8 @@ impl Service for App {
         trigger.trigger();
         waiter.abort();
         let served = server.await.context("the health server task failed")?;
-        let metrics_served = metrics_endpoint.stop().await;
         outcome?;
         served.context("the health server failed")?;
-        metrics_served.context("serving metrics")?;
         tracing::info!("projector stopped");
         Ok(())
     }

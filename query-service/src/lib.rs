@@ -27,7 +27,7 @@ use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::ApiServer;
 use dynabridge_runtime::grpc::Listeners;
-use dynabridge_runtime::health::{HealthArgs, StoreProbe};
+use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
 use tonic::server::NamedService as _;
 
@@ -159,15 +159,14 @@ impl Service for App {
         // A read-model table, which the role may GetItem already.
         // Architecture invariant: never the event store.
         let probe = StoreProbe::get_item(client, tables.user_profiles(), user_profiles::USER_ID);
-        let server = ApiServer::start(
-            SERVICE_NAME,
-            LIVENESS_NAME,
+        let health = HealthSpec {
+            service: SERVICE_NAME,
+            liveness: LIVENESS_NAME,
             probe,
-            &config.health,
-            listeners,
-            &host.registry,
-        )
-        .await?;
+            args: config.health.clone(),
+            readiness: Readiness::Store,
+        };
+        let server = ApiServer::start(health, listeners, &host.registry).await?;
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
         Ok(Self {
             server,

@@ -270,8 +270,21 @@ fn string_key(key: &HashMap<String, AttributeValue>) -> Result<PageKey, RowError
         .collect()
 }
 
-fn unreadable(table: &str, err: RowError) -> AppError {
-    AppError::Internal(format!("{table}: {err}"))
+/// A row of `table` this build cannot read: an internal error, with the
+/// row's error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {table}: {row}")]
+struct Unreadable {
+    table: String,
+    #[source]
+    row: RowError,
+}
+
+fn unreadable(table: &str, row: RowError) -> AppError {
+    AppError::Internal(Box::new(Unreadable {
+        table: table.to_owned(),
+        row,
+    }))
 }
 
 #[cfg(test)]

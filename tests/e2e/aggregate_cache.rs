@@ -14,16 +14,16 @@ use command_service::commands::{
     AggregateCache, AggregateCacheMetrics, CommandHandler, CommandMeta, RequestId,
 };
 use dynabridge::schema::Tables;
-use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_domain::{
     Email, Event, OrderId, OrderLine, OrderLines, OrderStatus, Quantity, Sku, UserId, UserName,
     Version,
 };
 use dynabridge_event_store::{CommandOutcome, EventStore};
 use dynabridge_runtime::error::AppError;
-use tokio::sync::oneshot;
 
-use crate::helpers::{start_embedded_store, unique_prefix};
+use dynabridge_testkit::EmbeddedStore;
+
+use crate::helpers::{test_store, unique_prefix};
 
 const QUERY: &str = "Query";
 const TRANSACT: &str = "TransactWriteItems";
@@ -63,25 +63,15 @@ impl Intercept for CallCounter {
 struct Store {
     sdk: aws_config::SdkConfig,
     tables: Tables,
-    _stop: Option<oneshot::Sender<()>>,
+    _store: Option<EmbeddedStore>,
 }
 
 impl Store {
     /// The embedded store, or `DYNABRIDGE_TEST_ENDPOINT` under a unique
     /// table prefix.
     async fn start() -> Self {
-        let (endpoint, stop) = match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
-            Ok(endpoint) => (endpoint, None),
-            Err(_) => {
-                let (endpoint, stop) = start_embedded_store().await.unwrap();
-                (endpoint, Some(stop))
-            }
-        };
-        let aws = AwsArgs {
-            endpoint_url: Some(endpoint),
-            region: Some("us-east-1".into()),
-        };
-        let sdk = load_sdk_config(&aws, Some(StaticCredentials::local())).await;
+        let (endpoint, store) = test_store().await;
+        let sdk = dynabridge_testkit::sdk_config(&endpoint).await;
         let tables = Tables::new(unique_prefix());
         dynabridge_provision::ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &tables)
             .await
@@ -89,7 +79,7 @@ impl Store {
         Self {
             sdk,
             tables,
-            _stop: stop,
+            _store: store,
         }
     }
 

@@ -21,31 +21,16 @@ use dynabridge::schema::{Tables, event_store};
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
-use dynabridge_runtime::service::{Host, Service as _};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use dynabridge_runtime::service::Host;
+use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app as spawn_service};
 use tonic::transport::Channel;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// A running service and how to stop it.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-    addr: SocketAddr,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(
-            matches!(result, Ok(Ok(Ok(())))),
-            "service did not stop cleanly: {result:?}"
-        );
-    }
+/// Stops a service, which must stop cleanly.
+async fn stop(running: SpawnedApp) {
+    let result = running.stop().await;
+    assert!(result.is_ok(), "service did not stop cleanly: {result:?}");
 }
 
 /// The `source` of the events the test projector publishes.
@@ -74,27 +59,27 @@ pub struct TestApp {
     sdk: aws_config::SdkConfig,
     store_args: StoreArgs,
     options: AppOptions,
-    command_service: Option<Running>,
-    query_service: Option<Running>,
-    projector: Option<Running>,
-    _store_stop: Option<oneshot::Sender<()>>,
+    command_service: Option<SpawnedApp>,
+    query_service: Option<SpawnedApp>,
+    projector: Option<SpawnedApp>,
+    _store: Option<EmbeddedStore>,
     _dir: tempfile::TempDir,
 }
 
 pub fn unique_prefix() -> String {
-    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    dynabridge_testkit::unique_prefix("t")
 }
 
-/// Starts the embedded store in this process on 127.0.0.1 port 0.
-pub async fn start_embedded_store() -> Result<(String, oneshot::Sender<()>), Error> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let db = dynoxide::Database::memory()?;
-    tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
-        let _ = stopped.await;
-    }));
-    Ok((format!("http://{addr}"), stop))
+/// The store the tests use: `DYNABRIDGE_TEST_ENDPOINT` if set, else an
+/// embedded one in this process (returned, to keep it running).
+pub async fn test_store() -> (String, Option<EmbeddedStore>) {
+    match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
+        Ok(endpoint) => (endpoint, None),
+        Err(_) => {
+            let store = EmbeddedStore::start().await;
+            (store.endpoint(), Some(store))
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -107,13 +92,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 
 async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
     dynabridge_runtime::grpc::init_tracing();
-    let (store_endpoint, store_stop) = match std::env::var("DYNABRIDGE_TEST_ENDPOINT") {
-        Ok(endpoint) => (endpoint, None),
-        Err(_) => {
-            let (endpoint, stop) = start_embedded_store().await?;
-            (endpoint, Some(stop))
-        }
-    };
+    let (store_endpoint, store) = test_store().await;
     let store_args = StoreArgs {
         table_prefix: unique_prefix(),
         aws: AwsArgs {
@@ -143,7 +122,7 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
         command_service: None,
         query_service: None,
         projector: None,
-        _store_stop: store_stop,
+        _store: store,
         _dir: dir,
     };
     app.start_command_service().await?;
@@ -169,18 +148,10 @@ impl TestApp {
             health: HealthArgs::default(),
             metrics_listen: None,
         };
-        let app = command_service::App::build(config, &Host::new(self.sdk.clone())).await?;
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        self.command = CommandServiceClient::new(connect(addr).await?);
-        self.command_service = Some(Running {
-            stop: Some(stop),
-            task,
-            addr,
-        });
+        let app =
+            spawn_service::<command_service::App>(config, &Host::new(self.sdk.clone())).await?;
+        self.command = CommandServiceClient::new(connect(app.addr).await?);
+        self.command_service = Some(app);
         Ok(())
     }
 
@@ -193,18 +164,9 @@ impl TestApp {
             health: HealthArgs::default(),
             metrics_listen: None,
         };
-        let app = query_service::App::build(config, &Host::new(self.sdk.clone())).await?;
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        self.query = QueryServiceClient::new(connect(addr).await?);
-        self.query_service = Some(Running {
-            stop: Some(stop),
-            task,
-            addr,
-        });
+        let app = spawn_service::<query_service::App>(config, &Host::new(self.sdk.clone())).await?;
+        self.query = QueryServiceClient::new(connect(app.addr).await?);
+        self.query_service = Some(app);
         Ok(())
     }
 
@@ -221,17 +183,8 @@ impl TestApp {
             health: projector::ProjectorHealth::default(),
             metrics_listen: None,
         };
-        let app = projector::App::build(config, &Host::new(self.sdk.clone())).await?;
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        self.projector = Some(Running {
-            stop: Some(stop),
-            task,
-            addr,
-        });
+        self.projector =
+            Some(spawn_service::<projector::App>(config, &Host::new(self.sdk.clone())).await?);
         Ok(())
     }
 
@@ -239,7 +192,7 @@ impl TestApp {
     /// port: nothing in memory survives, only the store.
     pub async fn restart_command_service(&mut self) {
         if let Some(running) = self.command_service.take() {
-            running.stop().await;
+            stop(running).await;
         }
         self.start_command_service()
             .await
@@ -354,7 +307,7 @@ impl TestApp {
         .into_iter()
         .flatten()
         {
-            running.stop().await;
+            stop(running).await;
         }
     }
 }

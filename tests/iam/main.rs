@@ -22,10 +22,9 @@ mod fake_eventbridge;
 mod policy;
 // Shared with the other crates that run the binaries; each uses part of it.
 #[allow(dead_code)]
-#[path = "../support/processes.rs"]
-mod processes;
 mod template;
 
+use dynabridge_testkit::processes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -13,13 +13,10 @@ use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
 use dynabridge_runtime::service::{Host, Service};
+use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
+use tokio::sync::watch;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -45,26 +42,15 @@ pub struct Store {
     pub endpoint: String,
     pub tables: Tables,
     pub dynamo: aws_sdk_dynamodb::Client,
-    _stop: oneshot::Sender<()>,
+    _store: EmbeddedStore,
 }
 
 impl Store {
     pub async fn start() -> Self {
         dynabridge_runtime::grpc::init_tracing();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(dynoxide::server::serve_with_shutdown(
-            listener,
-            dynoxide::Database::memory().unwrap(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let tables = Tables::new(format!(
-            "o{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ));
+        let store = EmbeddedStore::start().await;
+        let endpoint = store.endpoint();
+        let tables = Tables::new(dynabridge_testkit::unique_prefix("o"));
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk_for(&endpoint).await);
         dynabridge_provision::ensure_tables(&dynamo, &tables)
             .await
@@ -73,7 +59,7 @@ impl Store {
             endpoint,
             tables,
             dynamo,
-            _stop: stop,
+            _store: store,
         }
     }
 
@@ -90,16 +76,7 @@ impl Store {
 
 /// The SDK configuration of every service: `endpoint`, a region and local
 /// credentials.
-pub async fn sdk_for(endpoint: &str) -> aws_config::SdkConfig {
-    load_sdk_config(
-        &AwsArgs {
-            endpoint_url: Some(endpoint.to_owned()),
-            region: Some("us-east-1".into()),
-        },
-        Some(StaticCredentials::local()),
-    )
-    .await
-}
+pub use dynabridge_testkit::sdk_config as sdk_for;
 
 /// Endpoints per AWS service, as the SDK's `AWS_ENDPOINT_URL_<SERVICE>`
 /// variables give them, without touching this process's environment.
@@ -187,39 +164,22 @@ impl Proxy {
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
+/// A service in this process, with its metrics endpoint.
 pub struct Running {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    app: SpawnedApp,
 }
 
 impl Running {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let result = tokio::time::timeout(DEADLINE, &mut self.task).await;
-        assert!(
-            matches!(result, Ok(Ok(Ok(())))),
-            "service did not stop cleanly: {result:?}"
-        );
+    pub async fn stop(self) {
+        let result = self.app.stop().await;
+        assert!(result.is_ok(), "service did not stop cleanly: {result:?}");
     }
 
     /// The health status of `service`, if the server answers.
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
+        dynabridge_testkit::health_status(self.addr, service).await
     }
 
     /// Waits until every one of `services` reports `status`.
@@ -270,15 +230,13 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// Builds the service on two ports of the kernel's choosing and runs it
 /// in a task.
 async fn spawn_service<S: Service>(config: S::Config, sdk: &aws_config::SdkConfig) -> Running {
-    let app = S::build(config, &Host::new(sdk.clone())).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
+    let app = spawn_app::<S>(config, &Host::new(sdk.clone()))
+        .await
+        .unwrap();
     Running {
-        addr: app.local_addr(),
-        metrics: app.metrics_addr().expect("a metrics endpoint"),
-        stop: Some(stop),
-        task: tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        })),
+        addr: app.addr,
+        metrics: app.metrics.expect("a metrics endpoint"),
+        app,
     }
 }
 

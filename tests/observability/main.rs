@@ -14,8 +14,6 @@ mod health;
 mod helpers;
 mod metrics;
 mod otlp;
-// Shared with the other crates that run the binaries; each uses part of it.
-#[allow(dead_code)]
-#[path = "../support/processes.rs"]
-mod processes;
 mod propagation;
+
+use dynabridge_testkit::processes;

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use dynabridge_testkit::processes;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,9 +17,6 @@ use dynabridge::schema::Tables;
 
 // Shared with the other crates that run the binaries; each uses part of it.
 #[allow(dead_code)]
-#[path = "../support/processes.rs"]
-mod processes;
-
 use processes::{Proc, spawn};
 
 /// A gRPC service (`command-service`, `query-service`) on a free port.
@@ -390,21 +388,8 @@ async fn lease_owner(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Opti
 /// The projector's health status of `service`, `None` if it does not
 /// answer.
 async fn health(proc: &Proc, service: &str) -> Option<i32> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proc.addr))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let mut client = HealthClient::new(channel);
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .ok()?;
-    Some(response.into_inner().status)
+    let status = dynabridge_testkit::health_status(proc.addr, service).await?;
+    Some(status as i32)
 }
 
 /// Polls `probe` until it holds; panics after [`CONVERGE_DEADLINE`].

@@ -45,6 +45,9 @@ impl State {
                 .get(&id.to_string())
                 .and_then(|events| events.first())
                 .is_some_and(|first| first.event.aggregate_type() == *aggregate_type),
+            Requirement::Unchanged { id, version, .. } => {
+                self.events.get(&id.to_string()).map_or(0, Vec::len) as Version == *version
+            }
         }
     }
 }
@@ -135,7 +138,12 @@ impl CommandStore for FakeStore {
                 .iter()
                 .position(|r| wanted(r) && !state.holds(r))
         };
-        if let Some(index) = unmet(&state, |r| matches!(r, Requirement::Exists { .. })) {
+        if let Some(index) = unmet(&state, |r| {
+            matches!(
+                r,
+                Requirement::Exists { .. } | Requirement::Unchanged { .. }
+            )
+        }) {
             return Err(AppendError::Unmet(index));
         }
         for event in &append.events {
@@ -162,7 +170,7 @@ impl CommandStore for FakeStore {
                 Requirement::Release { value, .. } => {
                     state.unique.remove(value);
                 }
-                Requirement::Exists { .. } => {}
+                Requirement::Exists { .. } | Requirement::Unchanged { .. } => {}
             }
         }
         let record = &append.idempotency;

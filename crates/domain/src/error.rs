@@ -110,4 +110,8 @@ pub enum DomainError {
     /// A unique value another aggregate holds (see [`crate::UniqueScope`]).
     #[error("{0}")]
     Taken(&'static str),
+    /// Another writer changed what the decision was made on: retry from a
+    /// fresh read.
+    #[error("{0}")]
+    Conflict(String),
 }

@@ -45,6 +45,14 @@ pub enum Requirement {
         aggregate_type: AggregateType,
         id: Uuid,
     },
+    /// Another aggregate must still be at `version`: no event after it (at
+    /// 0, it must not exist). For a decision made on that aggregate's
+    /// state, which holds only while nothing has changed it.
+    Unchanged {
+        aggregate_type: AggregateType,
+        id: Uuid,
+        version: crate::Version,
+    },
 }
 
 impl Requirement {
@@ -61,6 +69,14 @@ impl Requirement {
             Self::Release { scope, .. } => {
                 DomainError::FailedPrecondition(format!("a released {scope:?} value was not held"))
             }
+            Self::Unchanged {
+                aggregate_type,
+                id,
+                version,
+            } => DomainError::Conflict(format!(
+                "{} {id} changed after version {version}; read it again and retry",
+                aggregate_type.kind()
+            )),
         }
     }
 }
@@ -163,6 +179,22 @@ mod tests {
         assert_eq!(
             exists.unmet().to_string(),
             format!("user {} not found", user_id)
+        );
+    }
+
+    #[test]
+    fn a_changed_aggregate_is_a_conflict_naming_it_and_the_version() {
+        let id = uuid::Uuid::new_v4();
+        let unchanged = Requirement::Unchanged {
+            aggregate_type: AggregateType::User,
+            id,
+            version: 3,
+        };
+        let err = unchanged.unmet();
+        assert!(matches!(err, DomainError::Conflict(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("user {id} changed after version 3; read it again and retry")
         );
     }
 

@@ -89,6 +89,7 @@ pub(super) enum RequirementKind {
     Claim,
     Release,
     Exists,
+    Unchanged,
 }
 
 /// The event store and the tables the command service owns. Clones share
@@ -306,6 +307,30 @@ impl EventStore {
                     item_key(&self.event_table, &[&id.to_string(), "1"]),
                 )
             }
+            Requirement::Unchanged {
+                aggregate_type: _,
+                id,
+                version,
+            } => {
+                // Unchanged since `version` if and only if the next event
+                // does not exist. Versions are per aggregate id, so the
+                // type needs no check: another type under this id is
+                // another aggregate's history, and changes it all the same.
+                let next = (version + 1).to_string();
+                let check = ConditionCheck::builder()
+                    .table_name(&self.event_table)
+                    .key(event_store::AGGREGATE_ID, AttributeValue::S(id.to_string()))
+                    .key(event_store::VERSION, AttributeValue::N(next.clone()))
+                    .condition_expression("attribute_not_exists(#id)")
+                    .expression_attribute_names("#id", event_store::AGGREGATE_ID)
+                    .build()
+                    .map_err(internal)?;
+                (
+                    TransactWriteItem::builder().condition_check(check).build(),
+                    RequirementKind::Unchanged,
+                    item_key(&self.event_table, &[&id.to_string(), &next]),
+                )
+            }
         })
     }
 
@@ -511,6 +536,8 @@ pub(super) fn classify_reasons(parts: &[Part], reasons: &[Option<String>]) -> Op
     if failed().any(|part| part == Part::Idempotency) {
         Some(AppendError::DuplicateRequest)
     } else if let Some(index) = requirement(RequirementKind::Exists) {
+        Some(AppendError::Unmet(index))
+    } else if let Some(index) = requirement(RequirementKind::Unchanged) {
         Some(AppendError::Unmet(index))
     } else if failed().any(|part| part == Part::Event) {
         Some(AppendError::Conflict)

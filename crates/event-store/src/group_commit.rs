@@ -545,10 +545,10 @@ mod tests {
 
         use crate::fixtures::new_user_append as create_user;
         use crate::{Append, AppendError, EventStore, GroupCommitMetrics};
-        use dynabridge_domain::UserId;
-        use dynabridge_testkit::embedded_store;
+        use dynabridge_domain::{AggregateType, Requirement, UserId};
+        use dynabridge_testkit::{EmbeddedStore, embedded_store};
 
-        async fn store(max_in_flight: usize) -> (EventStore, tokio::sync::oneshot::Sender<()>) {
+        async fn store(max_in_flight: usize) -> (EventStore, EmbeddedStore) {
             let (sdk, tables, stop) = embedded_store().await;
             let store = EventStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables)
                 .with_group_commit(max_in_flight, GroupCommitMetrics::new().unwrap());
@@ -631,6 +631,33 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn an_unchanged_requirement_holds_until_the_aggregate_has_a_later_event() {
+            let (store, _stop) = store(1).await;
+            let (watched, first) = create_user("req-watched", "watched@example.com");
+            store.append(&first).await.unwrap();
+            let unchanged_since = |version| Requirement::Unchanged {
+                aggregate_type: AggregateType::User,
+                id: *watched.as_uuid(),
+                version,
+            };
+
+            // Decided on the watched user before it existed: it has moved on.
+            let (behind, mut stale) = create_user("req-stale", "stale@example.com");
+            stale.requirements.push(unchanged_since(0));
+            assert!(
+                matches!(store.append(&stale).await, Err(AppendError::Unmet(1))),
+                "the second requirement, unmet"
+            );
+            assert_eq!(events_of(&store, behind).await, 0, "nothing written");
+
+            // Decided on its current version: it holds.
+            let (current, mut fresh) = create_user("req-fresh", "fresh@example.com");
+            fresh.requirements.push(unchanged_since(1));
+            store.append(&fresh).await.unwrap();
+            assert_eq!(events_of(&store, current).await, 1);
+        }
+
+        #[tokio::test]
         async fn a_failed_condition_fails_its_append_alone() {
             let (store, _stop) = store(1).await;
             let (_, first) = create_user("req-first", "taken@example.com");
@@ -705,7 +732,7 @@ mod tests {
             let (store, stop) = store(1).await;
             let (_, warm) = create_user("req-warm", "warm@example.com");
             store.append(&warm).await.unwrap();
-            stop.send(()).unwrap();
+            stop.stop();
             let appends = (0..3)
                 .map(|i| create_user(&format!("gone-{i}"), &format!("g{i}@example.com")).1)
                 .collect();

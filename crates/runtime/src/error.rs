@@ -19,14 +19,26 @@ pub enum AppError {
     #[error("{0}")]
     Conflict(String),
     /// The store cannot be reached or is throttling: `UNAVAILABLE`, retry.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The cause is logged, never sent to the client.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] Failure),
     /// A bounded wait ran out: `DEADLINE_EXCEEDED`.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// Anything else. The message is logged, never sent to the client.
-    #[error("{0}")]
-    Internal(String),
+    /// Anything else. The cause is logged, never sent to the client.
+    #[error("internal: {0}")]
+    Internal(#[source] Failure),
+}
+
+/// The cause of an unavailable or internal error, kept typed (an AWS
+/// call's [`CallError`], a store's error) for the log.
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+impl AppError {
+    /// An internal error that no other error caused: a broken invariant.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::Internal(what.into().into())
+    }
 }
 
 impl From<DomainError> for AppError {
@@ -37,6 +49,7 @@ impl From<DomainError> for AppError {
             err @ DomainError::AlreadyExists { .. } => Self::AlreadyExists(err.to_string()),
             DomainError::FailedPrecondition(msg) => Self::FailedPrecondition(msg),
             DomainError::Taken(msg) => Self::AlreadyExists(msg.into()),
+            DomainError::Conflict(msg) => Self::Conflict(msg),
         }
     }
 }
@@ -45,9 +58,9 @@ impl From<CallError> for AppError {
     /// A transient failure is `Unavailable`; anything else `Internal`.
     fn from(err: CallError) -> Self {
         if err.is_transient() {
-            Self::Unavailable(err.to_string())
+            Self::Unavailable(Box::new(err))
         } else {
-            Self::Internal(err.to_string())
+            Self::Internal(Box::new(err))
         }
     }
 }

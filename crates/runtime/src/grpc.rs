@@ -14,9 +14,10 @@ use tonic::transport::server::Router;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower_layer::{Identity, Stack};
+use tracing::Instrument as _;
 
 use crate::error::AppError;
-use crate::health::{HealthArgs, ServiceHealth, StoreProbe, reachable_gauge};
+use crate::health::{HealthSpec, ServiceHealth, reachable_gauge};
 use crate::telemetry::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsEndpoint};
 use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
 
@@ -53,16 +54,16 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-/// The server of an API service that answers from the store (the command
-/// and query services), with what each of them serves besides its API: its
-/// calls counted ([`GrpcMetrics`]) and the process's AWS calls, in the
-/// service's registry; health that follows the store ([`ServiceHealth`]);
+/// The server set-up every binary shares: its calls counted
+/// ([`GrpcMetrics`]) and the process's AWS calls, in the service's
+/// registry; health under the service's names ([`ServiceHealth`]);
 /// reflection; and the registry's `/metrics` endpoint, if it has a
 /// listener.
 ///
 /// [`ApiServer::start`] sets all of it up and checks the store once, so
 /// that the service can say it listens; [`ApiServer::serve`] adds the API
-/// and serves until shutdown.
+/// and serves until shutdown, and [`ApiServer::serve_health`] serves the
+/// rest alone (the projector, which has no API).
 pub struct ApiServer {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
@@ -75,14 +76,10 @@ pub struct ApiServer {
 impl ApiServer {
     /// Registers the AWS call metrics, the gRPC metrics and the store's
     /// reachability gauge in `registry` (which must not hold them already),
-    /// starts health under `service` and `liveness` with `probe` (see
-    /// [`ServiceHealth::start`]), and serves `registry` on
-    /// `listeners.metrics`, if any.
+    /// starts health as `health` says (see [`ServiceHealth::start`]), and
+    /// serves `registry` on `listeners.metrics`, if any.
     pub async fn start(
-        service: &'static str,
-        liveness: &'static str,
-        probe: StoreProbe,
-        health: &HealthArgs,
+        health: HealthSpec,
         listeners: Listeners,
         registry: &prometheus::Registry,
     ) -> Result<Self, ServeError> {
@@ -98,14 +95,8 @@ impl ApiServer {
             .map_err(ServeError::ListenAddress)?;
         dynabridge_aws::register_call_metrics(registry)?;
         let grpc_metrics = GrpcMetrics::register(registry)?;
-        let (health, health_service) = ServiceHealth::start(
-            service,
-            liveness,
-            probe,
-            health,
-            Some(reachable_gauge(registry)?),
-        )
-        .await;
+        let (health, health_service) =
+            ServiceHealth::start(health, Some(reachable_gauge(registry)?)).await;
         let (reflection_v1, reflection_v1alpha) = reflection_services()?;
         let router = tonic::transport::Server::builder()
             .layer(grpc_metrics.layer())
@@ -123,6 +114,12 @@ impl ApiServer {
         })
     }
 
+    /// The service's health: where it reports, and what the store check
+    /// last saw.
+    pub fn health(&self) -> &ServiceHealth {
+        &self.health
+    }
+
     /// The address the gRPC server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -137,7 +134,7 @@ impl ApiServer {
     /// resolves, then turns every health name NOT_SERVING, drains
     /// in-flight requests and stops the metrics endpoint.
     pub async fn serve<S>(
-        self,
+        mut self,
         api: S,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError>
@@ -153,6 +150,16 @@ impl ApiServer {
             + 'static,
         S::Future: Send + 'static,
     {
+        self.router = self.router.add_service(api);
+        self.serve_health(shutdown).await
+    }
+
+    /// Serves health, reflection and metrics alone until `shutdown`
+    /// resolves, then stops as [`ApiServer::serve`] does.
+    pub async fn serve_health(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Self {
             addr: _,
             metrics_addr: _,
@@ -162,7 +169,6 @@ impl ApiServer {
             metrics,
         } = self;
         let served = router
-            .add_service(api)
             .serve_with_incoming_shutdown(incoming(listener), health.shutdown_after(shutdown))
             .await;
         metrics.stop().await.map_err(ServeError::MetricsEndpoint)?;
@@ -197,22 +203,93 @@ impl From<AppError> for Status {
             AppError::FailedPrecondition(m) => (Code::FailedPrecondition, "FAILED_PRECONDITION", m),
             AppError::Conflict(m) => (Code::Aborted, "CONCURRENT_MODIFICATION", m),
             AppError::DeadlineExceeded(m) => (Code::DeadlineExceeded, "NOT_YET_VISIBLE", m),
-            AppError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "store unavailable");
+            AppError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
                 (
                     Code::Unavailable,
                     "STORE_UNAVAILABLE",
                     "the store is unavailable, retry with backoff".to_owned(),
                 )
             }
-            AppError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+            AppError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
                 (Code::Internal, "INTERNAL", "internal error".to_owned())
             }
         };
         let mut details = ErrorDetails::new();
         details.set_error_info(reason, ERROR_DOMAIN, []);
         Status::with_error_details(code, message, details)
+    }
+}
+
+/// What a handler knows of its call besides the message.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The request's correlation id (see [`correlation_id`]), echoed back.
+    pub correlation_id: String,
+    /// The caller's trace context as the call's span continues it, if the
+    /// caller sent one and tracing is exported.
+    pub trace_parent: Option<TraceParent>,
+    /// When the answer is due, if the client set a `grpc-timeout`.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// The one wrapper every unary handler goes through. It reads the
+/// correlation id (the request's own field, which `correlation_field`
+/// returns, else the metadata, else a new one), runs `handle` in the
+/// call's span, part of the caller's trace, maps its error once through
+/// `From<AppError> for Status`, and echoes the correlation id back, on
+/// errors too. A malformed correlation id field is refused before
+/// `handle` runs.
+pub async fn unary<Req, Resp, F, Fut>(
+    method: &'static str,
+    request: tonic::Request<Req>,
+    correlation_field: impl FnOnce(&Req) -> &str,
+    handle: F,
+) -> Result<tonic::Response<Resp>, Status>
+where
+    F: FnOnce(Req, Call) -> Fut,
+    Fut: Future<Output = Result<Resp, AppError>>,
+{
+    let (metadata, _, message) = request.into_parts();
+    let deadline = request_deadline(&metadata).map(|timeout| tokio::time::Instant::now() + timeout);
+    let cid = correlation_id(correlation_field(&message), &metadata).map_err(AppError::from)?;
+    let span = request_span(method, &cid);
+    let call = Call {
+        correlation_id: cid.clone(),
+        trace_parent: crate::telemetry::continue_trace(&span, trace_parent(&metadata)),
+        deadline,
+    };
+    let result = async move {
+        let result = handle(message, call).await;
+        match &result {
+            Ok(_) => tracing::debug!("request served"),
+            // Unavailable and internal errors are logged, at warn and
+            // error, by the mapping.
+            Err(err) => tracing::debug!(error = %err, "request refused"),
+        }
+        // Inside the span, so that what the mapping logs is tied to the call.
+        result.map_err(Status::from)
+    }
+    .instrument(span)
+    .await;
+    match result {
+        Ok(message) => {
+            let mut response = tonic::Response::new(message);
+            echo_correlation_id(response.metadata_mut(), &cid);
+            Ok(response)
+        }
+        Err(mut status) => {
+            echo_correlation_id(status.metadata_mut(), &cid);
+            Err(status)
+        }
+    }
+}
+
+fn echo_correlation_id(metadata: &mut MetadataMap, cid: &str) {
+    // Ids are printable ASCII, checked by `correlation_id`, so this holds.
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(cid) {
+        metadata.insert(CORRELATION_HEADER, value);
     }
 }
 
@@ -404,6 +481,110 @@ mod tests {
         );
         md.insert(TRACEPARENT_HEADER, "00-nonsense".parse().unwrap());
         assert_eq!(trace_parent(&md), None);
+    }
+
+    #[tokio::test]
+    async fn correlation_id_is_echoed_on_success_and_error() {
+        let mut request = tonic::Request::new(());
+        request
+            .metadata_mut()
+            .insert(CORRELATION_HEADER, "abc-123".parse().unwrap());
+        let ok = unary(
+            "Test",
+            request,
+            |()| "",
+            |(), _| async { Ok::<_, AppError>(()) },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.metadata().get(CORRELATION_HEADER).unwrap(), "abc-123");
+
+        let err = unary(
+            "Test",
+            tonic::Request::new(()),
+            |()| "",
+            |(), _| async { Err::<(), _>(AppError::NotFound("gone".into())) },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let generated = err
+            .metadata()
+            .get(CORRELATION_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    }
+
+    #[tokio::test]
+    async fn the_request_field_wins_and_a_malformed_one_is_refused_before_the_handler() {
+        // The request type is `String`, so the field reads a `&String`.
+        #[allow(clippy::ptr_arg)]
+        fn field(id: &String) -> &str {
+            id
+        }
+        let ok = unary(
+            "Test",
+            tonic::Request::new("mine".to_owned()),
+            field,
+            |_, call| async move { Ok::<_, AppError>(call.correlation_id) },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.get_ref(), "mine");
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let err = unary(
+            "Test",
+            tonic::Request::new("has space".to_owned()),
+            field,
+            |_, _| async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<(), AppError>(())
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(!ran.into_inner(), "the handler does not run");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let details = err.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "correlation_id"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_deadline_comes_from_grpc_timeout() {
+        let mut request = tonic::Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "2S".parse().unwrap());
+        let before = tokio::time::Instant::now();
+        unary(
+            "Test",
+            request,
+            |()| "",
+            |(), call| async move {
+                let deadline = call.deadline.expect("a deadline");
+                assert!(deadline >= before + Duration::from_secs(2));
+                assert!(deadline <= tokio::time::Instant::now() + Duration::from_secs(2));
+                Ok::<_, AppError>(())
+            },
+        )
+        .await
+        .unwrap();
+        unary(
+            "Test",
+            tonic::Request::new(()),
+            |()| "",
+            |(), call| async move {
+                assert!(call.deadline.is_none());
+                Ok::<_, AppError>(())
+            },
+        )
+        .await
+        .unwrap();
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! The gRPC services report under three names ([`ServiceHealth`]):
 //!
 //! - `""` and the service's own name (`dynabridge.v1.CommandService`,
-//!   `dynabridge.v1.QueryService`) follow the store: readiness;
+//!   `dynabridge.v1.QueryService`) follow the store: readiness. The
+//!   projector (`dynabridge.v1.Projector`) reports its own readiness, which
+//!   also needs its stream found and its lag within bounds
+//!   ([`Readiness::Reported`]);
 //! - `<service>.Liveness` is SERVING for as long as the process serves,
 //!   whatever the store does: liveness. Restarting a pod does not bring
 //!   DynamoDB back.
@@ -23,7 +26,7 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::error::{AppError, from_sdk_error};
+use dynabridge_aws::CallError;
 
 /// The key the probe reads: never written, so the read is as cheap as one
 /// gets, and harmless if someone does write it.
@@ -142,12 +145,7 @@ impl StoreProbe {
                 if throttled {
                     return Ok(());
                 }
-                Err(
-                    match from_sdk_error(&format!("reading {}", self.table), err) {
-                        AppError::Unavailable(detail) | AppError::Internal(detail) => detail,
-                        other => other.to_string(),
-                    },
-                )
+                Err(CallError::from_sdk(format!("reading {}", self.table), err).to_string())
             }
             Err(_) => Err(format!(
                 "reading {} took more than {} ms",
@@ -302,8 +300,35 @@ async fn watch_store(
     }
 }
 
-/// The health of a gRPC service that serves from the store, under the
-/// names the module documentation lists.
+/// What turns a service's readiness names (`""` and its own) SERVING.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The store check: ready while the store is reachable (the command
+    /// and query services).
+    Store,
+    /// The service itself, through [`ServiceHealth::reporter`]: they start
+    /// NOT_SERVING, and the store check only feeds
+    /// [`ServiceHealth::reachable`] and the gauge (the projector, whose
+    /// readiness also needs its stream and its lag).
+    Reported,
+}
+
+/// The health of a gRPC service, under the names the module documentation
+/// lists: what it reports, and how.
+#[derive(Clone, Debug)]
+pub struct HealthSpec {
+    /// The service's own name, reported as readiness beside `""`.
+    pub service: &'static str,
+    /// `<service>.Liveness`: SERVING while the process serves.
+    pub liveness: &'static str,
+    /// The call that tells whether the store is reachable.
+    pub probe: StoreProbe,
+    pub args: HealthArgs,
+    pub readiness: Readiness,
+}
+
+/// The health of a gRPC service, under the names the module documentation
+/// lists, with the store checked in the background.
 #[derive(Debug)]
 pub struct ServiceHealth {
     reporter: HealthReporter,
@@ -312,28 +337,43 @@ pub struct ServiceHealth {
 }
 
 impl ServiceHealth {
-    /// Starts checking the store with `probe`; `service` and `liveness` are
-    /// the health names (`liveness` is `<service>.Liveness`). Returns the
-    /// health service to serve.
+    /// Starts checking the store with the spec's probe, reporting to
+    /// `gauge` and, with [`Readiness::Store`], to the readiness names.
+    /// Returns the health service to serve.
     pub async fn start(
-        service: &'static str,
-        liveness: &'static str,
-        probe: StoreProbe,
-        args: &HealthArgs,
+        spec: HealthSpec,
         gauge: Option<prometheus::IntGauge>,
     ) -> (
         Self,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ) {
+        let HealthSpec {
+            service,
+            liveness,
+            probe,
+            args,
+            readiness,
+        } = spec;
         let (reporter, server) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(liveness, ServingStatus::Serving)
             .await;
+        let store_reports_to = match readiness {
+            Readiness::Store => Some((reporter.clone(), vec!["", service])),
+            Readiness::Reported => {
+                for name in ["", service] {
+                    reporter
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+                None
+            }
+        };
         let store = StoreHealth::start(
             probe,
-            args,
+            &args,
             Report {
-                reporter: Some((reporter.clone(), vec!["", service])),
+                reporter: store_reports_to,
                 gauge,
             },
         )
@@ -344,6 +384,17 @@ impl ServiceHealth {
             store,
         };
         (health, server)
+    }
+
+    /// Where the service reports what it decides itself
+    /// ([`Readiness::Reported`]).
+    pub fn reporter(&self) -> HealthReporter {
+        self.reporter.clone()
+    }
+
+    /// A handle that makes the next store check happen now.
+    pub fn rechecker(&self) -> Recheck {
+        self.store.rechecker()
     }
 
     /// Whether the last check reached the store.

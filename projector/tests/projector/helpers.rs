@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeZone, Utc};
 use dynabridge::schema::{Tables, checkpoints, order_summaries, user_profiles};
-use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
+use dynabridge_aws::AwsArgs;
 use dynabridge_domain::{
     Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, StoredEvent, UserId,
     UserName, Version,
@@ -18,8 +18,8 @@ use dynabridge_domain::{
 use dynabridge_event_store::codec::event_to_item;
 use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::service::{Host, Service as _};
-use tokio::sync::oneshot;
+use dynabridge_runtime::service::Host;
+use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app};
 use uuid::Uuid;
 
 /// How long any wait in these tests may take before it fails.
@@ -41,15 +41,7 @@ pub struct TestStore {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub tables: Tables,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _store: EmbeddedStore,
 }
 
 /// Logs go to the test's captured output, shown when it fails.
@@ -65,25 +57,16 @@ fn init_logs() {
 /// Starts the embedded store; the tables are not created yet.
 pub async fn spawn_store() -> TestStore {
     init_logs();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dynoxide::server::serve_with_shutdown(
-        listener,
-        dynoxide::Database::memory().unwrap(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let endpoint = format!("http://{addr}");
-    let sdk = load_sdk_config(&aws_args(&endpoint), Some(StaticCredentials::local())).await;
+    let store = EmbeddedStore::start().await;
+    let endpoint = store.endpoint();
+    let sdk = dynabridge_testkit::sdk_config(&endpoint).await;
     TestStore {
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
         streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
         sdk,
         endpoint,
         tables: Tables::new(format!("t{}", Uuid::new_v4().simple())),
-        stop: Some(stop),
+        _store: store,
     }
 }
 
@@ -339,58 +322,31 @@ impl TestStore {
 /// A projector running in this process.
 pub struct RunningProjector {
     pub health_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    app: SpawnedApp,
 }
 
 pub async fn spawn_projector(store: &TestStore, sink: &Path) -> RunningProjector {
     let config = store.projector_config(sink);
-    let app = projector::App::build(config, &Host::new(store.sdk.clone()))
+    let app = spawn_app::<projector::App>(config, &Host::new(store.sdk.clone()))
         .await
         .unwrap();
-    let health_addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
     RunningProjector {
-        health_addr,
-        stop: Some(stop),
-        task,
+        health_addr: app.addr,
+        app,
     }
 }
 
 impl RunningProjector {
     /// Shuts the projector down and returns what `run` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(DEADLINE, &mut self.task)
-            .await
-            .expect("the projector stops on shutdown")
-            .expect("the projector task does not panic")
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.app.stop().await
     }
 
     /// The health status of `service`, or `None` if the server does not
     /// answer.
     pub async fn health(&self, service: &str) -> Option<i32> {
-        use tonic_health::pb::HealthCheckRequest;
-        use tonic_health::pb::health_client::HealthClient;
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://{}", self.health_addr))
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
-        let mut client = HealthClient::new(channel);
-        let response = client
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .ok()?;
-        Some(response.into_inner().status)
+        let status = dynabridge_testkit::health_status(self.health_addr, service).await?;
+        Some(status as i32)
     }
 
     pub async fn wait_serving(&self) {

@@ -14,10 +14,9 @@ use dynabridge_domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, U
 use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
-use dynabridge_runtime::service::{Host, Service as _};
+use dynabridge_runtime::service::Host;
+use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app as spawn_service};
 use query_service::Config;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// Every wait in these tests ends by this, so that a hang fails instead of
@@ -29,26 +28,12 @@ pub struct TestApp {
     pub client: QueryServiceClient<Channel>,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub tables: Tables,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
-    _store_shutdown: Option<oneshot::Sender<()>>,
-}
-
-/// A fresh in-memory store serving the DynamoDB API on port 0. Dropping the
-/// returned sender stops it.
-async fn spawn_store() -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let db = dynoxide::Database::memory()?;
-    tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
-        let _ = stopped.await;
-    }));
-    Ok((addr, stop))
+    server: Option<SpawnedApp>,
+    _store: Option<EmbeddedStore>,
 }
 
 fn unique_prefix() -> String {
-    format!("qs-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    dynabridge_testkit::unique_prefix("qs-")
 }
 
 /// A service over a fresh store with its tables.
@@ -77,11 +62,11 @@ async fn try_spawn_app(
     tweak: impl FnOnce(&mut Config),
     store_addr: Option<SocketAddr>,
 ) -> anyhow::Result<TestApp> {
-    let (store_addr, store_shutdown) = match store_addr {
+    let (store_addr, store) = match store_addr {
         Some(addr) => (addr, None),
         None => {
-            let (addr, stop) = spawn_store().await?;
-            (addr, Some(stop))
+            let store = EmbeddedStore::start().await;
+            (store.addr, Some(store))
         }
     };
     let aws = AwsArgs {
@@ -92,7 +77,7 @@ async fn try_spawn_app(
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let prefix = unique_prefix();
     let tables = Tables::new(prefix.clone());
-    if store_shutdown.is_some() {
+    if store.is_some() {
         dynabridge_provision::ensure_tables(&dynamo, &tables)
             .await
             .context("creating tables")?;
@@ -110,41 +95,29 @@ async fn try_spawn_app(
         metrics_listen: None,
     };
     tweak(&mut config);
-    let app = query_service::App::build(config, &Host::new(sdk)).await?;
-    let addr = app.local_addr();
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stop.await;
-    }));
-    // The listener is bound already, so the connection waits for nothing.
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let server = spawn_service::<query_service::App>(config, &Host::new(sdk)).await?;
+    let channel = server.channel().await;
     Ok(TestApp {
         client: QueryServiceClient::new(channel.clone()),
         channel,
         dynamo,
         tables,
-        shutdown: Some(shutdown),
         server: Some(server),
-        _store_shutdown: store_shutdown,
+        _store: store,
     })
 }
 
 impl TestApp {
     /// Signals shutdown and returns what `run` returned.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let server = self.server.take().context("already stopped")?;
-        tokio::time::timeout(PATIENCE, server)
-            .await
-            .context("the server did not stop in time")??
+        self.server.take().context("already stopped")?.stop().await
     }
 
-    pub fn shutdown_sender(&mut self) -> Option<oneshot::Sender<()>> {
-        self.shutdown.take()
+    /// Signals shutdown without waiting for the server to stop.
+    pub fn ask_to_stop(&mut self) {
+        if let Some(server) = &mut self.server {
+            server.ask_to_stop();
+        }
     }
 
     pub async fn put(&self, table: String, item: Item) {

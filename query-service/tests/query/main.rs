@@ -769,7 +769,7 @@ async fn health_reflection_and_graceful_shutdown() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
-    let _ = app.shutdown_sender().unwrap().send(());
+    app.ask_to_stop();
     let next = tokio::time::timeout(PATIENCE, watch.message())
         .await
         .expect("no health change after shutdown")

@@ -1,6 +1,6 @@
 //! The workspace's real binaries as child processes, for the test crates
-//! that run them (`tests/processes`, `tests/iam`, `tests/observability`,
-//! each including this file with `#[path]`): each started on port 0 and
+//! that run them (`tests/processes`, `tests/iam`, `tests/observability`):
+//! each started on port 0 and
 //! waited for until it logs the address it listens on, and killed if the
 //! test fails.
 //!
