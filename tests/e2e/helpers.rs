@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use command_service::commands::AggregateCache;
@@ -131,13 +130,6 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
     Ok(app)
 }
 
-async fn connect(addr: SocketAddr) -> Result<Channel, Error> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?)
-}
-
 impl TestApp {
     async fn start_command_service(&mut self) -> Result<(), Error> {
         let config = command_service::Config {
@@ -150,7 +142,7 @@ impl TestApp {
         };
         let app =
             spawn_service::<command_service::App>(config, &Host::new(self.sdk.clone())).await?;
-        self.command = CommandServiceClient::new(connect(app.addr).await?);
+        self.command = CommandServiceClient::new(app.channel().await);
         self.command_service = Some(app);
         Ok(())
     }
@@ -165,7 +157,7 @@ impl TestApp {
             metrics_listen: None,
         };
         let app = spawn_service::<query_service::App>(config, &Host::new(self.sdk.clone())).await?;
-        self.query = QueryServiceClient::new(connect(app.addr).await?);
+        self.query = QueryServiceClient::new(app.channel().await);
         self.query_service = Some(app);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! status, then query the profile and the orders, reading our own writes
 //! with `min_version` instead of sleeping.
 
+use dynabridge_testkit::channel;
 use std::time::Duration;
 
 use dynabridge::pb;
@@ -182,14 +183,6 @@ async fn seed_walkthrough_end_to_end() {
     );
 
     app.shutdown().await;
-}
-
-async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -82,12 +82,7 @@ pub async fn wait_serving(addr: SocketAddr) {
 }
 
 async fn watch_until_serving(addr: SocketAddr) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream = HealthClient::new(channel)
+    let mut stream = HealthClient::new(dynabridge_testkit::channel(addr).await)
         .watch(HealthCheckRequest {
             service: String::new(),
         })
