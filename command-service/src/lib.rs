@@ -15,6 +15,7 @@ use dynabridge_runtime::grpc::ApiServer;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
+use tonic::server::NamedService as _;
 
 pub mod commands;
 mod parse;
@@ -24,7 +25,7 @@ pub use service::CommandApi;
 
 /// The gRPC health name of this service: readiness, SERVING while the store
 /// is reachable (as is "").
-pub const SERVICE_NAME: &str = "dynabridge.v1.CommandService";
+pub const SERVICE_NAME: &str = CommandServiceServer::<CommandApi>::NAME;
 
 /// The gRPC health name of the process: liveness, SERVING until shutdown
 /// whatever the store does.
@@ -142,7 +143,8 @@ impl Service for App {
             args: config.health.clone(),
             readiness: Readiness::Store,
         };
-        let server = ApiServer::start(health, listeners, registry).await?;
+        // The API's gRPC name is the readiness name too.
+        let server = ApiServer::start(Some(SERVICE_NAME), health, listeners, registry).await?;
         tracing::info!(
             addr = %server.addr(),
             event_store = %tables.event_store(),

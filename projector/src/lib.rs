@@ -427,7 +427,8 @@ impl Service for App {
             args: config.health.store.clone(),
             readiness: Readiness::Reported,
         };
-        let server = ApiServer::start(health, listeners, registry).await?;
+        // No API: reflection lists health alone.
+        let server = ApiServer::start(None, health, listeners, registry).await?;
         let (addr, metrics_addr) = (server.addr(), server.metrics_addr());
         let (trigger, stop) = Shutdown::new();
         let recheck = server.health().rechecker();

@@ -166,7 +166,9 @@ impl Service for App {
             args: config.health.clone(),
             readiness: Readiness::Store,
         };
-        let server = ApiServer::start(health, listeners, &host.registry).await?;
+        // The API's gRPC name is the readiness name too.
+        let server =
+            ApiServer::start(Some(SERVICE_NAME), health, listeners, &host.registry).await?;
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, max_wait_ms = config.max_wait_ms, "query service listening");
         Ok(Self {
             server,

@@ -218,9 +218,13 @@ async fn every_service_reports_health_and_serves_reflection() {
         assert_eq!(overall.status, ServingStatus::Serving as i32);
     }
 
+    // Each lists what it answers: its own API (the projector has none),
+    // health, reflection; never another binary's API.
+    let apis = ["dynabridge.v1.CommandService", "dynabridge.v1.QueryService"];
     for (addr, service) in [
-        (app.command_addr(), "dynabridge.v1.CommandService"),
-        (app.query_addr(), "dynabridge.v1.QueryService"),
+        (app.command_addr(), Some(apis[0])),
+        (app.query_addr(), Some(apis[1])),
+        (app.projector_health_addr(), None),
     ] {
         use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -241,8 +245,20 @@ async fn every_service_reports_health_and_serves_reflection() {
             panic!("unexpected reflection response");
         };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        assert!(names.contains(&service), "{names:?}");
+        if let Some(service) = service {
+            assert!(names.contains(&service), "{names:?}");
+        }
         assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+        assert!(
+            names.contains(&"grpc.reflection.v1.ServerReflection"),
+            "{names:?}"
+        );
+        for other in apis.iter().filter(|api| Some(**api) != service) {
+            assert!(
+                !names.contains(other),
+                "{other} listed by {addr}: {names:?}"
+            );
+        }
     }
     app.shutdown().await;
 }

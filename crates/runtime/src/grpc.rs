@@ -65,6 +65,8 @@ pub enum ServeError {
 /// and serves until shutdown, and [`ApiServer::serve_health`] serves the
 /// rest alone (the projector, which has no API).
 pub struct ApiServer {
+    /// The API service's gRPC name, if it serves one.
+    api: Option<&'static str>,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     listener: tokio::net::TcpListener,
@@ -77,8 +79,11 @@ impl ApiServer {
     /// Registers the AWS call metrics, the gRPC metrics and the store's
     /// reachability gauge in `registry` (which must not hold them already),
     /// starts health as `health` says (see [`ServiceHealth::start`]), and
-    /// serves `registry` on `listeners.metrics`, if any.
+    /// serves `registry` on `listeners.metrics`, if any. Reflection lists
+    /// `api` (the gRPC name of the service [`ApiServer::serve`] will add,
+    /// if any), health and itself: what this server answers.
     pub async fn start(
+        api: Option<&'static str>,
         health: HealthSpec,
         listeners: Listeners,
         registry: &prometheus::Registry,
@@ -97,7 +102,7 @@ impl ApiServer {
         let grpc_metrics = GrpcMetrics::register(registry)?;
         let (health, health_service) =
             ServiceHealth::start(health, Some(reachable_gauge(registry)?)).await;
-        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+        let (reflection_v1, reflection_v1alpha) = reflection_services(api)?;
         let router = tonic::transport::Server::builder()
             .layer(grpc_metrics.layer())
             .add_service(health_service)
@@ -105,6 +110,7 @@ impl ApiServer {
             .add_service(reflection_v1alpha);
         let metrics = MetricsEndpoint::spawn(registry, listeners.metrics);
         Ok(Self {
+            api,
             addr,
             metrics_addr,
             listener: listeners.grpc,
@@ -150,6 +156,7 @@ impl ApiServer {
             + 'static,
         S::Future: Send + 'static,
     {
+        debug_assert_eq!(Some(S::NAME), self.api, "the API named at start");
         self.router = self.router.add_service(api);
         self.serve_health(shutdown).await
     }
@@ -161,6 +168,7 @@ impl ApiServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Self {
+            api: _,
             addr: _,
             metrics_addr: _,
             listener,
@@ -352,9 +360,15 @@ pub fn request_deadline(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The gRPC name of the health service.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// Reflection v1 and v1alpha over our contracts and gRPC health, so that
-/// grpcurl works without `.proto` files.
-pub fn reflection_services() -> Result<
+/// grpcurl works without `.proto` files, listing what a server answers:
+/// `api` if it serves one, health, and reflection itself.
+pub fn reflection_services(
+    api: Option<&'static str>,
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -365,14 +379,16 @@ pub fn reflection_services() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let builder = |reflection: &'static str| {
+        api.into_iter().chain([HEALTH_SERVICE, reflection]).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    let v1 = builder("grpc.reflection.v1.ServerReflection").build_v1()?;
+    let v1alpha = builder("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?;
     Ok((v1, v1alpha))
 }
 
