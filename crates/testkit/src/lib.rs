@@ -105,11 +105,6 @@ impl SpawnedApp {
         }
     }
 
-    /// Whether the app's task has ended.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
     /// A channel to the app's gRPC server (bound already, so connecting
     /// waits for nothing).
     pub async fn channel(&self) -> tonic::transport::Channel {
