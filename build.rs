@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "proto/dynabridge/v1/common.proto",
+    "proto/dynabridge/v1/errors.proto",
     "proto/dynabridge/v1/events.proto",
     "proto/dynabridge/v1/command_service.proto",
     "proto/dynabridge/v1/query_service.proto",

@@ -550,21 +550,21 @@ impl Aggregate for Order {
                 });
             }
             // The command has no id (cqrs-es keeps it beside the command),
-            // and a missing order has none to report; the caller adds it.
+            // and a missing order has none to report.
             (OrderCommand::UpdateOrderStatus { .. }, None) => {
-                return Err(DomainError::FailedPrecondition(
-                    "the order does not exist".to_owned(),
-                ));
+                return Err(DomainError::NotFound {
+                    kind: "order",
+                    id: String::new(),
+                });
             }
             (OrderCommand::UpdateOrderStatus { status }, Some(state)) => {
                 let current = OrderStatus::from(state.status);
                 if !current.can_move_to(status) {
-                    return Err(DomainError::FailedPrecondition(format!(
-                        "order {} cannot move from {} to {}",
-                        state.order_id,
-                        current.as_str(),
-                        status.as_str()
-                    )));
+                    return Err(DomainError::InvalidTransition {
+                        id: state.order_id.to_string(),
+                        from: current,
+                        to: status,
+                    });
                 }
                 OrderEvent::OrderStatusUpdated {
                     order_id: state.order_id,
@@ -901,9 +901,9 @@ mod tests {
         assert!(
             matches!(
                 refusal,
-                Some(AggregateError::UserError(DomainError::FailedPrecondition(
-                    _
-                )))
+                Some(AggregateError::UserError(
+                    DomainError::InvalidTransition { .. }
+                ))
             ),
             "expected a refused transition, got {err:#}"
         );

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use dynabridge_domain::{Aggregate, StoredEvent, ValidationError, Version};
+use dynabridge::pb::ErrorReason as Reason;
+use dynabridge_domain::{Aggregate, Requirement, StoredEvent, ValidationError, Version};
 use dynabridge_event_store::{
     Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, StoreError,
 };
@@ -162,10 +163,14 @@ impl<S: CommandStore> CommandHandler<S> {
                 None => {
                     attempt += 1;
                     if attempt > self.max_attempts {
-                        return Err(AppError::Conflict(format!(
-                            "{} {id} kept changing concurrently; retry",
-                            A::TYPE.as_str()
-                        )));
+                        return Err(AppError::refused(
+                            Reason::ConcurrentModification,
+                            format!(
+                                "{} {id} kept changing concurrently; retry",
+                                A::TYPE.as_str()
+                            ),
+                        )
+                        .with("aggregate_id", id));
                     }
                     (self.read::<A>(id, creates, doubted.take()).await?, false)
                 }
@@ -224,11 +229,17 @@ impl<S: CommandStore> CommandHandler<S> {
             if from_cache {
                 return self.again(id, &aggregate);
             }
-            let refusal = AppError::Conflict(format!(
-                "{} {id} is at version {}, not the expected {expected}",
-                A::TYPE.as_str(),
-                aggregate.version()
-            ));
+            let refusal = AppError::refused(
+                Reason::VersionConflict,
+                format!(
+                    "{} {id} is at version {}, not the expected {expected}",
+                    A::TYPE.as_str(),
+                    aggregate.version()
+                ),
+            )
+            .with("aggregate_id", id)
+            .with("expected_version", expected)
+            .with("current_version", aggregate.version());
             return Next::Done(self.replay_or(meta, refusal).await);
         }
         let events = match aggregate.decide(command) {
@@ -241,16 +252,13 @@ impl<S: CommandStore> CommandHandler<S> {
             // happened (an order cannot move to PROCESSING twice).
             Err(err) => return Next::Done(self.replay_or(meta, err.into()).await),
         };
-        if events.is_empty() {
-            return Next::Done(Ok(CommandOutcome {
-                aggregate_id: id.to_string(),
-                version: aggregate.version(),
-                event_ids: Vec::new(),
-                correlation_id: meta.correlation_id.clone(),
-                total: None,
-            }));
-        }
-        let append = self.build_append::<A>(meta, &aggregate, events, Utc::now());
+        // A request that changes nothing is recorded too, so that its
+        // retries answer the same and never change anything later.
+        let append = if events.is_empty() {
+            self.record_unchanged::<A>(meta, id, &aggregate, Utc::now())
+        } else {
+            self.build_append::<A>(meta, &aggregate, events, Utc::now())
+        };
         let appended = self.store.append(&append).await;
         self.settle(tried, aggregate, append, appended).await
     }
@@ -270,6 +278,15 @@ impl<S: CommandStore> CommandHandler<S> {
             number,
         } = *tried;
         match appended {
+            Ok(()) if append.events.is_empty() => {
+                tracing::debug!(
+                    aggregate_type = A::TYPE.as_str(),
+                    aggregate_id = %id,
+                    version = append.idempotency.outcome.version,
+                    "nothing to change; the request is recorded"
+                );
+                Next::Done(Ok(append.idempotency.outcome))
+            }
             Ok(()) => {
                 tracing::info!(
                     aggregate_type = A::TYPE.as_str(),
@@ -298,13 +315,15 @@ impl<S: CommandStore> CommandHandler<S> {
             Err(AppendError::Conflict | AppendError::Unmet(_)) if from_cache => {
                 self.again(id, &aggregate)
             }
-            Err(AppendError::Conflict) if meta.expected_version.is_some() => {
+            // A request that changed nothing was recorded on condition that
+            // the aggregate was still at the version decided on: it moved.
+            Err(AppendError::Unmet(_)) if append.events.is_empty() => {
                 self.forget(id, &aggregate);
-                Next::Done(Err(AppError::Conflict(format!(
-                    "{} {id} was changed concurrently",
-                    A::TYPE.as_str()
-                ))))
+                Next::Again { doubted: None }
             }
+            // Decided again from a fresh read: with `expected_version`, that
+            // read answers the version conflict with the current version (or
+            // the original outcome, when the winner was this very request).
             Err(AppendError::Conflict) => {
                 self.forget(id, &aggregate);
                 tracing::debug!(attempt = number, aggregate_id = %id, "concurrent append, re-deciding");
@@ -386,6 +405,39 @@ impl<S: CommandStore> CommandHandler<S> {
         }
     }
 
+    /// The record of a request that changes nothing: no event, the
+    /// aggregate's version as the outcome, on condition that the aggregate
+    /// is still at that version.
+    fn record_unchanged<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        id: Uuid,
+        aggregate: &A,
+        now: DateTime<Utc>,
+    ) -> Append {
+        let version = aggregate.version();
+        Append {
+            events: Vec::new(),
+            idempotency: IdempotencyRecord {
+                request_id: meta.request_id.as_str().to_owned(),
+                request_hash: meta.request_hash.clone(),
+                outcome: CommandOutcome {
+                    aggregate_id: id.to_string(),
+                    version,
+                    event_ids: Vec::new(),
+                    correlation_id: meta.correlation_id.clone(),
+                    total: None,
+                },
+            },
+            requirements: vec![Requirement::Unchanged {
+                aggregate_type: A::TYPE,
+                id,
+                version,
+            }],
+            now,
+        }
+    }
+
     /// If this request was already recorded, its original outcome (or a
     /// rejection when the key was reused for another request); else `err`.
     async fn replay_or(
@@ -406,11 +458,7 @@ impl<S: CommandStore> CommandHandler<S> {
                 );
                 Ok(outcome)
             }
-            Some(_) => Err(ValidationError::single(
-                "request_id",
-                "was already used for a different request",
-            )
-            .into()),
+            Some(_) => Err(AppError::request_id_reused()),
             None => Err(err),
         }
     }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::Version;
 use dynabridge_read_models::{OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::error::AppError;
@@ -56,7 +57,9 @@ impl Queries {
         let what = format!("user {user_id}");
         let read = || self.read_models.user_profile(user_id);
         match freshness {
-            Freshness::Latest => read().await?.ok_or_else(|| not_found(&what)),
+            Freshness::Latest => read()
+                .await?
+                .ok_or_else(|| not_found("user", &user_id.to_string())),
             Freshness::AtLeast(awaited) => {
                 let until = self.wait_until(call_deadline);
                 wait_for_version(&what, awaited, until, |row| row.version, read).await
@@ -69,7 +72,13 @@ impl Queries {
         self.read_models
             .user_by_email(&email)
             .await?
-            .ok_or_else(|| not_found(&format!("user with email {email}")))
+            .ok_or_else(|| {
+                AppError::refused(
+                    Reason::AggregateNotFound,
+                    format!("user with email {email} not found"),
+                )
+                .with("aggregate_type", "user")
+            })
     }
 
     /// `call_deadline` is when the client stops waiting, if it said.
@@ -85,7 +94,9 @@ impl Queries {
         let what = format!("order {order_id}");
         let read = || self.read_models.order(order_id);
         match freshness {
-            Freshness::Latest => read().await?.ok_or_else(|| not_found(&what)),
+            Freshness::Latest => read()
+                .await?
+                .ok_or_else(|| not_found("order", &order_id.to_string())),
             Freshness::AtLeast(awaited) => {
                 let until = self.wait_until(call_deadline);
                 wait_for_version(&what, awaited, until, |row| row.version, read).await
@@ -130,8 +141,10 @@ impl Queries {
     }
 }
 
-fn not_found(what: &str) -> AppError {
-    AppError::NotFound(format!("{what} not found"))
+fn not_found(kind: &'static str, id: &str) -> AppError {
+    AppError::refused(Reason::AggregateNotFound, format!("{kind} {id} not found"))
+        .with("aggregate_type", kind)
+        .with("aggregate_id", id)
 }
 
 /// How long a `min_version` read may wait: the server's cap, or less when
@@ -185,9 +198,14 @@ where
         delay = (delay * 2).min(MAX_POLL_DELAY);
     }
     tracing::info!(seen, awaited, "read model did not catch up in time");
-    Err(AppError::DeadlineExceeded(format!(
-        "{what} is at version {seen}, not yet at version {awaited}; the read model is behind, retry later"
-    )))
+    Err(AppError::refused(
+        Reason::NotYetVisible,
+        format!(
+            "{what} is at version {seen}, not yet at version {awaited}; the read model is behind, retry later"
+        ),
+    )
+    .with("current_version", seen)
+    .with("min_version", awaited))
 }
 
 #[cfg(test)]
@@ -265,9 +283,13 @@ mod tests {
         let err = wait_for_version("user u", 4, until, |v| *v, read)
             .await
             .unwrap_err();
-        let AppError::DeadlineExceeded(message) = err else {
-            panic!("expected DeadlineExceeded, got {err:?}");
+        let AppError::Refused(refusal) = err else {
+            panic!("expected a refusal, got {err:?}");
         };
+        assert_eq!(refusal.reason, Reason::NotYetVisible);
+        assert_eq!(refusal.get("current_version"), Some("1"));
+        assert_eq!(refusal.get("min_version"), Some("4"));
+        let message = refusal.message;
         assert!(message.contains("at version 1"), "{message}");
         assert!(message.contains("version 4"), "{message}");
         assert_eq!(start.elapsed(), Duration::from_millis(200));
@@ -314,7 +336,7 @@ mod tests {
         let err = wait_for_version("user u", 1, start + Duration::from_millis(80), |v| *v, read)
             .await
             .unwrap_err();
-        assert!(matches!(err, AppError::DeadlineExceeded(_)), "{err:?}");
+        assert_eq!(err.reason(), Some(Reason::NotYetVisible), "{err:?}");
         assert_eq!(start.elapsed(), Duration::from_millis(80));
     }
 }

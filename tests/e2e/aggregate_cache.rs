@@ -13,6 +13,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use command_service::commands::{
     AggregateCache, AggregateCacheMetrics, CommandHandler, CommandMeta, RequestId,
 };
+use dynabridge::pb::ErrorReason as Reason;
 use dynabridge::schema::Tables;
 use dynabridge_domain::{
     Email, Event, OrderId, OrderLine, OrderLines, OrderStatus, Quantity, Sku, UserId, UserName,
@@ -270,7 +271,7 @@ async fn a_stale_cached_order_fails_the_append_and_is_read_again() {
         .await
         .unwrap_err();
     assert!(
-        matches!(refused, AppError::FailedPrecondition(_)),
+        refused.reason() == Some(Reason::InvalidStatusTransition),
         "{refused:?}"
     );
     assert_eq!(
@@ -298,7 +299,16 @@ async fn an_expected_version_the_store_has_and_the_cache_has_not_succeeds() {
     // store has moved on. That is a real conflict, and nothing is written.
     b.rename(user, "Dee", None).await.unwrap();
     let refused = a.rename(user, "Eve", Some(3)).await.unwrap_err();
-    assert!(matches!(refused, AppError::Conflict(_)), "{refused:?}");
+    assert_eq!(
+        refused.reason(),
+        Some(Reason::VersionConflict),
+        "{refused:?}"
+    );
+    let AppError::Refused(conflict) = &refused else {
+        unreachable!()
+    };
+    assert_eq!(conflict.get("current_version"), Some("4"));
+    assert_eq!(conflict.get("expected_version"), Some("3"));
     assert_eq!(a.calls.take(), [TRANSACT, QUERY, GET_ITEM]);
     let (versions, _) = history(&a, &user.to_string()).await;
     assert_eq!(versions, [1, 2, 3, 4]);

@@ -259,6 +259,29 @@ async fn every_service_reports_health_and_serves_reflection() {
                 "{other} listed by {addr}: {names:?}"
             );
         }
+
+        // The error details resolve, so that grpcurl decodes them.
+        for symbol in [
+            "google.rpc.ErrorInfo",
+            "google.rpc.BadRequest",
+            "google.rpc.RetryInfo",
+        ] {
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+            };
+            let mut stream = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let response = stream.message().await.unwrap().unwrap();
+            let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response
+            else {
+                panic!("{symbol} not found by {addr}: {response:?}");
+            };
+            assert!(!files.file_descriptor_proto.is_empty(), "{symbol}");
+        }
     }
     app.shutdown().await;
 }

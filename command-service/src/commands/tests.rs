@@ -275,10 +275,7 @@ async fn a_request_id_reused_for_another_request_is_refused_naming_the_field() {
         .await
         .unwrap_err();
 
-    let AppError::Invalid(violations) = err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(violations.violations[0].field, "request_id");
+    assert_eq!(err.reason(), Some(Reason::RequestIdReused), "{err:?}");
     assert!(!store.state().unique.contains_key("bob@example.com"));
 }
 
@@ -293,7 +290,7 @@ async fn an_email_another_user_holds_is_already_exists() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, AppError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(err.reason(), Some(Reason::EmailTaken), "{err:?}");
     assert_eq!(store.state().events.len(), 1);
 }
 
@@ -409,10 +406,12 @@ async fn a_writer_that_always_wins_ends_in_conflict_after_max_attempts() {
         .await
         .unwrap_err();
 
-    let AppError::Conflict(message) = &err else {
+    let AppError::Refused(refusal) = &err else {
         panic!("{err:?}")
     };
-    assert!(message.contains("kept changing"), "{message}");
+    assert_eq!(refusal.reason, Reason::ConcurrentModification);
+    assert_eq!(refusal.get("aggregate_id"), Some(id.to_string().as_str()));
+    assert!(refusal.message.contains("kept changing"), "{refusal}");
     assert_eq!(store.calls().0, attempts as usize, "one read per attempt");
 }
 
@@ -429,7 +428,12 @@ async fn an_expected_version_the_aggregate_has_left_is_a_conflict_without_an_app
         .await
         .unwrap_err();
 
-    assert!(matches!(err, AppError::Conflict(_)), "{err:?}");
+    let AppError::Refused(conflict) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(conflict.reason, Reason::VersionConflict);
+    assert_eq!(conflict.get("expected_version"), Some("0"));
+    assert_eq!(conflict.get("current_version"), Some("1"));
     assert_eq!(store.calls().1, 1, "only the create appended");
 }
 
@@ -471,6 +475,98 @@ async fn an_order_for_a_user_who_does_not_exist_is_not_found() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, AppError::NotFound(_)), "{err:?}");
+    let AppError::Refused(refusal) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(refusal.reason, Reason::AggregateNotFound);
+    assert_eq!(refusal.get("aggregate_type"), Some("user"));
+    assert_eq!(
+        refusal.get("aggregate_id"),
+        Some(nobody.to_string().as_str())
+    );
     assert!(store.state().events.is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_update_that_now_changes_nothing_returns_the_original_outcome() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    let first = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    // The retry finds the change already in place: nothing to decide, but
+    // the request is known, and its answer is the first one.
+    let mut retry_meta = meta("r2");
+    retry_meta.correlation_id = "corr-of-the-retry".into();
+    let retry = handler
+        .update_user_profile(&retry_meta, id, Some(name("Ada L.")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(retry, first);
+    assert_eq!(retry.event_ids.len(), 1);
+    assert_eq!(retry.correlation_id, "corr-r2");
+    assert_eq!(store.version_of(id), 2);
+}
+
+#[tokio::test]
+async fn a_request_that_changes_nothing_is_recorded_and_its_retry_changes_nothing_later() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+
+    // Ada is already Ada: nothing to change, and the answer is recorded.
+    let unchanged = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada")), None)
+        .await
+        .unwrap();
+    assert_eq!(unchanged.version, 1);
+    assert!(unchanged.event_ids.is_empty());
+    assert_eq!(unchanged.correlation_id, "corr-r2");
+    assert!(store.state().records.contains_key("r2"));
+
+    // Someone renames her. The retry of "r2" must not rename her back.
+    handler
+        .update_user_profile(&meta("r3"), id, Some(name("Bea")), None)
+        .await
+        .unwrap();
+    let retry = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(retry, unchanged);
+    assert_eq!(store.version_of(id), 2, "the retry appended nothing");
+}
+
+#[tokio::test]
+async fn a_request_that_changes_nothing_is_decided_again_if_the_aggregate_moves_before_it_is_recorded()
+ {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_user(&handler, "r1", "ada@example.com").await;
+    // Between the read and the record, another writer renames her: the
+    // record's condition (still at version 1) fails, and the request is
+    // decided again from version 2, where it changes something.
+    store.inject(Injected::WriterFirst(Event::UserProfileUpdated {
+        user_id: id,
+        name: Some(name("Bea")),
+        email: None,
+    }));
+
+    let outcome = handler
+        .update_user_profile(&meta("r2"), id, Some(name("Ada")), None)
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.version, 3);
+    assert_eq!(outcome.event_ids.len(), 1);
+    assert_eq!(
+        store.calls(),
+        (2, 3, 0),
+        "read, record refused, read, append"
+    );
 }

@@ -1,5 +1,7 @@
 use std::fmt;
 
+use crate::{OrderStatus, UniqueScope, Version};
+
 /// One invalid field of a request, named by its protobuf field path
 /// (`items[2].quantity`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +98,9 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
-/// Why an aggregate refused a command.
+/// Why an aggregate refused a command. Each variant is one cause a client
+/// can tell apart (the gRPC edge gives each its own `ErrorInfo.reason`), and
+/// carries what a client needs to act on it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("invalid request: {0}")]
@@ -105,13 +109,26 @@ pub enum DomainError {
     NotFound { kind: &'static str, id: String },
     #[error("{kind} {id} already exists")]
     AlreadyExists { kind: &'static str, id: String },
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// A unique value another aggregate holds (see [`crate::UniqueScope`]).
-    #[error("{0}")]
-    Taken(&'static str),
-    /// Another writer changed what the decision was made on: retry from a
-    /// fresh read.
-    #[error("{0}")]
-    Conflict(String),
+    /// A status change the order's life cycle forbids.
+    #[error("order {id} cannot move from {} to {}", from.as_str(), to.as_str())]
+    InvalidTransition {
+        id: String,
+        from: OrderStatus,
+        to: OrderStatus,
+    },
+    /// A unique value another aggregate holds (see [`UniqueScope`]).
+    #[error("{}", .0.taken_message())]
+    Taken(UniqueScope),
+    /// A unique value the aggregate gives up was not its own in the store:
+    /// the store is out of step with the aggregate's events.
+    #[error("a released {0:?} value was not held")]
+    NotHeld(UniqueScope),
+    /// Another writer changed an aggregate after the version a decision
+    /// read: read it again and retry.
+    #[error("{kind} {id} changed after version {version}; read it again and retry")]
+    Changed {
+        kind: &'static str,
+        id: String,
+        version: Version,
+    },
 }

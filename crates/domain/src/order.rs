@@ -192,11 +192,11 @@ impl Order {
             }),
             (OrderCommand::UpdateStatus { id, status }, Some(state)) => {
                 if !state.status.can_move_to(*status) {
-                    return Err(DomainError::FailedPrecondition(format!(
-                        "order {id} cannot move from {} to {}",
-                        state.status.as_str(),
-                        status.as_str()
-                    )));
+                    return Err(DomainError::InvalidTransition {
+                        id: id.to_string(),
+                        from: state.status,
+                        to: *status,
+                    });
                 }
                 Ok(vec![Event::OrderStatusUpdated {
                     order_id: *id,
@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn every_transition_outside_the_life_cycle_is_a_failed_precondition() {
+    fn every_transition_outside_the_life_cycle_is_refused_naming_both_statuses() {
         use OrderStatus::*;
         let allowed = [
             (Created, Processing),
@@ -393,7 +393,12 @@ mod tests {
                     );
                 } else {
                     assert!(
-                        matches!(result, Err(DomainError::FailedPrecondition(_))),
+                        result
+                            == Err(DomainError::InvalidTransition {
+                                id: id.to_string(),
+                                from,
+                                to
+                            }),
                         "{from:?} -> {to:?} should be refused, got {result:?}"
                     );
                 }

@@ -58,25 +58,24 @@ pub enum Requirement {
 impl Requirement {
     /// Why the command is refused when the store finds this requirement
     /// unmet. A release that does not hold is no refusal but a store out of
-    /// step with its aggregate; it is reported as a failed precondition.
+    /// step with its aggregate ([`DomainError::NotHeld`]).
     pub fn unmet(&self) -> DomainError {
         match self {
-            Self::Claim { scope, .. } => DomainError::Taken(scope.taken_message()),
+            Self::Claim { scope, .. } => DomainError::Taken(*scope),
             Self::Exists { aggregate_type, id } => DomainError::NotFound {
                 kind: aggregate_type.kind(),
                 id: id.to_string(),
             },
-            Self::Release { scope, .. } => {
-                DomainError::FailedPrecondition(format!("a released {scope:?} value was not held"))
-            }
+            Self::Release { scope, .. } => DomainError::NotHeld(*scope),
             Self::Unchanged {
                 aggregate_type,
                 id,
                 version,
-            } => DomainError::Conflict(format!(
-                "{} {id} changed after version {version}; read it again and retry",
-                aggregate_type.kind()
-            )),
+            } => DomainError::Changed {
+                kind: aggregate_type.kind(),
+                id: id.to_string(),
+                version: *version,
+            },
         }
     }
 }
@@ -191,7 +190,10 @@ mod tests {
             version: 3,
         };
         let err = unchanged.unmet();
-        assert!(matches!(err, DomainError::Conflict(_)), "{err:?}");
+        assert!(
+            matches!(err, DomainError::Changed { version: 3, .. }),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             format!("user {id} changed after version 3; read it again and retry")
@@ -205,9 +207,8 @@ mod tests {
             value: "ann@example.com".into(),
             owner: uuid::Uuid::new_v4(),
         };
-        assert_eq!(
-            claim.unmet(),
-            DomainError::Taken("the email address belongs to another user")
-        );
+        let err = claim.unmet();
+        assert_eq!(err, DomainError::Taken(UniqueScope::Email));
+        assert_eq!(err.to_string(), "the email address belongs to another user");
     }
 }

@@ -20,6 +20,7 @@ use crate::error::AppError;
 use crate::health::{HealthSpec, ServiceHealth, reachable_gauge};
 use crate::telemetry::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsEndpoint};
 use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
+use dynabridge::pb::ErrorReason as Reason;
 
 /// Where a binary serves: its gRPC server (the health server, for the
 /// projector) and, if any, its Prometheus `/metrics` endpoint. Bound by the
@@ -191,42 +192,90 @@ pub const ERROR_DOMAIN: &str = "dynabridge.dev";
 /// The metadata key a correlation id travels in, both ways.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
+/// How soon a client is told to retry a call the store could not serve.
+pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The gRPC code of each reason: the coarse class a reason belongs to.
+pub fn reason_code(reason: Reason) -> Code {
+    match reason {
+        Reason::InvalidField | Reason::MalformedMessage | Reason::RequestIdReused => {
+            Code::InvalidArgument
+        }
+        Reason::AggregateNotFound => Code::NotFound,
+        Reason::EmailTaken | Reason::AggregateExists => Code::AlreadyExists,
+        Reason::InvalidStatusTransition | Reason::UniqueValueNotHeld => Code::FailedPrecondition,
+        Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
+        Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
+        Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,
+        Reason::StoreUnavailable => Code::Unavailable,
+        Reason::InternalFault | Reason::ReasonUnspecified => Code::Internal,
+    }
+}
+
+/// A status with `details`, and an `ErrorInfo` of `reason` and `metadata`.
+pub fn status_with_reason(
+    reason: Reason,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (String, String)>,
+    mut details: ErrorDetails,
+) -> Status {
+    details.set_error_info(
+        reason.as_str_name(),
+        ERROR_DOMAIN,
+        metadata
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+    );
+    Status::with_error_details(reason_code(reason), message, details)
+}
+
 impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
-        let (code, reason, message) = match err {
+        match err {
             AppError::Invalid(violations) => {
                 let mut details = ErrorDetails::new();
                 for v in &violations.violations {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
-                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, []);
-                return Status::with_error_details(
-                    Code::InvalidArgument,
+                status_with_reason(
+                    Reason::InvalidField,
                     format!("invalid request: {violations}"),
+                    [],
                     details,
-                );
+                )
             }
-            AppError::NotFound(m) => (Code::NotFound, "NOT_FOUND", m),
-            AppError::AlreadyExists(m) => (Code::AlreadyExists, "ALREADY_EXISTS", m),
-            AppError::FailedPrecondition(m) => (Code::FailedPrecondition, "FAILED_PRECONDITION", m),
-            AppError::Conflict(m) => (Code::Aborted, "CONCURRENT_MODIFICATION", m),
-            AppError::DeadlineExceeded(m) => (Code::DeadlineExceeded, "NOT_YET_VISIBLE", m),
+            AppError::Refused(refusal) => {
+                let mut details = ErrorDetails::new();
+                if refusal.reason == Reason::RequestIdReused {
+                    details.add_bad_request_violation("request_id", refusal.message.clone());
+                }
+                let metadata = refusal
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value));
+                status_with_reason(refusal.reason, refusal.message, metadata, details)
+            }
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable");
-                (
-                    Code::Unavailable,
-                    "STORE_UNAVAILABLE",
-                    "the store is unavailable, retry with backoff".to_owned(),
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(STORE_RETRY_DELAY));
+                status_with_reason(
+                    Reason::StoreUnavailable,
+                    "the store is unavailable, retry with backoff",
+                    [],
+                    details,
                 )
             }
             AppError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
-                (Code::Internal, "INTERNAL", "internal error".to_owned())
+                status_with_reason(
+                    Reason::InternalFault,
+                    "internal error",
+                    [],
+                    ErrorDetails::new(),
+                )
             }
-        };
-        let mut details = ErrorDetails::new();
-        details.set_error_info(reason, ERROR_DOMAIN, []);
-        Status::with_error_details(code, message, details)
+        }
     }
 }
 
@@ -363,8 +412,9 @@ pub fn request_deadline(metadata: &MetadataMap) -> Option<Duration> {
 /// The gRPC name of the health service.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
-/// Reflection v1 and v1alpha over our contracts and gRPC health, so that
-/// grpcurl works without `.proto` files, listing what a server answers:
+/// Reflection v1 and v1alpha over our contracts, gRPC health and the
+/// `google.rpc` error details, so that grpcurl works without `.proto`
+/// files and shows an error's details decoded. It lists what a server answers:
 /// `api` if it serves one, health, and reflection itself.
 pub fn reflection_services(
     api: Option<&'static str>,
@@ -383,7 +433,11 @@ pub fn reflection_services(
         api.into_iter().chain([HEALTH_SERVICE, reflection]).fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(dynabridge::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // The error details every error carries (`ErrorInfo`,
+                // `BadRequest`, `RetryInfo`), so that a reflection client
+                // such as grpcurl decodes them.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
             |builder, name| builder.with_service_name(name),
         )
     };
@@ -519,7 +573,7 @@ mod tests {
             "Test",
             tonic::Request::new(()),
             |()| "",
-            |(), _| async { Err::<(), _>(AppError::NotFound("gone".into())) },
+            |(), _| async { Err::<(), _>(AppError::refused(Reason::AggregateNotFound, "gone")) },
         )
         .await
         .unwrap_err();

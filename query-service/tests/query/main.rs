@@ -138,7 +138,7 @@ async fn missing_rows_are_not_found() {
     for result in results {
         let status = result.expect_err("expected NOT_FOUND");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
-        assert_eq!(reason(&status), "NOT_FOUND");
+        assert_eq!(reason(&status), "AGGREGATE_NOT_FOUND");
     }
 }
 
