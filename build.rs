@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
+        // prost's codec, except that a request that does not decode is
+        // INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         // Well-known types with ProtoJSON (serde) support, so that the event
         // envelope serialises exactly as the protobuf JSON mapping says.
         .compile_well_known_types(true)

@@ -2,6 +2,8 @@
 //! other languages agree on.
 //!
 //! - [`pb`]: the code generated from `proto/dynabridge/v1`.
+//! - [`codec`]: the protobuf codec of the generated clients and servers (a
+//!   request that does not decode is the client's error).
 //! - [`convert`]: protobuf ⇄ domain conversions shared by every edge.
 //! - [`envelope`]: a stored event ⇄ its `EventEnvelope`, and the envelope's
 //!   ProtoJSON (the EventBridge `detail`).
@@ -12,7 +14,11 @@
 //! are crates of their own under `crates/`. See `ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod convert;
 pub mod envelope;
 pub mod pb;
 pub mod schema;
+
+/// The `google.rpc.ErrorInfo` domain of every error this system returns.
+pub const ERROR_DOMAIN: &str = "dynabridge.dev";

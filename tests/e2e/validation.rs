@@ -395,3 +395,157 @@ async fn malformed_queries_are_refused() {
     );
     app.shutdown().await;
 }
+
+/// A codec that sends and receives bytes as they are, to send what no
+/// generated client would.
+#[derive(Clone, Copy, Debug, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+async fn raw_call(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    request: tonic::Request<Vec<u8>>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(dynabridge_testkit::channel(addr).await);
+    grpc.ready().await.unwrap();
+    grpc.unary(request, http::uri::PathAndQuery::from_static(path), Raw)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn reason_of(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_decode_are_invalid_argument_on_every_rpc_and_write_nothing() {
+    let app = spawn_app().await;
+    let before = written(&app).await;
+    let (command, query) = (app.command_addr(), app.query_addr());
+    let rpcs = [
+        (command, "/dynabridge.v1.CommandService/CreateUser"),
+        (command, "/dynabridge.v1.CommandService/UpdateUserProfile"),
+        (command, "/dynabridge.v1.CommandService/CreateOrder"),
+        (command, "/dynabridge.v1.CommandService/UpdateOrderStatus"),
+        (query, "/dynabridge.v1.QueryService/GetUserProfile"),
+        (query, "/dynabridge.v1.QueryService/GetUserByEmail"),
+        (query, "/dynabridge.v1.QueryService/GetOrder"),
+        (query, "/dynabridge.v1.QueryService/ListOrdersByUser"),
+        (query, "/dynabridge.v1.QueryService/ListOrdersByStatus"),
+    ];
+    let bad: [&[u8]; 4] = [
+        // Field 1, two bytes that are not UTF-8 (a string on all but
+        // ListOrdersByStatus, whose field 1 is an enum: a wrong wire type).
+        &[0x0a, 0x02, 0xff, 0xfe],
+        // A length running past the end.
+        &[0x0a, 0x0a, b'a'],
+        // Field 0, which does not exist.
+        &[0x00, 0x01],
+        // A varint that never ends.
+        &[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    ];
+    for (addr, path) in rpcs {
+        for bytes in bad {
+            let status = raw_call(addr, path, tonic::Request::new(bytes.to_vec()))
+                .await
+                .expect_err("does not decode");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{path} {bytes:02x?}: {status:?}"
+            );
+            assert_eq!(reason_of(&status), "MALFORMED_MESSAGE", "{path}");
+        }
+    }
+    let status = raw_call(
+        command,
+        "/dynabridge.v1.CommandService/CreateUser",
+        tonic::Request::new(vec![0x0a, 0x02, 0xff, 0xfe]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violated_fields(&status), ["request_id"]);
+    assert_eq!(written(&app).await, before, "nothing written");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_or_metadata_over_the_limit_is_resource_exhausted() {
+    let app = spawn_app().await;
+    let before = written(&app).await;
+    let mut client = dynabridge::pb::command_service_client::CommandServiceClient::new(
+        dynabridge_testkit::channel(app.command_addr()).await,
+    );
+
+    let big = pb::CreateUserRequest {
+        request_id: new_request_id(),
+        email: "big@example.com".into(),
+        name: "x".repeat(5 * 1024 * 1024),
+        ..Default::default()
+    };
+    let status = client.create_user(big).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason_of(&status), "MESSAGE_TOO_LARGE");
+
+    let mut request = tonic::Request::new(pb::CreateUserRequest {
+        request_id: new_request_id(),
+        email: "meta@example.com".into(),
+        name: "Meta".into(),
+        ..Default::default()
+    });
+    let value = "v".repeat(20 * 1024);
+    request
+        .metadata_mut()
+        .insert("x-large", value.parse().unwrap());
+    let status = client.create_user(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason_of(&status), "METADATA_TOO_LARGE");
+    assert_eq!(written(&app).await, before, "nothing written");
+    app.shutdown().await;
+}

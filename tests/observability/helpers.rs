@@ -114,11 +114,26 @@ pub async fn sdk_with_bus(store: &str, event_bridge: &str) -> aws_config::SdkCon
     .build()
 }
 
-/// A loopback TCP proxy to `upstream` that the test can cut: while cut,
-/// connections are refused as they arrive, and open ones are dropped.
+/// A loopback TCP proxy to `upstream` that the test can cut or stall.
+/// Cut, connections are refused as they arrive, and open ones are dropped.
+/// Stalled, connections are accepted and open ones kept, but no byte
+/// passes either way: a store that hangs.
 pub struct Proxy {
     pub endpoint: String,
-    open: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Open,
+    Cut,
+    Stalled,
+}
+
+/// Waits until the mode satisfies `wanted`: the mode then, or `None` once
+/// the proxy is gone.
+async fn until(mode: &mut watch::Receiver<Mode>, wanted: impl Fn(Mode) -> bool) -> Option<Mode> {
+    mode.wait_for(|m| wanted(*m)).await.ok().map(|m| *m)
 }
 
 impl Proxy {
@@ -129,33 +144,43 @@ impl Proxy {
             .expect("an http://ip:port endpoint");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (open, is_open) = watch::channel(true);
+        let (mode, watched) = watch::channel(Mode::Open);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*is_open.borrow() {
-                    continue;
-                }
-                let mut is_open = is_open.clone();
+                let mut mode = watched.clone();
                 tokio::spawn(async move {
+                    // A connection arriving while stalled waits, held open.
+                    if until(&mut mode, |m| m != Mode::Stalled).await != Some(Mode::Open) {
+                        return;
+                    }
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = is_open.wait_for(|open| !*open) => {}
+                        _ = until(&mut mode, |m| m != Mode::Open) => {
+                            // Stalled: hold both ends, pass nothing, until
+                            // cut or opened again; then drop the connection.
+                            until(&mut mode, |m| m != Mode::Stalled).await;
+                        }
                     }
                 });
             }
         });
-        Self { endpoint, open }
+        Self { endpoint, mode }
     }
 
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    #[allow(dead_code, reason = "the fail_fast tests stall the store")]
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stalled);
     }
 
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.mode.send_replace(Mode::Open);
     }
 }
 

@@ -17,7 +17,8 @@ use tower_layer::{Identity, Stack};
 use tracing::Instrument as _;
 
 use crate::error::AppError;
-use crate::health::{HealthSpec, ServiceHealth, reachable_gauge};
+use crate::guard::{GuardLayer, HTTP2_MAX_HEADER_LIST_BYTES, StoreGate};
+use crate::health::{HealthSpec, Readiness, ServiceHealth, reachable_gauge};
 use crate::telemetry::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsEndpoint};
 use crate::telemetry::{TRACEPARENT_HEADER, TraceParent};
 use dynabridge::pb::ErrorReason as Reason;
@@ -71,7 +72,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     listener: tokio::net::TcpListener,
-    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    router: Router<Stack<GuardLayer, Stack<GrpcMetricsLayer, Identity>>>,
     health: ServiceHealth,
     metrics: MetricsEndpoint,
 }
@@ -101,11 +102,17 @@ impl ApiServer {
             .map_err(ServeError::ListenAddress)?;
         dynabridge_aws::register_call_metrics(registry)?;
         let grpc_metrics = GrpcMetrics::register(registry)?;
+        let follows_store = health.readiness == Readiness::Store;
         let (health, health_service) =
             ServiceHealth::start(health, Some(reachable_gauge(registry)?)).await;
+        let gate = follows_store
+            .then(|| StoreGate::new(health.reachable(), health.rechecker(), STORE_RETRY_DELAY));
         let (reflection_v1, reflection_v1alpha) = reflection_services(api)?;
         let router = tonic::transport::Server::builder()
+            .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+            // The metrics outside, so that they count what the client got.
             .layer(grpc_metrics.layer())
+            .layer(GuardLayer::new(gate))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -186,8 +193,7 @@ impl ApiServer {
     }
 }
 
-/// The `ErrorInfo` domain of every error this system returns.
-pub const ERROR_DOMAIN: &str = "dynabridge.dev";
+pub use dynabridge::ERROR_DOMAIN;
 
 /// The metadata key a correlation id travels in, both ways.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -287,7 +293,8 @@ pub struct Call {
     /// The caller's trace context as the call's span continues it, if the
     /// caller sent one and tracing is exported.
     pub trace_parent: Option<TraceParent>,
-    /// When the answer is due, if the client set a `grpc-timeout`.
+    /// When the answer is due, if the client set a `grpc-timeout`. The
+    /// handler is stopped a little before ([`deadline_margin`]).
     pub deadline: Option<tokio::time::Instant>,
 }
 
@@ -308,8 +315,12 @@ where
     F: FnOnce(Req, Call) -> Fut,
     Fut: Future<Output = Result<Resp, AppError>>,
 {
-    let (metadata, _, message) = request.into_parts();
-    let deadline = request_deadline(&metadata).map(|timeout| tokio::time::Instant::now() + timeout);
+    let (metadata, extensions, message) = request.into_parts();
+    let now = tokio::time::Instant::now();
+    let timeout = request_deadline(&metadata);
+    let deadline = timeout.map(|timeout| now + timeout);
+    let answer_by = timeout.map(|timeout| now + timeout.saturating_sub(deadline_margin(timeout)));
+    let gate = extensions.get::<StoreGate>().cloned();
     let cid = correlation_id(correlation_field(&message), &metadata).map_err(AppError::from)?;
     let span = request_span(method, &cid);
     let call = Call {
@@ -318,7 +329,21 @@ where
         deadline,
     };
     let result = async move {
-        let result = handle(message, call).await;
+        // Every store call of the handler is bounded by the caller's
+        // deadline: one the client will not wait for is abandoned, and the
+        // answer is ours, not tonic's CANCELLED.
+        let handled = handle(message, call);
+        let result = match answer_by {
+            Some(at) => tokio::time::timeout_at(at, handled)
+                .await
+                .unwrap_or_else(|_| Err(deadline_passed())),
+            None => handled.await,
+        };
+        if let (Err(AppError::Unavailable(_)), Some(gate)) = (&result, &gate) {
+            // The store failed the call: the health check looks now,
+            // so that the calls after this one fail fast if it is down.
+            gate.recheck();
+        }
         match &result {
             Ok(_) => tracing::debug!("request served"),
             // Unavailable and internal errors are logged, at warn and
@@ -341,6 +366,26 @@ where
             Err(status)
         }
     }
+}
+
+/// How long before the caller's deadline a call is answered
+/// `DEADLINE_EXCEEDED` by us: a twentieth of its timeout, at most 50 ms. tonic
+/// answers a call it times out with a bare `CANCELLED`, and the client's own
+/// timer fires at the deadline too; answering first, the client gets our
+/// status. (A `min_version` wait stops earlier still, a tenth and at most
+/// 100 ms before, to report the versions it saw.)
+pub fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 20).min(MAX_DEADLINE_MARGIN)
+}
+
+const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+fn deadline_passed() -> AppError {
+    AppError::refused(
+        Reason::DeadlinePassed,
+        "the call's deadline passed before it was answered; a command may still \
+         have been applied: retry it with the same request_id",
+    )
 }
 
 fn echo_correlation_id(metadata: &mut MetadataMap, cid: &str) {

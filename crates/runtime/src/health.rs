@@ -189,6 +189,18 @@ impl Recheck {
     }
 }
 
+impl From<Arc<Notify>> for Recheck {
+    /// Checks when `notify` is notified.
+    fn from(notify: Arc<Notify>) -> Self {
+        Self(notify)
+    }
+}
+
+/// The least time between two checks a [`Recheck`] asked for: calls that
+/// fail while the store is down ask for one each, and the store is not to
+/// be probed in a loop.
+const MIN_RECHECK_SPACING: Duration = Duration::from_millis(200);
+
 /// The store, checked in the background.
 #[derive(Debug)]
 pub struct StoreHealth {
@@ -270,12 +282,19 @@ async fn watch_store(
     recheck: Arc<Notify>,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            () = tokio::time::sleep(args.interval()) => {}
-            () = recheck.notified() => {}
+            () = tokio::time::sleep_until(last + args.interval()) => {}
+            () = recheck.notified() => {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep_until(last + MIN_RECHECK_SPACING) => {}
+                }
+            }
         }
+        last = tokio::time::Instant::now();
         let outcome = tokio::select! {
             _ = &mut stopped => return,
             outcome = probe.check(args.timeout()) => outcome,
