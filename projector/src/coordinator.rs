@@ -521,8 +521,11 @@ mod tests {
             let wall = events[4].occurred_at + chrono::Duration::days(1);
             let verdict = assess(
                 &standby.progress.snapshot(Instant::now(), wall),
-                true,
-                true,
+                crate::monitor::Signals {
+                    stream_found: true,
+                    store_reachable: true,
+                    bus_found: true,
+                },
                 &thresholds,
             );
             assert_eq!((verdict.live, verdict.ready), (Ok(()), Ok(())));

@@ -102,9 +102,10 @@ mod tests {
         Projection::new(
             ReadModelWriter::new(Box::new(rows.clone()), CACHE_CAPACITY, metrics.clone()),
             Box::new(BusPublisher::new(
-                Box::new(bus.clone()),
+                std::sync::Arc::new(bus.clone()),
                 "src".into(),
                 "bus".into(),
+                tokio::sync::watch::channel(true).1,
                 fast_timing(),
                 metrics,
             )),

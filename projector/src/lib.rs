@@ -66,7 +66,7 @@ use crate::lease::{LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
 use crate::monitor::{Monitor, Thresholds};
 use crate::progress::Progress;
-use crate::publish::{BusPublisher, JsonLinesSink, Publisher, SdkEventBus};
+use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
 use crate::shard::Pipeline;
 use crate::stream::SdkStreams;
 use crate::writer::{CACHE_CAPACITY, DynamoRows, ReadModelWriter};
@@ -321,30 +321,43 @@ pub struct App {
 }
 
 /// Where the projector publishes: the bus if one is set, else the
-/// JSON-lines sink.
+/// JSON-lines sink; whether the bus exists, for the publisher and the
+/// readiness; and the check to run to keep that up to date.
 async fn open_publisher(
     config: &Config,
     sdk: &aws_config::SdkConfig,
     timing: &Timing,
     metrics: &ProjectorMetrics,
-) -> anyhow::Result<Box<dyn Publisher>> {
+) -> anyhow::Result<(
+    Box<dyn Publisher>,
+    tokio::sync::watch::Receiver<bool>,
+    Option<BusCheck>,
+)> {
     Ok(match &config.event_bus {
-        Some(bus) => Box::new(BusPublisher::new(
-            Box::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(sdk))),
-            config.event_source.clone(),
-            bus.clone(),
-            timing.clone(),
-            metrics.clone(),
-        )),
-        None => Box::new(
-            JsonLinesSink::open(
+        Some(bus) => {
+            let api: Arc<dyn EventBusApi> =
+                Arc::new(SdkEventBus::new(dynabridge_aws::eventbridge_client(sdk)));
+            let (check, found) = BusCheck::start(api.clone(), bus.clone()).await;
+            let publisher = BusPublisher::new(
+                api,
+                config.event_source.clone(),
+                bus.clone(),
+                found.clone(),
+                timing.clone(),
+                metrics.clone(),
+            );
+            (Box::new(publisher), found, Some(check))
+        }
+        None => {
+            let sink = JsonLinesSink::open(
                 &config.sink_path,
                 config.event_source.clone(),
                 metrics.clone(),
             )
             .await
-            .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?,
-        ),
+            .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?;
+            (Box::new(sink), tokio::sync::watch::channel(true).1, None)
+        }
     })
 }
 
@@ -411,7 +424,8 @@ impl Service for App {
         metrics.register(registry).context("registering metrics")?;
         // Opened first: a sink that cannot be written is a configuration
         // error worth failing on before anything else starts.
-        let publisher = open_publisher(&config, &sdk, &timing, &metrics).await?;
+        let (publisher, bus_found, bus_check) =
+            open_publisher(&config, &sdk, &timing, &metrics).await?;
 
         // Readiness is the monitor's to report: it needs the stream and the
         // lag besides the store. The check reads a read-model table, the
@@ -443,9 +457,13 @@ impl Service for App {
                 every: config.health.store.interval().min(Duration::from_secs(1)),
                 stream_found: stream_found_rx,
                 store_reachable: server.health().reachable(),
+                bus_found,
             }
             .run(stop.clone()),
         );
+        if let Some(check) = bus_check {
+            tokio::spawn(check.run(config.health.store.interval(), stop.clone()));
+        }
         // The monitor ends before the health names turn NOT_SERVING: nothing
         // turns SERVING again once shutdown has begun.
         let server = tokio::spawn(server.serve_health({

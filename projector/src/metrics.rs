@@ -21,6 +21,9 @@ pub enum PublishFailure {
     Call,
     /// Writing the JSON-lines sink failed; the batch is retried.
     Sink,
+    /// The event bus does not exist, or is not confirmed to: nothing is
+    /// sent (EventBridge would accept and drop it), and the batch waits.
+    BusMissing,
 }
 
 impl PublishFailure {
@@ -29,6 +32,7 @@ impl PublishFailure {
             Self::Refused => "refused",
             Self::Call => "call",
             Self::Sink => "sink",
+            Self::BusMissing => "bus_missing",
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The projector's gRPC health, from its [`Progress`] and the store check:
 //!
 //! - readiness, [`crate::HEALTH_SERVICE`] and `""`: SERVING once the stream
-//!   is found, while the store is reachable and the lag is within
-//!   `--max-lag-ms`;
+//!   is found, while the store is reachable, the event bus exists (with
+//!   `--event-bus`) and the lag is within `--max-lag-ms`;
 //! - liveness, [`crate::LIVENESS_SERVICE`]: SERVING while every processing
 //!   loop has gone round within `--liveness-window-ms`. A loop waiting on
 //!   an unreachable store still goes round (it retries): only a loop that
@@ -37,13 +37,24 @@ pub struct Verdict {
     pub ready: Result<(), String>,
 }
 
-/// The pure part: what `snapshot`, the store check and the start-up say.
-pub fn assess(
-    snapshot: &Snapshot,
-    stream_found: bool,
-    store_reachable: bool,
-    thresholds: &Thresholds,
-) -> Verdict {
+/// What the projector's checks last said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signals {
+    /// The event store's stream was found.
+    pub stream_found: bool,
+    /// The store check reached the store.
+    pub store_reachable: bool,
+    /// The event bus exists (always, publishing to the sink).
+    pub bus_found: bool,
+}
+
+/// The pure part: what `snapshot` and the checks say.
+pub fn assess(snapshot: &Snapshot, signals: Signals, thresholds: &Thresholds) -> Verdict {
+    let Signals {
+        stream_found,
+        store_reachable,
+        bus_found,
+    } = signals;
     let live = match &snapshot.stalest {
         Some((name, silent)) if *silent > thresholds.liveness_window => Err(format!(
             "{name} has made no progress for {} ms",
@@ -55,6 +66,8 @@ pub fn assess(
         Err("the event store's stream is not found yet".to_owned())
     } else if !store_reachable {
         Err("the store is unreachable".to_owned())
+    } else if !bus_found {
+        Err("the event bus does not exist (or was not confirmed): nothing is published".to_owned())
     } else if snapshot.lag > thresholds.max_lag {
         Err(format!(
             "the oldest unprocessed record is {} ms old",
@@ -78,6 +91,7 @@ pub struct Monitor {
     pub every: Duration,
     pub stream_found: watch::Receiver<bool>,
     pub store_reachable: watch::Receiver<bool>,
+    pub bus_found: watch::Receiver<bool>,
 }
 
 impl Monitor {
@@ -91,12 +105,12 @@ impl Monitor {
             self.metrics
                 .checkpoint_age_seconds
                 .set(snapshot.since_checkpoint.as_secs_f64());
-            let verdict = assess(
-                &snapshot,
-                *self.stream_found.borrow_and_update(),
-                *self.store_reachable.borrow_and_update(),
-                &self.thresholds,
-            );
+            let signals = Signals {
+                stream_found: *self.stream_found.borrow_and_update(),
+                store_reachable: *self.store_reachable.borrow_and_update(),
+                bus_found: *self.bus_found.borrow_and_update(),
+            };
+            let verdict = assess(&snapshot, signals, &self.thresholds);
             self.report(last.as_ref(), &verdict).await;
             last = Some(verdict);
             tokio::select! {
@@ -104,6 +118,7 @@ impl Monitor {
                 () = tokio::time::sleep(self.every) => {}
                 Ok(()) = self.stream_found.changed() => {}
                 Ok(()) = self.store_reachable.changed() => {}
+                Ok(()) = self.bus_found.changed() => {}
             }
         }
     }
@@ -161,22 +176,43 @@ mod tests {
         }
     }
 
+    fn signals(stream_found: bool, store_reachable: bool, bus_found: bool) -> Signals {
+        Signals {
+            stream_found,
+            store_reachable,
+            bus_found,
+        }
+    }
+
+    const ALL_GOOD: Signals = Signals {
+        stream_found: true,
+        store_reachable: true,
+        bus_found: true,
+    };
+
     #[test]
-    fn readiness_needs_the_stream_the_store_and_a_small_lag() {
+    fn readiness_needs_the_stream_the_store_the_bus_and_a_small_lag() {
         let t = thresholds();
-        assert_eq!(assess(&snapshot(1, 30), true, true, &t).ready, Ok(()));
-        for (found, reachable, lag) in [(false, true, 0), (true, false, 0), (true, true, 31)] {
-            let verdict = assess(&snapshot(1, lag), found, reachable, &t);
-            assert!(verdict.ready.is_err(), "{found} {reachable} {lag}");
+        assert_eq!(assess(&snapshot(1, 30), ALL_GOOD, &t).ready, Ok(()));
+        for (found, reachable, bus, lag) in [
+            (false, true, true, 0),
+            (true, false, true, 0),
+            (true, true, false, 0),
+            (true, true, true, 31),
+        ] {
+            let verdict = assess(&snapshot(1, lag), signals(found, reachable, bus), &t);
+            assert!(verdict.ready.is_err(), "{found} {reachable} {bus} {lag}");
             assert_eq!(verdict.live, Ok(()), "readiness alone");
         }
+        let no_bus = assess(&snapshot(1, 0), signals(true, true, false), &t);
+        assert!(no_bus.ready.unwrap_err().contains("event bus"));
     }
 
     #[test]
     fn liveness_needs_every_loop_to_have_gone_round_within_the_window() {
         let t = thresholds();
-        assert_eq!(assess(&snapshot(60, 0), true, true, &t).live, Ok(()));
-        let stuck = assess(&snapshot(61, 0), true, true, &t);
+        assert_eq!(assess(&snapshot(60, 0), ALL_GOOD, &t).live, Ok(()));
+        let stuck = assess(&snapshot(61, 0), ALL_GOOD, &t);
         assert!(stuck.live.unwrap_err().contains("shard A"));
         assert_eq!(stuck.ready, Ok(()), "liveness alone");
         let none = Snapshot {
@@ -184,6 +220,6 @@ mod tests {
             lag: Duration::ZERO,
             since_checkpoint: Duration::ZERO,
         };
-        assert_eq!(assess(&none, false, false, &t).live, Ok(()));
+        assert_eq!(assess(&none, signals(false, false, false), &t).live, Ok(()));
     }
 }

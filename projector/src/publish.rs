@@ -5,11 +5,19 @@
 //! bus refused until they are accepted or the projector shuts down, and the
 //! caller checkpoints only after [`Publisher::publish`] returned `Ok`.
 //!
+//! EventBridge accepts `PutEvents` to a bus that does not exist, with no
+//! failed entry, and drops the events. The bus publisher therefore sends
+//! nothing until [`BusCheck`] (`DescribeEventBus`, at start-up and every
+//! interval) has confirmed the bus, and waits, not checkpointing, while it
+//! is missing.
+//!
 //! The trace context stored with an event travels with it: as the entry's
 //! `TraceHeader` (X-Ray format, which EventBridge passes on to its targets),
 //! and as `traceHeader` on a sink line.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::primitives::DateTime as SdkDateTime;
@@ -19,6 +27,7 @@ use dynabridge::envelope::envelope_json;
 use dynabridge_domain::StoredEvent;
 use dynabridge_runtime::telemetry::TraceParent;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::control::{Backoff, Shutdown, Timing};
@@ -73,28 +82,104 @@ pub fn trace_header(event: &StoredEvent) -> Option<String> {
         .map(|t| t.to_xray())
 }
 
-/// The `PutEvents` call.
+/// The EventBridge calls the projector makes.
 #[async_trait]
 pub trait EventBusApi: Send + Sync {
     /// Sends at most [`MAX_ENTRIES_PER_CALL`] entries. Returns, for each
     /// entry in order, `None` if the bus accepted it, else its error code.
     async fn put_events(&self, entries: &[BusEntry]) -> Result<Vec<Option<String>>, StoreError>;
+
+    /// Whether the bus named `bus` exists (`DescribeEventBus`).
+    async fn bus_exists(&self, bus: &str) -> Result<bool, StoreError>;
 }
 
-/// Publishes to an EventBridge bus, retrying refused entries alone.
+/// Whether the event bus exists: checked at start-up ([`BusCheck::start`])
+/// and then every interval ([`BusCheck::run`]). Until a check has found
+/// it, it counts as missing; once found, a check that fails (throttled,
+/// unreachable) changes nothing, and only an answer that it does not exist
+/// makes it missing again.
+pub struct BusCheck {
+    api: Arc<dyn EventBusApi>,
+    bus: String,
+    found: watch::Sender<bool>,
+}
+
+impl BusCheck {
+    /// Checks once, and returns the check and what it says, which the
+    /// publisher and the readiness follow.
+    pub async fn start(api: Arc<dyn EventBusApi>, bus: String) -> (Self, watch::Receiver<bool>) {
+        let found = Self::verdict(&bus, false, true, api.bus_exists(&bus).await);
+        let (tx, rx) = watch::channel(found);
+        (
+            Self {
+                api,
+                bus,
+                found: tx,
+            },
+            rx,
+        )
+    }
+
+    /// Checks every `every` until `shutdown`.
+    pub async fn run(self, every: Duration, shutdown: Shutdown) {
+        while shutdown.sleep(every).await {
+            let was = *self.found.borrow();
+            let now = Self::verdict(&self.bus, was, false, self.api.bus_exists(&self.bus).await);
+            if now != was {
+                self.found.send_replace(now);
+            }
+        }
+    }
+
+    /// What a check's outcome makes of the bus, logged when it changes
+    /// (`first`: the start-up check, logged whatever it finds missing).
+    fn verdict(bus: &str, was: bool, first: bool, outcome: Result<bool, StoreError>) -> bool {
+        match outcome {
+            Ok(true) => {
+                if !was && !first {
+                    tracing::info!(event_bus = bus, "event bus found: publishing");
+                }
+                true
+            }
+            Ok(false) => {
+                if was || first {
+                    tracing::error!(
+                        event_bus = bus,
+                        "event bus does not exist: nothing is published or checkpointed until it does"
+                    );
+                }
+                false
+            }
+            Err(err) => {
+                if first {
+                    tracing::warn!(event_bus = bus, error = %err, "event bus could not be checked: nothing is published until it is");
+                } else {
+                    tracing::debug!(event_bus = bus, error = %err, "event bus check failed; keeping the last answer");
+                }
+                was
+            }
+        }
+    }
+}
+
+/// Publishes to an EventBridge bus, retrying refused entries alone, while
+/// the bus is confirmed to exist.
 pub struct BusPublisher {
-    api: Box<dyn EventBusApi>,
+    api: Arc<dyn EventBusApi>,
     source: String,
     bus: String,
+    found: watch::Receiver<bool>,
     timing: Timing,
     metrics: ProjectorMetrics,
 }
 
 impl BusPublisher {
+    /// Publishes to `bus` while `found` (a [`BusCheck`]'s) says it exists.
     pub fn new(
-        api: Box<dyn EventBusApi>,
+        api: Arc<dyn EventBusApi>,
         source: String,
         bus: String,
+        found: watch::Receiver<bool>,
         timing: Timing,
         metrics: ProjectorMetrics,
     ) -> Self {
@@ -102,6 +187,7 @@ impl BusPublisher {
             api,
             source,
             bus,
+            found,
             timing,
             metrics,
         }
@@ -129,6 +215,16 @@ impl BusPublisher {
         loop {
             // Waiting on the bus is progress, however long it refuses.
             crate::progress::beat();
+            if !*self.found.borrow() {
+                // Sent now, the entries would be accepted and dropped.
+                self.metrics
+                    .publish_failed(PublishFailure::BusMissing, count(pending.len()));
+                tracing::debug!(event_bus = %self.bus, entries = pending.len(), "event bus missing, waiting");
+                if !shutdown.sleep(backoff.next_delay()).await {
+                    return Err(PublishError::Shutdown);
+                }
+                continue;
+            }
             match self.api.put_events(&pending).await {
                 Ok(results) => {
                     let sent = pending.len();
@@ -218,6 +314,20 @@ impl EventBusApi for SdkEventBus {
             .iter()
             .map(|r| r.error_code().map(str::to_owned))
             .collect())
+    }
+
+    async fn bus_exists(&self, bus: &str) -> Result<bool, StoreError> {
+        match self.client.describe_event_bus().name(bus).send().await {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(sdk_error("describing the event bus", err)),
+        }
     }
 }
 
@@ -344,9 +454,10 @@ mod tests {
         bus.refuse_next(vec![2, 7]);
         bus.refuse_next(vec![1]);
         let publisher = BusPublisher::new(
-            Box::new(bus.clone()),
+            Arc::new(bus.clone()),
             "src".into(),
             "bus".into(),
+            watch::channel(true).1,
             fast_timing(),
             metrics.clone(),
         );
@@ -391,9 +502,10 @@ mod tests {
         let metrics = ProjectorMetrics::new().unwrap();
         bus.refuse_forever();
         let publisher = BusPublisher::new(
-            Box::new(bus.clone()),
+            Arc::new(bus.clone()),
             "src".into(),
             "bus".into(),
+            watch::channel(true).1,
             fast_timing(),
             metrics.clone(),
         );
@@ -405,6 +517,62 @@ mod tests {
         let result = task.await.unwrap();
         assert!(matches!(result, Err(PublishError::Shutdown)), "{result:?}");
         assert!(bus.accepted().is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_to_a_missing_bus_until_a_check_finds_it() {
+        let bus = FakeBus::default();
+        bus.set_missing(true);
+        let metrics = ProjectorMetrics::new().unwrap();
+        let (check, found) = BusCheck::start(Arc::new(bus.clone()), "bus".into()).await;
+        assert!(!*found.borrow(), "the start-up check finds it missing");
+        let publisher = BusPublisher::new(
+            Arc::new(bus.clone()),
+            "src".into(),
+            "bus".into(),
+            found.clone(),
+            fast_timing(),
+            metrics.clone(),
+        );
+        let (trigger, shutdown) = Shutdown::new();
+        let checking = tokio::spawn(check.run(Duration::from_millis(5), shutdown.clone()));
+        let events = user_events(3);
+        let publishing = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { publisher.publish(&events, &shutdown).await }
+        });
+        crate::testing::wait_until("the publisher to wait on the bus", || {
+            metrics.publish_failures(PublishFailure::BusMissing) >= 3
+        })
+        .await;
+        assert!(bus.calls().is_empty(), "no PutEvents to a missing bus");
+        assert!(
+            !publishing.is_finished(),
+            "not published, so not checkpointed"
+        );
+
+        bus.set_missing(false);
+        publishing.await.unwrap().unwrap();
+        assert!(*found.borrow(), "the check found it");
+        assert_eq!(bus.accepted().len(), 3);
+        trigger.trigger();
+        checking.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_keeps_the_last_answer_and_only_not_found_makes_the_bus_missing() {
+        let failed = || Err(StoreError::Unavailable("throttled".into()));
+        assert!(
+            !BusCheck::verdict("b", false, true, failed()),
+            "unconfirmed at start"
+        );
+        assert!(
+            BusCheck::verdict("b", true, false, failed()),
+            "found stays found"
+        );
+        assert!(!BusCheck::verdict("b", false, false, failed()));
+        assert!(!BusCheck::verdict("b", true, false, Ok(false)));
+        assert!(BusCheck::verdict("b", false, false, Ok(true)));
     }
 
     fn version_of(entry: &BusEntry, events: &[StoredEvent]) -> i64 {
@@ -461,9 +629,10 @@ mod tests {
     async fn the_stored_trace_context_goes_on_the_entry_as_an_xray_header() {
         let bus = FakeBus::default();
         let publisher = BusPublisher::new(
-            Box::new(bus.clone()),
+            Arc::new(bus.clone()),
             "src".into(),
             "bus".into(),
+            watch::channel(true).1,
             fast_timing(),
             ProjectorMetrics::new().unwrap(),
         );

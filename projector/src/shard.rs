@@ -629,9 +629,10 @@ mod tests {
                 h.metrics.clone(),
             ),
             Box::new(BusPublisher::new(
-                Box::new(bus.clone()),
+                std::sync::Arc::new(bus.clone()),
                 "src".into(),
                 "bus".into(),
+                tokio::sync::watch::channel(true).1,
                 fast_timing(),
                 h.metrics.clone(),
             )),
@@ -744,8 +745,11 @@ mod tests {
             assert_eq!(snapshot.lag, Duration::from_secs(90));
             let verdict = assess(
                 &snapshot,
-                true,
-                true,
+                crate::monitor::Signals {
+                    stream_found: true,
+                    store_reachable: true,
+                    bus_found: true,
+                },
                 &Thresholds {
                     liveness_window: WINDOW,
                     max_lag: Duration::from_secs(60),

@@ -1032,6 +1032,9 @@ impl RowStore for FakeRows {
 struct BusState {
     refusals: VecDeque<Vec<usize>>,
     refuse_forever: bool,
+    /// The bus does not exist: `DescribeEventBus` says so, and `PutEvents`
+    /// accepts every entry and drops it, as EventBridge does.
+    missing: bool,
     calls: Vec<Vec<BusEntry>>,
     accepted: Vec<BusEntry>,
 }
@@ -1047,6 +1050,11 @@ impl FakeBus {
 
     pub fn refuse_forever(&self) {
         lock(&self.0).refuse_forever = true;
+    }
+
+    /// The bus is deleted (`true`) or created (`false`).
+    pub fn set_missing(&self, missing: bool) {
+        lock(&self.0).missing = missing;
     }
 
     pub fn calls(&self) -> Vec<Vec<BusEntry>> {
@@ -1074,7 +1082,9 @@ impl EventBusApi for FakeBus {
         };
         let mut results = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
-            if refused.contains(&i) {
+            if state.missing {
+                results.push(None);
+            } else if refused.contains(&i) {
                 results.push(Some("ThrottlingException".to_owned()));
             } else {
                 state.accepted.push(entry.clone());
@@ -1082,5 +1092,9 @@ impl EventBusApi for FakeBus {
             }
         }
         Ok(results)
+    }
+
+    async fn bus_exists(&self, _bus: &str) -> Result<bool, StoreError> {
+        Ok(!lock(&self.0).missing)
     }
 }

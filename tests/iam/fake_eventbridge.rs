@@ -1,10 +1,13 @@
-//! A stand-in for EventBridge's `PutEvents`, on 127.0.0.1 port 0: accepts
-//! every entry and keeps it. The embedded store has no EventBridge; with
+//! A stand-in for EventBridge's `PutEvents` and `DescribeEventBus`, on
+//! 127.0.0.1 port 0: every bus exists unless deleted; an entry for a bus
+//! that exists is kept, one for a bus that does not is accepted and
+//! dropped, as EventBridge does. The embedded store has no EventBridge; with
 //! this one the projector publishes through its real bus client (the SDK's
 //! `AWS_ENDPOINT_URL_EVENTBRIDGE` points it here), so that its
 //! `events:PutEvents` calls are recorded like every other call, and the
 //! entries can be matched against the template's rules.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -13,52 +16,99 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-type Entries = Arc<Mutex<Vec<Value>>>;
+#[derive(Clone, Default)]
+struct Buses {
+    entries: Arc<Mutex<Vec<Value>>>,
+    deleted: Arc<Mutex<BTreeSet<String>>>,
+}
 
 pub struct FakeEventBridge {
     pub endpoint: String,
-    entries: Entries,
+    buses: Buses,
 }
 
 impl FakeEventBridge {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let entries = Entries::default();
+        let buses = Buses::default();
         let app = axum::Router::new()
-            .fallback(put_events)
-            .with_state(entries.clone());
+            .fallback(answer)
+            .with_state(buses.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { endpoint, entries }
+        Self { endpoint, buses }
+    }
+
+    /// Deletes bus `name` (or creates it again, `exists`).
+    pub fn set_bus(&self, name: &str, exists: bool) {
+        let mut deleted = self.buses.deleted.lock().unwrap();
+        if exists {
+            deleted.remove(name);
+        } else {
+            deleted.insert(name.to_owned());
+        }
     }
 
     /// Every entry received so far, as sent (`Source`, `DetailType`,
     /// `Detail`, `EventBusName`, ...).
     pub fn entries(&self) -> Vec<Value> {
-        self.entries.lock().unwrap().clone()
+        self.buses.entries.lock().unwrap().clone()
     }
 }
 
-async fn put_events(State(entries): State<Entries>, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer(State(buses): State<Buses>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if target != "AWSEvents.PutEvents" {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("only PutEvents here, not {target:?}"),
-        )
-            .into_response();
-    }
+        .unwrap_or_default()
+        .to_owned();
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
+    let exists = |name: &str| !buses.deleted.lock().unwrap().contains(name);
+    match target.as_str() {
+        "AWSEvents.PutEvents" => {}
+        "AWSEvents.DescribeEventBus" => {
+            let name = request["Name"].as_str().unwrap_or("default");
+            if !exists(name) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+                    json!({
+                        "__type": "ResourceNotFoundException",
+                        "message": format!("Event bus {name} does not exist."),
+                    })
+                    .to_string(),
+                )
+                    .into_response();
+            }
+            return (
+                [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+                json!({
+                    "Name": name,
+                    "Arn": format!("arn:aws:events:us-east-1:000000000000:event-bus/{name}"),
+                })
+                .to_string(),
+            )
+                .into_response();
+        }
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("only PutEvents and DescribeEventBus here, not {other:?}"),
+            )
+                .into_response();
+        }
+    }
     let received = request["Entries"].as_array().cloned().unwrap_or_default();
     let results: Vec<Value> = (0..received.len())
         .map(|_| json!({ "EventId": uuid::Uuid::new_v4().to_string() }))
         .collect();
-    entries.lock().unwrap().extend(received);
+    // Entries for a bus that does not exist are accepted and dropped.
+    let kept = received
+        .into_iter()
+        .filter(|e| exists(e["EventBusName"].as_str().unwrap_or("default")));
+    buses.entries.lock().unwrap().extend(kept);
     (
         [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
         json!({ "FailedEntryCount": 0, "Entries": results }).to_string(),

@@ -673,7 +673,8 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         }
     }
 
-    // Only the projector publishes, only PutEvents, only to this bus.
+    // Only the projector publishes, only PutEvents, only to this bus, which
+    // it confirms exists first.
     let bus = format!(
         "arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{}",
         tables.event_bus()
@@ -685,7 +686,10 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             .filter(|a| a.action.to_lowercase().starts_with("events:"))
             .collect();
         let expected: Vec<(&str, &str)> = if role.logical_id == "ProjectorRole" {
-            vec![("events:PutEvents", bus.as_str())]
+            vec![
+                ("events:PutEvents", bus.as_str()),
+                ("events:DescribeEventBus", bus.as_str()),
+            ]
         } else {
             vec![]
         };

@@ -236,6 +236,10 @@ fn called_resources(operation: &str, body: &Value, stream: Option<&str>) -> Vec<
                 calls.push((operation.to_owned(), bus.to_owned()));
             }
         }
+        "DescribeEventBus" => {
+            let bus = body["Name"].as_str().unwrap_or("default");
+            calls.push((operation.to_owned(), bus.to_owned()));
+        }
         "GetRecords" => calls.push((operation.to_owned(), stream.unwrap_or("-").to_owned())),
         _ => {
             let resource = match body["StreamArn"].as_str() {
