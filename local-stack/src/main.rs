@@ -12,7 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = local_stack::Options::parse();
-    dynabridge_runtime::grpc::init_tracing();
+    // The embedded store's server logs every 4xx answer at warn. A failed
+    // condition is an answer the command service expects (a taken email, a
+    // version conflict, a retried request): the service logs the refusal
+    // itself, at debug.
+    dynabridge_runtime::telemetry::init_logs_with("info,dynoxide::server=error");
     let stack = local_stack::start(options)
         .await
         .context("starting the local stack")?;

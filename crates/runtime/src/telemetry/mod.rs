@@ -96,16 +96,29 @@ pub fn init(service_name: &'static str) -> Result<Telemetry, TelemetryError> {
 
 /// Logs only, as [`init`] sets them up: for tests and embedding.
 pub fn init_logs() {
+    init_logs_with(DEFAULT_FILTER);
+}
+
+/// Logs only, with `default_filter` (an `EnvFilter` directive list) when
+/// `RUST_LOG` is unset: for a process that embeds a component whose own
+/// levels need setting.
+pub fn init_logs_with(default_filter: &str) {
     let json = json_logs();
     let _ = tracing_subscriber::registry()
-        .with(env_filter())
+        .with(env_filter_or(default_filter))
         .with(json.then(|| fmt_layer().json()))
         .with((!json).then(fmt_layer))
         .try_init();
 }
 
+const DEFAULT_FILTER: &str = "info";
+
 fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    env_filter_or(DEFAULT_FILTER)
+}
+
+fn env_filter_or(default_filter: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter))
 }
 
 fn json_logs() -> bool {
