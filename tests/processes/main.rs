@@ -19,6 +19,8 @@ use dynabridge::schema::Tables;
 #[allow(dead_code)]
 use processes::{Proc, spawn};
 
+mod faults;
+
 /// A gRPC service (`command-service`, `query-service`) on a free port.
 fn spawn_service(name: &str, endpoint: &str, prefix: &str) -> Proc {
     spawn(
