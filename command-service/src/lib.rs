@@ -18,7 +18,7 @@ use dynabridge_runtime::service::{Host, Service};
 use tonic::server::NamedService as _;
 
 pub mod commands;
-mod parse;
+pub mod parse;
 mod service;
 
 pub use service::CommandApi;

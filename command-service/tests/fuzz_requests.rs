@@ -1,0 +1,738 @@
+//! Fuzzing of what the command service does with a request before its
+//! handler runs: decoding, the correlation id check of `unary`, and the
+//! request's parse. (A proptest over bytes: no nightly toolchain, so no
+//! cargo-fuzz.)
+//!
+//! For every RPC, whatever the bytes: no panic, and the answer is a success
+//! or `INVALID_ARGUMENT`, reason `MALFORMED_MESSAGE` (does not decode) or
+//! `INVALID_FIELD` (decodes, does not parse), every field violation naming a
+//! field of the request. Three sources of bytes per RPC:
+//!
+//! - arbitrary bytes, uniform or as random protobuf records;
+//! - well-formed messages of arbitrary field values, which always decode, so
+//!   the answer is a success or `INVALID_FIELD` with a violation;
+//! - a valid request's encoding, mutated.
+//!
+//! Cases: `PROPTEST_CASES`, else 512. A failure prints its minimal input;
+//! nothing is written to the tree.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use command_service::parse::{
+    CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile,
+};
+use dynabridge::codec::malformed_request;
+use dynabridge::pb;
+use dynabridge::pb::ErrorReason;
+use dynabridge_domain::ValidationError;
+use dynabridge_runtime::error::AppError;
+use dynabridge_runtime::grpc::correlation_id;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+use prost::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+// ---------------------------------------------------------------------------
+// What the server answers
+
+/// What the server answers `bytes` with, up to its handler: prost's decode
+/// (as `dynabridge::codec` does), then `unary`'s correlation id check
+/// (no metadata), then the RPC's parse, each error through the real
+/// conversions.
+fn answer<Req: Message + Default>(
+    bytes: &[u8],
+    correlation_field: impl FnOnce(&Req) -> &str,
+    parse: impl FnOnce(&Req, &Origin) -> Result<(), ValidationError>,
+) -> Result<(), Status> {
+    let req = Req::decode(bytes).map_err(|err| malformed_request(&err))?;
+    let cid =
+        correlation_id(correlation_field(&req), &MetadataMap::new()).map_err(AppError::from)?;
+    let origin = Origin {
+        correlation_id: cid,
+        trace_parent: None,
+    };
+    parse(&req, &origin).map_err(AppError::from)?;
+    Ok(())
+}
+
+fn create_user(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::CreateUserRequest| &r.correlation_id,
+        |r, o| CreateUser::parse(r, o).map(drop),
+    )
+}
+
+fn update_user_profile(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::UpdateUserProfileRequest| &r.correlation_id,
+        |r, o| UpdateUserProfile::parse(r, o).map(drop),
+    )
+}
+
+fn create_order(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::CreateOrderRequest| &r.correlation_id,
+        |r, o| CreateOrder::parse(r, o).map(drop),
+    )
+}
+
+fn update_order_status(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::UpdateOrderStatusRequest| &r.correlation_id,
+        |r, o| UpdateOrderStatus::parse(r, o).map(drop),
+    )
+}
+
+/// An RPC: its answer, and the top-level fields of its request, which every
+/// field violation must be under.
+struct Rpc {
+    answer: fn(&[u8]) -> Result<(), Status>,
+    fields: &'static [&'static str],
+}
+
+const CREATE_USER: Rpc = Rpc {
+    answer: create_user,
+    fields: &["request_id", "correlation_id", "email", "name"],
+};
+const UPDATE_USER_PROFILE: Rpc = Rpc {
+    answer: update_user_profile,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "user_id",
+        "expected_version",
+        "name",
+        "email",
+        "update_mask",
+    ],
+};
+const CREATE_ORDER: Rpc = Rpc {
+    answer: create_order,
+    fields: &["request_id", "correlation_id", "user_id", "items", "total"],
+};
+const UPDATE_ORDER_STATUS: Rpc = Rpc {
+    answer: update_order_status,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "order_id",
+        "expected_version",
+        "status",
+    ],
+};
+
+/// The top-level field of a violation's path: `items` of `items[2].sku`.
+fn top_field(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or_default()
+}
+
+/// Answers `bytes` and checks the answer: a success, or `INVALID_ARGUMENT`
+/// with an `ErrorInfo` of our domain and one of `reasons`, and field
+/// violations, if any, each naming a field of the request and saying why.
+/// `INVALID_FIELD` always names at least one field.
+fn check(rpc: &Rpc, bytes: &[u8], reasons: &[ErrorReason]) -> Result<(), TestCaseError> {
+    let Err(status) = (rpc.answer)(bytes) else {
+        return Ok(());
+    };
+    prop_assert_eq!(status.code(), Code::InvalidArgument, "{:?}", status);
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .ok_or_else(|| TestCaseError::fail(format!("no ErrorInfo: {status:?}")))?;
+    prop_assert_eq!(&info.domain, dynabridge::ERROR_DOMAIN);
+    prop_assert!(
+        reasons.iter().any(|r| r.as_str_name() == info.reason),
+        "reason {} not one of {:?}: {:?}",
+        info.reason,
+        reasons,
+        status
+    );
+    let violations = details
+        .bad_request()
+        .map(|b| b.field_violations.as_slice())
+        .unwrap_or_default();
+    if info.reason == ErrorReason::InvalidField.as_str_name() {
+        prop_assert!(!violations.is_empty(), "no field named: {:?}", status);
+    }
+    for v in violations {
+        prop_assert!(!v.field.is_empty(), "a violation of no field: {:?}", status);
+        prop_assert!(
+            rpc.fields.contains(&top_field(&v.field)),
+            "{:?} is not a field of the request: {:?}",
+            v.field,
+            status
+        );
+        prop_assert!(
+            !v.description.is_empty(),
+            "a violation without a description: {:?}",
+            status
+        );
+    }
+    Ok(())
+}
+
+const DECODE_OR_PARSE: &[ErrorReason] = &[ErrorReason::MalformedMessage, ErrorReason::InvalidField];
+const PARSE: &[ErrorReason] = &[ErrorReason::InvalidField];
+
+/// The answer to a valid request is a success.
+fn check_valid(rpc: &Rpc, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let answer = (rpc.answer)(bytes);
+    prop_assert!(answer.is_ok(), "a valid request refused: {:?}", answer);
+    Ok(())
+}
+
+/// The proptest configuration: `PROPTEST_CASES` cases, else 512.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Arbitrary bytes
+
+/// One protobuf record of random field number and wire type, including the
+/// invalid ones (field 0, wire types 6 and 7), and group markers.
+fn record() -> impl Strategy<Value = Vec<u8>> {
+    let payload = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..24),
+        // A nested message: the records of an item or an amount.
+        prop::collection::vec(flat_record(), 0..4).prop_map(|r| r.concat()),
+    ];
+    (0u64..10, 0u64..8, any::<u64>(), payload).prop_map(|(field, wire, number, payload)| {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint((field << 3) | wire, &mut out);
+        match wire {
+            0 => prost::encoding::encode_varint(number, &mut out),
+            1 => out.extend_from_slice(&number.to_le_bytes()),
+            2 => {
+                prost::encoding::encode_varint(payload.len() as u64, &mut out);
+                out.extend_from_slice(&payload);
+            }
+            5 => out.extend_from_slice(&number.to_le_bytes()[..4]),
+            // Group start and end, and the invalid 6 and 7: a key alone.
+            _ => {}
+        }
+        out
+    })
+}
+
+/// A record of a valid wire type with a short payload: what `record` nests.
+fn flat_record() -> impl Strategy<Value = Vec<u8>> {
+    (
+        1u64..5,
+        prop::sample::select(vec![0u64, 1, 2, 5]),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..12),
+    )
+        .prop_map(|(field, wire, number, payload)| {
+            let mut out = Vec::new();
+            prost::encoding::encode_varint((field << 3) | wire, &mut out);
+            match wire {
+                0 => prost::encoding::encode_varint(number, &mut out),
+                1 => out.extend_from_slice(&number.to_le_bytes()),
+                2 => {
+                    prost::encoding::encode_varint(payload.len() as u64, &mut out);
+                    out.extend_from_slice(&payload);
+                }
+                _ => out.extend_from_slice(&number.to_le_bytes()[..4]),
+            }
+            out
+        })
+}
+
+/// Arbitrary bytes: uniform, or random protobuf records, which get past the
+/// first byte more often.
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..512),
+        prop::collection::vec(record(), 0..12).prop_map(|r| r.concat()),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Well-formed messages of arbitrary values
+
+/// Ids the valid requests use too, so that an arbitrary id is often valid.
+const IDS: &[&str] = &[
+    "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+];
+
+/// Any string: empty, arbitrary (control characters, non-ASCII), long,
+/// whitespace-padded, or plausible.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        any::<String>(),
+        prop::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter),
+        prop::collection::vec(any::<char>(), 120..400).prop_map(String::from_iter),
+        "[ -~]{0,140}",
+        "[ \t\n\u{a0}\u{3000}]{0,3}[a-zA-Z0-9._@-]{1,20}[ \t\n\u{a0}\u{3000}]{0,3}",
+        prop::sample::select(IDS).prop_map(str::to_owned),
+    ]
+}
+
+/// An id: arbitrary text, or a UUID in one of its spellings.
+fn id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text(),
+        prop::sample::select(IDS).prop_map(str::to_owned),
+        any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+        any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).simple().to_string()),
+        any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).urn().to_string()),
+        any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).braced().to_string().to_uppercase()),
+    ]
+}
+
+/// An email address, valid or almost.
+fn email() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text(),
+        "[ ]{0,2}[A-Za-z0-9.+_-]{0,70}@[A-Za-z0-9.-]{0,70}[ ]{0,2}",
+        "[a-z]{1,10}@[a-z]{1,10}\\.[a-z]{2,4}",
+        "[a-z]{60,70}@[a-z]{63,64}\\.[a-z]{63,64}\\.[a-z]{63,64}",
+    ]
+}
+
+/// A request id: printable ASCII of the allowed length or not, or anything.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![2 => valid_key(), 1 => text(), 1 => "[!-~]{129,140}"]
+}
+
+/// A correlation id field. Mostly valid: an invalid one is refused before
+/// the parse runs.
+fn correlation() -> impl Strategy<Value = String> {
+    prop_oneof![3 => valid_correlation(), 1 => key()]
+}
+
+fn int64() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        any::<i64>(),
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(0),
+        Just(-1),
+        -10i64..1_000_010,
+    ]
+}
+
+fn enum_i32() -> impl Strategy<Value = i32> {
+    prop_oneof![any::<i32>(), -2i32..8, Just(i32::MIN), Just(i32::MAX)]
+}
+
+fn currency() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("USD".to_owned()),
+        Just("EUR".to_owned()),
+        "[A-Z]{3}",
+        "[A-Za-z]{2,4}",
+        text()
+    ]
+}
+
+fn money() -> impl Strategy<Value = pb::Money> {
+    (currency(), int64()).prop_map(|(currency_code, amount_minor)| pb::Money {
+        currency_code,
+        amount_minor,
+    })
+}
+
+fn item() -> impl Strategy<Value = pb::OrderItem> {
+    let arbitrary = (
+        prop_oneof![text(), "[A-Za-z0-9._-]{1,64}", "[A-Za-z0-9._-]{65,70}"],
+        int64(),
+        prop::option::weighted(0.9, money()),
+    )
+        .prop_map(|(sku, quantity, unit_price)| pb::OrderItem {
+            sku,
+            quantity,
+            unit_price,
+        });
+    prop_oneof![arbitrary, valid_item()]
+}
+
+/// Items: a few, or about the most an order may have (100), valid so that
+/// the count is what is checked.
+fn items() -> impl Strategy<Value = Vec<pb::OrderItem>> {
+    prop_oneof![
+        4 => prop::collection::vec(item(), 0..5),
+        1 => prop::collection::vec(valid_item(), 99..102),
+    ]
+}
+
+fn field_mask() -> impl Strategy<Value = Option<pbjson_types::FieldMask>> {
+    prop::option::of(
+        prop::collection::vec(
+            prop_oneof![Just("name".to_owned()), Just("email".to_owned()), text()],
+            0..5,
+        )
+        .prop_map(|paths| pbjson_types::FieldMask { paths }),
+    )
+}
+
+prop_compose! {
+    fn any_create_user()(
+        request_id in key(), correlation_id in correlation(), email in email(), name in text(),
+    ) -> pb::CreateUserRequest {
+        pb::CreateUserRequest { request_id, correlation_id, email, name }
+    }
+}
+
+prop_compose! {
+    fn any_update_user_profile()(
+        request_id in key(),
+        correlation_id in correlation(),
+        user_id in id(),
+        expected_version in prop::option::of(int64()),
+        name in text(),
+        email in email(),
+        update_mask in field_mask(),
+    ) -> pb::UpdateUserProfileRequest {
+        pb::UpdateUserProfileRequest {
+            request_id,
+            correlation_id,
+            user_id,
+            expected_version,
+            name,
+            email,
+            update_mask,
+        }
+    }
+}
+
+prop_compose! {
+    fn any_create_order()(
+        request_id in key(),
+        correlation_id in correlation(),
+        user_id in id(),
+        items in items(),
+        total in prop::option::of(money()),
+    ) -> pb::CreateOrderRequest {
+        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total }
+    }
+}
+
+prop_compose! {
+    fn any_update_order_status()(
+        request_id in key(),
+        correlation_id in correlation(),
+        order_id in id(),
+        expected_version in prop::option::of(int64()),
+        status in enum_i32(),
+    ) -> pb::UpdateOrderStatusRequest {
+        pb::UpdateOrderStatusRequest {
+            request_id,
+            correlation_id,
+            order_id,
+            expected_version,
+            status,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Valid requests, and their mutations
+
+fn valid_key() -> impl Strategy<Value = String> {
+    "[!-~]{1,128}"
+}
+
+/// A correlation id field: empty (the metadata's or a new one) or valid.
+fn valid_correlation() -> impl Strategy<Value = String> {
+    prop_oneof![Just(String::new()), "[!-~]{1,128}"]
+}
+
+fn valid_id() -> impl Strategy<Value = String> {
+    any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string())
+}
+
+fn valid_email() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9+_%-]{1,10}(\\.[a-z0-9+_%-]{1,5}){0,2}@[a-zA-Z0-9]{1,10}\\.[a-z]{2,6}"
+}
+
+fn valid_name() -> impl Strategy<Value = String> {
+    "[^\\p{C}\\s]{1,20}( [^\\p{C}\\s]{1,20}){0,3}"
+}
+
+fn valid_money() -> impl Strategy<Value = pb::Money> {
+    ("USD", 0i64..1_000_000).prop_map(|(currency_code, amount_minor)| pb::Money {
+        currency_code,
+        amount_minor,
+    })
+}
+
+fn valid_item() -> impl Strategy<Value = pb::OrderItem> {
+    ("[A-Za-z0-9._-]{1,64}", 1i64..1000, valid_money()).prop_map(|(sku, quantity, unit_price)| {
+        pb::OrderItem {
+            sku,
+            quantity,
+            unit_price: Some(unit_price),
+        }
+    })
+}
+
+prop_compose! {
+    fn valid_create_user()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        email in valid_email(),
+        name in valid_name(),
+    ) -> pb::CreateUserRequest {
+        pb::CreateUserRequest { request_id, correlation_id, email, name }
+    }
+}
+
+prop_compose! {
+    fn valid_update_user_profile()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        user_id in valid_id(),
+        expected_version in prop::option::of(0i64..1000),
+        name in valid_name(),
+        email in valid_email(),
+        paths in prop::sample::select(vec![
+            vec!["name"], vec!["email"], vec!["name", "email"], vec!["email", "name"],
+        ]),
+    ) -> pb::UpdateUserProfileRequest {
+        pb::UpdateUserProfileRequest {
+            request_id,
+            correlation_id,
+            user_id,
+            expected_version,
+            name,
+            email,
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: paths.into_iter().map(str::to_owned).collect(),
+            }),
+        }
+    }
+}
+
+prop_compose! {
+    fn valid_create_order()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        user_id in valid_id(),
+        items in prop::collection::vec(valid_item(), 1..4),
+        total in prop::option::of(valid_money()),
+    ) -> pb::CreateOrderRequest {
+        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total }
+    }
+}
+
+prop_compose! {
+    fn valid_update_order_status()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        order_id in valid_id(),
+        expected_version in prop::option::of(0i64..1000),
+        status in 1i32..=5,
+    ) -> pb::UpdateOrderStatusRequest {
+        pb::UpdateOrderStatusRequest {
+            request_id,
+            correlation_id,
+            order_id,
+            expected_version,
+            status,
+        }
+    }
+}
+
+/// One change to a message's bytes.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip { at: Index, mask: u8 },
+    Set { at: Index, byte: u8 },
+    Insert { at: Index, bytes: Vec<u8> },
+    Delete { at: Index, len: usize },
+    Truncate { at: Index },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        // Low bits keep ASCII text valid UTF-8, so that the parse runs.
+        (any::<Index>(), prop_oneof![1u8..=0x7f, 1u8..=255])
+            .prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+        (any::<Index>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..4))
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (any::<Index>(), 1usize..4).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        any::<Index>().prop_map(|at| Mutation::Truncate { at }),
+    ]
+}
+
+fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        let len = bytes.len();
+        match m {
+            Mutation::Flip { at, mask } if len > 0 => bytes[at.index(len)] ^= mask,
+            Mutation::Set { at, byte } if len > 0 => bytes[at.index(len)] = *byte,
+            Mutation::Insert { at, bytes: new } => {
+                let at = at.index(len + 1);
+                bytes.splice(at..at, new.iter().copied());
+            }
+            Mutation::Delete { at, len: n } if len > 0 => {
+                let at = at.index(len);
+                bytes.drain(at..(at + n).min(len));
+            }
+            Mutation::Truncate { at } => bytes.truncate(at.index(len + 1)),
+            _ => {}
+        }
+    }
+    bytes
+}
+
+fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
+    prop::collection::vec(mutation(), 1..4)
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn create_user_answers_any_bytes(bytes in bytes()) {
+        check(&CREATE_USER, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn create_user_answers_any_message(req in any_create_user()) {
+        check(&CREATE_USER, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn create_user_answers_a_mutated_request(req in valid_create_user(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&CREATE_USER, &bytes)?;
+        check(&CREATE_USER, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn update_user_profile_answers_any_bytes(bytes in bytes()) {
+        check(&UPDATE_USER_PROFILE, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn update_user_profile_answers_any_message(req in any_update_user_profile()) {
+        check(&UPDATE_USER_PROFILE, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn update_user_profile_answers_a_mutated_request(
+        req in valid_update_user_profile(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&UPDATE_USER_PROFILE, &bytes)?;
+        check(&UPDATE_USER_PROFILE, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn create_order_answers_any_bytes(bytes in bytes()) {
+        check(&CREATE_ORDER, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn create_order_answers_any_message(req in any_create_order()) {
+        check(&CREATE_ORDER, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn create_order_answers_a_mutated_request(req in valid_create_order(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&CREATE_ORDER, &bytes)?;
+        check(&CREATE_ORDER, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn update_order_status_answers_any_bytes(bytes in bytes()) {
+        check(&UPDATE_ORDER_STATUS, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn update_order_status_answers_any_message(req in any_update_order_status()) {
+        check(&UPDATE_ORDER_STATUS, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn update_order_status_answers_a_mutated_request(
+        req in valid_update_order_status(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&UPDATE_ORDER_STATUS, &bytes)?;
+        check(&UPDATE_ORDER_STATUS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The answer function itself
+
+fn reason_of(answer: Result<(), Status>) -> String {
+    let status = answer.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .error_info()
+        .expect("an ErrorInfo")
+        .reason
+        .clone()
+}
+
+#[test]
+fn the_answer_tells_undecodable_from_invalid() {
+    // Field 1 (`request_id`), length 2, not UTF-8.
+    let not_utf8 = [0x0a, 0x02, 0xff, 0xfe];
+    for rpc in [
+        &CREATE_USER,
+        &UPDATE_USER_PROFILE,
+        &CREATE_ORDER,
+        &UPDATE_ORDER_STATUS,
+    ] {
+        assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
+        assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");
+    }
+    // A correlation id field that is not printable ASCII is refused before
+    // the parse, as `unary` does.
+    let bad_cid = pb::CreateUserRequest {
+        request_id: "r".into(),
+        correlation_id: "not ascii ✗".into(),
+        email: "a@example.com".into(),
+        name: "A".into(),
+    };
+    let status = create_user(&bad_cid.encode_to_vec()).expect_err("refused");
+    let details = status.get_error_details();
+    assert_eq!(
+        details
+            .bad_request()
+            .expect("a BadRequest")
+            .field_violations[0]
+            .field,
+        "correlation_id"
+    );
+    assert!(
+        create_user(
+            &pb::CreateUserRequest {
+                correlation_id: String::new(),
+                ..bad_cid
+            }
+            .encode_to_vec()
+        )
+        .is_ok()
+    );
+}
