@@ -106,6 +106,10 @@ pub mod event_store {
     /// The client's `request_id`.
     pub const COMMAND_ID: &str = "CommandId";
     pub const CORRELATION_ID: &str = "CorrelationId";
+    /// On the first event of an aggregate a create appended, the create's
+    /// request hash (see `idempotency::REQUEST_HASH`): the event is the
+    /// create's idempotency record.
+    pub const REQUEST_HASH: &str = "RequestHash";
     /// The W3C `traceparent` of the appending request; absent without one.
     pub const TRACE_PARENT: &str = "TraceParent";
     pub const AGGREGATE_TYPE: &str = "AggregateType";

@@ -217,6 +217,13 @@ fn append(base: Version, events: Vec<Event>) -> Append {
             request_hash: "0".repeat(64),
             outcome,
         },
+        // A create is recorded by its first event, as the command handler
+        // records it.
+        record: if base == 0 {
+            dynabridge_event_store::RecordIn::FirstEvent
+        } else {
+            dynabridge_event_store::RecordIn::IdempotencyTable
+        },
         requirements: Vec::new(),
         now,
     }

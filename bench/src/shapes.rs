@@ -1,6 +1,9 @@
 //! Where the store's time goes on a create: parts of `CreateUser`'s real
 //! transaction ([`EventStore::transact_items`]), each sent alone from here,
-//! and priced by the CPU the store spends on it.
+//! and priced by the CPU the store spends on it. The transaction is the one
+//! with the idempotency record, as creates were recorded before their first
+//! event became their record (`RecordIn::FirstEvent`): the study priced
+//! that record, and `Transaction` less it is what a create sends now.
 //!
 //! The peer writes one item per event, to a table with a stream and no
 //! index, after one consistent `Query`; ours writes the event (to a table
@@ -12,7 +15,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{ScalarAttributeType, TransactWriteItem};
 use dynabridge::schema::{Tables, event_store};
 
-use crate::ceiling::{Storage, create_user_append};
+use dynabridge_event_store::{Append, RecordIn};
+
+use crate::ceiling::Storage;
 use crate::load::{self, Limits, Outcome, Step};
 
 /// A prefix of `CreateUser`'s transaction.
@@ -96,6 +101,18 @@ pub async fn unindexed_table(client: &Client, tables: &Tables) -> anyhow::Result
     .await?;
     crate::peer::wait_active(client, &table).await?;
     Ok(table)
+}
+
+/// `CreateUser`'s transaction for a new user, with its idempotency record.
+fn create_user_append() -> Result<(dynabridge_domain::UserId, Append), String> {
+    let (user_id, append) = crate::ceiling::create_user_append()?;
+    Ok((
+        user_id,
+        Append {
+            record: RecordIn::IdempotencyTable,
+            ..append
+        },
+    ))
 }
 
 /// `CreateUser`'s transaction for a new user, cut to `shape`.

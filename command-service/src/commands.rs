@@ -18,7 +18,8 @@ use uuid::Uuid;
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::{Aggregate, Requirement, StoredEvent, ValidationError, Version};
 use dynabridge_event_store::{
-    Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, StoreError,
+    Append, AppendError, CommandOutcome, CommandStore, Creation, EventStore, IdempotencyRecord,
+    RecordIn, StoreError,
 };
 use dynabridge_runtime::error::AppError;
 
@@ -179,6 +180,7 @@ impl<S: CommandStore> CommandHandler<S> {
                 meta,
                 id,
                 from_cache,
+                creates,
                 number: attempt,
             };
             match self.attempt(&tried, command, aggregate).await {
@@ -257,8 +259,19 @@ impl<S: CommandStore> CommandHandler<S> {
         let append = if events.is_empty() {
             self.record_unchanged::<A>(meta, id, &aggregate, Utc::now())
         } else {
-            self.build_append::<A>(meta, &aggregate, events, Utc::now())
+            self.build_append::<A>(meta, &aggregate, events, tried.creates, Utc::now())
         };
+        if tried.creates == Creates::Aggregate && checks_itself(&append.requirements, id) {
+            // The request id was used for the create of an aggregate this
+            // one requires (an order of the user it created): both ids
+            // derive from it. Not sent: one transaction cannot name the
+            // item twice. It is answered as the retry it may be.
+            return Next::Done(match self.replay_creation::<A>(meta, id).await {
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => Err(AppError::internal("a required aggregate vanished")),
+                Err(err) => Err(err),
+            });
+        }
         let appended = self.store.append(&append).await;
         self.settle(tried, aggregate, append, appended).await
     }
@@ -275,6 +288,7 @@ impl<S: CommandStore> CommandHandler<S> {
             meta,
             id,
             from_cache,
+            creates,
             number,
         } = *tried;
         match appended {
@@ -314,6 +328,18 @@ impl<S: CommandStore> CommandHandler<S> {
             // cached state.
             Err(AppendError::Conflict | AppendError::Unmet(_)) if from_cache => {
                 self.again(id, &aggregate)
+            }
+            // A create names the aggregate its request id derives: the
+            // event there is this request's first attempt, or another's
+            // that used the same request id.
+            Err(AppendError::Conflict) if creates == Creates::Aggregate => {
+                match self.replay_creation::<A>(meta, id).await {
+                    Ok(Some(outcome)) => Next::Done(Ok(outcome)),
+                    Err(err) => Next::Done(Err(err)),
+                    // Not visible yet: a concurrent copy's transaction is
+                    // still open. Decided again.
+                    Ok(None) => Next::Again { doubted: None },
+                }
             }
             // A request that changed nothing was recorded on condition that
             // the aggregate was still at the version decided on: it moved.
@@ -365,6 +391,7 @@ impl<S: CommandStore> CommandHandler<S> {
         meta: &CommandMeta,
         aggregate: &A,
         events: Vec<dynabridge_domain::Event>,
+        creates: Creates,
         now: DateTime<Utc>,
     ) -> Append {
         let base = aggregate.version();
@@ -400,6 +427,12 @@ impl<S: CommandStore> CommandHandler<S> {
                 request_hash: meta.request_hash.clone(),
                 outcome,
             },
+            // A create's first event is its record: its id derives from the
+            // request id, so a retry meets it.
+            record: match creates {
+                Creates::Aggregate => RecordIn::FirstEvent,
+                Creates::Nothing => RecordIn::IdempotencyTable,
+            },
             requirements,
             now,
         }
@@ -429,6 +462,7 @@ impl<S: CommandStore> CommandHandler<S> {
                     total: None,
                 },
             },
+            record: RecordIn::IdempotencyTable,
             requirements: vec![Requirement::Unchanged {
                 aggregate_type: A::TYPE,
                 id,
@@ -436,6 +470,54 @@ impl<S: CommandStore> CommandHandler<S> {
             }],
             now,
         }
+    }
+
+    /// The outcome of the create that appended aggregate `id`'s first
+    /// events, if that was this request; a refusal if it was the same
+    /// request id with another request; `None` if the aggregate has no
+    /// event (yet).
+    async fn replay_creation<A: Aggregate>(
+        &self,
+        meta: &CommandMeta,
+        id: Uuid,
+    ) -> Result<Option<CommandOutcome>, AppError> {
+        let Some(creation) = self
+            .store
+            .creation(&id.to_string())
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let Creation {
+            request_id,
+            request_hash,
+            events,
+        } = creation;
+        if request_id != meta.request_id.as_str() {
+            return Err(AppError::internal(format!(
+                "aggregate {id}, derived from request {}, was created by request {request_id}",
+                meta.request_id.as_str()
+            )));
+        }
+        if request_hash.as_deref() != Some(meta.request_hash.as_str()) {
+            return Err(AppError::request_id_reused());
+        }
+        tracing::info!(
+            request_id = meta.request_id.as_str(),
+            "retried create, returning the original outcome"
+        );
+        let decided: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(None);
+        };
+        Ok(Some(CommandOutcome {
+            aggregate_id: id.to_string(),
+            version: last.version,
+            event_ids: events.iter().map(|e| e.event_id.to_string()).collect(),
+            correlation_id: first.correlation_id.clone(),
+            total: A::reported_total(&decided),
+        }))
     }
 
     /// If this request was already recorded, its original outcome (or a
@@ -474,6 +556,17 @@ fn store_error(err: StoreError) -> AppError {
     }
 }
 
+/// Whether a requirement checks aggregate `id`'s own events, the items the
+/// append writes.
+fn checks_itself(requirements: &[Requirement], id: Uuid) -> bool {
+    requirements.iter().any(|r| match r {
+        Requirement::Exists { id: other, .. } | Requirement::Unchanged { id: other, .. } => {
+            *other == id
+        }
+        Requirement::Claim { .. } | Requirement::Release { .. } => false,
+    })
+}
+
 /// One attempt at a command: the request, the aggregate, whether the
 /// state decided on is a cached guess, and which read of the store it is.
 #[derive(Clone, Copy, Debug)]
@@ -481,6 +574,7 @@ struct Attempt<'a> {
     meta: &'a CommandMeta,
     id: Uuid,
     from_cache: bool,
+    creates: Creates,
     number: u32,
 }
 
@@ -494,9 +588,10 @@ enum Next {
     Again { doubted: Option<Version> },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Creates {
-    /// The command creates a new aggregate with a fresh id.
+    /// The command creates a new aggregate, whose id derives from the
+    /// request id (`UserId::for_request`).
     Aggregate,
     /// The command acts on an existing aggregate.
     Nothing,

@@ -42,6 +42,13 @@ async fn a_retried_request_returns_the_original_response_even_after_a_restart() 
         .into_inner();
     assert_eq!(after_restart, first);
     assert_eq!(app.stored_events().await.len(), 1, "retries append nothing");
+    // The create's event is its record: no idempotency item, and the id
+    // derives from the request id.
+    assert_eq!(app.count_items(&app.tables.idempotency()).await, 0);
+    assert_eq!(
+        first.user_id,
+        dynabridge_domain::UserId::for_request("retry-me").to_string()
+    );
 
     // The same key with another request is refused, and writes nothing.
     let err = app
@@ -53,6 +60,21 @@ async fn a_retried_request_returns_the_original_response_even_after_a_restart() 
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), ["request_id"]);
+    assert_eq!(app.stored_events().await.len(), 1);
+    // So is the same key for a create of another kind: it names the same
+    // aggregate, whose first event is another request's.
+    let err = app
+        .command
+        .create_order(pb::CreateOrderRequest {
+            request_id: "retry-me".into(),
+            user_id: first.user_id.clone(),
+            items: vec![item("a", 1, 100)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert_eq!(violated_fields(&err), ["request_id"]);
     assert_eq!(app.stored_events().await.len(), 1);
 

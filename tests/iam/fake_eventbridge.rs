@@ -40,6 +40,7 @@ impl FakeEventBridge {
     }
 
     /// Deletes bus `name` (or creates it again, `exists`).
+    #[allow(dead_code, reason = "the observability tests delete the bus")]
     pub fn set_bus(&self, name: &str, exists: bool) {
         let mut deleted = self.buses.deleted.lock().unwrap();
         if exists {

@@ -1,6 +1,7 @@
 //! The commands of the two aggregates, each one call of the generic path
 //! ([`CommandHandler::execute`]): which aggregate, its id, and whether the
-//! command creates it.
+//! command creates it. A create's id derives from its request id, so that
+//! a retry names the same aggregate.
 
 use dynabridge_domain::{
     Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, User, UserCommand, UserId,
@@ -18,7 +19,7 @@ impl<S: CommandStore> CommandHandler<S> {
         email: Email,
         name: UserName,
     ) -> Result<CommandOutcome, AppError> {
-        let id = UserId::new_random();
+        let id = UserId::for_request(meta.request_id.as_str());
         let command = UserCommand::Create { id, email, name };
         self.execute::<User>(meta, *id.as_uuid(), &command, Creates::Aggregate)
             .await
@@ -43,7 +44,7 @@ impl<S: CommandStore> CommandHandler<S> {
         items: OrderLines,
         expected_total: Option<Money>,
     ) -> Result<CommandOutcome, AppError> {
-        let id = OrderId::new_random();
+        let id = OrderId::for_request(meta.request_id.as_str());
         let command = OrderCommand::Create {
             id,
             user_id,

@@ -27,12 +27,15 @@ enum Injected {
 struct State {
     events: HashMap<String, Vec<StoredEvent>>,
     records: HashMap<String, (String, CommandOutcome)>,
+    /// The request hash a create recorded on its first event, by aggregate.
+    created_by: HashMap<String, String>,
     /// The unique values held (one scope in use), and their owners.
     unique: HashMap<String, Uuid>,
     injected: VecDeque<Injected>,
     loads: usize,
     appends: usize,
     record_reads: usize,
+    creation_reads: usize,
 }
 
 impl State {
@@ -129,7 +132,8 @@ impl CommandStore for FakeStore {
         }
         // The conditions, in the order the real store's cancellation
         // reasons are read.
-        if state.records.contains_key(&append.idempotency.request_id) {
+        let in_table = append.record == RecordIn::IdempotencyTable || append.events.is_empty();
+        if in_table && state.records.contains_key(&append.idempotency.request_id) {
             return Err(AppendError::DuplicateRequest);
         }
         let unmet = |state: &State, wanted: fn(&Requirement) -> bool| {
@@ -174,11 +178,34 @@ impl CommandStore for FakeStore {
             }
         }
         let record = &append.idempotency;
-        state.records.insert(
-            record.request_id.clone(),
-            (record.request_hash.clone(), record.outcome.clone()),
-        );
+        if in_table {
+            state.records.insert(
+                record.request_id.clone(),
+                (record.request_hash.clone(), record.outcome.clone()),
+            );
+        } else {
+            let id = append.events[0].event.aggregate_id().to_string();
+            state.created_by.insert(id, record.request_hash.clone());
+        }
         Ok(())
+    }
+
+    async fn creation(&self, aggregate_id: &str) -> Result<Option<Creation>, StoreError> {
+        let mut state = self.state();
+        state.creation_reads += 1;
+        let Some(events) = state.events.get(aggregate_id) else {
+            return Ok(None);
+        };
+        let request_id = events[0].request_id.clone();
+        Ok(Some(Creation {
+            request_hash: state.created_by.get(aggregate_id).cloned(),
+            events: events
+                .iter()
+                .take_while(|e| e.request_id == request_id)
+                .cloned()
+                .collect(),
+            request_id,
+        }))
     }
 
     async fn recorded_request(
@@ -259,7 +286,17 @@ async fn a_retried_create_returns_the_original_outcome_and_appends_nothing() {
 
     assert_eq!(retry, first);
     assert_eq!(store.state().events.len(), 1, "one user, not two");
-    assert_eq!(store.calls(), (0, 2, 1), "the retry read the record once");
+    assert_eq!(store.calls(), (0, 2, 0), "no idempotency record read");
+    assert_eq!(store.state().creation_reads, 1, "the retry read the event");
+    assert!(
+        store.state().records.is_empty(),
+        "no idempotency item: the create's event is its record"
+    );
+    assert_eq!(
+        first.aggregate_id,
+        UserId::for_request("r1").to_string(),
+        "the id derives from the request id"
+    );
 }
 
 #[tokio::test]

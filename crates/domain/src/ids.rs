@@ -5,6 +5,10 @@ use uuid::Uuid;
 
 use super::ValidationError;
 
+/// The namespace of the ids creates derive from their request ids. Fixed
+/// forever: a new one would give a retried create a new aggregate.
+pub const CREATE_NAMESPACE: Uuid = Uuid::from_u128(0x6d1b_0c3e_4f8a_5b27_9e41_d2c6_a7f0_3b58);
+
 macro_rules! aggregate_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -15,6 +19,14 @@ macro_rules! aggregate_id {
             /// A new random id.
             pub fn new_random() -> Self {
                 Self(Uuid::new_v4())
+            }
+
+            /// The id a create with this request id gives its aggregate:
+            /// name-based (UUID v5, [`CREATE_NAMESPACE`]), so that a retry of
+            /// the create names the same aggregate, and finds the event the
+            /// first attempt appended.
+            pub fn for_request(request_id: &str) -> Self {
+                Self(Uuid::new_v5(&CREATE_NAMESPACE, request_id.as_bytes()))
             }
 
             pub fn from_uuid(uuid: Uuid) -> Self {
@@ -52,3 +64,26 @@ aggregate_id!(
     /// The id of an order aggregate.
     OrderId
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_s_id_is_its_request_id_s_always_and_only() {
+        assert_eq!(UserId::for_request("r1"), UserId::for_request("r1"));
+        assert_ne!(UserId::for_request("r1"), UserId::for_request("r2"));
+        // The same request id names the same aggregate whatever its type,
+        // so that a request id used for two creates is seen as reused.
+        assert_eq!(
+            UserId::for_request("r1").as_uuid(),
+            OrderId::for_request("r1").as_uuid()
+        );
+        // Pinned: a changed namespace would break every retry across it.
+        assert_eq!(
+            UserId::for_request("cmd-001").to_string(),
+            "b360daf6-58d0-5c00-abe3-be1a85ba7096"
+        );
+        assert_eq!(UserId::for_request("r1").as_uuid().get_version_num(), 5);
+    }
+}

@@ -18,7 +18,7 @@ mod values;
 
 pub use error::{DomainError, FieldViolation, ValidationError};
 pub use event::{AggregateType, Event, StoredEvent};
-pub use ids::{OrderId, UserId};
+pub use ids::{CREATE_NAMESPACE, OrderId, UserId};
 pub use order::{Order, OrderCommand, OrderLine, OrderLines, OrderState, OrderStatus};
 pub use requirement::{Requirement, UniqueScope};
 pub use user::{User, UserCommand, UserState};

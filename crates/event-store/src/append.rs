@@ -43,15 +43,47 @@ pub struct IdempotencyRecord {
     pub outcome: CommandOutcome,
 }
 
+/// Where an append's request is recorded, so that a retry of it is
+/// answered with the first outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordIn {
+    /// An item of the idempotency table, kept [`EventStore::IDEMPOTENCY_TTL`].
+    IdempotencyTable,
+    /// The append's first event, which carries the request hash: a create,
+    /// whose aggregate id derives from its request id
+    /// (`UserId::for_request`). A retry names the same aggregate, fails the
+    /// event's condition and is answered from the events
+    /// ([`EventStore::creation`]), for as long as they are kept. One item
+    /// fewer per create.
+    FirstEvent,
+}
+
 /// One append.
 #[derive(Clone, Debug)]
 pub struct Append {
     pub events: Vec<StoredEvent>,
     pub idempotency: IdempotencyRecord,
+    /// Where `idempotency` is kept.
+    pub record: RecordIn,
     /// What else must hold for the events to land, as the aggregate
     /// declared it: each becomes a condition of the same transaction.
     pub requirements: Vec<Requirement>,
     pub now: DateTime<Utc>,
+}
+
+/// The request that created an aggregate, as its first events record it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creation {
+    pub request_id: String,
+    /// `None` for an aggregate created before creates recorded their hash.
+    pub request_hash: Option<String>,
+    /// The events the create appended, from version 1.
+    pub events: Vec<StoredEvent>,
+}
+
+impl Creation {
+    /// The most events a create is read back with.
+    pub const MAX_EVENTS: Version = 16;
 }
 
 /// Why an append did not happen.
@@ -197,7 +229,7 @@ impl EventStore {
         let mut parts = Vec::new();
         let mut items = Vec::new();
         let mut keys = Vec::new();
-        for event in &append.events {
+        for (n, event) in append.events.iter().enumerate() {
             keys.push(item_key(
                 &self.event_table,
                 &[
@@ -205,9 +237,16 @@ impl EventStore {
                     &event.version.to_string(),
                 ],
             ));
+            let mut item = event_to_item(event);
+            if n == 0 && append.record == RecordIn::FirstEvent {
+                item.insert(
+                    event_store::REQUEST_HASH.into(),
+                    AttributeValue::S(append.idempotency.request_hash.clone()),
+                );
+            }
             let put = Put::builder()
                 .table_name(&self.event_table)
-                .set_item(Some(event_to_item(event)))
+                .set_item(Some(item))
                 .condition_expression("attribute_not_exists(#id)")
                 .expression_attribute_names("#id", event_store::AGGREGATE_ID)
                 .build()
@@ -216,19 +255,21 @@ impl EventStore {
             parts.push(Part::Event);
         }
 
-        let put = Put::builder()
-            .table_name(self.tables.idempotency())
-            .set_item(Some(self.idempotency_item(&append.idempotency, append.now)))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", idempotency::REQUEST_ID)
-            .build()
-            .map_err(internal)?;
-        items.push(TransactWriteItem::builder().put(put).build());
-        parts.push(Part::Idempotency);
-        keys.push(item_key(
-            &self.tables.idempotency(),
-            &[&append.idempotency.request_id],
-        ));
+        if append.record == RecordIn::IdempotencyTable || append.events.is_empty() {
+            let put = Put::builder()
+                .table_name(self.tables.idempotency())
+                .set_item(Some(self.idempotency_item(&append.idempotency, append.now)))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", idempotency::REQUEST_ID)
+                .build()
+                .map_err(internal)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+            parts.push(Part::Idempotency);
+            keys.push(item_key(
+                &self.tables.idempotency(),
+                &[&append.idempotency.request_id],
+            ));
+        }
 
         for (index, requirement) in append.requirements.iter().enumerate() {
             let (item, kind, key) = self.requirement_item(requirement)?;
@@ -401,6 +442,56 @@ impl EventStore {
             );
         }
         item
+    }
+
+    /// The request that created aggregate `aggregate_id` (recorded in its
+    /// first event, [`RecordIn::FirstEvent`]), read consistently: `None` if
+    /// the aggregate has no event.
+    pub async fn creation(&self, aggregate_id: &str) -> Result<Option<Creation>, StoreError> {
+        // One Query, the call the role already has for loading aggregates.
+        let page = self
+            .client
+            .query()
+            .table_name(&self.event_table)
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .key_condition_expression("#id = :id AND #v BETWEEN :first AND :last")
+            .expression_attribute_names("#id", event_store::AGGREGATE_ID)
+            .expression_attribute_names("#v", event_store::VERSION)
+            .expression_attribute_values(":id", AttributeValue::S(aggregate_id.to_owned()))
+            .expression_attribute_values(":first", AttributeValue::N("1".into()))
+            .expression_attribute_values(
+                ":last",
+                AttributeValue::N(Creation::MAX_EVENTS.to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| StoreError::call("reading a creation", e))?;
+        let items = page.items();
+        let Some(first) = items.first() else {
+            return Ok(None);
+        };
+        let request_hash = first
+            .get(event_store::REQUEST_HASH)
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        let mut events = Vec::new();
+        for item in items {
+            let event = super::codec::event_from_item(item)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if events
+                .first()
+                .is_some_and(|first: &StoredEvent| first.request_id != event.request_id)
+            {
+                break;
+            }
+            events.push(event);
+        }
+        Ok(Some(Creation {
+            request_id: events[0].request_id.clone(),
+            request_hash,
+            events,
+        }))
     }
 
     /// The recorded request with this idempotency key: its hash and outcome.

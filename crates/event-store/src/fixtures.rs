@@ -38,6 +38,7 @@ pub fn new_user_append(request_id: &str, email: &str) -> (UserId, Append) {
                 total: None,
             },
         },
+        record: crate::RecordIn::IdempotencyTable,
         requirements: vec![Requirement::Claim {
             scope: UniqueScope::Email,
             value: Email::parse(email).unwrap().as_str().to_owned(),

@@ -9,7 +9,9 @@ mod error;
 pub mod fixtures;
 pub mod group_commit;
 
-pub use append::{Append, AppendError, CommandOutcome, EventStore, IdempotencyRecord};
+pub use append::{
+    Append, AppendError, CommandOutcome, Creation, EventStore, IdempotencyRecord, RecordIn,
+};
 pub use error::StoreError;
 pub use group_commit::GroupCommitMetrics;
 
@@ -78,6 +80,13 @@ pub trait CommandStore: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// all or nothing; see [`EventStore::append`].
     fn append(&self, append: &Append) -> impl Future<Output = Result<(), AppendError>> + Send;
 
+    /// The request that created an aggregate, from its first events; see
+    /// [`EventStore::creation`].
+    fn creation(
+        &self,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Option<Creation>, StoreError>> + Send;
+
     /// The recorded request with this idempotency key: its hash and outcome.
     fn recorded_request(
         &self,
@@ -92,6 +101,10 @@ impl CommandStore for EventStore {
 
     async fn append(&self, append: &Append) -> Result<(), AppendError> {
         EventStore::append(self, append).await
+    }
+
+    async fn creation(&self, aggregate_id: &str) -> Result<Option<Creation>, StoreError> {
+        EventStore::creation(self, aggregate_id).await
     }
 
     async fn recorded_request(
