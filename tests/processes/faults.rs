@@ -30,9 +30,10 @@ use crate::{order_at, published_ids, spawn_projector, spawn_service, user_at};
 const CLIENTS: usize = 4;
 /// Kills of each of the two binaries.
 const KILLS_EACH: usize = 3;
-/// The load stops at this many users per client, or once every kill is
-/// done and the client finished its user, whichever is first.
-const MAX_USERS_PER_CLIENT: usize = 40;
+/// The load goes on until every kill is done (and the client finished its
+/// user), so that every kill meets calls in flight; this many users per
+/// client at most.
+const MAX_USERS_PER_CLIENT: usize = 400;
 /// The whole load's time limit.
 const LOAD_LIMIT: Duration = Duration::from_secs(90);
 /// How long one call may take.

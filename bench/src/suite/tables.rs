@@ -113,29 +113,45 @@ pub(super) fn targets(create: &[Row], update: &[Row], profile: &[Row], list: &[R
         })
     };
     let mut table = Table::new(&["target", "measured", "met"]);
-    for (name, rows) in [
-        ("CreateUser", create),
-        ("UpdateOrderStatus", update),
-        ("GetUserProfile", profile),
-        ("ListOrdersByUser", list),
+    // A command is judged against the storage ceiling; a query, which is
+    // one storage call behind one gRPC call, against the transport +
+    // storage ceiling (see `QUERY_TARGET_NOTE`).
+    for (name, rows, query) in [
+        ("CreateUser", create, false),
+        ("UpdateOrderStatus", update, false),
+        ("GetUserProfile", profile, true),
+        ("ListOrdersByUser", list, true),
     ] {
         let Some((clients, ours, storage, both, versus)) = at_most_clients(rows) else {
             continue;
         };
         let vs_storage = if storage > 0.0 { ours / storage } else { 0.0 };
-        table.row(vec![
-            format!("{name} at {clients} clients ≥ 0.8× storage ceiling"),
-            format!("{vs_storage:.2}×"),
-            yes(vs_storage >= 0.8),
-        ]);
         let vs_both = if both > 0.0 { ours / both } else { 0.0 };
-        table.row(vec![
-            format!(
-                "{name} at {clients} clients vs the transport + storage ceiling (not a target)"
-            ),
-            format!("{vs_both:.2}×"),
-            "n/a".into(),
-        ]);
+        if query {
+            table.row(vec![
+                format!("{name} at {clients} clients ≥ 0.9× transport + storage ceiling"),
+                format!("{vs_both:.2}×"),
+                yes(vs_both >= 0.9),
+            ]);
+            table.row(vec![
+                format!("{name} at {clients} clients vs the storage ceiling (not a target)"),
+                format!("{vs_storage:.2}×"),
+                "n/a".into(),
+            ]);
+        } else {
+            table.row(vec![
+                format!("{name} at {clients} clients ≥ 0.8× storage ceiling"),
+                format!("{vs_storage:.2}×"),
+                yes(vs_storage >= 0.8),
+            ]);
+            table.row(vec![
+                format!(
+                    "{name} at {clients} clients vs the transport + storage ceiling (not a target)"
+                ),
+                format!("{vs_both:.2}×"),
+                "n/a".into(),
+            ]);
+        }
         if let Some((library, peer)) = versus {
             let vs_peer = if peer > 0.0 { library / peer } else { 0.0 };
             table.row(vec![
@@ -158,8 +174,17 @@ pub(super) fn targets(create: &[Row], update: &[Row], profile: &[Row], list: &[R
         "\nThe round-trip targets are in the cost table above; the projection lag target (p99 ≤ \
          100 ms) in the lag table.\n",
     );
+    out.push_str(QUERY_TARGET_NOTE);
     out
 }
+
+/// Why the queries' target is the transport + storage ceiling.
+const QUERY_TARGET_NOTE: &str = "\nThe queries are judged against the transport + storage \
+ceiling, at least 0.9× at 64 clients: a query is one gRPC call that makes one storage call \
+(`GetItem`, `Query`), and the echo server that makes the same storage call per gRPC call is \
+the most a query service can do on this machine. Against the storage ceiling alone, a query \
+pays the gRPC round trip that the storage ceiling does not, on the same two cores; that ratio \
+is shown, and is not a target.\n";
 
 fn yes(met: bool) -> String {
     if met { "yes".into() } else { "**no**".into() }
