@@ -317,27 +317,12 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost_or_applied_twice(
     eprintln!("fault seed: {seed} (DYNABRIDGE_FAULT_SEED={seed} replays it)");
     let mut rng = Rng(seed);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(dynoxide::server::serve_with_shutdown(
-        listener,
-        dynoxide::Database::memory().unwrap(),
-        std::future::pending(),
-    ));
-    let prefix = format!("f{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let tables = Tables::new(prefix.clone());
-    let sdk = dynabridge_aws::load_sdk_config(
-        &dynabridge_aws::AwsArgs {
-            endpoint_url: Some(endpoint.clone()),
-            region: Some("us-east-1".into()),
-        },
-        Some(dynabridge_aws::StaticCredentials::local()),
-    )
-    .await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    dynabridge_provision::ensure_tables(&dynamo, &tables)
-        .await
-        .unwrap();
+    let crate::Store {
+        endpoint,
+        prefix,
+        tables,
+        dynamo,
+    } = crate::Store::start("f").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("published.jsonl");
 

@@ -21,6 +21,48 @@ use processes::{Proc, spawn};
 
 mod faults;
 
+/// An embedded store in this process, on loopback, with the tables of a
+/// fresh prefix; the binaries reach it at `endpoint`.
+struct Store {
+    endpoint: String,
+    prefix: String,
+    tables: Tables,
+    dynamo: aws_sdk_dynamodb::Client,
+}
+
+impl Store {
+    /// `tag` starts the prefix, to tell the tests' tables apart.
+    async fn start(tag: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(dynoxide::server::serve_with_shutdown(
+            listener,
+            dynoxide::Database::memory().unwrap(),
+            std::future::pending(),
+        ));
+        let prefix = format!("{tag}{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let tables = Tables::new(prefix.clone());
+        let sdk = dynabridge_aws::load_sdk_config(
+            &dynabridge_aws::AwsArgs {
+                endpoint_url: Some(endpoint.clone()),
+                region: Some("us-east-1".into()),
+            },
+            Some(dynabridge_aws::StaticCredentials::local()),
+        )
+        .await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        dynabridge_provision::ensure_tables(&dynamo, &tables)
+            .await
+            .unwrap();
+        Self {
+            endpoint,
+            prefix,
+            tables,
+            dynamo,
+        }
+    }
+}
+
 /// A gRPC service (`command-service`, `query-service`) on a free port.
 fn spawn_service(name: &str, endpoint: &str, prefix: &str) -> Proc {
     spawn(
@@ -69,26 +111,9 @@ fn spawn_named_projector(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_converge_after_the_projector_is_killed() {
     // The store lives in this process; the services reach it over loopback.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(dynoxide::server::serve_with_shutdown(
-        listener,
-        dynoxide::Database::memory().unwrap(),
-        std::future::pending(),
-    ));
-    let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let sdk = dynabridge_aws::load_sdk_config(
-        &dynabridge_aws::AwsArgs {
-            endpoint_url: Some(endpoint.clone()),
-            region: Some("us-east-1".into()),
-        },
-        Some(dynabridge_aws::StaticCredentials::local()),
-    )
-    .await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    dynabridge_provision::ensure_tables(&dynamo, &dynabridge::schema::Tables::new(prefix.clone()))
-        .await
-        .unwrap();
+    let Store {
+        endpoint, prefix, ..
+    } = Store::start("p").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("published.jsonl");
 
@@ -411,27 +436,12 @@ where
 async fn two_projectors_share_the_stream_and_the_standby_takes_over_from_a_killed_holder() {
     use tonic_health::pb::health_check_response::ServingStatus;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(dynoxide::server::serve_with_shutdown(
-        listener,
-        dynoxide::Database::memory().unwrap(),
-        std::future::pending(),
-    ));
-    let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let tables = Tables::new(prefix.clone());
-    let sdk = dynabridge_aws::load_sdk_config(
-        &dynabridge_aws::AwsArgs {
-            endpoint_url: Some(endpoint.clone()),
-            region: Some("us-east-1".into()),
-        },
-        Some(dynabridge_aws::StaticCredentials::local()),
-    )
-    .await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    dynabridge_provision::ensure_tables(&dynamo, &tables)
-        .await
-        .unwrap();
+    let Store {
+        endpoint,
+        prefix,
+        tables,
+        dynamo,
+    } = Store::start("p").await;
     let dir = tempfile::tempdir().unwrap();
 
     let command_proc = spawn_service("command-service", &endpoint, &prefix);
