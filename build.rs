@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/dynabridge/v1/events.proto",
     "proto/dynabridge/v1/command_service.proto",
     "proto/dynabridge/v1/query_service.proto",
+    "proto/dynabridge/v1/admin_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

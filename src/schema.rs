@@ -66,6 +66,12 @@ impl Tables {
         self.name("projector-checkpoints")
     }
 
+    /// The admin service's own state: one item per name (a migration's
+    /// progress, for one). Admin service only.
+    pub fn admin(&self) -> String {
+        self.name("admin")
+    }
+
     /// The event bus events are published to.
     pub fn event_bus(&self) -> String {
         self.name("events")
@@ -114,7 +120,21 @@ pub mod event_store {
     pub const TRACE_PARENT: &str = "TraceParent";
     pub const AGGREGATE_TYPE: &str = "AggregateType";
     pub const SCHEMA_VERSION: &str = "SchemaVersion";
-    pub const EVENT_TYPE_INDEX: &str = "EventType-Timestamp-index";
+    /// The event-type index's partition key: the event type and a bucket
+    /// derived from the aggregate id, `OrderCreated#07` (see
+    /// `dynabridge_event_store::codec::event_type_bucket`).
+    pub const EVENT_TYPE_BUCKET: &str = "EventTypeBucket";
+    /// Hash `EventTypeBucket`, range `Timestamp`: the events of one type
+    /// over a time range, for replay, debugging and analytics. Keyed by
+    /// type alone, every event of a busy type would land on one index
+    /// partition, whose write limit (about 1,000 a second) would throttle
+    /// the table's appends; the buckets spread a type over
+    /// `EVENT_TYPE_BUCKETS` partitions, and readers query them all.
+    pub const EVENT_TYPE_INDEX: &str = "EventTypeBucket-Timestamp-index";
+    /// The index of the same name before the buckets: keyed by the event
+    /// type alone. Tables created before the buckets still carry it; it is
+    /// neither read nor created any more.
+    pub const LEGACY_EVENT_TYPE_INDEX: &str = "EventType-Timestamp-index";
 }
 
 /// The idempotency table.
@@ -192,6 +212,18 @@ pub mod checkpoints {
     /// Raised by every take, renewal and release of the lease: a counter
     /// that stops moving is a lease whose holder stopped renewing it.
     pub const LEASE_COUNTER: &str = "LeaseCounter";
+}
+
+/// The admin service's table.
+pub mod admin {
+    pub const NAME: &str = "Name";
+    /// The migration that gives every event its `EventTypeBucket`.
+    pub const EVENT_TYPE_BUCKETS_MIGRATION: &str = "migration/event-type-buckets";
+    /// Set once a migration has finished.
+    pub const DONE: &str = "Done";
+    /// How many items a migration rewrote.
+    pub const MIGRATED: &str = "Migrated";
+    pub const UPDATED_AT: &str = "UpdatedAt";
 }
 
 #[cfg(test)]

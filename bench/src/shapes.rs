@@ -7,7 +7,7 @@
 //!
 //! The peer writes one item per event, to a table with a stream and no
 //! index, after one consistent `Query`; ours writes the event (to a table
-//! with a stream and the reference design's `EventType-Timestamp-index`), the
+//! with a stream and the event-type index), the
 //! idempotency record and the email claim. Sending the parts one by one
 //! tells how much of the gap each part is.
 
@@ -53,9 +53,7 @@ impl Shape {
     pub fn describe(self) -> &'static str {
         match self {
             Shape::UnindexedEvent => "the event, to a table with a stream and no index",
-            Shape::Event => {
-                "the event, to the event store (stream and `EventType-Timestamp-index`)"
-            }
+            Shape::Event => "the event, to the event store (stream and the event-type index)",
             Shape::EventAndIdempotency => "the event and the idempotency record",
             Shape::Transaction => {
                 "the event, the idempotency record and the email claim: `CreateUser`'s transaction"

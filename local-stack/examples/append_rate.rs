@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         command_port: 0,
         query_port: 0,
         projector_health_port: 0,
+        admin_port: 0,
         metrics_port: 0,
         dynamodb_port: 0,
         ..local_stack::Options::default()

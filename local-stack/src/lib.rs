@@ -53,6 +53,7 @@ const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_SERVICE: &str = "command-service";
 const QUERY_SERVICE: &str = "query-service";
 const PROJECTOR: &str = "projector";
+const ADMIN_SERVICE: &str = "admin-service";
 const METRICS: &str = "metrics endpoint";
 const STORE: &str = "embedded DynamoDB";
 
@@ -151,6 +152,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         command: services_at.command,
         query: services_at.query,
         projector_health: services_at.projector_health,
+        admin: services_at.admin,
         metrics: services_at.metrics,
         dynamodb: local_addr(&dynamodb_listener, STORE)?,
         table_prefix: table_prefix.clone(),
@@ -206,6 +208,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
             command = %endpoints.command,
             query = %endpoints.query,
             projector_health = %endpoints.projector_health,
+            admin = %endpoints.admin,
             metrics = %endpoints.metrics,
             "services started"
         );
@@ -371,10 +374,11 @@ mod tests {
                     parsed.command_port,
                     parsed.query_port,
                     parsed.projector_health_port,
+                    parsed.admin_port,
                     parsed.metrics_port,
                     parsed.dynamodb_port
                 ),
-                (50051, 50052, 50053, 9464, 8000)
+                (50051, 50052, 50053, 50054, 9464, 8000)
             );
             assert!(
                 !parsed.in_memory && !parsed.no_stream_index && !parsed.keep_transaction_tokens
@@ -385,10 +389,11 @@ mod tests {
                 default.command_port,
                 default.query_port,
                 default.projector_health_port,
+                default.admin_port,
                 default.metrics_port,
                 default.dynamodb_port
             ),
-            (50051, 50052, 50053, 9464, 8000)
+            (50051, 50052, 50053, 50054, 9464, 8000)
         );
     }
 
@@ -426,6 +431,7 @@ mod tests {
             command: "127.0.0.1:50051".parse().unwrap(),
             query: "127.0.0.1:50052".parse().unwrap(),
             projector_health: "127.0.0.1:50053".parse().unwrap(),
+            admin: "127.0.0.1:50054".parse().unwrap(),
             metrics: "127.0.0.1:9464".parse().unwrap(),
             dynamodb: "127.0.0.1:8000".parse().unwrap(),
             table_prefix: "dynabridge".to_owned(),
@@ -441,6 +447,7 @@ mod tests {
             "127.0.0.1:50051",
             "127.0.0.1:50052",
             "127.0.0.1:50053",
+            "127.0.0.1:50054",
             "http://127.0.0.1:9464/metrics",
             "http://127.0.0.1:8000",
             "published-events.jsonl",

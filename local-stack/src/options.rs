@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     name = "local-stack",
     version,
-    about = "dynabridge on one machine: an embedded DynamoDB-compatible store, the command and query services and the projector"
+    about = "dynabridge on one machine: an embedded DynamoDB-compatible store, the command, query and admin services and the projector"
 )]
 pub struct Options {
     /// Directory of the store's file and the published events; created if
@@ -38,7 +38,10 @@ pub struct Options {
         default_value_t = 50053
     )]
     pub projector_health_port: u16,
-    /// Port of the Prometheus `/metrics` endpoint of all three services:
+    /// Port of the admin service (gRPC).
+    #[arg(long, env = "DYNABRIDGE_ADMIN_PORT", default_value_t = 50054)]
+    pub admin_port: u16,
+    /// Port of the Prometheus `/metrics` endpoint of all four services:
     /// each service's series labelled `component`, the process's AWS call
     /// counters once.
     #[arg(long, env = "DYNABRIDGE_METRICS_PORT", default_value_t = 9464)]
@@ -74,6 +77,7 @@ impl Default for Options {
             command_port: 50051,
             query_port: 50052,
             projector_health_port: 50053,
+            admin_port: 50054,
             metrics_port: 9464,
             dynamodb_port: 8000,
             no_stream_index: false,
@@ -92,6 +96,7 @@ pub struct Endpoints {
     pub command: SocketAddr,
     pub query: SocketAddr,
     pub projector_health: SocketAddr,
+    pub admin: SocketAddr,
     /// The `/metrics` endpoint of the three services.
     pub metrics: SocketAddr,
     pub dynamodb: SocketAddr,
@@ -130,6 +135,7 @@ impl Endpoints {
             let _ = writeln!(b, "  command service    {}", self.command);
             let _ = writeln!(b, "  query service      {}", self.query);
             let _ = writeln!(b, "  projector health   {}", self.projector_health);
+            let _ = writeln!(b, "  admin service      {}", self.admin);
             let _ = writeln!(b, "  metrics            {}", self.metrics_url());
         } else {
             let _ = writeln!(

@@ -1,4 +1,4 @@
-//! The three services in the stack's process, each built and run as its
+//! The four services in the stack's process, each built and run as its
 //! own binary would be (`Service::build_on`, `run_until`), each in its own
 //! task with a registry of its own, and one `/metrics` endpoint for all.
 
@@ -10,12 +10,16 @@ use aws_config::SdkConfig;
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::page_token::PageTokenArgs;
 use dynabridge_runtime::service::{Host, Service};
 use dynabridge_runtime::telemetry::metrics::{CombinedMetrics, serve_metrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{COMMAND_SERVICE, Endpoints, METRICS, Options, PROJECTOR, QUERY_SERVICE, StartError};
+use crate::{
+    ADMIN_SERVICE, COMMAND_SERVICE, Endpoints, METRICS, Options, PROJECTOR, QUERY_SERVICE,
+    StartError,
+};
 use crate::{bind, local_addr, shutdown};
 
 /// The `source` of published events, as the projector's own default.
@@ -33,6 +37,7 @@ pub(crate) struct ServiceListeners {
     command: TcpListener,
     query: TcpListener,
     projector_health: TcpListener,
+    admin: TcpListener,
     metrics: TcpListener,
 }
 
@@ -42,6 +47,7 @@ pub(crate) struct ServiceAddrs {
     pub(crate) command: SocketAddr,
     pub(crate) query: SocketAddr,
     pub(crate) projector_health: SocketAddr,
+    pub(crate) admin: SocketAddr,
     pub(crate) metrics: SocketAddr,
 }
 
@@ -53,6 +59,7 @@ impl ServiceAddrs {
             command: unbound,
             query: unbound,
             projector_health: unbound,
+            admin: unbound,
             metrics: unbound,
         }
     }
@@ -64,6 +71,7 @@ impl ServiceListeners {
             command: bind(COMMAND_SERVICE, options.command_port).await?,
             query: bind(QUERY_SERVICE, options.query_port).await?,
             projector_health: bind(PROJECTOR, options.projector_health_port).await?,
+            admin: bind(ADMIN_SERVICE, options.admin_port).await?,
             metrics: bind(METRICS, options.metrics_port).await?,
         })
     }
@@ -73,6 +81,7 @@ impl ServiceListeners {
             command: local_addr(&self.command, COMMAND_SERVICE)?,
             query: local_addr(&self.query, QUERY_SERVICE)?,
             projector_health: local_addr(&self.projector_health, PROJECTOR)?,
+            admin: local_addr(&self.admin, ADMIN_SERVICE)?,
             metrics: local_addr(&self.metrics, METRICS)?,
         })
     }
@@ -96,7 +105,7 @@ impl Services {
         }
     }
 
-    /// Spawns the metrics endpoint and the three services on `listeners`,
+    /// Spawns the metrics endpoint and the four services on `listeners`,
     /// against the store `store` names, with the flags' defaults.
     pub(crate) fn spawn(
         listeners: ServiceListeners,
@@ -110,11 +119,16 @@ impl Services {
             names: HashMap::new(),
             stop,
         };
-        // One endpoint for the three services, each registering in a
+        // One endpoint for the four services, each registering in a
         // registry of its own as its binary does.
         let mut metrics = CombinedMetrics::new().map_err(|err| StartError::Metrics(err.into()))?;
-        let [command_registry, query_registry, projector_registry] =
-            [COMMAND_SERVICE, QUERY_SERVICE, PROJECTOR].map(|name| metrics.service(name));
+        let [
+            command_registry,
+            query_registry,
+            projector_registry,
+            admin_registry,
+        ] = [COMMAND_SERVICE, QUERY_SERVICE, PROJECTOR, ADMIN_SERVICE]
+            .map(|name| metrics.service(name));
         let metrics_signal = signal.clone();
         let task = services.tasks.spawn(async move {
             serve_metrics(metrics, listeners.metrics, metrics_signal.wait())
@@ -134,7 +148,7 @@ impl Services {
         let query = query_service::Config {
             store: store.clone(),
             listen: endpoints.query,
-            page_token_secret: None,
+            page_tokens: PageTokenArgs::default(),
             max_wait_ms: QUERY_MAX_WAIT_MS,
             health: HealthArgs::default(),
             metrics_listen: None,
@@ -149,6 +163,13 @@ impl Services {
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
             lease: projector::LeaseArgs::default(),
             health: projector::ProjectorHealth::default(),
+            metrics_listen: None,
+        };
+        let admin = admin_service::Config {
+            store: store.clone(),
+            listen: endpoints.admin,
+            page_tokens: PageTokenArgs::default(),
+            health: HealthArgs::default(),
             metrics_listen: None,
         };
         let host = |registry| Host {
@@ -174,6 +195,13 @@ impl Services {
             projector,
             host(projector_registry),
             listeners.projector_health,
+            &signal,
+        );
+        services.add::<admin_service::App>(
+            ADMIN_SERVICE,
+            admin,
+            host(admin_registry),
+            listeners.admin,
             &signal,
         );
         Ok(services)

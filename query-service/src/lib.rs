@@ -28,16 +28,14 @@ use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::ApiServer;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
+use dynabridge_runtime::page_token::PageTokenArgs;
 use dynabridge_runtime::service::{Host, Service};
 use tonic::server::NamedService as _;
 
 use crate::api::QueryApi;
-use crate::page_token::PageTokens;
 use crate::queries::Queries;
 use crate::reader::ReadModelReader;
 
-/// The shortest page token secret accepted: the output size of SHA-256.
-pub const MIN_SECRET_LEN: usize = 32;
 /// The longest `max_wait_ms` accepted: waits beyond it hold connections
 /// for nothing; a client that needs longer can retry.
 pub const MAX_WAIT_MS_LIMIT: u64 = 60_000;
@@ -54,11 +52,8 @@ pub struct Config {
         default_value = "127.0.0.1:50052"
     )]
     pub listen: SocketAddr,
-    /// Key that signs page tokens, at least 32 bytes. Replicas behind one
-    /// load balancer need the same key; without one, a random key is made at
-    /// start-up and tokens do not survive a restart.
-    #[arg(long, env = "DYNABRIDGE_PAGE_TOKEN_SECRET", hide_env_values = true)]
-    pub page_token_secret: Option<String>,
+    #[command(flatten)]
+    pub page_tokens: PageTokenArgs,
     /// The longest a `min_version` read waits, in milliseconds, whatever the
     /// call's deadline (1 to 60000).
     #[arg(long, env = "DYNABRIDGE_MAX_WAIT_MS", default_value_t = 5000)]
@@ -80,8 +75,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("{0}")]
     Store(String),
-    #[error("the page token secret must be at least {MIN_SECRET_LEN} bytes")]
-    ShortSecret,
+    #[error("{0}")]
+    PageTokens(String),
     #[error("max wait must be between 1 and {MAX_WAIT_MS_LIMIT} ms, not {0}")]
     MaxWait(u64),
     #[error("{0}")]
@@ -92,13 +87,9 @@ impl Config {
     /// Checks what can be checked before binding a port.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.store.validate().map_err(ConfigError::Store)?;
-        if self
-            .page_token_secret
-            .as_ref()
-            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
-        {
-            return Err(ConfigError::ShortSecret);
-        }
+        self.page_tokens
+            .validate()
+            .map_err(ConfigError::PageTokens)?;
         if !(1..=MAX_WAIT_MS_LIMIT).contains(&self.max_wait_ms) {
             return Err(ConfigError::MaxWait(self.max_wait_ms));
         }
@@ -138,16 +129,7 @@ impl Service for App {
     }
 
     async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
-        let tokens = match &config.page_token_secret {
-            Some(secret) => PageTokens::new(secret.as_bytes())?,
-            None => {
-                tracing::warn!(
-                    "no page token secret configured: using a random key, so page tokens \
-                     will not survive a restart nor work across replicas"
-                );
-                PageTokens::random()?
-            }
-        };
+        let tokens = config.page_tokens.tokens()?;
         let tables = config.store.tables();
         let client = dynabridge_aws::dynamodb_client(&host.sdk);
         let read_models = ReadModelReader::new(client.clone(), &tables);
@@ -223,8 +205,8 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         let config = parse(&["--page-token-secret", "short"]);
-        assert!(matches!(config.validate(), Err(ConfigError::ShortSecret)));
-        let config = parse(&["--page-token-secret", &"k".repeat(MIN_SECRET_LEN)]);
+        assert!(matches!(config.validate(), Err(ConfigError::PageTokens(_))));
+        let config = parse(&["--page-token-secret", &"k".repeat(32)]);
         config.validate().unwrap();
     }
 

@@ -127,7 +127,7 @@ impl Queries {
             rows: page.rows,
             next_page_token: page
                 .next
-                .map(|key| self.tokens.issue(&listing, key))
+                .map(|key| self.tokens.issue(&listing, &key))
                 .unwrap_or_default(),
         })
     }

@@ -7,6 +7,7 @@
 use dynabridge::convert::status_from_pb;
 use dynabridge::pb;
 use dynabridge_domain::{Email, OrderId, UserId, ValidationError, Version};
+use dynabridge_runtime::page_token::page_size;
 
 use crate::reader::OrderListing;
 
@@ -41,18 +42,7 @@ impl PageSize {
     pub const MAX: usize = 100;
 
     fn parse(raw: i32) -> Result<Self, ValidationError> {
-        match usize::try_from(raw) {
-            Ok(0) => Ok(Self(Self::DEFAULT)),
-            Ok(n) if n <= Self::MAX => Ok(Self(n)),
-            _ => Err(ValidationError::single(
-                "page_size",
-                format!(
-                    "must be between 1 and {} (0 means {})",
-                    Self::MAX,
-                    Self::DEFAULT
-                ),
-            )),
-        }
+        page_size(raw, Self::DEFAULT, Self::MAX).map(Self)
     }
 
     pub fn get(self) -> usize {

@@ -380,9 +380,9 @@ fn page_token() -> impl Strategy<Value = String> {
                 if other_deployment {
                     PageTokens::new(b"another deployment")
                         .unwrap()
-                        .issue(&listing, key)
+                        .issue(&listing, &key)
                 } else {
-                    TOKENS.issue(&listing, key)
+                    TOKENS.issue(&listing, &key)
                 }
             },
         );
@@ -451,7 +451,7 @@ fn valid_page_token(listing: OrderListing) -> impl Strategy<Value = String> {
             .prop_map(move |(order_id, created_at)| {
                 TOKENS.issue(
                     &listing,
-                    page_key(&listing, uuid::Uuid::from_u128(order_id), created_at),
+                    &page_key(&listing, uuid::Uuid::from_u128(order_id), created_at),
                 )
             }),
     ]
@@ -689,7 +689,7 @@ fn the_answer_tells_undecodable_from_invalid() {
     let other = OrderListing::ByUser(UserId::from_uuid(IDS[1].parse().unwrap()));
     let token = TOKENS.issue(
         &other,
-        page_key(
+        &page_key(
             &other,
             uuid::Uuid::nil(),
             "2026-01-01T00:00:00.000000Z".into(),

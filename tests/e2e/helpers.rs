@@ -1,4 +1,4 @@
-//! `spawn_app()`: a fresh store, the tables, and the three services on
+//! `spawn_app()`: a fresh store, the tables, and the four services on
 //! 127.0.0.1 port 0, talking to each other only through the store.
 //!
 //! The store is an in-process dynoxide by default. With
@@ -14,12 +14,14 @@ use std::path::PathBuf;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use command_service::commands::AggregateCache;
+use dynabridge::pb::admin_service_client::AdminServiceClient;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
 use dynabridge::schema::{Tables, event_store};
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::page_token::PageTokenArgs;
 use dynabridge_runtime::service::Host;
 use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app as spawn_service};
 use tonic::transport::Channel;
@@ -51,6 +53,7 @@ pub struct AppOptions {
 pub struct TestApp {
     pub command: CommandServiceClient<Channel>,
     pub query: QueryServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub tables: Tables,
     pub sink_path: PathBuf,
@@ -61,6 +64,7 @@ pub struct TestApp {
     command_service: Option<SpawnedApp>,
     query_service: Option<SpawnedApp>,
     projector: Option<SpawnedApp>,
+    admin_service: Option<SpawnedApp>,
     _store: Option<EmbeddedStore>,
     _dir: tempfile::TempDir,
 }
@@ -111,6 +115,7 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
             Channel::from_static("http://127.0.0.1:1").connect_lazy(),
         ),
         query: QueryServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+        admin: AdminServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
         dynamo,
         tables,
         sink_path,
@@ -121,12 +126,14 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
         command_service: None,
         query_service: None,
         projector: None,
+        admin_service: None,
         _store: store,
         _dir: dir,
     };
     app.start_command_service().await?;
     app.start_query_service().await?;
     app.start_projector().await?;
+    app.start_admin_service().await?;
     Ok(app)
 }
 
@@ -151,7 +158,9 @@ impl TestApp {
         let config = query_service::Config {
             store: self.store_args.clone(),
             listen: LOOPBACK,
-            page_token_secret: Some("end-to-end-test-page-token-secret".into()),
+            page_tokens: PageTokenArgs {
+                page_token_secret: Some("end-to-end-test-page-token-secret".into()),
+            },
             max_wait_ms: 5_000,
             health: HealthArgs::default(),
             metrics_listen: None,
@@ -178,6 +187,33 @@ impl TestApp {
         self.projector =
             Some(spawn_service::<projector::App>(config, &Host::new(self.sdk.clone())).await?);
         Ok(())
+    }
+
+    async fn start_admin_service(&mut self) -> Result<(), Error> {
+        let config = admin_service::Config {
+            store: self.store_args.clone(),
+            listen: LOOPBACK,
+            page_tokens: PageTokenArgs {
+                page_token_secret: Some("end-to-end-test-admin-page-token-secret".into()),
+            },
+            health: HealthArgs::default(),
+            metrics_listen: None,
+        };
+        let app = spawn_service::<admin_service::App>(config, &Host::new(self.sdk.clone())).await?;
+        self.admin = AdminServiceClient::new(app.channel().await);
+        self.admin_service = Some(app);
+        Ok(())
+    }
+
+    /// Stops the admin service gracefully and starts a new one: its
+    /// migration looks at the store again.
+    pub async fn restart_admin_service(&mut self) {
+        if let Some(running) = self.admin_service.take() {
+            stop(running).await;
+        }
+        self.start_admin_service()
+            .await
+            .expect("restart admin service");
     }
 
     /// Stops the command service gracefully and starts a new one on a new
@@ -209,6 +245,13 @@ impl TestApp {
             .as_ref()
             .map(|r| r.addr)
             .expect("query service running")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_service
+            .as_ref()
+            .map(|r| r.addr)
+            .expect("admin service running")
     }
 
     pub fn projector_health_addr(&self) -> SocketAddr {
@@ -295,6 +338,7 @@ impl TestApp {
             self.command_service.take(),
             self.query_service.take(),
             self.projector.take(),
+            self.admin_service.take(),
         ]
         .into_iter()
         .flatten()

@@ -1,8 +1,9 @@
-//! End-to-end tests: the three services over real gRPC on loopback, against
+//! End-to-end tests: the four services over real gRPC on loopback, against
 //! a real store (the in-process embedded one, or `DYNABRIDGE_TEST_ENDPOINT`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod aggregate_cache;
 mod commands;
 mod eventbridge;
@@ -78,5 +79,15 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
                 .map(|v| v.field.clone())
                 .collect()
         })
+        .unwrap_or_default()
+}
+
+/// The `ErrorInfo.reason` of `status`.
+pub fn reason_of(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
         .unwrap_or_default()
 }

@@ -5,7 +5,7 @@ use dynabridge::pb;
 use tonic::Code;
 
 use crate::helpers::{TestApp, spawn_app};
-use crate::{create_order, create_user, item, new_request_id, violated_fields};
+use crate::{create_order, create_user, item, new_request_id, reason_of, violated_fields};
 
 fn mask(paths: &[&str]) -> Option<pbjson_types::FieldMask> {
     Some(pbjson_types::FieldMask {
@@ -452,20 +452,11 @@ async fn raw_call(
         .map(tonic::Response::into_inner)
 }
 
-fn reason_of(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt as _;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn bytes_that_do_not_decode_are_invalid_argument_on_every_rpc_and_write_nothing() {
     let app = spawn_app().await;
     let before = written(&app).await;
-    let (command, query) = (app.command_addr(), app.query_addr());
+    let (command, query, admin) = (app.command_addr(), app.query_addr(), app.admin_addr());
     let rpcs = [
         (command, "/dynabridge.v1.CommandService/CreateUser"),
         (command, "/dynabridge.v1.CommandService/UpdateUserProfile"),
@@ -476,6 +467,10 @@ async fn bytes_that_do_not_decode_are_invalid_argument_on_every_rpc_and_write_no
         (query, "/dynabridge.v1.QueryService/GetOrder"),
         (query, "/dynabridge.v1.QueryService/ListOrdersByUser"),
         (query, "/dynabridge.v1.QueryService/ListOrdersByStatus"),
+        (admin, "/dynabridge.v1.AdminService/GetAggregateHistory"),
+        (admin, "/dynabridge.v1.AdminService/GetUserAsOf"),
+        (admin, "/dynabridge.v1.AdminService/GetOrderAsOf"),
+        (admin, "/dynabridge.v1.AdminService/ListEventsByType"),
     ];
     let bad: [&[u8]; 4] = [
         // Field 1, two bytes that are not UTF-8 (a string on all but

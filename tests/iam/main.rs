@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dynabridge::pb;
+use dynabridge::pb::admin_service_client::AdminServiceClient;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
-use dynabridge::schema::{Tables, event_rules, order_summaries, user_profiles};
+use dynabridge::schema::{Tables, event_rules, event_store, order_summaries, user_profiles};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -48,10 +49,11 @@ const NAMESPACE: &str = "shop";
 const OIDC_ISSUER: &str = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
 /// Each binary, and the logical id of its role in the template.
-const BINARIES: [(&str, &str); 3] = [
+const BINARIES: [(&str, &str); 4] = [
     ("command-service", "CommandServiceRole"),
     ("projector", "ProjectorRole"),
     ("query-service", "QueryServiceRole"),
+    ("admin-service", "AdminServiceRole"),
 ];
 
 /// Allowances the flow cannot reach: (binary, action, resource pattern,
@@ -189,6 +191,24 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .unwrap();
     flow.after_restart(&state).await;
 
+    // The admin service, started after an event of an older version (one
+    // without its event-type bucket) is in the store: its migration gives
+    // the event its bucket, then it answers every look back.
+    let legacy_user = put_legacy_event(&dynamo, &tables).await;
+    flow.events += 1;
+    let admin_proc = processes::spawn_recording(
+        "admin-service",
+        &prefix,
+        &log("admin-service"),
+        &service_args,
+        &[],
+    );
+    let mut admin = AdminServiceClient::connect(format!("http://{}", admin_proc.addr))
+        .await
+        .unwrap();
+    look_back(&mut admin, &state, &legacy_user).await;
+    admin_proc.terminate();
+
     // Every event was published, to the template's bus.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let entries = loop {
@@ -264,6 +284,119 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Puts a `UserCreated` event as a version before the event-type buckets
+/// wrote it: without `EventTypeBucket`. Returns the user's id.
+async fn put_legacy_event(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> String {
+    let user_id = dynabridge_domain::UserId::new_random();
+    let stored = dynabridge_domain::StoredEvent {
+        event_id: uuid::Uuid::new_v4(),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        schema_version: 1,
+        request_id: "legacy".into(),
+        correlation_id: "legacy".into(),
+        trace_parent: None,
+        event: dynabridge_domain::Event::UserCreated {
+            user_id,
+            email: dynabridge_domain::Email::parse("old@example.com").unwrap(),
+            name: dynabridge_domain::UserName::parse("Old").unwrap(),
+        },
+    };
+    let mut item = dynabridge_event_store::codec::event_to_item(&stored);
+    item.remove(event_store::EVENT_TYPE_BUCKET).unwrap();
+    dynamo
+        .put_item()
+        .table_name(tables.event_store())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    user_id.to_string()
+}
+
+/// Every call of the admin service: a listing by type over pages (once the
+/// migration lets it), a history over pages, a user and an order at a
+/// point.
+async fn look_back(admin: &mut AdminServiceClient<Channel>, created: &Created, legacy_user: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut users, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let listed = admin
+            .list_events_by_type(pb::ListEventsByTypeRequest {
+                event_type: "UserCreated".into(),
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await;
+        let page = match listed {
+            Ok(page) => page.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "still migrating");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(status) => panic!("{status:?}"),
+        };
+        users.extend(page.events.into_iter().map(|e| e.aggregate_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        users.contains(legacy_user) && users.contains(&created.ann),
+        "{users:?}"
+    );
+    assert_eq!(users.len(), 3, "Ann, Bob and the legacy user");
+
+    let (mut versions, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = admin
+            .get_aggregate_history(pb::GetAggregateHistoryRequest {
+                aggregate_id: created.ann.clone(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        versions.extend(page.events.iter().map(|e| e.version));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(versions, [1, 2, 3]);
+    let ann = admin
+        .get_user_as_of(pb::GetUserAsOfRequest {
+            user_id: created.ann.clone(),
+            as_of: Some(pb::AsOf {
+                point: Some(pb::as_of::Point::Version(1)),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!((ann.email.as_str(), ann.version), ("ann@example.com", 1));
+    let now = dynabridge::convert::timestamp_to_pb(chrono::Utc::now());
+    let order = admin
+        .get_order_as_of(pb::GetOrderAsOfRequest {
+            order_id: created.order_of_bob.clone(),
+            as_of: Some(pb::AsOf {
+                point: Some(pb::as_of::Point::Time(now)),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Processing as i32);
 }
 
 /// What the flow created before the projector restart.
@@ -603,8 +736,9 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
     let event_store_side = [
         table(tables.event_store()),
         format!(
-            "{}/index/EventType-Timestamp-index",
-            table(tables.event_store())
+            "{}/index/{}",
+            table(tables.event_store()),
+            event_store::EVENT_TYPE_INDEX
         ),
         stream(tables.event_store()),
         table(tables.idempotency()),
@@ -654,6 +788,32 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
     // The command service never touches a read model or the checkpoints.
     let command = role(&roles, "CommandServiceRole");
     assert_eq!(covering(command, &read_side), Vec::<String>::new());
+
+    // The admin service reads the event store, writes only its own table
+    // and the event store's bucket attribute (UpdateItem, which appends
+    // cannot be), and touches nothing of the command side's or the read
+    // side's.
+    let admin = role(&roles, "AdminServiceRole");
+    assert_eq!(covering(admin, &read_side), Vec::<String>::new());
+    assert_eq!(
+        covering(admin, &event_store_side[2..]),
+        Vec::<String>::new()
+    );
+    for allow in &admin.allows {
+        let writes = [
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:UpdateItem",
+        ]
+        .contains(&allow.action.as_str());
+        let own = allow.covers(&table(tables.admin()));
+        let bucket =
+            allow.action == "dynamodb:UpdateItem" && allow.covers(&table(tables.event_store()));
+        assert!(
+            !writes || own || bucket,
+            "the admin service may not write: {allow}"
+        );
+    }
 
     // Exact actions and resources only; the one pattern is the stream's
     // ARN, whose label only the deployment knows.
@@ -934,6 +1094,7 @@ async fn the_template_creates_the_tables_provision_creates() {
     assert_eq!(
         declared_names,
         BTreeSet::from([
+            tables.admin(),
             tables.event_store(),
             tables.idempotency(),
             tables.unique_emails(),

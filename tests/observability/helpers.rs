@@ -12,6 +12,7 @@ use dynabridge::schema::Tables;
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::page_token::PageTokenArgs;
 use dynabridge_runtime::service::{Host, Service};
 use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app};
 use tokio::net::{TcpListener, TcpStream};
@@ -289,7 +290,9 @@ pub async fn start_query_service(
     let config = query_service::Config {
         store,
         listen: LOOPBACK,
-        page_token_secret: Some("observability-test-page-token-secret".into()),
+        page_tokens: PageTokenArgs {
+            page_token_secret: Some("observability-test-page-token-secret".into()),
+        },
         max_wait_ms: 5_000,
         health,
         metrics_listen: Some(LOOPBACK),

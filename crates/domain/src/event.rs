@@ -63,6 +63,14 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event type, as [`Event::event_type`] names them.
+    pub const TYPES: [&'static str; 4] = [
+        "UserCreated",
+        "UserProfileUpdated",
+        "OrderCreated",
+        "OrderStatusUpdated",
+    ];
+
     /// The event's type name: also its protobuf message name and its
     /// EventBridge detail-type.
     pub fn event_type(&self) -> &'static str {

@@ -14,6 +14,31 @@ use dynabridge::schema::event_store as attr;
 use dynabridge_aws::item::{AttributeError, Item, get_n, get_s};
 use dynabridge_domain::{AggregateType, StoredEvent};
 
+/// How many buckets the events of one type are spread over in the
+/// event-type index. Fixed: a reader queries exactly these, so changing it
+/// needs every event's bucket rewritten first, as the migration to the
+/// buckets did.
+pub const EVENT_TYPE_BUCKETS: u8 = 16;
+
+/// The event-type index's partition key of an event of `event_type` on
+/// `aggregate_id`: the type and the aggregate's bucket, `OrderCreated#07`.
+/// The bucket is the id's last four bits (random in a v4 or v5 UUID), so an
+/// aggregate's events share one bucket and a type's aggregates spread
+/// evenly over all of them.
+pub fn event_type_bucket(event_type: &str, aggregate_id: Uuid) -> String {
+    let bucket = (aggregate_id.as_u128() % u128::from(EVENT_TYPE_BUCKETS)) as u8;
+    bucket_key(event_type, bucket)
+}
+
+/// Every partition key of the event-type index for `event_type`.
+pub fn event_type_buckets(event_type: &str) -> impl Iterator<Item = String> + '_ {
+    (0..EVENT_TYPE_BUCKETS).map(move |bucket| bucket_key(event_type, bucket))
+}
+
+fn bucket_key(event_type: &str, bucket: u8) -> String {
+    format!("{event_type}#{bucket:02}")
+}
+
 pub fn event_to_item(stored: &StoredEvent) -> Item {
     let event = &stored.event;
     let mut item = HashMap::from([
@@ -32,6 +57,10 @@ pub fn event_to_item(stored: &StoredEvent) -> Item {
         (
             attr::EVENT_TYPE.into(),
             AttributeValue::S(event.event_type().to_owned()),
+        ),
+        (
+            attr::EVENT_TYPE_BUCKET.into(),
+            AttributeValue::S(event_type_bucket(event.event_type(), event.aggregate_id())),
         ),
         (
             attr::AGGREGATE_TYPE.into(),
@@ -142,6 +171,54 @@ mod tests {
             traced.trace_parent.as_ref()
         );
         assert_eq!(event_from_item(&item).unwrap(), traced);
+    }
+
+    #[test]
+    fn a_type_spreads_over_every_bucket_and_an_aggregate_stays_in_one() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let id = Uuid::new_v4();
+            let bucket = event_type_bucket("OrderCreated", id);
+            assert_eq!(bucket, event_type_bucket("OrderCreated", id));
+            assert!(event_type_buckets("OrderCreated").any(|b| b == bucket));
+            seen.insert(bucket);
+        }
+        assert_eq!(seen.len(), usize::from(EVENT_TYPE_BUCKETS));
+        // The form is fixed: the index's keys are written with it.
+        let id = Uuid::parse_str("b360daf6-58d0-5c00-abe3-be1a85ba7096").unwrap();
+        assert_eq!(event_type_bucket("UserCreated", id), "UserCreated#06");
+        assert_eq!(
+            event_type_buckets("X")
+                .collect::<Vec<_>>()
+                .first()
+                .map(String::as_str),
+            Some("X#00")
+        );
+    }
+
+    #[test]
+    fn an_item_carries_its_event_type_bucket() {
+        let user_id = UserId::new_random();
+        let stored = StoredEvent {
+            event_id: Uuid::new_v4(),
+            version: 1,
+            occurred_at: Utc::now(),
+            schema_version: 1,
+            request_id: "r".into(),
+            correlation_id: "c".into(),
+            trace_parent: None,
+            event: Event::UserCreated {
+                user_id,
+                email: Email::parse("x@example.com").unwrap(),
+                name: UserName::parse("X").unwrap(),
+            },
+        };
+        let item = event_to_item(&stored);
+        assert_eq!(
+            item.get(attr::EVENT_TYPE_BUCKET)
+                .and_then(|v| v.as_s().ok()),
+            Some(&event_type_bucket("UserCreated", *user_id.as_uuid()))
+        );
     }
 
     #[test]

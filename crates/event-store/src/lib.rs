@@ -8,6 +8,7 @@ mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod group_commit;
+pub mod reporting;
 
 pub use append::{
     Append, AppendError, CommandOutcome, Creation, EventStore, IdempotencyRecord, RecordIn,

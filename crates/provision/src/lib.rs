@@ -15,14 +15,15 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableDescription, TableStatus,
     TimeToLiveSpecification,
 };
 
 use dynabridge::schema::{
-    Tables, checkpoints, event_store, idempotency, order_summaries, read_model, unique_emails,
-    user_profiles,
+    Tables, admin, checkpoints, event_store, idempotency, order_summaries, read_model,
+    unique_emails, user_profiles,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +102,7 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             key: vec![(event_store::AGGREGATE_ID, S), (event_store::VERSION, N)],
             indexes: vec![(
                 event_store::EVENT_TYPE_INDEX,
-                (event_store::EVENT_TYPE, S),
+                (event_store::EVENT_TYPE_BUCKET, S),
                 Some((event_store::TIMESTAMP, S)),
             )],
             stream: true,
@@ -153,6 +154,13 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             stream: false,
             ttl_attribute: None,
         },
+        TableDef {
+            name: tables.admin(),
+            key: vec![(admin::NAME, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
     ]
 }
 
@@ -174,14 +182,16 @@ fn key_schema(hash: &str, range: Option<&str>) -> Result<Vec<KeySchemaElement>, 
     Ok(keys)
 }
 
-/// Creates every table of `tables` that does not exist yet, and waits until
-/// all are active. Tables that exist are left as they are.
+/// Creates every table of `tables` that does not exist yet, adds the
+/// indexes a table made by an older version lacks, and waits until all are
+/// active. Nothing is removed or changed otherwise.
 pub async fn ensure_tables(client: &Client, tables: &Tables) -> Result<(), ProvisionError> {
     for def in definitions(tables) {
         create_table(client, &def).await?;
     }
     for def in definitions(tables) {
         wait_active(client, &def.name).await?;
+        add_missing_indexes(client, &def).await?;
         if let Some(attribute) = def.ttl_attribute {
             // Best effort: TTL only trims old records, and some emulators
             // lack the call. Nothing depends on it for correctness.
@@ -203,7 +213,8 @@ pub async fn ensure_tables(client: &Client, tables: &Tables) -> Result<(), Provi
     Ok(())
 }
 
-async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionError> {
+/// The attribute definitions of a table's keys and its indexes' keys.
+fn attribute_definitions(def: &TableDef) -> Result<Vec<AttributeDefinition>, BuildError> {
     let mut attributes: Vec<(&str, ScalarAttributeType)> = def.key.clone();
     for (_, hash, range) in &def.indexes {
         attributes.push(hash.clone());
@@ -211,7 +222,99 @@ async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionEr
     }
     attributes.sort_by_key(|(name, _)| *name);
     attributes.dedup_by_key(|(name, _)| *name);
+    attributes
+        .into_iter()
+        .map(|(name, kind)| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+        })
+        .collect()
+}
 
+fn index((name, (hash, _), range): &IndexDef) -> Result<GlobalSecondaryIndex, BuildError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(*name)
+        .set_key_schema(Some(key_schema(hash, range.as_ref().map(|(n, _)| *n))?))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+}
+
+/// Adds each index of `def` its table lacks (one made by an older version),
+/// one at a time as DynamoDB requires, and waits until each is active: the
+/// store fills it from the items that carry its keys.
+async fn add_missing_indexes(client: &Client, def: &TableDef) -> Result<(), ProvisionError> {
+    let failed = |source: aws_sdk_dynamodb::Error| ProvisionError::Create {
+        table: def.name.clone(),
+        source,
+    };
+    for wanted in &def.indexes {
+        let table = client
+            .describe_table()
+            .table_name(&def.name)
+            .send()
+            .await
+            .map_err(|e| failed(e.into()))?
+            .table;
+        let present = table
+            .iter()
+            .flat_map(|t| t.global_secondary_indexes())
+            .any(|index| index.index_name() == Some(wanted.0));
+        if present {
+            continue;
+        }
+        let (name, (hash, _), range) = wanted;
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(*name)
+            .set_key_schema(Some(key_schema(hash, range.as_ref().map(|(n, _)| *n))?))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()?;
+        client
+            .update_table()
+            .table_name(&def.name)
+            .set_attribute_definitions(Some(attribute_definitions(def)?))
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed(e.into()))?;
+        tracing::info!(table = %def.name, index = wanted.0, "index added");
+        wait_index_active(client, &def.name, wanted.0).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `index` of `table` is active, for as long as DynamoDB may
+/// take to fill it.
+async fn wait_index_active(
+    client: &Client,
+    table: &str,
+    index: &str,
+) -> Result<(), ProvisionError> {
+    let active = wait_until(client, table, Duration::from_secs(600), |t| {
+        t.global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(index))
+            .and_then(|i| i.index_status())
+            == Some(&IndexStatus::Active)
+    })
+    .await;
+    active
+        .then_some(())
+        .ok_or_else(|| ProvisionError::NotActive(format!("{table} index {index}")))
+}
+
+async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionError> {
     let mut request = client
         .create_table()
         .table_name(&def.name)
@@ -220,26 +323,9 @@ async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionEr
             def.key[0].0,
             def.key.get(1).map(|(name, _)| *name),
         )?));
-    for (name, kind) in attributes {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(kind)
-                .build()?,
-        );
-    }
-    for (index, (hash, _), range) in &def.indexes {
-        request = request.global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(*index)
-                .set_key_schema(Some(key_schema(hash, range.as_ref().map(|(n, _)| *n))?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()?,
-        );
+    request = request.set_attribute_definitions(Some(attribute_definitions(def)?));
+    for wanted in &def.indexes {
+        request = request.global_secondary_indexes(index(wanted)?);
     }
     if def.stream {
         request = request.stream_specification(
@@ -265,22 +351,38 @@ async fn create_table(client: &Client, def: &TableDef) -> Result<(), ProvisionEr
 }
 
 async fn wait_active(client: &Client, table: &str) -> Result<(), ProvisionError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let active = wait_until(client, table, Duration::from_secs(120), |t| {
+        t.table_status() == Some(&TableStatus::Active)
+    })
+    .await;
+    active
+        .then_some(())
+        .ok_or_else(|| ProvisionError::NotActive(table.to_owned()))
+}
+
+/// Describes `table` until `done` holds of it, or `limit` has passed:
+/// whether it held.
+async fn wait_until(
+    client: &Client,
+    table: &str,
+    limit: Duration,
+    done: impl Fn(&TableDescription) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
     let mut delay = Duration::from_millis(20);
     loop {
-        let status = client
+        let described = client
             .describe_table()
             .table_name(table)
             .send()
             .await
             .ok()
-            .and_then(|out| out.table)
-            .and_then(|t| t.table_status);
-        if status == Some(TableStatus::Active) {
-            return Ok(());
+            .and_then(|out| out.table);
+        if described.as_ref().is_some_and(&done) {
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ProvisionError::NotActive(table.to_owned()));
+            return false;
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));

@@ -213,7 +213,7 @@ pub fn reason_code(reason: Reason) -> Code {
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
         Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
         Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,
-        Reason::StoreUnavailable => Code::Unavailable,
+        Reason::StoreUnavailable | Reason::IndexMigrating => Code::Unavailable,
         Reason::InternalFault | Reason::ReasonUnspecified => Code::Internal,
     }
 }
@@ -254,6 +254,10 @@ impl From<AppError> for Status {
                 let mut details = ErrorDetails::new();
                 if refusal.reason == Reason::RequestIdReused {
                     details.add_bad_request_violation("request_id", refusal.message.clone());
+                }
+                // Every UNAVAILABLE answer says when to come back.
+                if reason_code(refusal.reason) == Code::Unavailable {
+                    details.set_retry_info(Some(STORE_RETRY_DELAY));
                 }
                 let metadata = refusal
                     .metadata

@@ -26,6 +26,7 @@ pub fn free_ports() -> Options {
         command_port: 0,
         query_port: 0,
         projector_health_port: 0,
+        admin_port: 0,
         metrics_port: 0,
         dynamodb_port: 0,
         ..Options::default()
@@ -62,6 +63,7 @@ impl TestStack {
             self.endpoints.command,
             self.endpoints.query,
             self.endpoints.projector_health,
+            self.endpoints.admin,
         ] {
             wait_serving(addr).await;
         }

@@ -20,6 +20,7 @@ fn expected_tables(prefix: &str) -> BTreeSet<String> {
         t.user_profiles(),
         t.order_summaries(),
         t.checkpoints(),
+        t.admin(),
     ]
     .into_iter()
     .collect()
@@ -65,6 +66,7 @@ async fn in_memory_stack_serves_on_every_port_and_stops_cleanly() {
         e.command.port(),
         e.query.port(),
         e.projector_health.port(),
+        e.admin.port(),
         e.dynamodb.port(),
     ];
     assert!(

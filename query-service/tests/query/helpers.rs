@@ -14,6 +14,7 @@ use dynabridge_domain::{Money, OrderId, OrderLine, OrderStatus, Quantity, Sku, U
 use dynabridge_read_models::{Item, OrderSummaryRow, UserProfileRow};
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::health::HealthArgs;
+use dynabridge_runtime::page_token::PageTokenArgs;
 use dynabridge_runtime::service::Host;
 use dynabridge_testkit::{EmbeddedStore, SpawnedApp, spawn_app as spawn_service};
 use query_service::Config;
@@ -89,7 +90,9 @@ async fn try_spawn_app(
             aws,
         },
         listen: "127.0.0.1:0".parse()?,
-        page_token_secret: Some("a test secret of at least thirty-two bytes".into()),
+        page_tokens: PageTokenArgs {
+            page_token_secret: Some("a test secret of at least thirty-two bytes".into()),
+        },
         max_wait_ms: 5000,
         health: HealthArgs::default(),
         metrics_listen: None,

@@ -628,7 +628,7 @@ async fn page_tokens_are_tied_to_their_query_and_unforgeable() {
 
     // Another deployment, with another secret.
     let other = spawn_app_with(|c| {
-        c.page_token_secret = Some("another secret, also thirty-two bytes long".into());
+        c.page_tokens.page_token_secret = Some("another secret, also thirty-two bytes long".into());
     })
     .await;
     assert_invalid(list_by_user(&other, user, 2, token).await, &["page_token"]);

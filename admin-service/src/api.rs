@@ -1,0 +1,103 @@
+//! The gRPC adapter of `dynabridge.v1.AdminService`: each handler parses its
+//! request, calls [`Lookback`], and maps the error once, through
+//! `From<AppError> for tonic::Status`.
+
+use dynabridge::envelope::to_envelope;
+use dynabridge::pb;
+use dynabridge::pb::admin_service_server::AdminService;
+use dynabridge_runtime::grpc::unary;
+use tonic::{Request, Response, Status};
+
+use crate::lookback::{EventsPage, Lookback};
+use crate::request::{GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType};
+
+#[derive(Clone, Debug)]
+pub struct AdminApi {
+    lookback: Lookback,
+}
+
+impl AdminApi {
+    pub fn new(lookback: Lookback) -> Self {
+        Self { lookback }
+    }
+}
+
+/// Admin calls carry no correlation id field: the metadata's, or a new one.
+fn no_field<T>(_: &T) -> &str {
+    ""
+}
+
+fn envelopes(page: &EventsPage) -> Vec<pb::EventEnvelope> {
+    page.events.iter().map(to_envelope).collect()
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn get_aggregate_history(
+        &self,
+        request: Request<pb::GetAggregateHistoryRequest>,
+    ) -> Result<Response<pb::GetAggregateHistoryResponse>, Status> {
+        unary(
+            "GetAggregateHistory",
+            request,
+            no_field,
+            |message, _| async move {
+                let request = GetAggregateHistory::try_from(message)?;
+                let page = self.lookback.history(request).await?;
+                Ok(pb::GetAggregateHistoryResponse {
+                    events: envelopes(&page),
+                    next_page_token: page.next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_user_as_of(
+        &self,
+        request: Request<pb::GetUserAsOfRequest>,
+    ) -> Result<Response<pb::GetUserAsOfResponse>, Status> {
+        unary("GetUserAsOf", request, no_field, |message, _| async move {
+            let request = GetUserAsOf::try_from(message)?;
+            let row = self.lookback.user_as_of(request).await?;
+            Ok(pb::GetUserAsOfResponse {
+                user: Some(row.to_pb()),
+            })
+        })
+        .await
+    }
+
+    async fn get_order_as_of(
+        &self,
+        request: Request<pb::GetOrderAsOfRequest>,
+    ) -> Result<Response<pb::GetOrderAsOfResponse>, Status> {
+        unary("GetOrderAsOf", request, no_field, |message, _| async move {
+            let request = GetOrderAsOf::try_from(message)?;
+            let row = self.lookback.order_as_of(request).await?;
+            Ok(pb::GetOrderAsOfResponse {
+                order: Some(row.to_pb()),
+            })
+        })
+        .await
+    }
+
+    async fn list_events_by_type(
+        &self,
+        request: Request<pb::ListEventsByTypeRequest>,
+    ) -> Result<Response<pb::ListEventsByTypeResponse>, Status> {
+        unary(
+            "ListEventsByType",
+            request,
+            no_field,
+            |message, _| async move {
+                let request = ListEventsByType::try_from(message)?;
+                let page = self.lookback.events_by_type(request).await?;
+                Ok(pb::ListEventsByTypeResponse {
+                    events: envelopes(&page),
+                    next_page_token: page.next_page_token,
+                })
+            },
+        )
+        .await
+    }
+}

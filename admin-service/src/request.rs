@@ -1,0 +1,310 @@
+//! The requests of `AdminService`, parsed from their protobuf messages.
+//!
+//! Each message is destructured field by field, so that a field added to the
+//! contract does not compile until it is handled here. Every bad field is
+//! reported, not only the first.
+
+use chrono::{DateTime, Utc};
+use dynabridge::convert::timestamp_from_pb;
+use dynabridge::pb;
+use dynabridge_domain::{Event, OrderId, UserId, ValidationError};
+use dynabridge_event_store::reporting::{Point, TypeRange};
+use dynabridge_runtime::page_token::page_size;
+use uuid::Uuid;
+
+/// The number of events in a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageSize(usize);
+
+impl PageSize {
+    pub const DEFAULT: usize = 100;
+    pub const MAX: usize = 1000;
+
+    fn parse(raw: i32) -> Result<Self, ValidationError> {
+        page_size(raw, Self::DEFAULT, Self::MAX).map(Self)
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetAggregateHistory {
+    pub aggregate_id: Uuid,
+    pub page_size: PageSize,
+    /// Empty for the first page.
+    pub page_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetUserAsOf {
+    pub user_id: UserId,
+    pub point: Point,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetOrderAsOf {
+    pub order_id: OrderId,
+    pub point: Point,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEventsByType {
+    pub range: TypeRange,
+    pub page_size: PageSize,
+    /// Empty for the first page.
+    pub page_token: String,
+}
+
+/// Collects every violation of a request's fields.
+#[derive(Default)]
+struct Fields(ValidationError);
+
+impl Fields {
+    fn take<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
+        self.0.check(result)
+    }
+
+    fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, ValidationError> {
+        if !self.0.is_empty() {
+            return Err(self.0);
+        }
+        // Every part parsed, so every part is there.
+        build().ok_or_else(|| ValidationError::single("", "incomplete request"))
+    }
+}
+
+fn aggregate_id(raw: &str) -> Result<Uuid, ValidationError> {
+    Uuid::try_parse(raw)
+        .map_err(|_| ValidationError::single("aggregate_id", "must be a UUID (a user or order id)"))
+}
+
+fn time(
+    field: &str,
+    at: Option<&pbjson_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    match at {
+        None => Ok(None),
+        Some(at) => timestamp_from_pb(at)
+            .map(Some)
+            .ok_or_else(|| ValidationError::single(field, "is not a valid time")),
+    }
+}
+
+fn point(as_of: Option<pb::AsOf>) -> Result<Point, ValidationError> {
+    match as_of.and_then(|a| a.point) {
+        None => Err(ValidationError::single(
+            "as_of",
+            "is required: a time or a version",
+        )),
+        Some(pb::as_of::Point::Version(v)) if v < 1 => Err(ValidationError::single(
+            "as_of.version",
+            "must be at least 1",
+        )),
+        Some(pb::as_of::Point::Version(v)) => Ok(Point::Version(v)),
+        Some(pb::as_of::Point::Time(at)) => {
+            time("as_of.time", Some(&at)).map(|t| Point::Time(t.unwrap_or_default()))
+        }
+    }
+}
+
+impl TryFrom<pb::GetAggregateHistoryRequest> for GetAggregateHistory {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::GetAggregateHistoryRequest) -> Result<Self, Self::Error> {
+        let pb::GetAggregateHistoryRequest {
+            aggregate_id: id,
+            page_size,
+            page_token,
+        } = request;
+        let mut fields = Fields::default();
+        let id = fields.take(aggregate_id(&id));
+        let page_size = fields.take(PageSize::parse(page_size));
+        fields.finish(|| {
+            Some(Self {
+                aggregate_id: id?,
+                page_size: page_size?,
+                page_token,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::GetUserAsOfRequest> for GetUserAsOf {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::GetUserAsOfRequest) -> Result<Self, Self::Error> {
+        let pb::GetUserAsOfRequest { user_id, as_of } = request;
+        let mut fields = Fields::default();
+        let user_id = fields.take(UserId::parse("user_id", &user_id));
+        let point = fields.take(point(as_of));
+        fields.finish(|| {
+            Some(Self {
+                user_id: user_id?,
+                point: point?,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::GetOrderAsOfRequest> for GetOrderAsOf {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::GetOrderAsOfRequest) -> Result<Self, Self::Error> {
+        let pb::GetOrderAsOfRequest { order_id, as_of } = request;
+        let mut fields = Fields::default();
+        let order_id = fields.take(OrderId::parse("order_id", &order_id));
+        let point = fields.take(point(as_of));
+        fields.finish(|| {
+            Some(Self {
+                order_id: order_id?,
+                point: point?,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::ListEventsByTypeRequest> for ListEventsByType {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::ListEventsByTypeRequest) -> Result<Self, Self::Error> {
+        let pb::ListEventsByTypeRequest {
+            event_type,
+            start_time,
+            end_time,
+            page_size,
+            page_token,
+        } = request;
+        let mut fields = Fields::default();
+        let known = Event::TYPES.contains(&event_type.as_str());
+        fields.take(if known {
+            Ok(())
+        } else {
+            Err(ValidationError::single(
+                "event_type",
+                format!("must be one of {}", Event::TYPES.join(", ")),
+            ))
+        });
+        let start = fields.take(time("start_time", start_time.as_ref()));
+        let end = fields.take(time("end_time", end_time.as_ref()));
+        if let (Some(Some(start)), Some(Some(end))) = (start, end)
+            && end <= start
+        {
+            fields.take::<()>(Err(ValidationError::single(
+                "end_time",
+                "must be after start_time",
+            )));
+        }
+        let page_size = fields.take(PageSize::parse(page_size));
+        fields.finish(|| {
+            Some(Self {
+                range: TypeRange {
+                    event_type,
+                    start: start?,
+                    end: end?,
+                },
+                page_size: page_size?,
+                page_token,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(err: ValidationError) -> Vec<String> {
+        err.violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_history_needs_a_uuid_and_a_page_size_in_range() {
+        let err = GetAggregateHistory::try_from(pb::GetAggregateHistoryRequest {
+            aggregate_id: "not-a-uuid".into(),
+            page_size: 1001,
+            page_token: String::new(),
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["aggregate_id", "page_size"]);
+        let ok = GetAggregateHistory::try_from(pb::GetAggregateHistoryRequest {
+            aggregate_id: Uuid::new_v4().to_string(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .unwrap();
+        assert_eq!(ok.page_size.get(), PageSize::DEFAULT);
+    }
+
+    #[test]
+    fn as_of_is_required_and_a_version_is_at_least_one() {
+        let user_id = UserId::new_random().to_string();
+        let request = |as_of| pb::GetUserAsOfRequest {
+            user_id: user_id.clone(),
+            as_of,
+        };
+        assert_eq!(
+            fields(GetUserAsOf::try_from(request(None)).unwrap_err()),
+            ["as_of"]
+        );
+        let version = |v| {
+            Some(pb::AsOf {
+                point: Some(pb::as_of::Point::Version(v)),
+            })
+        };
+        assert_eq!(
+            fields(GetUserAsOf::try_from(request(version(0))).unwrap_err()),
+            ["as_of.version"]
+        );
+        assert_eq!(
+            GetUserAsOf::try_from(request(version(3))).unwrap().point,
+            Point::Version(3)
+        );
+        let bad_time = Some(pb::AsOf {
+            point: Some(pb::as_of::Point::Time(pbjson_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            })),
+        });
+        assert_eq!(
+            fields(GetUserAsOf::try_from(request(bad_time)).unwrap_err()),
+            ["as_of.time"]
+        );
+    }
+
+    #[test]
+    fn an_order_as_of_names_its_id() {
+        let err = GetOrderAsOf::try_from(pb::GetOrderAsOfRequest {
+            order_id: String::new(),
+            as_of: None,
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["order_id", "as_of"]);
+    }
+
+    #[test]
+    fn a_listing_needs_a_known_type_and_an_ordered_range() {
+        let at = |seconds| Some(pbjson_types::Timestamp { seconds, nanos: 0 });
+        let err = ListEventsByType::try_from(pb::ListEventsByTypeRequest {
+            event_type: "OrderShipped".into(),
+            start_time: at(100),
+            end_time: at(100),
+            page_size: -1,
+            page_token: String::new(),
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["event_type", "end_time", "page_size"]);
+        let ok = ListEventsByType::try_from(pb::ListEventsByTypeRequest {
+            event_type: "OrderCreated".into(),
+            start_time: at(100),
+            end_time: None,
+            page_size: 5,
+            page_token: String::new(),
+        })
+        .unwrap();
+        assert_eq!(ok.range.end, None);
+        assert_eq!(ok.range.start.map(|t| t.timestamp()), Some(100));
+        assert_eq!(ok.page_size.get(), 5);
+    }
+}
