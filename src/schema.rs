@@ -66,6 +66,14 @@ impl Tables {
         self.name("projector-checkpoints")
     }
 
+    /// Aggregates the projector parked: the events it could not apply, and
+    /// the later events of the same aggregates queued behind them, until
+    /// they are retried or skipped. Written by the projector; the admin
+    /// service lists them and asks for a retry or a skip.
+    pub fn parked(&self) -> String {
+        self.name("parked-events")
+    }
+
     /// The admin service's own state: one item per name (a migration's
     /// progress, for one). Admin service only.
     pub fn admin(&self) -> String {
@@ -212,6 +220,38 @@ pub mod checkpoints {
     /// Raised by every take, renewal and release of the lease: a counter
     /// that stops moving is a lease whose holder stopped renewing it.
     pub const LEASE_COUNTER: &str = "LeaseCounter";
+}
+
+/// The parked-events table: per parked aggregate, a header item (version 0)
+/// and an item per parked event.
+pub mod parked {
+    pub const AGGREGATE_ID: &str = "AggregateId";
+    /// 0 for the aggregate's header; a parked event's version otherwise.
+    pub const VERSION: &str = "Version";
+    /// Header: `PARKED`, `RETRY` (asked for, the projector applies the
+    /// events again) or `SKIP` (asked for, the projector drops them).
+    pub const STATUS: &str = "Status";
+    /// Header: the first version parked; the events before it were applied.
+    pub const FIRST_VERSION: &str = "FirstVersion";
+    /// Header: the highest version parked; every version from the first
+    /// parked one up to it is parked.
+    pub const LAST_VERSION: &str = "LastVersion";
+    /// Why: on the header the last failure, on an event why it was parked.
+    pub const ERROR: &str = "Error";
+    pub const PARKED_AT: &str = "ParkedAt";
+    pub const UPDATED_AT: &str = "UpdatedAt";
+    /// Header: who asked for a skip, and why (the skip's audit).
+    pub const REASON: &str = "Reason";
+    /// Event: the parked event's id, type and aggregate type, as far as the
+    /// stored item tells them.
+    pub const EVENT_ID: &str = "EventId";
+    pub const EVENT_TYPE: &str = "EventType";
+    pub const AGGREGATE_TYPE: &str = "AggregateType";
+    /// Event: where it was in the stream.
+    pub const SHARD_ID: &str = "ShardId";
+    pub const SEQUENCE_NUMBER: &str = "SequenceNumber";
+    /// The header's version.
+    pub const HEADER: i64 = 0;
 }
 
 /// The admin service's table.

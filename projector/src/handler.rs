@@ -1,14 +1,21 @@
 //! What happens to the events of one `GetRecords` batch before it may be
-//! checkpointed: the read models first (rows concurrently, each row's events
-//! in order), then publishing.
+//! checkpointed: the read models first (aggregates concurrently, each
+//! aggregate's events in order), then publishing. An event that cannot be
+//! applied parks its aggregate ([`crate::parking`]): its later events queue
+//! behind it, and the rest of the batch goes on.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use dynabridge_domain::StoredEvent;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use uuid::Uuid;
 
 use crate::control::Shutdown;
 use crate::error::StoreError;
+use crate::parking::{ParkedEvent, Parking};
 use crate::publish::{PublishError, Publisher};
 use crate::writer::ReadModelWriter;
 
@@ -30,48 +37,194 @@ impl HandleError {
     }
 }
 
+/// The records of one batch: its events, in stream order, and the inserts
+/// whose item is no event this build can read (each with the position in
+/// `events` it came before), whose key still names their aggregate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub events: Vec<StoredEvent>,
+    pub unreadable: Vec<(usize, ParkedEvent)>,
+}
+
+impl From<Vec<StoredEvent>> for Batch {
+    fn from(events: Vec<StoredEvent>) -> Self {
+        Self {
+            events,
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unreadable.is_empty()
+    }
+
+    /// Every record, in stream order.
+    fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        let mut unreadable = self.unreadable.iter().peekable();
+        let mut events = self.events.iter().enumerate().peekable();
+        std::iter::from_fn(move || match (unreadable.peek(), events.peek()) {
+            (Some((at, _)), Some((i, _))) if at <= i => {
+                unreadable.next().map(|(_, p)| Record::Unreadable(p))
+            }
+            (_, Some(_)) => events.next().map(|(_, e)| Record::Event(e)),
+            (Some(_), None) => unreadable.next().map(|(_, p)| Record::Unreadable(p)),
+            (None, None) => None,
+        })
+    }
+}
+
+/// One record of a batch.
+#[derive(Clone, Copy, Debug)]
+enum Record<'a> {
+    Event(&'a StoredEvent),
+    Unreadable(&'a ParkedEvent),
+}
+
+impl Record<'_> {
+    fn aggregate_id(&self) -> String {
+        match self {
+            Self::Event(e) => e.event.aggregate_id().to_string(),
+            Self::Unreadable(p) => p.aggregate_id.clone(),
+        }
+    }
+
+    fn version(&self) -> dynabridge_domain::Version {
+        match self {
+            Self::Event(e) => e.version,
+            Self::Unreadable(p) => p.version,
+        }
+    }
+
+    /// As parked, for `why`.
+    fn parked(&self, why: &str) -> ParkedEvent {
+        match self {
+            Self::Event(e) => ParkedEvent::of(e, why),
+            Self::Unreadable(p) => ParkedEvent {
+                error: format!("{why}; and unreadable: {}", p.error),
+                ..(*p).clone()
+            },
+        }
+    }
+}
+
+/// The records of a batch grouped by aggregate, each group in stream order,
+/// the groups in the order of their first record. Each event writes its
+/// aggregate's row only, so groups never wait on each other.
+fn by_aggregate(batch: &Batch) -> Vec<Vec<Record<'_>>> {
+    let mut groups: Vec<Vec<Record<'_>>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for record in batch.records() {
+        let at = *index.entry(record.aggregate_id()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(record);
+    }
+    groups
+}
+
 #[async_trait]
 pub trait BatchHandler: Send + Sync {
-    /// Handles the events of one batch, in stream order. `Ok` means every
-    /// one of them is in the read models and published. Safe to call again
-    /// with the same events.
-    async fn handle(&self, events: &[StoredEvent], shutdown: &Shutdown) -> Result<(), HandleError>;
+    /// Handles the records of one batch, in stream order. `Ok` means every
+    /// event is in the read models and published, or durably parked. Safe
+    /// to call again with the same batch.
+    async fn handle(&self, batch: &Batch, shutdown: &Shutdown) -> Result<(), HandleError>;
 }
 
 /// The projector's handler: read models, then publishing.
 pub struct Projection {
-    read_models: ReadModelWriter,
-    publisher: Box<dyn Publisher>,
-    /// Read-model rows written at once within a batch.
+    read_models: Arc<ReadModelWriter>,
+    publisher: Arc<dyn Publisher>,
+    parking: Arc<Parking>,
+    /// Aggregates written at once within a batch.
     max_concurrent_writes: NonZeroUsize,
 }
 
 impl Projection {
     pub fn new(
-        read_models: ReadModelWriter,
-        publisher: Box<dyn Publisher>,
+        read_models: Arc<ReadModelWriter>,
+        publisher: Arc<dyn Publisher>,
+        parking: Arc<Parking>,
         max_concurrent_writes: NonZeroUsize,
     ) -> Self {
         Self {
             read_models,
             publisher,
+            parking,
             max_concurrent_writes,
         }
+    }
+
+    /// Projects one aggregate's records, one after another; returns the
+    /// events applied. A record of a parked aggregate queues behind its
+    /// parked events; one that cannot be applied parks its aggregate. A
+    /// failure that may pass fails the batch.
+    async fn project_aggregate(&self, records: Vec<Record<'_>>) -> Result<Vec<Uuid>, StoreError> {
+        let mut applied = Vec::with_capacity(records.len());
+        for record in records {
+            // A batch may take long under a slow store: each event is
+            // progress.
+            crate::progress::beat();
+            if self
+                .parking
+                .is_parked(&record.aggregate_id(), record.version())
+                && self
+                    .parking
+                    .queue_behind(&record.parked("queued behind an earlier parked event"))
+                    .await?
+            {
+                continue;
+            }
+            match record {
+                Record::Unreadable(parked) => self.parking.park(parked).await?,
+                Record::Event(event) => match self.read_models.project(event).await {
+                    Ok(()) => applied.push(event.event_id),
+                    Err(err) if err.is_transient() => return Err(err),
+                    Err(err) => {
+                        self.parking
+                            .park(&ParkedEvent::of(event, err.to_string()))
+                            .await?;
+                    }
+                },
+            }
+        }
+        Ok(applied)
     }
 }
 
 #[async_trait]
 impl BatchHandler for Projection {
-    async fn handle(&self, events: &[StoredEvent], shutdown: &Shutdown) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &Batch, shutdown: &Shutdown) -> Result<(), HandleError> {
         // One write at a time would make the projector's throughput one
-        // event per store round trip; rows are independent, so only each
-        // row's events need to wait for each other.
-        self.read_models
-            .project_all(events, self.max_concurrent_writes)
+        // event per store round trip; aggregates are independent, so only
+        // each aggregate's events need to wait for each other. Made up
+        // front, run as they are polled.
+        let groups: Vec<_> = by_aggregate(batch)
+            .into_iter()
+            .map(|records| self.project_aggregate(records))
+            .collect();
+        let applied: Vec<Vec<Uuid>> = stream::iter(groups)
+            .buffer_unordered(self.max_concurrent_writes.get())
+            .try_collect()
             .await?;
         // Published only once the read models show the whole batch, so that
-        // a subscriber reacting to an event can read its effect.
-        self.publisher.publish(events, shutdown).await?;
+        // a subscriber reacting to an event can read its effect. A parked
+        // event is published when it is retried.
+        let applied_count: usize = applied.iter().map(Vec::len).sum();
+        if applied_count == batch.events.len() {
+            self.publisher.publish(&batch.events, shutdown).await?;
+        } else {
+            let applied: HashSet<Uuid> = applied.into_iter().flatten().collect();
+            let events: Vec<StoredEvent> = batch
+                .events
+                .iter()
+                .filter(|e| applied.contains(&e.event_id))
+                .cloned()
+                .collect();
+            self.publisher.publish(&events, shutdown).await?;
+        }
         Ok(())
     }
 }
@@ -87,9 +240,15 @@ mod tests {
     use crate::progress::Progress;
     use crate::publish::BusPublisher;
     use crate::shard::ShardEnd;
+    use std::collections::BTreeSet;
+
+    use dynabridge_domain::Version;
+    use uuid::Uuid;
+
+    use crate::parking::{ParkedEvent, Parking, Status};
     use crate::testing::{
-        FakeBus, FakeRows, Harness, RowCall, fast_timing, insert_record, interleaved_events,
-        user_events,
+        FakeBus, FakeRows, Harness, MemoryParking, RowCall, fast_timing, insert_record,
+        interleaved_events, user_events,
     };
     use crate::writer::CACHE_CAPACITY;
 
@@ -98,17 +257,31 @@ mod tests {
     const LATENCY: Duration = Duration::from_millis(10);
 
     fn projection(rows: &FakeRows, bus: &FakeBus, max_concurrent_writes: usize) -> Projection {
+        projection_parking(rows, bus, &MemoryParking::default(), max_concurrent_writes)
+    }
+
+    fn projection_parking(
+        rows: &FakeRows,
+        bus: &FakeBus,
+        parked: &MemoryParking,
+        max_concurrent_writes: usize,
+    ) -> Projection {
         let metrics = ProjectorMetrics::new().unwrap();
         Projection::new(
-            ReadModelWriter::new(Box::new(rows.clone()), CACHE_CAPACITY, metrics.clone()),
-            Box::new(BusPublisher::new(
+            Arc::new(ReadModelWriter::new(
+                Box::new(rows.clone()),
+                CACHE_CAPACITY,
+                metrics.clone(),
+            )),
+            Arc::new(BusPublisher::new(
                 std::sync::Arc::new(bus.clone()),
                 "src".into(),
                 "bus".into(),
                 tokio::sync::watch::channel(true).1,
                 fast_timing(),
-                metrics,
+                metrics.clone(),
             )),
+            Arc::new(Parking::new(Arc::new(parked.clone()), metrics)),
             NonZeroUsize::new(max_concurrent_writes).unwrap(),
         )
     }
@@ -130,7 +303,7 @@ mod tests {
             let (_trigger, shutdown) = Shutdown::new();
             let started = tokio::time::Instant::now();
             projection(&rows, &bus, bound)
-                .handle(&events, &shutdown)
+                .handle(&Batch::from(events.clone()), &shutdown)
                 .await
                 .unwrap();
             let took = started.elapsed();
@@ -170,7 +343,7 @@ mod tests {
         // an earlier one would find a gap it cannot fill, and fail.
         let (_trigger, shutdown) = Shutdown::new();
         projection(&rows, &FakeBus::default(), 8)
-            .handle(&events, &shutdown)
+            .handle(&Batch::from(events.clone()), &shutdown)
             .await
             .unwrap();
 
@@ -208,7 +381,10 @@ mod tests {
         let projection = projection(&rows, &bus, 8);
         let (_trigger, shutdown) = Shutdown::new();
 
-        let err = projection.handle(&events, &shutdown).await.unwrap_err();
+        let err = projection
+            .handle(&Batch::from(events.clone()), &shutdown)
+            .await
+            .unwrap_err();
         assert!(err.is_transient(), "{err}");
         assert!(matches!(err, HandleError::ReadModel(_)), "{err}");
         assert!(bus.calls().is_empty(), "nothing published");
@@ -219,7 +395,10 @@ mod tests {
             "the batch stopped short"
         );
 
-        projection.handle(&events, &shutdown).await.unwrap();
+        projection
+            .handle(&Batch::from(events.clone()), &shutdown)
+            .await
+            .unwrap();
         for event in firsts(&events) {
             assert_eq!(
                 rows.written(event),
@@ -278,8 +457,9 @@ mod tests {
             .clone()
             .track("shard-A", async {
                 let (_trigger, shutdown) = Shutdown::new();
+                let batch = Batch::from(events.clone());
                 let (handled, silence) =
-                    tokio::join!(projection.handle(&events, &shutdown), async {
+                    tokio::join!(projection.handle(&batch, &shutdown), async {
                         tokio::time::sleep(100 * LATENCY).await;
                         progress.silences(tokio::time::Instant::now())["shard-A"]
                     });
@@ -288,5 +468,53 @@ mod tests {
             })
             .await;
         assert!(silence <= 2 * LATENCY, "{silence:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_event_parks_its_aggregate_alone_and_its_later_events_queue_behind() {
+        // 20 aggregates of 3 events; the second event of one cannot be read.
+        let events = interleaved_events(20, 3);
+        let poisoned = events[25].clone();
+        assert_eq!(poisoned.version, 2);
+        let id = poisoned.event.aggregate_id().to_string();
+        let mut batch = Batch::from(events.clone());
+        batch.events.remove(25);
+        batch.unreadable.push((
+            25,
+            ParkedEvent {
+                error: "unreadable event: bad payload".into(),
+                ..ParkedEvent::of(&poisoned, "")
+            },
+        ));
+        let rows = FakeRows::default();
+        rows.set_latency(LATENCY);
+        let bus = FakeBus::default();
+        let parked = MemoryParking::default();
+        let projection = projection_parking(&rows, &bus, &parked, 8);
+        let (_trigger, shutdown) = Shutdown::new();
+
+        projection.handle(&batch, &shutdown).await.unwrap();
+        // Twice: a redelivered batch changes nothing.
+        projection.handle(&batch, &shutdown).await.unwrap();
+
+        assert_eq!(parked.parked_versions(&id), vec![2, 3]);
+        let header = parked.header(&id).unwrap();
+        assert_eq!((header.status, header.last_version), (Status::Parked, 3));
+        for event in firsts(&events) {
+            let expected: Vec<Version> = if event.event.aggregate_id().to_string() == id {
+                vec![1]
+            } else {
+                vec![1, 2, 3]
+            };
+            assert_eq!(rows.written(event), expected);
+        }
+        let published: BTreeSet<Uuid> = bus.accepted().iter().map(|e| e.event_id).collect();
+        assert_eq!(published.len(), 60 - 2, "all but the parked two");
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.event.aggregate_id().to_string() == id && e.version > 1)
+                .all(|e| !published.contains(&e.event_id))
+        );
     }
 }

@@ -5,9 +5,11 @@
 //! - [`coordinator`]: the shard listing, lineage, one reader task per shard;
 //! - [`lease`]: which instance reads which shard, so that several may run;
 //! - [`shard`]: one shard's `GetRecords` loop, decoding, checkpointing;
-//! - [`handler`]: what a batch goes through before its checkpoint;
+//! - [`handler`]: what a batch goes through before its checkpoint: its
+//!   aggregates written concurrently, each aggregate's events in order;
+//! - [`parking`]: an event that cannot be applied parks its aggregate, not
+//!   its shard; the retries and skips operators ask for;
 //! - [`writer`]: version-gated writes of the read models, with a cache;
-//!   a batch's rows written concurrently, each row's events in order;
 //! - [`publish`]: the EventBridge publisher and the JSON-lines sink;
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
 //!   calls (checkpoints and leases), each behind a trait so that the logic
@@ -36,6 +38,7 @@ pub mod handler;
 pub mod lease;
 pub mod metrics;
 pub mod monitor;
+pub mod parking;
 pub mod progress;
 pub mod publish;
 pub mod shard;
@@ -65,6 +68,7 @@ use crate::handler::Projection;
 use crate::lease::{LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
 use crate::monitor::{Monitor, Thresholds};
+use crate::parking::{DynamoParking, Parking};
 use crate::progress::Progress;
 use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
 use crate::shard::Pipeline;
@@ -311,7 +315,7 @@ pub struct App {
     lease_settings: LeaseSettings,
     max_concurrent_writes: NonZeroUsize,
     metrics: ProjectorMetrics,
-    publisher: Box<dyn Publisher>,
+    publisher: Arc<dyn Publisher>,
     trigger: Arc<control::ShutdownTrigger>,
     stop: Shutdown,
     progress: Arc<Progress>,
@@ -329,7 +333,7 @@ async fn open_publisher(
     timing: &Timing,
     metrics: &ProjectorMetrics,
 ) -> anyhow::Result<(
-    Box<dyn Publisher>,
+    Arc<dyn Publisher>,
     tokio::sync::watch::Receiver<bool>,
     Option<BusCheck>,
 )> {
@@ -346,7 +350,7 @@ async fn open_publisher(
                 timing.clone(),
                 metrics.clone(),
             );
-            (Box::new(publisher), found, Some(check))
+            (Arc::new(publisher), found, Some(check))
         }
         None => {
             let sink = JsonLinesSink::open(
@@ -356,7 +360,7 @@ async fn open_publisher(
             )
             .await
             .with_context(|| format!("opening the event sink {}", config.sink_path.display()))?;
-            (Box::new(sink), tokio::sync::watch::channel(true).1, None)
+            (Arc::new(sink), tokio::sync::watch::channel(true).1, None)
         }
     })
 }
@@ -545,6 +549,28 @@ impl Service for App {
                     DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()),
                 );
                 let rows = DynamoRows::new(dynamodb.clone(), tables.clone());
+                let writer = Arc::new(ReadModelWriter::new(
+                    Box::new(rows),
+                    CACHE_CAPACITY,
+                    metrics.clone(),
+                ));
+                let parking = Arc::new(Parking::new(
+                    Arc::new(DynamoParking::new(dynamodb.clone(), tables.parked())),
+                    metrics.clone(),
+                ));
+                // The aggregates parked before this start, so that the first
+                // batches queue their events behind them. Without it they
+                // would be parked all the same, by the gap before them; the
+                // requests' loop reads them again every second.
+                if let Err(err) = parking.refresh().await {
+                    tracing::warn!(error = %err, "reading the parked aggregates failed; reading them again shortly");
+                }
+                let requests = tokio::spawn(parking::run_requests(
+                    parking.clone(),
+                    writer.clone(),
+                    publisher.clone(),
+                    stop.clone(),
+                ));
                 let pipeline = Arc::new(Pipeline {
                     leases: Arc::new(Leases::new(
                         lease_settings,
@@ -556,8 +582,9 @@ impl Service for App {
                     streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
                     checkpoints,
                     handler: Arc::new(Projection::new(
-                        ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone()),
+                        writer,
                         publisher,
+                        parking,
                         max_concurrent_writes,
                     )),
                     timing: timing.clone(),
@@ -570,6 +597,7 @@ impl Service for App {
                 // next check to say so.
                 recheck.now();
                 coordinator::run_stream(pipeline).await;
+                let _ = requests.await;
                 anyhow::Ok(())
             })
             .await;

@@ -66,6 +66,11 @@ pub struct ProjectorMetrics {
     /// Shard leases this instance lost: another instance took them, or its
     /// own renewals failed for a lease duration.
     pub leases_lost: IntCounter,
+    /// Events parked: the first that could not be applied, and those queued
+    /// behind it.
+    pub events_parked: IntCounter,
+    /// Aggregates parked now, as the last look at the table found them.
+    pub parked_aggregates: IntGauge,
 }
 
 /// Whether a `GetRecords` page held records.
@@ -144,6 +149,14 @@ impl ProjectorMetrics {
                 "dynabridge_projector_leases_lost_total",
                 "Shard leases lost while held: another instance took them, or renewing them failed for a lease duration; the shard's reader stops",
             )?,
+            events_parked: IntCounter::new(
+                "dynabridge_projector_events_parked_total",
+                "Events parked: one that could not be applied parks its aggregate, and the aggregate's later events queue behind it until a retry or a skip",
+            )?,
+            parked_aggregates: IntGauge::new(
+                "dynabridge_projector_parked_aggregates",
+                "Aggregates parked now, waiting for an operator's retry or skip",
+            )?,
         })
     }
 
@@ -161,6 +174,8 @@ impl ProjectorMetrics {
         registry.register(Box::new(self.leases_held.clone()))?;
         registry.register(Box::new(self.leases_taken.clone()))?;
         registry.register(Box::new(self.leases_lost.clone()))?;
+        registry.register(Box::new(self.events_parked.clone()))?;
+        registry.register(Box::new(self.parked_aggregates.clone()))?;
         Ok(())
     }
 

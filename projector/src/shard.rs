@@ -11,12 +11,14 @@
 //! holder, from the last checkpoint. Each checkpoint write is conditional on
 //! the lease, so none lands once another instance holds it.
 //!
-//! A record that cannot be decoded is poison: the shard stops at it, after
-//! checkpointing the records before it. Skipping it would lose an event for
-//! good (a read model behind forever, a subscriber never told), and
-//! retrying cannot help since the bytes will not change. Stopping keeps the
-//! position, makes the error loud, and lets an operator fix the item or
-//! deploy a projector that reads it; the shard resumes on restart.
+//! An insert whose item is no event this build can read still names its
+//! aggregate in its key: it parks that aggregate ([`crate::parking`]), and
+//! the shard goes on. Only a record that names no aggregate at all (no
+//! sequence number, no image, no key) is poison: the shard stops at it,
+//! after checkpointing the records before it. Skipping it would lose an
+//! event for good, and retrying cannot help since the bytes will not
+//! change. Stopping keeps the position, makes the error loud, and lets an
+//! operator fix it; the shard resumes on restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +31,10 @@ use dynabridge_event_store::codec::event_from_item;
 use crate::attribute::image_to_item;
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError};
 use crate::control::{Shutdown, Timing};
-use crate::handler::BatchHandler;
+use crate::handler::{Batch as Records, BatchHandler};
 use crate::lease::{Lease, Leases};
 use crate::metrics::{Batch, ProjectorMetrics};
+use crate::parking::ParkedEvent;
 use crate::progress::{self, Progress};
 use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
 
@@ -79,8 +82,50 @@ enum BatchEnd {
     Shutdown,
 }
 
+/// What a stream record holds.
+#[derive(Debug)]
+enum Decoded {
+    Event(StoredEvent),
+    /// An insert whose item is no event this build reads, parked.
+    Unreadable(ParkedEvent),
+    /// Not an insert.
+    Nothing,
+}
+
+/// What `record` holds; `Err` if it names no aggregate at all.
+fn decode(record: &StreamRecord) -> Result<Decoded, Poison> {
+    match decode_event(record) {
+        Ok(Some(event)) => Ok(Decoded::Event(event)),
+        Ok(None) => Ok(Decoded::Nothing),
+        Err(poison) => {
+            let image = record.new_image.as_ref();
+            let string = |name: &str| match image.and_then(|i| i.get(name)) {
+                Some(AttributeValue::S(value)) => Some(value.clone()),
+                _ => None,
+            };
+            let version = match image.and_then(|i| i.get(event_store::VERSION)) {
+                Some(AttributeValue::N(n)) => n.parse().ok(),
+                _ => None,
+            };
+            match (string(event_store::AGGREGATE_ID), version) {
+                (Some(aggregate_id), Some(version)) if !record.sequence_number.is_empty() => {
+                    Ok(Decoded::Unreadable(ParkedEvent {
+                        aggregate_id,
+                        version,
+                        event_id: poison.event_id,
+                        event_type: string(event_store::EVENT_TYPE),
+                        aggregate_type: string(event_store::AGGREGATE_TYPE),
+                        error: format!("unreadable event: {}", poison.reason),
+                    }))
+                }
+                _ => Err(poison),
+            }
+        }
+    }
+}
+
 /// The event in a stream record; `None` for a record that is not an event.
-fn decode(record: &StreamRecord) -> Result<Option<StoredEvent>, Poison> {
+fn decode_event(record: &StreamRecord) -> Result<Option<StoredEvent>, Poison> {
     if record.sequence_number.is_empty() {
         return Err(Poison {
             reason: "record without a sequence number".into(),
@@ -258,14 +303,20 @@ impl Pipeline {
     /// Handles one non-empty batch and checkpoints it.
     async fn process(&self, lease: &Lease, records: &[StreamRecord], closed: bool) -> BatchEnd {
         let shard_id = lease.shard_id();
-        let mut events = Vec::with_capacity(records.len());
+        let mut batch = Records {
+            events: Vec::with_capacity(records.len()),
+            unreadable: Vec::new(),
+        };
         let mut last_good: Option<&str> = None;
         let mut good: u64 = 0;
         let mut poison = None;
         for record in records {
             match decode(record) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => {
+                Ok(Decoded::Event(event)) => batch.events.push(event),
+                Ok(Decoded::Unreadable(parked)) => {
+                    batch.unreadable.push((batch.events.len(), parked));
+                }
+                Ok(Decoded::Nothing) => {
                     tracing::debug!(shard_id, sequence_number = %record.sequence_number, operation = ?record.operation, "not an insert, skipped")
                 }
                 Err(why) => {
@@ -277,8 +328,8 @@ impl Pipeline {
             good += 1;
         }
         if let Some(last) = last_good {
-            tracing::debug!(shard_id, records = records.len(), events = events.len(), last_sequence_number = %last, "handling a batch");
-            if !events.is_empty() && !self.handle(shard_id, &events).await {
+            tracing::debug!(shard_id, records = records.len(), events = batch.events.len(), last_sequence_number = %last, "handling a batch");
+            if !batch.is_empty() && !self.handle(shard_id, &batch).await {
                 return BatchEnd::Shutdown;
             }
             let checkpoint = Checkpoint {
@@ -310,26 +361,26 @@ impl Pipeline {
     }
 
     /// Hands `events` to the handler until it succeeds; `false` on shutdown.
-    async fn handle(&self, shard_id: &str, events: &[StoredEvent]) -> bool {
+    async fn handle(&self, shard_id: &str, batch: &Records) -> bool {
         let mut retry = self.timing.retry_backoff();
         loop {
             progress::beat();
-            match self.handler.handle(events, &self.shutdown).await {
+            match self.handler.handle(batch, &self.shutdown).await {
                 Ok(()) => return true,
                 Err(err) => {
                     if self.shutdown.is_triggered() {
                         tracing::info!(
                             shard_id,
-                            events = events.len(),
+                            events = batch.events.len(),
                             "shutdown: batch abandoned without a checkpoint"
                         );
                         return false;
                     }
                     self.metrics.batch_failures.inc();
                     if err.is_transient() {
-                        tracing::warn!(shard_id, error = %err, events = events.len(), "handling a batch failed, retrying");
+                        tracing::warn!(shard_id, error = %err, events = batch.events.len(), "handling a batch failed, retrying");
                     } else {
-                        tracing::error!(shard_id, error = %err, events = events.len(), "handling a batch failed, retrying");
+                        tracing::error!(shard_id, error = %err, events = batch.events.len(), "handling a batch failed, retrying");
                     }
                     if !self.shutdown.sleep(retry.next_delay()).await {
                         return false;
@@ -558,16 +609,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_poison_record_stops_the_shard_after_checkpointing_what_precedes_it() {
+    async fn an_unreadable_insert_is_handed_over_for_parking_and_the_shard_goes_on() {
         let h = Harness::new();
         let events = user_events(4);
         let mut records = h.records(&events);
-        // Version 3 lost its payload.
+        // Version 3 lost its payload: no event, but its key names it.
         records[2]
             .new_image
             .as_mut()
             .unwrap()
             .remove(event_store::EVENT_DATA);
+        h.streams.add_shard("A", None, records, true);
+
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        assert_eq!(handled_versions(&h.journal.entries()), vec![1, 2, 4]);
+        let unreadable = h.handler.unreadable();
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(
+            (unreadable[0].aggregate_id.clone(), unreadable[0].version),
+            (events[2].event.aggregate_id().to_string(), 3)
+        );
+        assert_eq!(unreadable[0].event_id, Some(events[2].event_id.to_string()));
+        assert!(unreadable[0].error.contains("unreadable"), "{unreadable:?}");
+        assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(4)), true)]);
+    }
+
+    #[tokio::test]
+    async fn a_record_naming_no_aggregate_stops_the_shard_after_checkpointing_what_precedes_it() {
+        let h = Harness::new();
+        let events = user_events(4);
+        let mut records = h.records(&events);
+        records[2]
+            .new_image
+            .as_mut()
+            .unwrap()
+            .remove(event_store::AGGREGATE_ID);
         h.streams.add_shard("A", None, records, true);
 
         let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
@@ -623,17 +700,21 @@ mod tests {
         h.checkpoints.fail_next(1);
         let bus = FakeBus::default();
         let projection = Projection::new(
-            ReadModelWriter::new(
+            Arc::new(ReadModelWriter::new(
                 Box::new(FakeRows::default()),
                 CACHE_CAPACITY,
                 h.metrics.clone(),
-            ),
-            Box::new(BusPublisher::new(
+            )),
+            Arc::new(BusPublisher::new(
                 std::sync::Arc::new(bus.clone()),
                 "src".into(),
                 "bus".into(),
                 tokio::sync::watch::channel(true).1,
                 fast_timing(),
+                h.metrics.clone(),
+            )),
+            Arc::new(crate::parking::Parking::new(
+                Arc::new(crate::testing::MemoryParking::default()),
                 h.metrics.clone(),
             )),
             std::num::NonZeroUsize::new(32).unwrap(),
@@ -672,7 +753,7 @@ mod tests {
     fn decoding_reads_the_event_of_an_insert() {
         let event = &user_events(1)[0];
         let record = insert_record("100000000000000000001".into(), event);
-        assert_eq!(decode(&record).unwrap().as_ref(), Some(event));
+        assert!(matches!(decode(&record).unwrap(), Decoded::Event(e) if e == *event));
         let mut no_seq = record.clone();
         no_seq.sequence_number.clear();
         assert!(decode(&no_seq).is_err());
@@ -684,6 +765,17 @@ mod tests {
             .insert(event_store::VERSION.into(), AttributeValue::S("x".into()));
         let poison = decode(&broken).unwrap_err();
         assert_eq!(poison.event_id, Some(event.event_id.to_string()));
+        let mut garbled = insert_record("100000000000000000002".into(), event);
+        garbled.new_image.as_mut().unwrap().insert(
+            event_store::EVENT_DATA.into(),
+            AttributeValue::S("{not json".into()),
+        );
+        let Decoded::Unreadable(parked) = decode(&garbled).unwrap() else {
+            panic!("an insert naming its aggregate is parked");
+        };
+        assert_eq!(parked.version, 1);
+        assert_eq!(parked.event_type.as_deref(), Some("UserCreated"));
+        assert_eq!(parked.aggregate_type.as_deref(), Some("User"));
     }
 
     mod liveness {

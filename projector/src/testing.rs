@@ -21,9 +21,10 @@ use crate::attribute::item_to_image;
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, ShardItem};
 use crate::control::{Shutdown, ShutdownTrigger, Timing};
 use crate::error::StoreError;
-use crate::handler::{BatchHandler, HandleError};
+use crate::handler::{Batch, BatchHandler, HandleError};
 use crate::lease::{Lease, LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
+use crate::parking::{Header, ParkedEvent, ParkingStore, Status};
 use crate::progress::Progress;
 use crate::publish::{BusEntry, EventBusApi};
 use crate::shard::{Pipeline, ShardEnd};
@@ -590,6 +591,7 @@ struct HandlerState {
     fail_next: usize,
     failures: usize,
     events: Vec<StoredEvent>,
+    unreadable: Vec<ParkedEvent>,
     /// Every call from now on never returns, as a handler stuck on a call
     /// that never answers.
     hang: bool,
@@ -625,15 +627,17 @@ impl FakeHandler {
     pub fn events(&self) -> Vec<StoredEvent> {
         lock(&self.state).events.clone()
     }
+
+    /// Every unreadable insert handed over with a successful batch.
+    pub fn unreadable(&self) -> Vec<ParkedEvent> {
+        lock(&self.state).unreadable.clone()
+    }
 }
 
 #[async_trait]
 impl BatchHandler for FakeHandler {
-    async fn handle(
-        &self,
-        events: &[StoredEvent],
-        _shutdown: &Shutdown,
-    ) -> Result<(), HandleError> {
+    async fn handle(&self, batch: &Batch, _shutdown: &Shutdown) -> Result<(), HandleError> {
+        let events = &batch.events;
         let hang = {
             let mut state = lock(&self.state);
             state.hanging += usize::from(state.hang);
@@ -652,6 +656,9 @@ impl BatchHandler for FakeHandler {
             )));
         }
         state.events.extend(events.iter().cloned());
+        state
+            .unreadable
+            .extend(batch.unreadable.iter().map(|(_, p)| p.clone()));
         self.journal
             .push(Entry::Handled(events.iter().map(|e| e.version).collect()));
         Ok(())
@@ -1096,5 +1103,108 @@ impl EventBusApi for FakeBus {
 
     async fn bus_exists(&self, _bus: &str) -> Result<bool, StoreError> {
         Ok(!lock(&self.0).missing)
+    }
+}
+
+/// The parked-events table, in memory, with the real one's conditions.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryParking(Arc<Mutex<ParkedTable>>);
+
+#[derive(Debug, Default)]
+struct ParkedTable {
+    headers: HashMap<String, Header>,
+    events: HashMap<String, Vec<ParkedEvent>>,
+}
+
+impl MemoryParking {
+    /// The versions parked for `aggregate_id`, in order.
+    pub fn parked_versions(&self, aggregate_id: &str) -> Vec<Version> {
+        let table = lock(&self.0);
+        let mut versions: Vec<Version> = table
+            .events
+            .get(aggregate_id)
+            .map(|events| events.iter().map(|e| e.version).collect())
+            .unwrap_or_default();
+        versions.sort_unstable();
+        versions
+    }
+
+    pub fn header(&self, aggregate_id: &str) -> Option<Header> {
+        lock(&self.0).headers.get(aggregate_id).cloned()
+    }
+
+    /// What an operator asks through the admin service.
+    pub fn request(&self, aggregate_id: &str, status: Status) {
+        if let Some(header) = lock(&self.0).headers.get_mut(aggregate_id) {
+            header.status = status;
+        }
+    }
+}
+
+#[async_trait]
+impl ParkingStore for MemoryParking {
+    async fn park(&self, event: &ParkedEvent, behind: bool) -> Result<bool, StoreError> {
+        let mut table = lock(&self.0);
+        match table.headers.get_mut(&event.aggregate_id) {
+            None if behind => return Ok(false),
+            None => {
+                table.headers.insert(
+                    event.aggregate_id.clone(),
+                    Header {
+                        aggregate_id: event.aggregate_id.clone(),
+                        status: Status::Parked,
+                        first_version: event.version,
+                        last_version: event.version,
+                    },
+                );
+            }
+            Some(header) => {
+                header.first_version = header.first_version.min(event.version);
+                header.last_version = header.last_version.max(event.version);
+            }
+        }
+        let events = table.events.entry(event.aggregate_id.clone()).or_default();
+        events.retain(|e| e.version != event.version);
+        events.push(event.clone());
+        Ok(true)
+    }
+
+    async fn headers(&self) -> Result<Vec<Header>, StoreError> {
+        Ok(lock(&self.0).headers.values().cloned().collect())
+    }
+
+    async fn events(&self, aggregate_id: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        let mut events = lock(&self.0)
+            .events
+            .get(aggregate_id)
+            .cloned()
+            .unwrap_or_default();
+        events.sort_by_key(|e| e.version);
+        Ok(events)
+    }
+
+    async fn failed_again(&self, aggregate_id: &str, _error: &str) -> Result<(), StoreError> {
+        self.request(aggregate_id, Status::Parked);
+        Ok(())
+    }
+
+    async fn retry_rest(&self, aggregate_id: &str) -> Result<(), StoreError> {
+        self.request(aggregate_id, Status::Retry);
+        Ok(())
+    }
+
+    async fn release(&self, aggregate_id: &str, last: Version) -> Result<bool, StoreError> {
+        let mut table = lock(&self.0);
+        if let Some(events) = table.events.get_mut(aggregate_id) {
+            events.retain(|e| e.version > last);
+        }
+        match table.headers.get(aggregate_id) {
+            Some(header) if header.last_version == last => {
+                table.headers.remove(aggregate_id);
+                table.events.remove(aggregate_id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

@@ -8,15 +8,13 @@
 //! The cache may be behind the table (another writer, another projector): a
 //! failed condition evicts the row, reads it again and retries.
 //!
-//! A batch ([`ReadModelWriter::project_all`]) is applied row by row: the events of
-//! one row one after another, in the order given, and different rows
-//! concurrently, with a bound on the rows in flight. Each event writes one row
-//! at most ([`RowKey`]), so rows never wait on each other, and within a batch
-//! a row's writes never race each other.
+//! A batch is applied row by row ([`crate::handler`]): the events of one row
+//! one after another, in the order given, and different rows concurrently,
+//! with a bound on the rows in flight. Each event writes one row at most
+//! ([`RowKey`]), so rows never wait on each other, and within a batch a row's
+//! writes never race each other.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -24,7 +22,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
 use dynabridge_domain::{AggregateType, StoredEvent, Version};
 use dynabridge_read_models::{Applied, OrderSummaryRow, UserProfileRow};
-use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use crate::error::{StoreError, sdk_error};
 use crate::metrics::ProjectorMetrics;
@@ -70,23 +67,6 @@ impl RowKey {
     }
 }
 
-/// `events` grouped by the row they write: each group in the order given,
-/// the groups in the order of their first event.
-fn by_row(events: &[StoredEvent]) -> Vec<Vec<&StoredEvent>> {
-    let mut group_of: HashMap<RowKey, usize> = HashMap::new();
-    let mut groups: Vec<Vec<&StoredEvent>> = Vec::new();
-    for event in events {
-        match group_of.entry(RowKey::of(event)) {
-            Entry::Occupied(at) => groups[*at.get()].push(event),
-            Entry::Vacant(at) => {
-                at.insert(groups.len());
-                groups.push(vec![event]);
-            }
-        }
-    }
-    groups
-}
-
 /// A row of either read model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Row {
@@ -113,6 +93,20 @@ impl Row {
         match self {
             Self::User(r) => &r.user_id,
             Self::Order(r) => &r.order_id,
+        }
+    }
+
+    /// The same row at version `version`.
+    fn with_version(&self, version: Version) -> Self {
+        match self {
+            Self::User(r) => Self::User(UserProfileRow {
+                version,
+                ..r.clone()
+            }),
+            Self::Order(r) => Self::Order(OrderSummaryRow {
+                version,
+                ..r.clone()
+            }),
         }
     }
 
@@ -252,55 +246,14 @@ impl ReadModelWriter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Makes sure every one of `events` is reflected in its read model: the
-    /// events of one row one after another, in the order given, and
-    /// different rows concurrently, at most `max_rows_in_flight` at a time
-    /// (so at most that many store calls in flight).
-    ///
-    /// `Ok` once every row is done. The first error is returned as soon as
-    /// it happens, and the other rows' calls are dropped wherever they stood:
-    /// whether or not their writes landed, the events are safe to project
-    /// again, since each write is conditional on the version before it.
-    ///
-    /// Runs in the caller's task, so that [`crate::progress::beat`] (once
-    /// per event) reaches the caller's loop, and nothing outlives the call.
-    pub async fn project_all(
-        &self,
-        events: &[StoredEvent],
-        max_rows_in_flight: NonZeroUsize,
-    ) -> Result<(), StoreError> {
-        // Made up front, run as they are polled. Collected rather than
-        // mapped lazily, since a mapping closure would make the batch's
-        // future fail the `Send` check the handler's trait needs.
-        let rows: Vec<_> = by_row(events)
-            .into_iter()
-            .map(|row_events| self.project_row(row_events))
-            .collect();
-        stream::iter(rows)
-            .buffer_unordered(max_rows_in_flight.get())
-            .try_collect()
-            .await
-    }
-
-    /// Projects the events of one row, one after another.
-    async fn project_row(&self, events: Vec<&StoredEvent>) -> Result<(), StoreError> {
-        for event in events {
-            // A batch may take long under a slow store: each event is
-            // progress.
-            crate::progress::beat();
-            self.project(event).await?;
-        }
-        Ok(())
-    }
-
     /// Makes sure `event` is reflected in its read model, filling any gap
     /// before it from the event store.
     ///
     /// Calls for different rows may run concurrently: a call only reads and
     /// replaces its own row in the shared cache, and never holds the cache's
     /// lock across a store call. Concurrent calls for one row stay correct
-    /// (every write is conditional) but fight over it; [`Self::project_all`]
-    /// never makes them.
+    /// (every write is conditional) but fight over it; the handler never
+    /// makes them.
     pub async fn project(&self, event: &StoredEvent) -> Result<(), StoreError> {
         let RowKey { model, id } = RowKey::of(event);
         let cached = self.cache().get(model, &id);
@@ -392,6 +345,44 @@ impl ReadModelWriter {
             self.cache().insert(row.clone());
         }
         Ok(row)
+    }
+
+    /// The events of `aggregate_id` with versions `from..=to`, from the
+    /// event store, read consistently.
+    pub async fn events(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events(aggregate_id, from, to).await
+    }
+
+    /// Moves the row of `id` in `model` to version `to`, its content
+    /// unchanged, as if the events up to `to` had changed nothing: how
+    /// skipped events are passed. A row already there, or none at all, is
+    /// left alone.
+    pub async fn skip_to(&self, model: Model, id: &str, to: Version) -> Result<(), StoreError> {
+        for _ in 0..=MAX_CONFLICTS {
+            let Some(row) = self.read(model, id).await? else {
+                return Ok(());
+            };
+            let expected_version = row.version();
+            if expected_version >= to {
+                return Ok(());
+            }
+            let moved = row.with_version(to);
+            match self.store.put(&moved, expected_version).await? {
+                PutOutcome::Written => {
+                    self.cache().insert(moved);
+                    return Ok(());
+                }
+                PutOutcome::ConditionFailed => continue,
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "aggregate {id}: the read model row keeps changing under the projector"
+        )))
     }
 
     #[cfg(test)]
@@ -504,7 +495,7 @@ impl RowStore for DynamoRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{FakeRows, RowCall, order_events, user_events};
+    use crate::testing::{FakeRows, RowCall, user_events};
 
     fn read_models(store: &FakeRows) -> ReadModelWriter {
         ReadModelWriter::new(
@@ -645,32 +636,6 @@ mod tests {
         let err = read_models(&store).project(&events[2]).await.unwrap_err();
         assert!(err.to_string().contains("lacks versions 2 to 2"), "{err}");
         assert_eq!(store.row_version(&events[0]), Some(1));
-    }
-
-    #[test]
-    fn a_batch_is_grouped_by_row_each_group_in_stream_order() {
-        let (users, orders) = (user_events(3), order_events(2));
-        let stream = [&users[0], &orders[0], &users[1], &orders[1], &users[2]];
-        let events: Vec<StoredEvent> = stream.into_iter().cloned().collect();
-        let groups: Vec<Vec<(Model, Version)>> = by_row(&events)
-            .into_iter()
-            .map(|group| group.iter().map(|e| (Model::of(e), e.version)).collect())
-            .collect();
-        assert_eq!(
-            groups,
-            vec![
-                vec![
-                    (Model::UserProfiles, 1),
-                    (Model::UserProfiles, 2),
-                    (Model::UserProfiles, 3)
-                ],
-                vec![(Model::OrderSummaries, 1), (Model::OrderSummaries, 2)],
-            ]
-        );
-        assert_eq!(
-            RowKey::of(&users[2]).id,
-            users[0].event.aggregate_id().to_string()
-        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use dynabridge::schema::{
-    Tables, admin, checkpoints, event_store, idempotency, order_summaries, read_model,
+    Tables, admin, checkpoints, event_store, idempotency, order_summaries, parked, read_model,
     unique_emails, user_profiles,
 };
 
@@ -150,6 +150,13 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
         TableDef {
             name: tables.checkpoints(),
             key: vec![(checkpoints::STREAM_ARN, S), (checkpoints::SHARD_ID, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.parked(),
+            key: vec![(parked::AGGREGATE_ID, S), (parked::VERSION, N)],
             indexes: vec![],
             stream: false,
             ttl_attribute: None,
