@@ -75,7 +75,7 @@ impl Tables {
     }
 
     /// The admin service's own state: one item per name (a migration's
-    /// progress, for one). Admin service only.
+    /// progress, a skip's audit record). Admin service only.
     pub fn admin(&self) -> String {
         self.name("admin")
     }
@@ -252,6 +252,10 @@ pub mod parked {
     pub const SEQUENCE_NUMBER: &str = "SequenceNumber";
     /// The header's version.
     pub const HEADER: i64 = 0;
+    /// The values of `Status`.
+    pub const STATUS_PARKED: &str = "PARKED";
+    pub const STATUS_RETRY: &str = "RETRY";
+    pub const STATUS_SKIP: &str = "SKIP";
 }
 
 /// The admin service's table.
@@ -264,6 +268,13 @@ pub mod admin {
     /// How many items a migration rewrote.
     pub const MIGRATED: &str = "Migrated";
     pub const UPDATED_AT: &str = "UpdatedAt";
+    /// A skip's audit record: `audit/skip/<aggregate id>/<time>`, with the
+    /// reason, the versions skipped and the call's correlation id.
+    pub const SKIP_AUDIT_PREFIX: &str = "audit/skip/";
+    pub const REASON: &str = "Reason";
+    pub const FIRST_VERSION: &str = "FirstVersion";
+    pub const LAST_VERSION: &str = "LastVersion";
+    pub const CORRELATION_ID: &str = "CorrelationId";
 }
 
 #[cfg(test)]

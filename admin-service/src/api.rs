@@ -1,5 +1,6 @@
 //! The gRPC adapter of `dynabridge.v1.AdminService`: each handler parses its
-//! request, calls [`Lookback`], and maps the error once, through
+//! request, calls [`Lookback`] or [`ParkedAggregates`], and maps the error
+//! once, through
 //! `From<AppError> for tonic::Status`.
 
 use dynabridge::envelope::to_envelope;
@@ -9,16 +10,21 @@ use dynabridge_runtime::grpc::unary;
 use tonic::{Request, Response, Status};
 
 use crate::lookback::{EventsPage, Lookback};
-use crate::request::{GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType};
+use crate::parked::ParkedAggregates;
+use crate::request::{
+    GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, RetryParked,
+    SkipParked,
+};
 
 #[derive(Clone, Debug)]
 pub struct AdminApi {
     lookback: Lookback,
+    parked: ParkedAggregates,
 }
 
 impl AdminApi {
-    pub fn new(lookback: Lookback) -> Self {
-        Self { lookback }
+    pub fn new(lookback: Lookback, parked: ParkedAggregates) -> Self {
+        Self { lookback, parked }
     }
 }
 
@@ -95,6 +101,54 @@ impl AdminService for AdminApi {
                 Ok(pb::ListEventsByTypeResponse {
                     events: envelopes(&page),
                     next_page_token: page.next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_parked(
+        &self,
+        request: Request<pb::ListParkedRequest>,
+    ) -> Result<Response<pb::ListParkedResponse>, Status> {
+        unary("ListParked", request, no_field, |message, _| async move {
+            let request = ListParked::try_from(message)?;
+            let page = self.parked.list(request).await?;
+            Ok(pb::ListParkedResponse {
+                aggregates: page.aggregates,
+                next_page_token: page.next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn retry_parked(
+        &self,
+        request: Request<pb::RetryParkedRequest>,
+    ) -> Result<Response<pb::RetryParkedResponse>, Status> {
+        unary("RetryParked", request, no_field, |message, _| async move {
+            let request = RetryParked::try_from(message)?;
+            let aggregate = self.parked.retry(request).await?;
+            Ok(pb::RetryParkedResponse {
+                aggregate: Some(aggregate),
+            })
+        })
+        .await
+    }
+
+    async fn skip_parked(
+        &self,
+        request: Request<pb::SkipParkedRequest>,
+    ) -> Result<Response<pb::SkipParkedResponse>, Status> {
+        unary(
+            "SkipParked",
+            request,
+            no_field,
+            |message, call| async move {
+                let request = SkipParked::try_from(message)?;
+                let aggregate = self.parked.skip(request, &call.correlation_id).await?;
+                Ok(pb::SkipParkedResponse {
+                    aggregate: Some(aggregate),
                 })
             },
         )

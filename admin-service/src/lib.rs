@@ -3,18 +3,22 @@
 //! Architecture invariant: the admin service is the only binary that reads
 //! the event store for reporting (the command side reads an aggregate to
 //! decide; the projector reads one to fill a gap). It writes nothing the
-//! other binaries own: only its own table, and each event's
-//! `EventTypeBucket` once ([`migration`]).
+//! other binaries own: only its own table, each event's `EventTypeBucket`
+//! once ([`migration`]), and the status of a parked aggregate's header
+//! ([`parked`]), which the projector acts on.
 //!
 //! - [`api`]: the gRPC adapter.
 //! - [`request`]: requests parsed from their protobuf messages.
 //! - [`lookback`]: history, state at a point, events by type.
 //! - [`migration`]: the bucketed event-type index's migration.
+//! - [`parked`]: the aggregates the projector parked; retries and skips
+//!   asked for.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod lookback;
 pub mod migration;
+pub mod parked;
 pub mod request;
 
 use std::future::Future;
@@ -34,6 +38,7 @@ use tonic::server::NamedService as _;
 use crate::api::AdminApi;
 use crate::lookback::Lookback;
 use crate::migration::IndexMigration;
+use crate::parked::ParkedAggregates;
 
 /// Flags and environment of the admin service.
 #[derive(Clone, Debug, clap::Args)]
@@ -128,11 +133,17 @@ impl Service for App {
         let server =
             ApiServer::start(Some(SERVICE_NAME), health, listeners, &host.registry).await?;
         let (migration, migration_task) = IndexMigration::start(client.clone(), &tables);
+        let parked = ParkedAggregates::new(
+            client.clone(),
+            tables.parked(),
+            tables.admin(),
+            tokens.clone(),
+        );
         let lookback = Lookback::new(client, tables.event_store(), tokens, migration.clone());
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, "admin service listening");
         Ok(Self {
             server,
-            api: AdminApi::new(lookback),
+            api: AdminApi::new(lookback, parked),
             migration,
             migration_task,
         })

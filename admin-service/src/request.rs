@@ -57,6 +57,39 @@ pub struct ListEventsByType {
     pub page_token: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListParked {
+    pub page_size: ParkedPageSize,
+    pub page_token: String,
+}
+
+/// The number of parked aggregates in a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParkedPageSize(usize);
+
+impl ParkedPageSize {
+    pub const DEFAULT: usize = 20;
+    pub const MAX: usize = 100;
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryParked {
+    pub aggregate_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkipParked {
+    pub aggregate_id: Uuid,
+    pub reason: String,
+}
+
+/// The longest skip reason accepted.
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// Collects every violation of a request's fields.
 #[derive(Default)]
 struct Fields(ValidationError);
@@ -211,12 +244,105 @@ impl TryFrom<pb::ListEventsByTypeRequest> for ListEventsByType {
     }
 }
 
+impl TryFrom<pb::ListParkedRequest> for ListParked {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::ListParkedRequest) -> Result<Self, Self::Error> {
+        let pb::ListParkedRequest {
+            page_size: raw_size,
+            page_token,
+        } = request;
+        Ok(Self {
+            page_size: page_size(raw_size, ParkedPageSize::DEFAULT, ParkedPageSize::MAX)
+                .map(ParkedPageSize)?,
+            page_token,
+        })
+    }
+}
+
+impl TryFrom<pb::RetryParkedRequest> for RetryParked {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::RetryParkedRequest) -> Result<Self, Self::Error> {
+        let pb::RetryParkedRequest { aggregate_id: id } = request;
+        Ok(Self {
+            aggregate_id: aggregate_id(&id)?,
+        })
+    }
+}
+
+impl TryFrom<pb::SkipParkedRequest> for SkipParked {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::SkipParkedRequest) -> Result<Self, Self::Error> {
+        let pb::SkipParkedRequest {
+            aggregate_id: id,
+            reason,
+        } = request;
+        let mut fields = Fields::default();
+        let id = fields.take(aggregate_id(&id));
+        let reason = reason.trim().to_owned();
+        let chars = reason.chars().count();
+        fields.take(if (1..=MAX_REASON_CHARS).contains(&chars) {
+            Ok(())
+        } else {
+            Err(ValidationError::single(
+                "reason",
+                format!("is required: 1 to {MAX_REASON_CHARS} characters saying why"),
+            ))
+        });
+        fields.finish(|| {
+            Some(Self {
+                aggregate_id: id?,
+                reason,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fields(err: ValidationError) -> Vec<String> {
         err.violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_skip_needs_a_reason_and_a_retry_an_id() {
+        let id = Uuid::new_v4().to_string();
+        let err = SkipParked::try_from(pb::SkipParkedRequest {
+            aggregate_id: "x".into(),
+            reason: "  ".into(),
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["aggregate_id", "reason"]);
+        let err = SkipParked::try_from(pb::SkipParkedRequest {
+            aggregate_id: id.clone(),
+            reason: "x".repeat(MAX_REASON_CHARS + 1),
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["reason"]);
+        let ok = SkipParked::try_from(pb::SkipParkedRequest {
+            aggregate_id: id.clone(),
+            reason: " the payload is test data \n".into(),
+        })
+        .unwrap();
+        assert_eq!(ok.reason, "the payload is test data");
+        assert_eq!(
+            fields(RetryParked::try_from(pb::RetryParkedRequest::default()).unwrap_err()),
+            ["aggregate_id"]
+        );
+        assert_eq!(
+            fields(
+                ListParked::try_from(pb::ListParkedRequest {
+                    page_size: 101,
+                    page_token: String::new()
+                })
+                .unwrap_err()
+            ),
+            ["page_size"]
+        );
     }
 
     #[test]

@@ -90,19 +90,16 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Parked => "PARKED",
-            Self::Retry => "RETRY",
-            Self::Skip => "SKIP",
+            Self::Parked => attr::STATUS_PARKED,
+            Self::Retry => attr::STATUS_RETRY,
+            Self::Skip => attr::STATUS_SKIP,
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "PARKED" => Some(Self::Parked),
-            "RETRY" => Some(Self::Retry),
-            "SKIP" => Some(Self::Skip),
-            _ => None,
-        }
+        [Self::Parked, Self::Retry, Self::Skip]
+            .into_iter()
+            .find(|status| status.as_str() == raw)
     }
 }
 
@@ -244,9 +241,11 @@ pub async fn run_requests(
     publisher: Arc<dyn Publisher>,
     shutdown: Shutdown,
 ) {
+    let mut report = ParkedReport::default();
     loop {
         match parking.refresh().await {
             Ok(headers) => {
+                report.parked(headers.len());
                 for header in headers {
                     let outcome = match header.status {
                         Status::Parked => continue,
@@ -274,6 +273,36 @@ pub async fn run_requests(
         }
         if !shutdown.sleep(REQUEST_POLL).await {
             return;
+        }
+    }
+}
+
+/// How often, while any aggregate is parked, the count is logged: the line
+/// a CloudWatch Logs metric filter turns into the parked-aggregates alarm.
+pub const PARKED_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs the number of parked aggregates every [`PARKED_REPORT_EVERY`] while
+/// it is above 0, and once when it drops to 0.
+#[derive(Debug, Default)]
+struct ParkedReport {
+    last: Option<(tokio::time::Instant, usize)>,
+}
+
+impl ParkedReport {
+    fn parked(&mut self, parked: usize) {
+        let now = tokio::time::Instant::now();
+        let due = match self.last {
+            None => parked > 0,
+            Some((_, before)) if (before > 0) != (parked > 0) => true,
+            Some((at, _)) => parked > 0 && now - at >= PARKED_REPORT_EVERY,
+        };
+        if due {
+            if parked > 0 {
+                tracing::warn!(parked, "aggregates are parked");
+            } else {
+                tracing::info!(parked, "aggregates are parked");
+            }
+            self.last = Some((now, parked));
         }
     }
 }

@@ -205,6 +205,19 @@ impl TestApp {
         Ok(())
     }
 
+    /// Stops the projector gracefully: events wait in the stream.
+    pub async fn stop_projector(&mut self) {
+        if let Some(running) = self.projector.take() {
+            stop(running).await;
+        }
+    }
+
+    /// Starts a projector, when none runs: it resumes from its checkpoint.
+    pub async fn resume_projector(&mut self) {
+        assert!(self.projector.is_none(), "a projector runs already");
+        self.start_projector().await.expect("start projector");
+    }
+
     /// Stops the admin service gracefully and starts a new one: its
     /// migration looks at the store again.
     pub async fn restart_admin_service(&mut self) {

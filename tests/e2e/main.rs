@@ -8,6 +8,7 @@ mod aggregate_cache;
 mod commands;
 mod eventbridge;
 mod helpers;
+mod parking;
 mod queries;
 mod validation;
 mod walkthrough;

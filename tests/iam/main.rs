@@ -207,7 +207,15 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .await
         .unwrap();
     look_back(&mut admin, &state, &legacy_user).await;
+    // Two events the projector cannot read park their aggregates; one is
+    // fixed and retried (and then published), the other skipped.
+    park_retry_and_skip(&mut admin, &dynamo, &tables).await;
+    flow.events += 1;
     admin_proc.terminate();
+    assert!(!load_template(&prefix).condition("WatchesParking"));
+    let watched = load_template_with(&prefix, &[("ProjectorLogGroupName", "/eks/shop/projector")]);
+    assert!(watched.condition("WatchesParking"));
+    check_parked_alarm(&watched, &projector);
 
     // Every event was published, to the template's bus.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -314,6 +322,156 @@ async fn put_legacy_event(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) ->
         .await
         .unwrap();
     user_id.to_string()
+}
+
+/// Puts a `UserCreated` of a new user whose payload is `event_data`, as
+/// version 1; returns the stored event.
+async fn put_user_created(
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+    user_id: dynabridge_domain::UserId,
+    event_data: Option<&str>,
+) -> String {
+    let stored = dynabridge_domain::StoredEvent {
+        event_id: uuid::Uuid::new_v4(),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        schema_version: 1,
+        request_id: format!("parked-{user_id}"),
+        correlation_id: "parked".into(),
+        trace_parent: None,
+        event: dynabridge_domain::Event::UserCreated {
+            user_id,
+            email: dynabridge_domain::Email::parse(&format!(
+                "{}@example.com",
+                user_id.as_uuid().simple()
+            ))
+            .unwrap(),
+            name: dynabridge_domain::UserName::parse("Parked").unwrap(),
+        },
+    };
+    let mut item = dynabridge_event_store::codec::event_to_item(&stored);
+    if let Some(data) = event_data {
+        item.insert(
+            event_store::EVENT_DATA.into(),
+            AttributeValue::S(data.into()),
+        );
+    }
+    dynamo
+        .put_item()
+        .table_name(tables.event_store())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    user_id.to_string()
+}
+
+/// The value at `$.a.b` of `json`.
+fn json_path<'a>(json: &'a Value, path: &str) -> &'a Value {
+    let path = path.strip_prefix("$.").expect("a $. path");
+    path.split('.').fold(json, |value, key| &value[key])
+}
+
+/// The template's parked-aggregates metric filter, run over the projector's
+/// real log lines as CloudWatch Logs would: it finds the lines the projector
+/// logged while aggregates were parked, and its value follows them down to
+/// 0 once they are released; the alarm watches that metric.
+fn check_parked_alarm(template: &Template, projector: &processes::Proc) {
+    let filter = template.resolve(&template.resource("ParkedAggregatesMetricFilter")["Properties"]);
+    let pattern = filter["FilterPattern"].as_str().unwrap();
+    // The one pattern shape used: `{ $.path = "text" }`.
+    let (path, text) = pattern
+        .trim_matches(|c| c == '{' || c == '}' || c == ' ')
+        .split_once(" = ")
+        .expect("{ $.path = \"text\" }");
+    let text = text.trim_matches('"');
+    let transform = &filter["MetricTransformations"][0];
+    let value_path = transform["MetricValue"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let values = loop {
+        let values: Vec<i64> = projector
+            .log_lines()
+            .iter()
+            .filter(|line| json_path(line, path) == text)
+            .map(|line| json_path(line, value_path).as_i64().expect("a number"))
+            .collect();
+        if values.last() == Some(&0) || std::time::Instant::now() > deadline {
+            break values;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        values.iter().any(|v| *v >= 1),
+        "no parked line matched: {values:?}"
+    );
+    assert_eq!(values.last(), Some(&0), "released: {values:?}");
+    let alarm = template.resolve(&template.resource("ParkedAggregatesAlarm")["Properties"]);
+    assert_eq!(alarm["Namespace"], transform["MetricNamespace"]);
+    assert_eq!(alarm["MetricName"], transform["MetricName"]);
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["Threshold"], 0);
+    for id in ["ParkedAggregatesMetricFilter", "ParkedAggregatesAlarm"] {
+        assert_eq!(template.resource(id)["Condition"], "WatchesParking", "{id}");
+    }
+}
+
+/// Every parked aggregate, one per page.
+async fn parked_ids(admin: &mut AdminServiceClient<Channel>) -> BTreeSet<String> {
+    let (mut ids, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let page = admin
+            .list_parked(pb::ListParkedRequest {
+                page_size: 1,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.aggregates.into_iter().map(|a| a.aggregate_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            return ids;
+        }
+    }
+}
+
+/// Parks two aggregates, lists them, fixes and retries one, skips the
+/// other, and waits until the projector has released both.
+async fn park_retry_and_skip(
+    admin: &mut AdminServiceClient<Channel>,
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+) {
+    let (fixed_id, dropped_id) = (
+        dynabridge_domain::UserId::new_random(),
+        dynabridge_domain::UserId::new_random(),
+    );
+    let fixed = put_user_created(dynamo, tables, fixed_id, Some("{not json")).await;
+    let dropped = put_user_created(dynamo, tables, dropped_id, Some("{not json")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while parked_ids(admin).await != BTreeSet::from([fixed.clone(), dropped.clone()]) {
+        assert!(tokio::time::Instant::now() < deadline, "not parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    put_user_created(dynamo, tables, fixed_id, None).await;
+    admin
+        .retry_parked(pb::RetryParkedRequest {
+            aggregate_id: fixed.clone(),
+        })
+        .await
+        .unwrap();
+    admin
+        .skip_parked(pb::SkipParkedRequest {
+            aggregate_id: dropped,
+            reason: "test data".into(),
+        })
+        .await
+        .unwrap();
+    while !parked_ids(admin).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Every call of the admin service: a listing by type over pages (once the
@@ -807,10 +965,11 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         ]
         .contains(&allow.action.as_str());
         let own = allow.covers(&table(tables.admin()));
-        let bucket =
-            allow.action == "dynamodb:UpdateItem" && allow.covers(&table(tables.event_store()));
+        let status = allow.action == "dynamodb:UpdateItem"
+            && (allow.covers(&table(tables.event_store()))
+                || allow.covers(&table(tables.parked())));
         assert!(
-            !writes || own || bucket,
+            !writes || own || status,
             "the admin service may not write: {allow}"
         );
     }
@@ -1005,9 +1164,10 @@ fn dead_letter_alarm(template: &Template) -> Value {
     let alarms: Vec<Value> = template
         .resources_of_type("AWS::CloudWatch::Alarm")
         .map(|(_, alarm)| template.resolve(&alarm["Properties"]))
+        .filter(|alarm| alarm["Namespace"] == "AWS/SQS")
         .collect();
     let [alarm] = alarms.as_slice() else {
-        panic!("one alarm: {alarms:?}");
+        panic!("one alarm on a queue: {alarms:?}");
     };
     assert_eq!(alarm["Namespace"], "AWS/SQS");
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
@@ -1101,6 +1261,7 @@ async fn the_template_creates_the_tables_provision_creates() {
             tables.user_profiles(),
             tables.order_summaries(),
             tables.checkpoints(),
+            tables.parked(),
         ])
     );
 }

@@ -83,7 +83,7 @@ impl Template {
             .map(|(id, r)| (id.as_str(), r))
     }
 
-    fn resource(&self, logical_id: &str) -> &Value {
+    pub fn resource(&self, logical_id: &str) -> &Value {
         self.resources
             .get(logical_id)
             .unwrap_or_else(|| panic!("no resource {logical_id} in the template"))

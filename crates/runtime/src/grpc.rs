@@ -207,7 +207,7 @@ pub fn reason_code(reason: Reason) -> Code {
         Reason::InvalidField | Reason::MalformedMessage | Reason::RequestIdReused => {
             Code::InvalidArgument
         }
-        Reason::AggregateNotFound => Code::NotFound,
+        Reason::AggregateNotFound | Reason::NotParked => Code::NotFound,
         Reason::EmailTaken | Reason::AggregateExists => Code::AlreadyExists,
         Reason::InvalidStatusTransition | Reason::UniqueValueNotHeld => Code::FailedPrecondition,
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,

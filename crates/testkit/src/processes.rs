@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a binary may take to report its address.
@@ -40,6 +40,8 @@ pub struct Proc {
     child: Child,
     /// Where it listens: its gRPC server (the projector's health server).
     pub addr: SocketAddr,
+    /// Every JSON log line it wrote so far.
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Drop for Proc {
@@ -50,6 +52,14 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Every JSON log line the process wrote so far, in order.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(mut self) {
         let pid = self.child.id().to_string();
@@ -124,6 +134,7 @@ fn start(
         .env("DYNABRIDGE_COMMAND_METRICS_LISTEN", "127.0.0.1:0")
         .env("DYNABRIDGE_QUERY_METRICS_LISTEN", "127.0.0.1:0")
         .env("DYNABRIDGE_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_ADMIN_METRICS_LISTEN", "127.0.0.1:0")
         // Only the endpoints the test sets.
         .env_remove("DYNABRIDGE_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL")
@@ -147,6 +158,8 @@ fn start(
     let logs = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     let label = name.to_owned();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(logs).lines().map_while(Result::ok) {
@@ -158,11 +171,11 @@ fn start(
             if matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
                 eprintln!("{label}: {line}");
             }
-            if !sent
-                && let Some(addr) = json["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            {
+            let addr = json["fields"]["addr"].as_str().map(str::to_owned);
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(json);
+            if !sent && let Some(addr) = addr.and_then(|a| a.parse::<SocketAddr>().ok()) {
                 let _ = tx.send(addr);
                 sent = true;
             }
@@ -175,5 +188,6 @@ fn start(
         name: name.to_owned(),
         child,
         addr,
+        lines,
     }
 }
