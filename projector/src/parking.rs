@@ -391,7 +391,8 @@ impl DynamoParking {
     }
 }
 
-fn conditional_failed<E: std::fmt::Debug, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+/// Whether a call failed its condition.
+fn conditional_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {

@@ -20,6 +20,7 @@ fn expected_tables(prefix: &str) -> BTreeSet<String> {
         t.user_profiles(),
         t.order_summaries(),
         t.checkpoints(),
+        t.parked(),
         t.admin(),
     ]
     .into_iter()
