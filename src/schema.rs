@@ -220,6 +220,16 @@ pub mod checkpoints {
     /// Raised by every take, renewal and release of the lease: a counter
     /// that stops moving is a lease whose holder stopped renewing it.
     pub const LEASE_COUNTER: &str = "LeaseCounter";
+    /// The latest commit time of the events processed up to the checkpoint.
+    pub const LAST_EVENT_TIME: &str = "LastEventTime";
+    /// The last window of events the stream trimmed before they were read,
+    /// caught up from the event store: its bounds (an empty `from`: from
+    /// the first event), when it was caught up (empty until it is), and how
+    /// many events it held.
+    pub const TRIMMED_FROM: &str = "TrimmedFrom";
+    pub const TRIMMED_TO: &str = "TrimmedTo";
+    pub const TRIMMED_CAUGHT_UP_AT: &str = "TrimmedCaughtUpAt";
+    pub const TRIMMED_EVENTS: &str = "TrimmedEvents";
 }
 
 /// The parked-events table: per parked aggregate, a header item (version 0)

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
-use chrono::Utc;
-use dynabridge::convert::format_time;
+use chrono::{DateTime, Utc};
+use dynabridge::convert::{format_time, parse_time};
 use dynabridge::schema::checkpoints as attr;
 
 use crate::error::{StoreError, sdk_error};
@@ -27,6 +27,23 @@ pub struct Checkpoint {
     pub sequence_number: Option<String>,
     /// Every record of the (closed) shard is processed.
     pub finished: bool,
+    /// The latest commit time (`occurred_at`) of the events processed up
+    /// to it: where a catch-up starts if the stream trims what follows
+    /// before it is read.
+    pub last_event_time: Option<DateTime<Utc>>,
+}
+
+/// A window of events the stream trimmed before the projector read them,
+/// caught up from the event store: recorded on the shard's item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrimmedWindow {
+    /// `None`: from the first event.
+    pub from: Option<DateTime<Utc>>,
+    pub to: DateTime<Utc>,
+    /// Set once every event of the window is applied and published.
+    pub caught_up_at: Option<DateTime<Utc>>,
+    /// How many events the event store had in the window.
+    pub events: usize,
 }
 
 /// Who holds a shard's lease, as stored.
@@ -69,6 +86,16 @@ pub trait CheckpointStore: Send + Sync {
         shard_id: &str,
         owner: &str,
         checkpoint: &Checkpoint,
+    ) -> Result<(), LeaseError>;
+
+    /// Records a trimmed window on the shard's item, if `owner` holds the
+    /// shard's lease.
+    async fn record_trimmed(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        owner: &str,
+        window: &TrimmedWindow,
     ) -> Result<(), LeaseError>;
 
     /// Makes `owner` the holder, if the lease counter is still `seen` (or
@@ -182,6 +209,10 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<(String, ShardItem),
             checkpoint: Checkpoint {
                 sequence_number,
                 finished,
+                last_event_time: match item.get(attr::LAST_EVENT_TIME) {
+                    Some(AttributeValue::S(at)) => parse_time(at),
+                    _ => None,
+                },
             },
             lease: LeaseState { owner, counter },
         },
@@ -238,11 +269,42 @@ impl CheckpointStore for DynamoCheckpoints {
                 .expression_attribute_names("#seq", attr::SEQUENCE_NUMBER)
                 .expression_attribute_values(":seq", AttributeValue::S(seq.clone()));
         }
+        if let Some(at) = checkpoint.last_event_time {
+            set.push_str(", #last_event = :last_event");
+            request = request
+                .expression_attribute_names("#last_event", attr::LAST_EVENT_TIME)
+                .expression_attribute_values(":last_event", AttributeValue::S(format_time(at)));
+        }
         request
             .update_expression(format!("SET {set}"))
             .send()
             .await
             .map_err(|e| lease_error("writing a checkpoint", e))?;
+        Ok(())
+    }
+
+    async fn record_trimmed(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        owner: &str,
+        window: &TrimmedWindow,
+    ) -> Result<(), LeaseError> {
+        let time =
+            |at: Option<DateTime<Utc>>| AttributeValue::S(at.map(format_time).unwrap_or_default());
+        self.update(stream_arn, shard_id, owner)
+            .update_expression("SET #from = :from, #to = :to, #caught = :caught, #events = :events")
+            .expression_attribute_names("#from", attr::TRIMMED_FROM)
+            .expression_attribute_names("#to", attr::TRIMMED_TO)
+            .expression_attribute_names("#caught", attr::TRIMMED_CAUGHT_UP_AT)
+            .expression_attribute_names("#events", attr::TRIMMED_EVENTS)
+            .expression_attribute_values(":from", time(window.from))
+            .expression_attribute_values(":to", time(Some(window.to)))
+            .expression_attribute_values(":caught", time(window.caught_up_at))
+            .expression_attribute_values(":events", AttributeValue::N(window.events.to_string()))
+            .send()
+            .await
+            .map_err(|e| lease_error("recording a trimmed window", e))?;
         Ok(())
     }
 

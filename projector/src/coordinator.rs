@@ -306,6 +306,7 @@ mod tests {
             checkpoint: Checkpoint {
                 sequence_number: Some("1".into()),
                 finished: true,
+                last_event_time: None,
             },
             lease: LeaseState::default(),
         }

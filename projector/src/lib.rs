@@ -14,6 +14,8 @@
 //! - [`stream`], [`checkpoint`]: the DynamoDB Streams and checkpoint table
 //!   calls (checkpoints and leases), each behind a trait so that the logic
 //!   is tested against fakes;
+//! - [`catchup`]: the events the stream trimmed before they were read,
+//!   read back from the event store;
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attribute;
+pub mod catchup;
 pub mod checkpoint;
 pub mod control;
 pub mod coordinator;
@@ -62,6 +65,7 @@ use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
 use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
 
+use crate::catchup::EventStoreCatchUp;
 use crate::checkpoint::DynamoCheckpoints;
 use crate::control::{Shutdown, Timing};
 use crate::handler::Projection;
@@ -581,6 +585,10 @@ impl Service for App {
                     stream_arn,
                     streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
                     checkpoints,
+                    catch_up: Arc::new(EventStoreCatchUp::new(
+                        dynamodb.clone(),
+                        tables.event_store(),
+                    )),
                     handler: Arc::new(Projection::new(
                         writer,
                         publisher,

@@ -71,6 +71,8 @@ pub struct ProjectorMetrics {
     pub events_parked: IntCounter,
     /// Aggregates parked now, as the last look at the table found them.
     pub parked_aggregates: IntGauge,
+    /// Events caught up from the event store after the stream trimmed them.
+    pub events_caught_up: IntCounter,
 }
 
 /// Whether a `GetRecords` page held records.
@@ -157,6 +159,10 @@ impl ProjectorMetrics {
                 "dynabridge_projector_parked_aggregates",
                 "Aggregates parked now, waiting for an operator's retry or skip",
             )?,
+            events_caught_up: IntCounter::new(
+                "dynabridge_projector_events_caught_up_total",
+                "Events read back from the event store, over a window the stream trimmed before the projector read it",
+            )?,
         })
     }
 
@@ -176,6 +182,7 @@ impl ProjectorMetrics {
         registry.register(Box::new(self.leases_lost.clone()))?;
         registry.register(Box::new(self.events_parked.clone()))?;
         registry.register(Box::new(self.parked_aggregates.clone()))?;
+        registry.register(Box::new(self.events_caught_up.clone()))?;
         Ok(())
     }
 

@@ -68,6 +68,11 @@ pub fn assess(snapshot: &Snapshot, signals: Signals, thresholds: &Thresholds) ->
         Err("the store is unreachable".to_owned())
     } else if !bus_found {
         Err("the event bus does not exist (or was not confirmed): nothing is published".to_owned())
+    } else if !snapshot.catching_up.is_empty() {
+        Err(format!(
+            "catching up, from the event store, events the stream trimmed before they were read ({})",
+            snapshot.catching_up.join(", ")
+        ))
     } else if snapshot.lag > thresholds.max_lag {
         Err(format!(
             "the oldest unprocessed record is {} ms old",
@@ -173,6 +178,7 @@ mod tests {
             stalest: Some(("shard A".into(), Duration::from_secs(silent))),
             lag: Duration::from_secs(lag),
             since_checkpoint: Duration::ZERO,
+            catching_up: Vec::new(),
         }
     }
 
@@ -206,6 +212,13 @@ mod tests {
         }
         let no_bus = assess(&snapshot(1, 0), signals(true, true, false), &t);
         assert!(no_bus.ready.unwrap_err().contains("event bus"));
+        let catching_up = Snapshot {
+            catching_up: vec!["shard A".into()],
+            ..snapshot(1, 0)
+        };
+        let verdict = assess(&catching_up, ALL_GOOD, &t);
+        assert!(verdict.ready.unwrap_err().contains("catching up"));
+        assert_eq!(verdict.live, Ok(()));
     }
 
     #[test]
@@ -219,6 +232,7 @@ mod tests {
             stalest: None,
             lag: Duration::ZERO,
             since_checkpoint: Duration::ZERO,
+            catching_up: Vec::new(),
         };
         assert_eq!(assess(&none, signals(false, false, false), &t).live, Ok(()));
     }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ struct LoopState {
     /// Creation time of the oldest record of the last non-empty page, until
     /// a page comes back empty.
     behind_since: Mutex<Option<DateTime<Utc>>>,
+    /// Catching up, from the event store, a window of events the stream
+    /// trimmed before they were read.
+    catching_up: AtomicBool,
 }
 
 /// Where the loops stand, at one instant.
@@ -51,6 +54,8 @@ pub struct Snapshot {
     pub lag: Duration,
     /// Time since the last checkpoint, or since start before the first.
     pub since_checkpoint: Duration,
+    /// The loops catching up a trimmed window from the event store.
+    pub catching_up: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +97,7 @@ impl Progress {
         let state = Arc::new(LoopState {
             beat_ms: AtomicU64::new(self.millis_at(Instant::now())),
             behind_since: Mutex::new(None),
+            catching_up: AtomicBool::new(false),
         });
         lock(&self.stalled).remove(&name);
         lock(&self.loops).insert(name.clone(), state.clone());
@@ -150,10 +156,17 @@ impl Progress {
             Self::NEVER => now_ms,
             at => now_ms.saturating_sub(at),
         });
+        let mut catching_up: Vec<String> = loops
+            .iter()
+            .filter(|(_, state)| state.catching_up.load(Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect();
+        catching_up.sort();
         Snapshot {
             stalest,
             lag: behind,
             since_checkpoint,
+            catching_up,
         }
     }
 }
@@ -208,6 +221,12 @@ pub fn read_records(oldest: Option<DateTime<Utc>>) {
 /// The current loop has nothing left to read.
 pub fn caught_up() {
     with_current(|c| *lock(&c.state.behind_since) = None);
+}
+
+/// The current loop started (`true`) or finished catching up a trimmed
+/// window of the stream from the event store.
+pub fn catching_up(on: bool) {
+    with_current(|c| c.state.catching_up.store(on, Ordering::Relaxed));
 }
 
 /// The current loop wrote a checkpoint.

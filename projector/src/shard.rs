@@ -29,14 +29,15 @@ use dynabridge_domain::StoredEvent;
 use dynabridge_event_store::codec::event_from_item;
 
 use crate::attribute::image_to_item;
-use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError};
+use crate::catchup::{CatchUpSource, MARGIN};
+use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, TrimmedWindow};
 use crate::control::{Shutdown, Timing};
 use crate::handler::{Batch as Records, BatchHandler};
 use crate::lease::{Lease, Leases};
 use crate::metrics::{Batch, ProjectorMetrics};
 use crate::parking::ParkedEvent;
 use crate::progress::{self, Progress};
-use crate::stream::{Operation, StartPosition, StreamApi, StreamError, StreamRecord};
+use crate::stream::{Operation, RecordPage, StartPosition, StreamApi, StreamError, StreamRecord};
 
 /// The most records one `GetRecords` returns.
 pub const RECORDS_PER_CALL: i32 = 1000;
@@ -50,6 +51,9 @@ pub struct Pipeline {
     /// checkpoints.
     pub leases: Arc<Leases>,
     pub handler: Arc<dyn BatchHandler>,
+    /// The event store, for the events the stream trimmed before they were
+    /// read.
+    pub catch_up: Arc<dyn CatchUpSource>,
     pub timing: Timing,
     pub shutdown: Shutdown,
     /// Where the readers report their heartbeats and lag, for health.
@@ -77,7 +81,10 @@ struct Poison {
 }
 
 enum BatchEnd {
-    Done { last_sequence_number: String },
+    Done {
+        last_sequence_number: String,
+        last_event_time: Option<chrono::DateTime<chrono::Utc>>,
+    },
     Poisoned,
     Shutdown,
 }
@@ -158,6 +165,14 @@ fn event_id_of(image: &HashMap<String, AttributeValue>) -> Option<String> {
     }
 }
 
+/// Where a new iterator stands.
+enum Positioned {
+    At(String),
+    /// The position asked for is trimmed: the events after it may be lost
+    /// to the stream.
+    Trimmed,
+}
+
 impl Pipeline {
     /// Reads the shard of `lease` from `checkpoint` until it closes, a
     /// poison record stops it, the lease is lost, or shutdown. An error is
@@ -182,10 +197,21 @@ impl Pipeline {
     async fn read(&self, lease: &Lease, checkpoint: Checkpoint) -> Result<ShardEnd, StreamError> {
         let shard_id = lease.shard_id();
         let mut last_sequence_number = checkpoint.sequence_number;
+        let mut last_event_time = checkpoint.last_event_time;
         let start = StartPosition::after(last_sequence_number.as_deref());
         tracing::info!(shard_id, from = ?start, "reading shard");
-        let Some(mut iterator) = self.iterator(shard_id, start).await? else {
-            return Ok(ShardEnd::Shutdown);
+        // A page read ahead, to be processed before the next is asked for.
+        let mut pending: Option<RecordPage> = None;
+        let mut iterator = match self.iterator(shard_id, start).await? {
+            None => return Ok(ShardEnd::Shutdown),
+            Some(Positioned::At(iterator)) => iterator,
+            Some(Positioned::Trimmed) => match self.catch_up(lease, last_event_time).await? {
+                None => return Ok(ShardEnd::Shutdown),
+                Some(first) => {
+                    pending = Some(first);
+                    String::new()
+                }
+            },
         };
         let mut idle = self.timing.idle_backoff();
         let mut retry = self.timing.retry_backoff();
@@ -194,7 +220,11 @@ impl Pipeline {
             if self.shutdown.is_triggered() {
                 return Ok(ShardEnd::Shutdown);
             }
-            let page = match self.streams.get_records(&iterator, RECORDS_PER_CALL).await {
+            let fetched = match pending.take() {
+                Some(page) => Ok(page),
+                None => self.streams.get_records(&iterator, RECORDS_PER_CALL).await,
+            };
+            let page = match fetched {
                 Ok(page) => {
                     retry.reset();
                     if page.records.is_empty() {
@@ -215,16 +245,21 @@ impl Pipeline {
                     tracing::debug!(shard_id, "shard iterator expired, renewing it");
                     let position = StartPosition::after(last_sequence_number.as_deref());
                     match self.iterator(shard_id, position).await? {
-                        Some(renewed) => iterator = renewed,
+                        Some(Positioned::At(renewed)) => iterator = renewed,
+                        Some(Positioned::Trimmed) => {
+                            pending = self.catch_up(lease, last_event_time).await?;
+                            if pending.is_none() {
+                                return Ok(ShardEnd::Shutdown);
+                            }
+                        }
                         None => return Ok(ShardEnd::Shutdown),
                     }
                     continue;
                 }
                 Err(StreamError::Trimmed) => {
-                    tracing::warn!(shard_id, after = ?last_sequence_number, "stream records were trimmed before the projector read them, going on from the oldest record left");
-                    match self.iterator(shard_id, StartPosition::TrimHorizon).await? {
-                        Some(renewed) => iterator = renewed,
-                        None => return Ok(ShardEnd::Shutdown),
+                    pending = self.catch_up(lease, last_event_time).await?;
+                    if pending.is_none() {
+                        return Ok(ShardEnd::Shutdown);
                     }
                     continue;
                 }
@@ -240,10 +275,17 @@ impl Pipeline {
             let closed = page.next_iterator.is_none();
             if !page.records.is_empty() {
                 idle.reset();
-                match self.process(lease, &page.records, closed).await {
+                match self
+                    .process(lease, &page.records, closed, last_event_time)
+                    .await
+                {
                     BatchEnd::Done {
                         last_sequence_number: last,
-                    } => last_sequence_number = Some(last),
+                        last_event_time: time,
+                    } => {
+                        last_sequence_number = Some(last);
+                        last_event_time = time;
+                    }
                     BatchEnd::Poisoned => return Ok(ShardEnd::Poisoned),
                     BatchEnd::Shutdown => return Ok(ShardEnd::Shutdown),
                 }
@@ -252,6 +294,7 @@ impl Pipeline {
                 let finished = Checkpoint {
                     sequence_number: last_sequence_number.clone(),
                     finished: true,
+                    last_event_time,
                 };
                 if !self.save(lease, &finished).await {
                     return Ok(ShardEnd::Shutdown);
@@ -274,8 +317,8 @@ impl Pipeline {
     async fn iterator(
         &self,
         shard_id: &str,
-        mut position: StartPosition,
-    ) -> Result<Option<String>, StreamError> {
+        position: StartPosition,
+    ) -> Result<Option<Positioned>, StreamError> {
         let mut retry = self.timing.retry_backoff();
         loop {
             progress::beat();
@@ -284,10 +327,9 @@ impl Pipeline {
                 .shard_iterator(&self.stream_arn, shard_id, &position)
                 .await
             {
-                Ok(iterator) => return Ok(Some(iterator)),
+                Ok(iterator) => return Ok(Some(Positioned::At(iterator))),
                 Err(StreamError::Trimmed) if position != StartPosition::TrimHorizon => {
-                    tracing::warn!(shard_id, from = ?position, "the checkpointed position is trimmed, going on from the oldest record left");
-                    position = StartPosition::TrimHorizon;
+                    return Ok(Some(Positioned::Trimmed));
                 }
                 Err(err) if err.is_transient() => {
                     tracing::warn!(shard_id, error = %err, "getting a shard iterator failed, retrying");
@@ -301,7 +343,13 @@ impl Pipeline {
     }
 
     /// Handles one non-empty batch and checkpoints it.
-    async fn process(&self, lease: &Lease, records: &[StreamRecord], closed: bool) -> BatchEnd {
+    async fn process(
+        &self,
+        lease: &Lease,
+        records: &[StreamRecord],
+        closed: bool,
+        last_event_time: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> BatchEnd {
         let shard_id = lease.shard_id();
         let mut batch = Records {
             events: Vec::with_capacity(records.len()),
@@ -335,6 +383,12 @@ impl Pipeline {
             let checkpoint = Checkpoint {
                 sequence_number: Some(last.to_owned()),
                 finished: closed && poison.is_none(),
+                last_event_time: batch
+                    .events
+                    .iter()
+                    .map(|e| e.occurred_at)
+                    .chain(last_event_time)
+                    .max(),
             };
             if !self.save(lease, &checkpoint).await {
                 return BatchEnd::Shutdown;
@@ -354,6 +408,12 @@ impl Pipeline {
             }
             (None, Some(last)) => BatchEnd::Done {
                 last_sequence_number: last.to_owned(),
+                last_event_time: batch
+                    .events
+                    .iter()
+                    .map(|e| e.occurred_at)
+                    .chain(last_event_time)
+                    .max(),
             },
             // Only an empty batch has neither, and it is never processed.
             (None, None) => BatchEnd::Shutdown,
@@ -382,6 +442,132 @@ impl Pipeline {
                     } else {
                         tracing::error!(shard_id, error = %err, events = batch.events.len(), "handling a batch failed, retrying");
                     }
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Catches up from the event store the events the stream trimmed after
+    /// `since` (the checkpoint's last event time; `None`: every event), and
+    /// returns the first page the stream still has, to be processed next;
+    /// `None` on shutdown or if the lease is lost.
+    ///
+    /// The window runs from `since` to the oldest record left, each side
+    /// widened by [`MARGIN`]. It is recorded on the shard's item before and
+    /// after; meanwhile readiness says the shard is catching up.
+    async fn catch_up(
+        &self,
+        lease: &Lease,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<RecordPage>, StreamError> {
+        let shard_id = lease.shard_id();
+        let Some(first) = self.oldest_page(shard_id).await? else {
+            return Ok(None);
+        };
+        let oldest = first
+            .records
+            .iter()
+            .filter_map(|r| r.approximate_creation)
+            .min()
+            .unwrap_or_else(chrono::Utc::now);
+        let margin = chrono::TimeDelta::from_std(MARGIN).unwrap_or_default();
+        let mut window = TrimmedWindow {
+            from: since.map(|t| t - margin),
+            to: oldest + margin,
+            caught_up_at: None,
+            events: 0,
+        };
+        tracing::warn!(
+            shard_id,
+            from = ?window.from,
+            to = %window.to,
+            "stream records were trimmed before the projector read them: catching them up from the event store"
+        );
+        progress::catching_up(true);
+        let caught = self.catch_up_window(lease, &mut window).await;
+        progress::catching_up(false);
+        if !caught {
+            return Ok(None);
+        }
+        self.metrics.events_caught_up.inc_by(window.events as u64);
+        tracing::info!(shard_id, events = window.events, "trimmed window caught up");
+        Ok(Some(first))
+    }
+
+    /// Reads the window's events from the event store, records the window,
+    /// applies and publishes the events, records it caught up; `false` on
+    /// shutdown or if the lease is lost.
+    async fn catch_up_window(&self, lease: &Lease, window: &mut TrimmedWindow) -> bool {
+        let shard_id = lease.shard_id();
+        let mut retry = self.timing.retry_backoff();
+        let events = loop {
+            progress::beat();
+            match self.catch_up.events_between(window.from, window.to).await {
+                Ok(events) => break events,
+                Err(err) => {
+                    tracing::warn!(shard_id, error = %err, "reading the trimmed window from the event store failed, retrying");
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return false;
+                    }
+                }
+            }
+        };
+        window.events = events.len();
+        if !self.record(lease, window).await {
+            return false;
+        }
+        if !events.is_empty() && !self.handle(shard_id, &Records::from(events)).await {
+            return false;
+        }
+        window.caught_up_at = Some(chrono::Utc::now());
+        self.record(lease, window).await
+    }
+
+    /// The first page of the oldest records the shard still has, and its
+    /// iterator; `None` on shutdown.
+    async fn oldest_page(&self, shard_id: &str) -> Result<Option<RecordPage>, StreamError> {
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            let Some(Positioned::At(iterator)) =
+                self.iterator(shard_id, StartPosition::TrimHorizon).await?
+            else {
+                return Ok(None);
+            };
+            match self.streams.get_records(&iterator, RECORDS_PER_CALL).await {
+                Ok(page) => return Ok(Some(page)),
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(shard_id, error = %err, "reading the oldest records failed, retrying");
+                    if !self.shutdown.sleep(retry.next_delay()).await {
+                        return Ok(None);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Records `window` on the shard's item until it is stored; `false` on
+    /// shutdown or if the lease is lost.
+    async fn record(&self, lease: &Lease, window: &TrimmedWindow) -> bool {
+        let shard_id = lease.shard_id();
+        let mut retry = self.timing.retry_backoff();
+        loop {
+            progress::beat();
+            match self
+                .checkpoints
+                .record_trimmed(&self.stream_arn, shard_id, self.leases.owner(), window)
+                .await
+            {
+                Ok(()) => return true,
+                Err(LeaseError::Conflict) => {
+                    lease.lose("another instance holds it: the trimmed window was not recorded");
+                    return false;
+                }
+                Err(LeaseError::Store(err)) => {
+                    tracing::warn!(shard_id, error = %err, "recording a trimmed window failed, retrying");
                     if !self.shutdown.sleep(retry.next_delay()).await {
                         return false;
                     }
@@ -507,6 +693,7 @@ mod tests {
         let checkpoint = Checkpoint {
             sequence_number: Some(h.seq(2)),
             finished: false,
+            last_event_time: None,
         };
         h.read_shard("A", checkpoint).await.unwrap();
         assert_eq!(handled_versions(&h.journal.entries()), vec![3, 4]);
@@ -541,6 +728,82 @@ mod tests {
             vec![1, 2, 3, 4],
             "nothing handled twice or skipped"
         );
+    }
+
+    /// Events of one user, a minute apart, the first an hour ago.
+    fn spaced_events(n: i64) -> Vec<StoredEvent> {
+        let start = chrono::Utc::now() - chrono::Duration::hours(1);
+        let mut events = user_events(n);
+        for (i, event) in events.iter_mut().enumerate() {
+            event.occurred_at = start + chrono::Duration::minutes(i64::try_from(i).unwrap());
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_checkpoint_is_caught_up_from_the_event_store_before_the_stream_goes_on() {
+        let h = Harness::new();
+        // Twenty events a minute apart; the projector read three of them,
+        // then the stream dropped the first twelve.
+        let events = spaced_events(20);
+        h.event_store.add(&events);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.trim_before("A", 12);
+        let checkpoint = Checkpoint {
+            sequence_number: Some(h.seq(3)),
+            finished: false,
+            last_event_time: Some(events[2].occurred_at),
+        };
+
+        let end = h.read_shard("A", checkpoint).await.unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        // Versions 4 to 12 came from the event store, with a minute's margin
+        // either side (2, 3 and 13, which change nothing), then 13 to 20 from
+        // the stream.
+        let handled = handled_versions(&h.journal.entries());
+        let expected: Vec<i64> = (2..=13).chain(13..=20).collect();
+        assert_eq!(handled, expected);
+        let window = h.checkpoints.trimmed("A");
+        assert_eq!(window.len(), 2, "recorded before and after: {window:?}");
+        assert_eq!(window[0].caught_up_at, None);
+        assert!(window[1].caught_up_at.is_some());
+        assert_eq!(
+            window[1].from,
+            Some(events[2].occurred_at - chrono::Duration::minutes(1))
+        );
+        assert_eq!(
+            window[1].to,
+            events[12].occurred_at + chrono::Duration::minutes(1)
+        );
+        assert_eq!(window[1].events, 12);
+        assert_eq!(h.metrics.events_caught_up.get(), 12);
+        // The checkpoint records the last event's time, for the next time.
+        let item = h.checkpoints.item("A").unwrap();
+        assert_eq!(
+            item.checkpoint
+                .last_event_time
+                .map(|t| t.timestamp_micros()),
+            Some(events[19].occurred_at.timestamp_micros()),
+            "as stored, to the microsecond"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_trimmed_while_reading_are_caught_up_too() {
+        let h = Harness::new();
+        let events = spaced_events(10);
+        h.event_store.add(&events);
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(2);
+        // After the first page, reading the next one finds it trimmed.
+        h.streams.trim_once("A", 2);
+        let end = h.read_shard("A", Checkpoint::default()).await.unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        let handled = handled_versions(&h.journal.entries());
+        for version in 1..=10 {
+            assert!(handled.contains(&version), "{version} in {handled:?}");
+        }
+        assert_eq!(h.checkpoints.trimmed("A").len(), 2);
     }
 
     #[tokio::test]

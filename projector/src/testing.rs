@@ -18,7 +18,7 @@ use dynabridge_read_models::UserProfileRow;
 use uuid::Uuid;
 
 use crate::attribute::item_to_image;
-use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, ShardItem};
+use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, ShardItem, TrimmedWindow};
 use crate::control::{Shutdown, ShutdownTrigger, Timing};
 use crate::error::StoreError;
 use crate::handler::{Batch, BatchHandler, HandleError};
@@ -216,6 +216,8 @@ struct StreamsState {
     describe_page_size: usize,
     expire: HashSet<(String, usize)>,
     trim: HashSet<(String, usize)>,
+    /// Per shard, how many of its first records the stream no longer has.
+    trimmed_before: HashMap<String, usize>,
     get_records_calls: usize,
     describe_calls: usize,
 }
@@ -235,6 +237,7 @@ impl FakeStreams {
                 describe_page_size: usize::MAX,
                 expire: HashSet::new(),
                 trim: HashSet::new(),
+                trimmed_before: HashMap::new(),
                 get_records_calls: 0,
                 describe_calls: 0,
             })),
@@ -285,6 +288,13 @@ impl FakeStreams {
     /// The next `GetRecords` at `position` of `shard` fails as trimmed.
     pub fn trim_once(&self, shard: &str, position: usize) {
         lock(&self.state).trim.insert((shard.into(), position));
+    }
+
+    /// The stream drops the first `count` records of `shard`, as DynamoDB
+    /// does with records older than 24 hours: reading them fails as
+    /// trimmed, and the trim horizon is the record after them.
+    pub fn trim_before(&self, shard: &str, count: usize) {
+        lock(&self.state).trimmed_before.insert(shard.into(), count);
     }
 
     pub fn get_records_calls(&self) -> usize {
@@ -356,14 +366,18 @@ impl StreamApi for FakeStreams {
             .iter()
             .find(|s| s.info.id == shard_id)
             .ok_or_else(|| not_found("shard"))?;
+        let horizon = state.trimmed_before.get(shard_id).copied().unwrap_or(0);
         let index = match position {
-            StartPosition::TrimHorizon => 0,
+            StartPosition::TrimHorizon => horizon,
             StartPosition::After(seq) => shard
                 .records
                 .iter()
                 .take_while(|r| r.sequence_number <= *seq)
                 .count(),
         };
+        if index < horizon {
+            return Err(StreamError::Trimmed);
+        }
         Ok(format!("{shard_id}#{index}"))
     }
 
@@ -378,7 +392,9 @@ impl StreamApi for FakeStreams {
         if state.expire.remove(&key) {
             return Err(StreamError::ExpiredIterator);
         }
-        if state.trim.remove(&key) {
+        if state.trim.remove(&key)
+            || index < state.trimmed_before.get(shard_id).copied().unwrap_or(0)
+        {
             return Err(StreamError::Trimmed);
         }
         let per_call = state.records_per_call.min(usize::try_from(limit).unwrap());
@@ -403,6 +419,7 @@ impl StreamApi for FakeStreams {
 #[derive(Debug, Default)]
 struct CheckpointState {
     stored: HashMap<String, ShardItem>,
+    trimmed: Vec<(String, TrimmedWindow)>,
     saved: Vec<(String, Option<String>, bool)>,
     fail_next: usize,
 }
@@ -444,6 +461,7 @@ impl FakeCheckpoints {
             .checkpoint = Checkpoint {
             sequence_number,
             finished,
+            last_event_time: None,
         };
     }
 
@@ -458,6 +476,16 @@ impl FakeCheckpoints {
             .iter()
             .filter(|(s, _, _)| s == shard)
             .map(|(_, seq, finished)| (seq.clone(), *finished))
+            .collect()
+    }
+
+    /// Every trimmed window recorded for `shard`, in order.
+    pub fn trimmed(&self, shard: &str) -> Vec<TrimmedWindow> {
+        lock(&self.state)
+            .trimmed
+            .iter()
+            .filter(|(s, _)| s == shard)
+            .map(|(_, w)| w.clone())
             .collect()
     }
 
@@ -552,6 +580,21 @@ impl CheckpointStore for FakeCheckpoints {
             checkpoint.sequence_number.clone(),
             checkpoint.finished,
         ));
+        Ok(())
+    }
+
+    async fn record_trimmed(
+        &self,
+        _arn: &str,
+        shard_id: &str,
+        owner: &str,
+        window: &TrimmedWindow,
+    ) -> Result<(), LeaseError> {
+        self.gate().await;
+        self.as_owner(shard_id, owner, |_| ()).await?;
+        lock(&self.state)
+            .trimmed
+            .push((shard_id.into(), window.clone()));
         Ok(())
     }
 
@@ -668,6 +711,8 @@ impl BatchHandler for FakeHandler {
 /// A shard reader's world, faked: one projector instance.
 #[derive(Debug)]
 pub struct Harness {
+    /// The event store as the catch-up reads it.
+    pub event_store: FakeEventStore,
     pub journal: Journal,
     pub streams: FakeStreams,
     pub checkpoints: FakeCheckpoints,
@@ -705,6 +750,7 @@ impl Harness {
     ) -> Self {
         let (trigger, shutdown) = Shutdown::new();
         Self {
+            event_store: FakeEventStore::default(),
             streams,
             checkpoints,
             handler: FakeHandler {
@@ -758,6 +804,7 @@ impl Harness {
             streams: Arc::new(self.streams.clone()),
             checkpoints,
             handler,
+            catch_up: Arc::new(self.event_store.clone()),
             timing: fast_timing(),
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),
@@ -1206,5 +1253,32 @@ impl ParkingStore for MemoryParking {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// The event store as a catch-up reads it: events by commit time.
+#[derive(Clone, Debug, Default)]
+pub struct FakeEventStore(Arc<Mutex<Vec<StoredEvent>>>);
+
+impl FakeEventStore {
+    pub fn add(&self, events: &[StoredEvent]) {
+        lock(&self.0).extend(events.iter().cloned());
+    }
+}
+
+#[async_trait]
+impl crate::catchup::CatchUpSource for FakeEventStore {
+    async fn events_between(
+        &self,
+        from: Option<chrono::DateTime<Utc>>,
+        to: chrono::DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events: Vec<StoredEvent> = lock(&self.0)
+            .iter()
+            .filter(|e| from.is_none_or(|from| e.occurred_at >= from) && e.occurred_at < to)
+            .cloned()
+            .collect();
+        crate::catchup::sort_for_projection(&mut events);
+        Ok(events)
     }
 }

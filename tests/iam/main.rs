@@ -56,10 +56,17 @@ const BINARIES: [(&str, &str); 4] = [
     ("admin-service", "AdminServiceRole"),
 ];
 
-/// Allowances the flow cannot reach: (binary, action, resource pattern,
-/// why). Each is an allowance nothing checks, so keep this empty; an entry
-/// the flow does reach fails the test.
-const NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[];
+/// Allowances the flow cannot reach: (binary, action, resource glob,
+/// why). Each is an allowance this test does not check, so keep it short;
+/// an entry the flow does reach fails the test.
+const NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[(
+    "projector",
+    "dynamodb:Query",
+    "arn:aws:dynamodb:*:*:table/*-event-store/index/EventTypeBucket-Timestamp-index",
+    "catching up a window the stream trimmed: the embedded store keeps its stream \
+     records, so the flow cannot make one (the catch-up's reads are tested against \
+     the embedded store in projector/tests, its logic against a trimming fake)",
+)];
 
 fn unique_prefix() -> String {
     // The template's Prefix: lowercase, at most 24 characters.
@@ -267,9 +274,9 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         }
         for allow in &role.allows {
             let used = requests.iter().any(|r| allow.allows(r));
-            let excused = NOT_EXERCISED
-                .iter()
-                .any(|(b, a, r, _)| *b == binary && *a == allow.action && *r == allow.resource);
+            let excused = NOT_EXERCISED.iter().any(|(b, a, r, _)| {
+                *b == binary && *a == allow.action && policy::glob(r, &allow.resource)
+            });
             match (used, excused) {
                 (false, false) => failures.push(format!(
                     "{role_id} allows {allow}, which {binary} never called"

@@ -210,3 +210,56 @@ fn invalid_configuration_exits_before_binding() {
     assert!(stderr.contains("table prefix"), "{stderr}");
     assert!(!stderr.contains("binding"), "{stderr}");
 }
+
+/// The catch-up reads every event committed in a window back from the
+/// event store, across types and buckets, each aggregate's in version
+/// order, and nothing outside it.
+#[tokio::test]
+async fn a_trimmed_window_is_read_back_from_the_event_store_in_order() {
+    use projector::catchup::{CatchUpSource, EventStoreCatchUp};
+
+    let store = spawn_store().await;
+    store.provision().await;
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let minutes = |n: i64| start + chrono::Duration::minutes(n);
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for n in 0..12 {
+        // Users and orders, a minute apart; the window is minutes 3 to 9.
+        let mut history = if n % 2 == 0 {
+            user_history()
+        } else {
+            order_history()
+        };
+        for (i, event) in history.iter_mut().enumerate() {
+            event.occurred_at = minutes(n) + chrono::Duration::seconds(i64::try_from(i).unwrap());
+        }
+        store.append_all(&history).await;
+        if (3..9).contains(&n) {
+            inside.extend(history);
+        } else {
+            outside.extend(history);
+        }
+    }
+    let source = EventStoreCatchUp::new(store.dynamodb.clone(), store.tables.event_store());
+    let read = source
+        .events_between(Some(minutes(3)), minutes(9))
+        .await
+        .unwrap();
+    let ids = |events: &[StoredEvent]| {
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&read), ids(&inside));
+    for pair in read.windows(2) {
+        if pair[0].event.aggregate_id() == pair[1].event.aggregate_id() {
+            assert_eq!(pair[1].version, pair[0].version + 1);
+        }
+    }
+    let everything = source
+        .events_between(None, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), inside.len() + outside.len());
+}
