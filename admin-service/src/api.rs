@@ -15,16 +15,22 @@ use crate::request::{
     GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, RetryParked,
     SkipParked,
 };
+use crate::status::ProjectionStatus;
 
 #[derive(Clone, Debug)]
 pub struct AdminApi {
     lookback: Lookback,
     parked: ParkedAggregates,
+    status: ProjectionStatus,
 }
 
 impl AdminApi {
-    pub fn new(lookback: Lookback, parked: ParkedAggregates) -> Self {
-        Self { lookback, parked }
+    pub fn new(lookback: Lookback, parked: ParkedAggregates, status: ProjectionStatus) -> Self {
+        Self {
+            lookback,
+            parked,
+            status,
+        }
     }
 }
 
@@ -150,6 +156,22 @@ impl AdminService for AdminApi {
                 Ok(pb::SkipParkedResponse {
                     aggregate: Some(aggregate),
                 })
+            },
+        )
+        .await
+    }
+
+    async fn get_projection_status(
+        &self,
+        request: Request<pb::GetProjectionStatusRequest>,
+    ) -> Result<Response<pb::GetProjectionStatusResponse>, Status> {
+        unary(
+            "GetProjectionStatus",
+            request,
+            no_field,
+            |message, _| async move {
+                let pb::GetProjectionStatusRequest {} = message;
+                self.status.get().await
             },
         )
         .await

@@ -13,6 +13,7 @@
 //! - [`migration`]: the bucketed event-type index's migration.
 //! - [`parked`]: the aggregates the projector parked; retries and skips
 //!   asked for.
+//! - [`status`]: where the projection stands.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod lookback;
 pub mod migration;
 pub mod parked;
 pub mod request;
+pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use crate::api::AdminApi;
 use crate::lookback::Lookback;
 use crate::migration::IndexMigration;
 use crate::parked::ParkedAggregates;
+use crate::status::ProjectionStatus;
 
 /// Flags and environment of the admin service.
 #[derive(Clone, Debug, clap::Args)]
@@ -139,11 +142,12 @@ impl Service for App {
             tables.admin(),
             tokens.clone(),
         );
+        let status = ProjectionStatus::new(client.clone(), tables.clone());
         let lookback = Lookback::new(client, tables.event_store(), tokens, migration.clone());
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, "admin service listening");
         Ok(Self {
             server,
-            api: AdminApi::new(lookback, parked),
+            api: AdminApi::new(lookback, parked, status),
             migration,
             migration_task,
         })

@@ -614,3 +614,75 @@ async fn bad_admin_requests_name_their_field() {
     assert_eq!(violated_fields(&status), ["page_token"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behind_it() {
+    let mut app = spawn_app().await;
+    let user = create_user(&mut app, "status@example.com", "S").await;
+    // The projector catches up: nothing behind, one shard, its lease held.
+    let status = eventually("the projector caught up", Duration::from_secs(10), || {
+        let mut admin = app.admin.clone();
+        async move {
+            let status = admin
+                .get_projection_status(pb::GetProjectionStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            (status.events_behind == 0 && !status.shards.is_empty()).then_some(status)
+        }
+    })
+    .await;
+    assert!(!status.stream_arn.is_empty());
+    assert_eq!(status.shards.len(), 1, "{status:?}");
+    let shard = &status.shards[0];
+    assert!(
+        !shard.lease_owner.is_empty() && !shard.checkpoint.is_empty(),
+        "{shard:?}"
+    );
+    assert!(shard.last_event_time.is_some());
+    assert_eq!(status.lag_ms, 0);
+    assert_eq!(status.parked_aggregates, 0);
+    assert_eq!(
+        status
+            .read_models
+            .iter()
+            .map(|r| r.table.clone())
+            .collect::<Vec<_>>(),
+        [app.tables.user_profiles(), app.tables.order_summaries()]
+    );
+
+    // With the projector stopped, the events appended since wait behind
+    // its checkpoint.
+    app.stop_projector().await;
+    for n in 0..3 {
+        rename(&mut app, &user.user_id, &format!("S{n}")).await;
+    }
+    let status = eventually("the events behind", Duration::from_secs(10), || {
+        let mut admin = app.admin.clone();
+        async move {
+            let status = admin
+                .get_projection_status(pb::GetProjectionStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            (status.events_behind == 3).then_some(status)
+        }
+    })
+    .await;
+    assert!(status.lag_ms > 0, "{status:?}");
+    assert_eq!(status.shards[0].lease_owner, "", "released at shutdown");
+    app.resume_projector().await;
+    eventually("caught up again", Duration::from_secs(10), || {
+        let mut admin = app.admin.clone();
+        async move {
+            let status = admin
+                .get_projection_status(pb::GetProjectionStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            (status.events_behind == 0).then_some(())
+        }
+    })
+    .await;
+    app.shutdown().await;
+}

@@ -204,8 +204,37 @@ struct Sizes {
     response: usize,
 }
 
+/// The 1-minute load average the suite waits for before it measures, per
+/// core: a build that just finished (the `cargo run` before the suite)
+/// leaves the machine busy, and the first scenarios measured it.
+const QUIET_LOAD_PER_CORE: f64 = 0.5;
+/// The longest the suite waits for it; then it measures anyway, and the
+/// report shows the load it started at.
+const QUIET_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits, up to [`QUIET_WAIT`], until the 1-minute load average is under
+/// [`QUIET_LOAD_PER_CORE`] a core.
+async fn wait_until_quiet() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let deadline = Instant::now() + QUIET_WAIT;
+    loop {
+        let load: Option<f64> = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok());
+        let Some(load) = load else { return };
+        if load < QUIET_LOAD_PER_CORE * cores || Instant::now() >= deadline {
+            return;
+        }
+        eprintln!("waiting for the machine to quiet down (1-minute load average {load:.2})");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let args = args.effective();
+    if !args.smoke {
+        wait_until_quiet().await;
+    }
     let started = Instant::now();
     let machine = report::machine();
     let commit = report::commit();

@@ -327,6 +327,64 @@ async fn read_bucket(
     }))
 }
 
+/// How many events were committed after `since` (every event for `None`),
+/// counted through the event-type index: every type's every bucket, at
+/// once per type. The index trails the table by a moment.
+pub async fn count_after(
+    client: &Client,
+    table: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for event_type in dynabridge_domain::Event::TYPES {
+        let counts = join_all(
+            event_type_buckets(event_type).map(|bucket| count_bucket(client, table, bucket, since)),
+        )
+        .await;
+        for count in counts {
+            total += count?;
+        }
+    }
+    Ok(total)
+}
+
+async fn count_bucket(
+    client: &Client,
+    table: &str,
+    bucket: String,
+    since: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let mut count = 0;
+    let mut start_key = None;
+    loop {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .index_name(attr::EVENT_TYPE_INDEX)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .expression_attribute_names("#b", attr::EVENT_TYPE_BUCKET)
+            .expression_attribute_values(":b", AttributeValue::S(bucket.clone()))
+            .set_exclusive_start_key(start_key);
+        query = match since {
+            Some(since) => query
+                .key_condition_expression("#b = :b AND #t > :since")
+                .expression_attribute_names("#t", attr::TIMESTAMP)
+                .expression_attribute_values(":since", AttributeValue::S(format_time(since))),
+            None => query.key_condition_expression("#b = :b"),
+        };
+        let out = query
+            .send()
+            .await
+            .map_err(|e| StoreError::call("counting events in the event-type index", e))?;
+        count += u64::try_from(out.count).unwrap_or_default();
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start_key = Some(key),
+            _ => return Ok(count),
+        }
+    }
+}
+
 /// Gives every event that lacks it its `EventTypeBucket` (events appended
 /// before the buckets), so that the event-type index lists it: a parallel
 /// `Scan` of `segments` segments for events without the attribute, and a

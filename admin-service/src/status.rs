@@ -1,0 +1,176 @@
+//! Where the projection stands, as the tables say: each shard's lease and
+//! checkpoint (the checkpoint table), the events committed after the
+//! checkpoints (the event-type index), the read models' sizes and the
+//! parked aggregates.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, Select};
+use chrono::{DateTime, Utc};
+use dynabridge::convert::{parse_time, timestamp_to_pb};
+use dynabridge::pb;
+use dynabridge::schema::{Tables, checkpoints as attr, parked};
+use dynabridge_aws::item::{Item, get_n, get_s};
+use dynabridge_event_store::reporting::count_after;
+use dynabridge_runtime::error::{AppError, from_sdk_error};
+
+use crate::lookback::store_error;
+
+/// Reads the projection's status.
+#[derive(Clone, Debug)]
+pub struct ProjectionStatus {
+    client: Client,
+    tables: Tables,
+}
+
+fn time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    get_s(item, name).ok().and_then(parse_time)
+}
+
+fn shard_of(item: &Item) -> pb::ShardStatus {
+    let text = |name: &str| get_s(item, name).map(str::to_owned).unwrap_or_default();
+    let trimmed_to = time(item, attr::TRIMMED_TO);
+    pb::ShardStatus {
+        shard_id: text(attr::SHARD_ID),
+        lease_owner: text(attr::LEASE_OWNER),
+        lease_counter: get_n(item, attr::LEASE_COUNTER).unwrap_or_default(),
+        checkpoint: text(attr::SEQUENCE_NUMBER),
+        finished: matches!(item.get(attr::FINISHED), Some(AttributeValue::Bool(true))),
+        last_event_time: time(item, attr::LAST_EVENT_TIME).map(timestamp_to_pb),
+        update_time: time(item, attr::UPDATED_AT).map(timestamp_to_pb),
+        last_trimmed_window: trimmed_to.map(|to| pb::TrimmedWindow {
+            start_time: time(item, attr::TRIMMED_FROM).map(timestamp_to_pb),
+            end_time: Some(timestamp_to_pb(to)),
+            caught_up_time: time(item, attr::TRIMMED_CAUGHT_UP_AT).map(timestamp_to_pb),
+            events: get_n(item, attr::TRIMMED_EVENTS).unwrap_or_default(),
+        }),
+    }
+}
+
+impl ProjectionStatus {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    pub async fn get(&self) -> Result<pb::GetProjectionStatusResponse, AppError> {
+        let stream_arn = self
+            .client
+            .describe_table()
+            .table_name(self.tables.event_store())
+            .send()
+            .await
+            .map_err(|e| from_sdk_error("describing the event store", e))?
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .unwrap_or_default();
+        let items = self.checkpoint_items(&stream_arn).await?;
+        let shards: Vec<pb::ShardStatus> = items.iter().map(shard_of).collect();
+        // Behind: whatever came after the oldest open shard's last event;
+        // everything, if one has processed none (or no shard is read yet).
+        let open: Vec<&Item> = items
+            .iter()
+            .filter(|item| !matches!(item.get(attr::FINISHED), Some(AttributeValue::Bool(true))))
+            .collect();
+        let since = if items.is_empty() {
+            None
+        } else {
+            open.iter()
+                .map(|item| time(item, attr::LAST_EVENT_TIME))
+                .min()
+                .unwrap_or_else(|| {
+                    items
+                        .iter()
+                        .filter_map(|i| time(i, attr::LAST_EVENT_TIME))
+                        .max()
+                })
+        };
+        let events_behind = count_after(&self.client, &self.tables.event_store(), since)
+            .await
+            .map_err(store_error)?;
+        let lag_ms = match since {
+            Some(since) if events_behind > 0 => (Utc::now() - since).num_milliseconds().max(0),
+            _ => 0,
+        };
+        let mut read_models = Vec::new();
+        for table in [self.tables.user_profiles(), self.tables.order_summaries()] {
+            let rows = self
+                .client
+                .describe_table()
+                .table_name(&table)
+                .send()
+                .await
+                .map_err(|e| from_sdk_error("describing a read model", e))?
+                .table
+                .and_then(|t| t.item_count)
+                .unwrap_or_default();
+            read_models.push(pb::ReadModelStatus {
+                table,
+                approximate_rows: rows,
+            });
+        }
+        Ok(pb::GetProjectionStatusResponse {
+            stream_arn,
+            shards,
+            events_behind: i64::try_from(events_behind).unwrap_or(i64::MAX),
+            lag_ms,
+            read_models,
+            parked_aggregates: self.parked_aggregates().await?,
+        })
+    }
+
+    /// The checkpoint table's items of `stream_arn`.
+    async fn checkpoint_items(&self, stream_arn: &str) -> Result<Vec<Item>, AppError> {
+        let mut items = Vec::new();
+        if stream_arn.is_empty() {
+            return Ok(items);
+        }
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.tables.checkpoints())
+                .key_condition_expression("#arn = :arn")
+                .expression_attribute_names("#arn", attr::STREAM_ARN)
+                .expression_attribute_values(":arn", AttributeValue::S(stream_arn.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| from_sdk_error("reading the checkpoints", e))?;
+            items.extend(page.items().iter().cloned());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn parked_aggregates(&self) -> Result<i64, AppError> {
+        let mut count = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(self.tables.parked())
+                .select(Select::Count)
+                .filter_expression("#v = :header")
+                .expression_attribute_names("#v", parked::VERSION)
+                .expression_attribute_values(
+                    ":header",
+                    AttributeValue::N(parked::HEADER.to_string()),
+                )
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| from_sdk_error("counting parked aggregates", e))?;
+            count += i64::from(page.count);
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
+    }
+}
