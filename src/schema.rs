@@ -51,14 +51,41 @@ impl Tables {
         self.name("unique-emails")
     }
 
-    /// The user read model. Written by the projector, read by the query service.
+    /// The user read model of generation 0 (the template's table). Written
+    /// by the projector, read by the query service.
     pub fn user_profiles(&self) -> String {
         self.name("user-profiles")
     }
 
-    /// The order read model. Written by the projector, read by the query service.
+    /// The order read model of generation 0 (the template's table). Written
+    /// by the projector, read by the query service.
     pub fn order_summaries(&self) -> String {
         self.name("order-summaries")
+    }
+
+    /// The read-model tables of a generation: generation 0's are the
+    /// template's, `<prefix>-user-profiles`; a rebuild's generation `n`
+    /// has `<prefix>-user-profiles-g<n>` (the admin service creates and
+    /// deletes them; see [`generations`]).
+    pub fn read_models(&self, generation: u32) -> ReadModelTables {
+        let suffix = if generation == 0 {
+            String::new()
+        } else {
+            format!("-g{generation}")
+        };
+        ReadModelTables {
+            generation,
+            user_profiles: format!("{}{suffix}", self.user_profiles()),
+            order_summaries: format!("{}{suffix}", self.order_summaries()),
+        }
+    }
+
+    /// The read-model generations: which one the query service serves,
+    /// which ones the projector writes, and each rebuild's progress.
+    /// Written by the admin service; read by the projector and the query
+    /// service.
+    pub fn generations(&self) -> String {
+        self.name("read-model-generations")
     }
 
     /// The projector's stream checkpoints.
@@ -94,6 +121,21 @@ impl Tables {
     /// `<prefix>-<rule>`.
     pub fn event_rule(&self, rule: &str) -> String {
         self.name(rule)
+    }
+}
+
+/// The read-model tables of one generation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReadModelTables {
+    pub generation: u32,
+    pub user_profiles: String,
+    pub order_summaries: String,
+}
+
+impl ReadModelTables {
+    /// Both tables, users first.
+    pub fn both(&self) -> [&str; 2] {
+        [&self.user_profiles, &self.order_summaries]
     }
 }
 
@@ -230,6 +272,10 @@ pub mod checkpoints {
     pub const TRIMMED_TO: &str = "TrimmedTo";
     pub const TRIMMED_CAUGHT_UP_AT: &str = "TrimmedCaughtUpAt";
     pub const TRIMMED_EVENTS: &str = "TrimmedEvents";
+    /// The read-model generations the shard's reader writes every event to
+    /// from its next batch on (a number set): how a rebuild knows the
+    /// projector keeps its new generation current before it scans.
+    pub const GENERATIONS: &str = "Generations";
 }
 
 /// The parked-events table: per parked aggregate, a header item (version 0)
@@ -266,6 +312,41 @@ pub mod parked {
     pub const STATUS_PARKED: &str = "PARKED";
     pub const STATUS_RETRY: &str = "RETRY";
     pub const STATUS_SKIP: &str = "SKIP";
+}
+
+/// The read-model generations table: one registry item, which the admin
+/// service changes with a condition on its revision, and one progress item
+/// per rebuild.
+pub mod generations {
+    /// The item's name: [`REGISTRY`], or `rebuild#<generation>`.
+    pub const NAME: &str = "Name";
+    /// The registry: the generation served and every generation's state.
+    pub const REGISTRY: &str = "registry";
+    /// Registry: raised by every change; each change is conditioned on it.
+    pub const REVISION: &str = "Revision";
+    /// Registry: the generation the query service serves.
+    pub const SERVING: &str = "Serving";
+    /// Registry: a map from each generation's number to its state
+    /// (`BUILDING`, `SERVING`, `STANDBY`, `DROPPING`, `DROPPED`).
+    pub const STATES: &str = "States";
+    /// Progress: the rebuild's phase, its scan segments' positions (a map
+    /// from the segment's number to its `LastEvaluatedKey` as JSON, or
+    /// `done`), its counters and times.
+    pub const PHASE: &str = "Phase";
+    pub const SEGMENTS: &str = "Segments";
+    pub const EVENTS: &str = "Events";
+    pub const ROWS: &str = "Rows";
+    pub const UNREADABLE: &str = "Unreadable";
+    pub const STARTED_AT: &str = "StartedAt";
+    pub const SCAN_STARTED_AT: &str = "ScanStartedAt";
+    pub const FINISHED_AT: &str = "FinishedAt";
+    pub const SWITCH: &str = "Switch";
+    pub const PAGE_SIZE: &str = "PageSize";
+    pub const ERROR: &str = "Error";
+    /// The progress item of a rebuild.
+    pub fn rebuild(generation: u32) -> String {
+        format!("rebuild#{generation}")
+    }
 }
 
 /// The admin service's table.

@@ -9,11 +9,12 @@ use dynabridge::pb::admin_service_server::AdminService;
 use dynabridge_runtime::grpc::unary;
 use tonic::{Request, Response, Status};
 
+use crate::generations::Generations;
 use crate::lookback::{EventsPage, Lookback};
 use crate::parked::ParkedAggregates;
 use crate::request::{
-    GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, RetryParked,
-    SkipParked,
+    GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, Rebuild,
+    RetryParked, SkipParked,
 };
 use crate::status::ProjectionStatus;
 
@@ -22,14 +23,21 @@ pub struct AdminApi {
     lookback: Lookback,
     parked: ParkedAggregates,
     status: ProjectionStatus,
+    generations: Generations,
 }
 
 impl AdminApi {
-    pub fn new(lookback: Lookback, parked: ParkedAggregates, status: ProjectionStatus) -> Self {
+    pub fn new(
+        lookback: Lookback,
+        parked: ParkedAggregates,
+        status: ProjectionStatus,
+        generations: Generations,
+    ) -> Self {
         Self {
             lookback,
             parked,
             status,
+            generations,
         }
     }
 }
@@ -172,6 +180,77 @@ impl AdminService for AdminApi {
             |message, _| async move {
                 let pb::GetProjectionStatusRequest {} = message;
                 self.status.get().await
+            },
+        )
+        .await
+    }
+
+    async fn rebuild_read_models(
+        &self,
+        request: Request<pb::RebuildReadModelsRequest>,
+    ) -> Result<Response<pb::RebuildReadModelsResponse>, Status> {
+        unary(
+            "RebuildReadModels",
+            request,
+            no_field,
+            |message, _| async move {
+                let request = Rebuild::try_from(message)?;
+                let generation = self.generations.rebuild(request).await?;
+                Ok(pb::RebuildReadModelsResponse {
+                    generation: Some(generation),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_generations(
+        &self,
+        request: Request<pb::ListGenerationsRequest>,
+    ) -> Result<Response<pb::ListGenerationsResponse>, Status> {
+        unary(
+            "ListGenerations",
+            request,
+            no_field,
+            |message, _| async move {
+                let pb::ListGenerationsRequest {} = message;
+                self.generations.list().await
+            },
+        )
+        .await
+    }
+
+    async fn switch_generation(
+        &self,
+        request: Request<pb::SwitchGenerationRequest>,
+    ) -> Result<Response<pb::SwitchGenerationResponse>, Status> {
+        unary(
+            "SwitchGeneration",
+            request,
+            no_field,
+            |message, _| async move {
+                let pb::SwitchGenerationRequest { generation } = message;
+                let (serving, previous) = self.generations.switch(generation).await?;
+                Ok(pb::SwitchGenerationResponse { serving, previous })
+            },
+        )
+        .await
+    }
+
+    async fn drop_generation(
+        &self,
+        request: Request<pb::DropGenerationRequest>,
+    ) -> Result<Response<pb::DropGenerationResponse>, Status> {
+        unary(
+            "DropGeneration",
+            request,
+            no_field,
+            |message, _| async move {
+                let pb::DropGenerationRequest { generation } = message;
+                let generation = self.generations.drop_generation(generation).await?;
+                Ok(pb::DropGenerationResponse {
+                    generation: Some(generation),
+                })
             },
         )
         .await

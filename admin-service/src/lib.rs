@@ -14,9 +14,12 @@
 //! - [`parked`]: the aggregates the projector parked; retries and skips
 //!   asked for.
 //! - [`status`]: where the projection stands.
+//! - [`generations`]: read-model generations, rebuilt blue/green, switched
+//!   and dropped.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod generations;
 pub mod lookback;
 pub mod migration;
 pub mod parked;
@@ -38,6 +41,7 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService as _;
 
 use crate::api::AdminApi;
+use crate::generations::Generations;
 use crate::lookback::Lookback;
 use crate::migration::IndexMigration;
 use crate::parked::ParkedAggregates;
@@ -95,6 +99,7 @@ pub struct App {
     api: AdminApi,
     migration: IndexMigration,
     migration_task: JoinHandle<()>,
+    generations: Generations,
 }
 
 impl App {
@@ -143,13 +148,20 @@ impl Service for App {
             tokens.clone(),
         );
         let status = ProjectionStatus::new(client.clone(), tables.clone());
+        let generations = Generations::new(client.clone(), tables.clone(), status.clone());
+        // A rebuild or drop an earlier instance left unfinished goes on;
+        // if the store cannot say now, the next start does.
+        if let Err(err) = generations.resume().await {
+            tracing::warn!(error = %err, "reading the read-model generations failed; unfinished rebuilds resume at the next start");
+        }
         let lookback = Lookback::new(client, tables.event_store(), tokens, migration.clone());
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, "admin service listening");
         Ok(Self {
             server,
-            api: AdminApi::new(lookback, parked, status),
+            api: AdminApi::new(lookback, parked, status, generations.clone()),
             migration,
             migration_task,
+            generations,
         })
     }
 
@@ -170,6 +182,7 @@ impl Service for App {
             .serve(AdminServiceServer::new(self.api), shutdown)
             .await;
         self.migration_task.abort();
+        self.generations.abort();
         served?;
         tracing::info!("admin service stopped");
         Ok(())

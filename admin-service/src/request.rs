@@ -87,6 +87,23 @@ pub struct SkipParked {
     pub reason: String,
 }
 
+/// A rebuild of the read models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    /// Parallel scan segments.
+    pub segments: u32,
+    /// Whether to serve the new generation when it is built.
+    pub switch: bool,
+    /// Events per scan page; `None`: DynamoDB's 1 MB page.
+    pub page_size: Option<u32>,
+}
+
+/// The most events a rebuild's scan page may ask for.
+pub const MAX_SCAN_PAGE: i32 = 1000;
+
+/// The most scan segments a rebuild may ask for.
+pub const MAX_SEGMENTS: i32 = 64;
+
 /// The longest skip reason accepted.
 pub const MAX_REASON_CHARS: usize = 500;
 
@@ -300,9 +317,68 @@ impl TryFrom<pb::SkipParkedRequest> for SkipParked {
     }
 }
 
+impl TryFrom<pb::RebuildReadModelsRequest> for Rebuild {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::RebuildReadModelsRequest) -> Result<Self, Self::Error> {
+        let pb::RebuildReadModelsRequest {
+            segments,
+            no_switch,
+            page_size,
+        } = request;
+        let mut fields = Fields::default();
+        let segments = fields.take(match segments {
+            0 => Ok(crate::generations::DEFAULT_SEGMENTS),
+            1..=MAX_SEGMENTS => Ok(segments.unsigned_abs()),
+            _ => Err(ValidationError::single(
+                "segments",
+                format!("must be 1 to {MAX_SEGMENTS}, or 0 for the default"),
+            )),
+        });
+        let page_size = fields.take(match page_size {
+            0 => Ok(None),
+            1..=MAX_SCAN_PAGE => Ok(Some(page_size.unsigned_abs())),
+            _ => Err(ValidationError::single(
+                "page_size",
+                format!("must be 1 to {MAX_SCAN_PAGE}, or 0 for DynamoDB's 1 MB page"),
+            )),
+        });
+        fields.finish(|| {
+            Some(Self {
+                segments: segments?,
+                switch: !no_switch,
+                page_size: page_size?,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebuild_takes_1_to_64_segments_or_the_default() {
+        let parse = |segments, page_size| {
+            Rebuild::try_from(pb::RebuildReadModelsRequest {
+                segments,
+                no_switch: false,
+                page_size,
+            })
+        };
+        assert_eq!(parse(0, 0).unwrap().segments, 4);
+        assert_eq!(parse(0, 0).unwrap().page_size, None);
+        assert_eq!(parse(64, 1000).unwrap().segments, 64);
+        assert_eq!(parse(1, 1).unwrap().page_size, Some(1));
+        assert!(parse(0, 0).unwrap().switch);
+        for bad in [-1, 65] {
+            assert_eq!(fields(parse(bad, 0).unwrap_err()), vec!["segments"]);
+        }
+        assert_eq!(
+            fields(parse(65, 1001).unwrap_err()),
+            vec!["segments", "page_size"]
+        );
+    }
 
     fn fields(err: ValidationError) -> Vec<String> {
         err.violations.into_iter().map(|v| v.field).collect()

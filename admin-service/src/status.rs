@@ -51,7 +51,8 @@ impl ProjectionStatus {
         Self { client, tables }
     }
 
-    pub async fn get(&self) -> Result<pb::GetProjectionStatusResponse, AppError> {
+    /// The event store's current stream and its shards' checkpoint items.
+    pub(crate) async fn shard_items(&self) -> Result<(String, Vec<Item>), AppError> {
         let stream_arn = self
             .client
             .describe_table()
@@ -63,6 +64,11 @@ impl ProjectionStatus {
             .and_then(|t| t.latest_stream_arn)
             .unwrap_or_default();
         let items = self.checkpoint_items(&stream_arn).await?;
+        Ok((stream_arn, items))
+    }
+
+    pub async fn get(&self) -> Result<pb::GetProjectionStatusResponse, AppError> {
+        let (stream_arn, items) = self.shard_items().await?;
         let shards: Vec<pb::ShardStatus> = items.iter().map(shard_of).collect();
         // Behind: whatever came after the oldest open shard's last event;
         // everything, if one has processed none (or no shard is read yet).
@@ -90,22 +96,27 @@ impl ProjectionStatus {
             Some(since) if events_behind > 0 => (Utc::now() - since).num_milliseconds().max(0),
             _ => 0,
         };
+        let registry = crate::generations::read_registry(&self.client, &self.tables).await?;
         let mut read_models = Vec::new();
-        for table in [self.tables.user_profiles(), self.tables.order_summaries()] {
-            let rows = self
-                .client
-                .describe_table()
-                .table_name(&table)
-                .send()
-                .await
-                .map_err(|e| from_sdk_error("describing a read model", e))?
-                .table
-                .and_then(|t| t.item_count)
-                .unwrap_or_default();
-            read_models.push(pb::ReadModelStatus {
-                table,
-                approximate_rows: rows,
-            });
+        for (&generation, &state) in registry.states.iter().filter(|(_, s)| s.is_written()) {
+            for table in self.tables.read_models(generation).both() {
+                let rows = self
+                    .client
+                    .describe_table()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk_error("describing a read model", e))?
+                    .table
+                    .and_then(|t| t.item_count)
+                    .unwrap_or_default();
+                read_models.push(pb::ReadModelStatus {
+                    table: table.to_owned(),
+                    approximate_rows: rows,
+                    generation,
+                    state: crate::generations::state_to_pb(state).into(),
+                });
+            }
         }
         Ok(pb::GetProjectionStatusResponse {
             stream_arn,

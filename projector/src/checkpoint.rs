@@ -61,6 +61,9 @@ pub struct LeaseState {
 pub struct ShardItem {
     pub checkpoint: Checkpoint,
     pub lease: LeaseState,
+    /// The read-model generations the holder writes, as its last take or
+    /// renewal recorded them.
+    pub generations: Option<Vec<u32>>,
 }
 
 /// Why a lease operation did not happen.
@@ -100,17 +103,26 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Makes `owner` the holder, if the lease counter is still `seen` (or
     /// still absent, for `None`); returns the item as it is now, whose
-    /// checkpoint the reader starts from.
+    /// checkpoint the reader starts from. `generations`, when known, are
+    /// recorded as the read-model generations the holder writes.
     async fn take(
         &self,
         stream_arn: &str,
         shard_id: &str,
         owner: &str,
         seen: Option<u64>,
+        generations: Option<&[u32]>,
     ) -> Result<ShardItem, LeaseError>;
 
-    /// Raises the lease counter, if `owner` holds the lease.
-    async fn renew(&self, stream_arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError>;
+    /// Raises the lease counter, if `owner` holds the lease, recording
+    /// `generations` as [`Self::take`] does.
+    async fn renew(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        owner: &str,
+        generations: Option<&[u32]>,
+    ) -> Result<(), LeaseError>;
 
     /// Gives the lease up, if `owner` holds it: the item keeps its
     /// checkpoint and has no owner.
@@ -149,19 +161,30 @@ impl DynamoCheckpoints {
     }
 
     /// [`Self::update`] raising `#counter` by `:one`, after the rest of
-    /// `update_expression` (a `REMOVE` clause or nothing).
+    /// `update_expression` (a `REMOVE` clause or nothing) and setting
+    /// `more_set` too (more `SET` actions, or nothing), and recording the
+    /// read-model generations written when they are known.
     fn update_counter(
         &self,
         stream_arn: &str,
         shard_id: &str,
         owner: &str,
-        update_expression: &str,
+        (update_expression, more_set): (&str, &str),
+        generations: Option<&[u32]>,
     ) -> UpdateItemFluentBuilder {
-        self.update(stream_arn, shard_id, owner)
-            .update_expression(
-                format!("{update_expression} SET #counter = if_not_exists(#counter, :zero) + :one")
-                    .trim_start(),
-            )
+        let mut set = format!("SET {more_set}#counter = if_not_exists(#counter, :zero) + :one");
+        let mut request = self.update(stream_arn, shard_id, owner);
+        if let Some(generations) = generations {
+            set.push_str(", #generations = :generations");
+            request = request
+                .expression_attribute_names("#generations", attr::GENERATIONS)
+                .expression_attribute_values(
+                    ":generations",
+                    AttributeValue::Ns(generations.iter().map(u32::to_string).collect()),
+                );
+        }
+        request
+            .update_expression(format!("{update_expression} {set}").trim_start())
             .expression_attribute_names("#counter", attr::LEASE_COUNTER)
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -191,6 +214,18 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<(String, ShardItem),
         _ => None,
     };
     let finished = matches!(item.get(attr::FINISHED), Some(AttributeValue::Bool(true)));
+    let generations = match item.get(attr::GENERATIONS) {
+        Some(AttributeValue::Ns(numbers)) => Some(
+            numbers
+                .iter()
+                .map(|n| n.parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    StoreError::Failed(format!("shard {shard_id}: generations {numbers:?}"))
+                })?,
+        ),
+        _ => None,
+    };
     let owner = match item.get(attr::LEASE_OWNER) {
         Some(AttributeValue::S(owner)) => Some(owner.clone()),
         _ => None,
@@ -215,6 +250,7 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<(String, ShardItem),
                 },
             },
             lease: LeaseState { owner, counter },
+            generations,
         },
     ))
 }
@@ -314,10 +350,16 @@ impl CheckpointStore for DynamoCheckpoints {
         shard_id: &str,
         owner: &str,
         seen: Option<u64>,
+        generations: Option<&[u32]>,
     ) -> Result<ShardItem, LeaseError> {
         let request = self
-            .update_counter(stream_arn, shard_id, owner, "")
-            .update_expression("SET #owner = :me, #counter = if_not_exists(#counter, :zero) + :one")
+            .update_counter(
+                stream_arn,
+                shard_id,
+                owner,
+                ("", "#owner = :me, "),
+                generations,
+            )
             .return_values(ReturnValue::AllNew);
         // Every change of the lease raises the counter: an unchanged
         // counter is an unchanged lease, whoever held it.
@@ -342,8 +384,14 @@ impl CheckpointStore for DynamoCheckpoints {
         Ok(shard)
     }
 
-    async fn renew(&self, stream_arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError> {
-        self.update_counter(stream_arn, shard_id, owner, "")
+    async fn renew(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        owner: &str,
+        generations: Option<&[u32]>,
+    ) -> Result<(), LeaseError> {
+        self.update_counter(stream_arn, shard_id, owner, ("", ""), generations)
             .send()
             .await
             .map_err(|e| lease_error("renewing a shard lease", e))?;
@@ -356,7 +404,7 @@ impl CheckpointStore for DynamoCheckpoints {
         shard_id: &str,
         owner: &str,
     ) -> Result<(), LeaseError> {
-        self.update_counter(stream_arn, shard_id, owner, "REMOVE #owner")
+        self.update_counter(stream_arn, shard_id, owner, ("REMOVE #owner", ""), None)
             .send()
             .await
             .map_err(|e| lease_error("releasing a shard lease", e))?;

@@ -309,6 +309,7 @@ mod tests {
                 last_event_time: None,
             },
             lease: LeaseState::default(),
+            generations: None,
         }
     }
 

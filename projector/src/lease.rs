@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, LeaseState, ShardItem};
 use crate::control::Shutdown;
 use crate::error::StoreError;
+use crate::generations::GenerationWatch;
 use crate::metrics::ProjectorMetrics;
 use crate::progress;
 
@@ -180,6 +181,9 @@ pub struct Leases {
     store: Arc<dyn CheckpointStore>,
     metrics: ProjectorMetrics,
     held: Mutex<HashMap<String, Arc<Lease>>>,
+    /// The read-model generations written, recorded by every take and
+    /// renewal on the shard's item.
+    generations: Option<Arc<GenerationWatch>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -205,7 +209,21 @@ impl Leases {
             store,
             metrics,
             held: Mutex::default(),
+            generations: None,
         }
+    }
+
+    /// Records, with every take and renewal, the generations `watch` says
+    /// are written.
+    #[must_use]
+    pub fn with_generations(mut self, watch: Arc<GenerationWatch>) -> Self {
+        self.generations = Some(watch);
+        self
+    }
+
+    /// The generations written, as last read; none before the first read.
+    fn written(&self) -> Option<Arc<Vec<u32>>> {
+        self.generations.as_ref().and_then(|watch| watch.known())
     }
 
     pub fn settings(&self) -> &LeaseSettings {
@@ -246,7 +264,13 @@ impl Leases {
         let sent = Instant::now();
         let item = match self
             .store
-            .take(&self.stream_arn, shard_id, &self.settings.owner, seen)
+            .take(
+                &self.stream_arn,
+                shard_id,
+                &self.settings.owner,
+                seen,
+                self.written().as_deref().map(Vec::as_slice),
+            )
             .await
         {
             Ok(item) => item,
@@ -336,7 +360,12 @@ impl Leases {
         let sent = Instant::now();
         match self
             .store
-            .renew(&self.stream_arn, lease.shard_id(), &self.settings.owner)
+            .renew(
+                &self.stream_arn,
+                lease.shard_id(),
+                &self.settings.owner,
+                self.written().as_deref().map(Vec::as_slice),
+            )
             .await
         {
             Ok(()) => lease.confirm(sent),
@@ -483,6 +512,7 @@ mod tests {
                 owner: owner.map(Into::into),
                 counter: Some(counter),
             },
+            generations: None,
         }
     }
 

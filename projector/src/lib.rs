@@ -37,6 +37,7 @@ pub mod checkpoint;
 pub mod control;
 pub mod coordinator;
 pub mod error;
+pub mod generations;
 pub mod handler;
 pub mod lease;
 pub mod metrics;
@@ -68,6 +69,7 @@ use dynabridge_runtime::service::{Host, Service};
 use crate::catchup::EventStoreCatchUp;
 use crate::checkpoint::DynamoCheckpoints;
 use crate::control::{Shutdown, Timing};
+use crate::generations::GenerationWatch;
 use crate::handler::Projection;
 use crate::lease::{LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
@@ -553,11 +555,17 @@ impl Service for App {
                     DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()),
                 );
                 let rows = DynamoRows::new(dynamodb.clone(), tables.clone());
-                let writer = Arc::new(ReadModelWriter::new(
-                    Box::new(rows),
-                    CACHE_CAPACITY,
-                    metrics.clone(),
-                ));
+                // The read-model generations to write, read every second.
+                let generations = GenerationWatch::dynamo(dynamodb.clone(), tables.generations());
+                let refresh = tokio::spawn({
+                    let generations = generations.clone();
+                    let stop = stop.clone();
+                    async move { generations.refresh_until(stop).await }
+                });
+                let writer = Arc::new(
+                    ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone())
+                        .with_generations(generations.clone()),
+                );
                 let parking = Arc::new(Parking::new(
                     Arc::new(DynamoParking::new(dynamodb.clone(), tables.parked())),
                     metrics.clone(),
@@ -576,12 +584,15 @@ impl Service for App {
                     stop.clone(),
                 ));
                 let pipeline = Arc::new(Pipeline {
-                    leases: Arc::new(Leases::new(
-                        lease_settings,
-                        stream_arn.clone(),
-                        checkpoints.clone(),
-                        metrics.clone(),
-                    )),
+                    leases: Arc::new(
+                        Leases::new(
+                            lease_settings,
+                            stream_arn.clone(),
+                            checkpoints.clone(),
+                            metrics.clone(),
+                        )
+                        .with_generations(generations),
+                    ),
                     stream_arn,
                     streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
                     checkpoints,
@@ -606,6 +617,7 @@ impl Service for App {
                 recheck.now();
                 coordinator::run_stream(pipeline).await;
                 let _ = requests.await;
+                let _ = refresh.await;
                 anyhow::Ok(())
             })
             .await;

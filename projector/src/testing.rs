@@ -604,6 +604,7 @@ impl CheckpointStore for FakeCheckpoints {
         shard_id: &str,
         owner: &str,
         seen: Option<u64>,
+        generations: Option<&[u32]>,
     ) -> Result<ShardItem, LeaseError> {
         self.gate().await;
         let mut state = lock(&self.state);
@@ -612,12 +613,27 @@ impl CheckpointStore for FakeCheckpoints {
             return Err(LeaseError::Conflict);
         }
         item.lease.owner = Some(owner.into());
+        if let Some(generations) = generations {
+            item.generations = Some(generations.to_vec());
+        }
         raise(item);
         Ok(item.clone())
     }
 
-    async fn renew(&self, _arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError> {
-        self.as_owner(shard_id, owner, raise).await
+    async fn renew(
+        &self,
+        _arn: &str,
+        shard_id: &str,
+        owner: &str,
+        generations: Option<&[u32]>,
+    ) -> Result<(), LeaseError> {
+        self.as_owner(shard_id, owner, |item| {
+            if let Some(generations) = generations {
+                item.generations = Some(generations.to_vec());
+            }
+            raise(item);
+        })
+        .await
     }
 
     async fn release(&self, _arn: &str, shard_id: &str, owner: &str) -> Result<(), LeaseError> {
@@ -871,7 +887,7 @@ pub enum RowCall {
 
 #[derive(Debug, Default)]
 struct RowsState {
-    rows: HashMap<(Model, String), Row>,
+    rows: HashMap<(u32, Model, String), Row>,
     events: Vec<StoredEvent>,
     calls: Vec<RowCall>,
     /// How long a call takes, about; zero answers at once.
@@ -990,11 +1006,20 @@ impl FakeRows {
         lock(&self.0).events.extend(events.iter().cloned());
     }
 
-    /// The row of the aggregate `event` belongs to.
+    /// The row of the aggregate `event` belongs to, in generation 0.
     pub fn row(&self, event: &StoredEvent) -> Option<Row> {
+        self.row_in(0, event)
+    }
+
+    /// The row of the aggregate `event` belongs to, in `generation`.
+    pub fn row_in(&self, generation: u32, event: &StoredEvent) -> Option<Row> {
         lock(&self.0)
             .rows
-            .get(&(Model::of(event), event.event.aggregate_id().to_string()))
+            .get(&(
+                generation,
+                Model::of(event),
+                event.event.aggregate_id().to_string(),
+            ))
             .cloned()
     }
 
@@ -1012,19 +1037,29 @@ async fn wait(half: Duration) {
 
 #[async_trait]
 impl RowStore for FakeRows {
-    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
+    async fn get(
+        &self,
+        generation: u32,
+        model: Model,
+        id: &str,
+    ) -> Result<Option<Row>, StoreError> {
         let (_call, half) = self.start(id);
         wait(half).await;
         let row = {
             let mut state = lock(&self.0);
             state.calls.push(RowCall::Get);
-            state.rows.get(&(model, id.to_owned())).cloned()
+            state.rows.get(&(generation, model, id.to_owned())).cloned()
         };
         wait(half).await;
         Ok(row)
     }
 
-    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError> {
+    async fn put(
+        &self,
+        generation: u32,
+        row: &Row,
+        expected_version: Version,
+    ) -> Result<PutOutcome, StoreError> {
         let (_call, half) = self.start(row.id());
         wait(half).await;
         let outcome = {
@@ -1041,7 +1076,7 @@ impl RowStore for FakeRows {
             if state.failing_puts.remove(&(id.clone(), row.version())) {
                 return Err(StoreError::Unavailable("injected".into()));
             }
-            let key = (row.model(), id.clone());
+            let key = (generation, row.model(), id.clone());
             let stored = state.rows.get(&key).map_or(0, Row::version);
             if stored == expected_version {
                 state.rows.insert(key, row.clone());

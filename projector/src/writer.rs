@@ -15,7 +15,7 @@
 //! writes never race each other.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -24,6 +24,7 @@ use dynabridge_domain::{AggregateType, StoredEvent, Version};
 use dynabridge_read_models::{Applied, OrderSummaryRow, UserProfileRow};
 
 use crate::error::{StoreError, sdk_error};
+use crate::generations::GenerationWatch;
 use crate::metrics::ProjectorMetrics;
 
 /// Rows the cache holds at most.
@@ -156,11 +157,18 @@ pub enum PutOutcome {
 /// The tables the read models need.
 #[async_trait]
 pub trait RowStore: Send + Sync {
-    /// The row, read consistently.
-    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError>;
+    /// The row in `generation`'s tables, read consistently.
+    async fn get(&self, generation: u32, model: Model, id: &str)
+    -> Result<Option<Row>, StoreError>;
 
-    /// Stores `row` if the stored one is at `expected_version` (0: absent).
-    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError>;
+    /// Stores `row` in `generation`'s tables if the stored one is at
+    /// `expected_version` (0: absent).
+    async fn put(
+        &self,
+        generation: u32,
+        row: &Row,
+        expected_version: Version,
+    ) -> Result<PutOutcome, StoreError>;
 
     /// The aggregate's events `from..=to` from the event store, in order.
     async fn events(
@@ -177,9 +185,12 @@ pub trait RowStore: Send + Sync {
 #[derive(Debug)]
 struct RowCache {
     generation_capacity: usize,
-    young: HashMap<(Model, String), Row>,
-    old: HashMap<(Model, String), Row>,
+    young: HashMap<CacheKey, Row>,
+    old: HashMap<CacheKey, Row>,
 }
+
+/// A row of one read-model generation.
+type CacheKey = (u32, Model, String);
 
 impl RowCache {
     fn new(capacity: usize) -> Self {
@@ -190,27 +201,27 @@ impl RowCache {
         }
     }
 
-    fn get(&mut self, model: Model, id: &str) -> Option<Row> {
-        let key = (model, id.to_owned());
+    fn get(&mut self, generation: u32, model: Model, id: &str) -> Option<Row> {
+        let key = (generation, model, id.to_owned());
         if let Some(row) = self.young.get(&key) {
             return Some(row.clone());
         }
         let row = self.old.remove(&key)?;
-        self.insert(row.clone());
+        self.insert(generation, row.clone());
         Some(row)
     }
 
-    fn insert(&mut self, row: Row) {
+    fn insert(&mut self, generation: u32, row: Row) {
         if self.young.len() >= self.generation_capacity {
             self.old = std::mem::take(&mut self.young);
         }
-        let key = (row.model(), row.id().to_owned());
+        let key = (generation, row.model(), row.id().to_owned());
         self.old.remove(&key);
         self.young.insert(key, row);
     }
 
-    fn remove(&mut self, model: Model, id: &str) {
-        let key = (model, id.to_owned());
+    fn remove(&mut self, generation: u32, model: Model, id: &str) {
+        let key = (generation, model, id.to_owned());
         self.young.remove(&key);
         self.old.remove(&key);
     }
@@ -221,21 +232,31 @@ impl RowCache {
     }
 }
 
-/// Applies events to the read models.
+/// Applies events to the read models, in every generation written.
 pub struct ReadModelWriter {
     store: Box<dyn RowStore>,
     cache: Mutex<RowCache>,
     /// Where each written event's commit-to-visible lag goes.
     metrics: ProjectorMetrics,
+    generations: Arc<GenerationWatch>,
 }
 
 impl ReadModelWriter {
+    /// A writer of generation 0 alone; see [`Self::with_generations`].
     pub fn new(store: Box<dyn RowStore>, cache_capacity: usize, metrics: ProjectorMetrics) -> Self {
         Self {
             store,
             cache: Mutex::new(RowCache::new(cache_capacity)),
             metrics,
+            generations: GenerationWatch::fixed(vec![0]),
         }
+    }
+
+    /// Writes every event to the generations `watch` names.
+    #[must_use]
+    pub fn with_generations(mut self, watch: Arc<GenerationWatch>) -> Self {
+        self.generations = watch;
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, RowCache> {
@@ -254,16 +275,35 @@ impl ReadModelWriter {
     /// lock across a store call. Concurrent calls for one row stay correct
     /// (every write is conditional) but fight over it; the handler never
     /// makes them.
+    ///
+    /// The event goes to every generation written, one after another, the
+    /// served one last: a row a query sees is already in every other
+    /// generation.
     pub async fn project(&self, event: &StoredEvent) -> Result<(), StoreError> {
+        let generations = self.generations.written().await?;
+        let serving = generations.last().copied();
+        for &generation in generations.iter() {
+            self.project_to(generation, Some(generation) == serving, event)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn project_to(
+        &self,
+        generation: u32,
+        served: bool,
+        event: &StoredEvent,
+    ) -> Result<(), StoreError> {
         let RowKey { model, id } = RowKey::of(event);
-        let cached = self.cache().get(model, &id);
+        let cached = self.cache().get(generation, model, &id);
         let mut from_cache = cached.is_some();
         let mut current = match cached {
             Some(row) => Some(row),
             // A first event needs no read: the conditional write fails if
             // the row exists, and that failure is the read.
             None if event.version <= 1 => None,
-            None => self.read(model, &id).await?,
+            None => self.read(generation, model, &id).await?,
         };
         let mut missing: VecDeque<StoredEvent> = VecDeque::new();
         let mut conflicts = 0;
@@ -279,7 +319,7 @@ impl ReadModelWriter {
                     if from_cache {
                         // Another writer may have moved the row on; only the
                         // table can say whether the gap is real.
-                        current = self.read(model, &id).await?;
+                        current = self.read(generation, model, &id).await?;
                         from_cache = false;
                         continue;
                     }
@@ -301,19 +341,22 @@ impl ReadModelWriter {
                 Applied::Next {
                     row,
                     expected_version,
-                } => match self.store.put(&row, expected_version).await? {
+                } => match self.store.put(generation, &row, expected_version).await? {
                     PutOutcome::Written => {
                         // Visible to queries from now on. A redelivered
                         // event, already applied, was visible before.
-                        self.metrics.event_visible(next.occurred_at);
+                        if served {
+                            self.metrics.event_visible(next.occurred_at);
+                        }
                         tracing::debug!(
                             event_id = %next.event_id,
                             event_type = next.event.event_type(),
                             aggregate_id = %id,
                             version = row.version(),
+                            generation,
                             "read model updated"
                         );
-                        self.cache().insert(row.clone());
+                        self.cache().insert(generation, row.clone());
                         current = Some(row);
                         from_cache = false;
                         if missing.pop_front().is_none() {
@@ -327,8 +370,8 @@ impl ReadModelWriter {
                                 "aggregate {id}: the read model row keeps changing under the projector"
                             )));
                         }
-                        tracing::debug!(aggregate_id = %id, expected_version, "read model row was not at the expected version, reading it again");
-                        current = self.read(model, &id).await?;
+                        tracing::debug!(aggregate_id = %id, expected_version, generation, "read model row was not at the expected version, reading it again");
+                        current = self.read(generation, model, &id).await?;
                         from_cache = false;
                     }
                 },
@@ -338,11 +381,16 @@ impl ReadModelWriter {
 
     /// Reads the row from the table, replacing whatever the cache held: a
     /// row just read is as good as one just written.
-    async fn read(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
-        self.cache().remove(model, id);
-        let row = self.store.get(model, id).await?;
+    async fn read(
+        &self,
+        generation: u32,
+        model: Model,
+        id: &str,
+    ) -> Result<Option<Row>, StoreError> {
+        self.cache().remove(generation, model, id);
+        let row = self.store.get(generation, model, id).await?;
         if let Some(row) = &row {
-            self.cache().insert(row.clone());
+            self.cache().insert(generation, row.clone());
         }
         Ok(row)
     }
@@ -362,9 +410,24 @@ impl ReadModelWriter {
     /// unchanged, as if the events up to `to` had changed nothing: how
     /// skipped events are passed. A row already there, or none at all, is
     /// left alone.
+    /// Every generation written is moved.
     pub async fn skip_to(&self, model: Model, id: &str, to: Version) -> Result<(), StoreError> {
+        let generations = self.generations.written().await?;
+        for &generation in generations.iter() {
+            self.skip_to_in(generation, model, id, to).await?;
+        }
+        Ok(())
+    }
+
+    async fn skip_to_in(
+        &self,
+        generation: u32,
+        model: Model,
+        id: &str,
+        to: Version,
+    ) -> Result<(), StoreError> {
         for _ in 0..=MAX_CONFLICTS {
-            let Some(row) = self.read(model, id).await? else {
+            let Some(row) = self.read(generation, model, id).await? else {
                 return Ok(());
             };
             let expected_version = row.version();
@@ -372,9 +435,9 @@ impl ReadModelWriter {
                 return Ok(());
             }
             let moved = row.with_version(to);
-            match self.store.put(&moved, expected_version).await? {
+            match self.store.put(generation, &moved, expected_version).await? {
                 PutOutcome::Written => {
-                    self.cache().insert(moved);
+                    self.cache().insert(generation, moved);
                     return Ok(());
                 }
                 PutOutcome::ConditionFailed => continue,
@@ -403,18 +466,24 @@ impl DynamoRows {
         Self { client, tables }
     }
 
-    fn table_and_key(&self, model: Model) -> (String, &'static str) {
+    fn table_and_key(&self, generation: u32, model: Model) -> (String, &'static str) {
+        let tables = self.tables.read_models(generation);
         match model {
-            Model::UserProfiles => (self.tables.user_profiles(), user_profiles::USER_ID),
-            Model::OrderSummaries => (self.tables.order_summaries(), order_summaries::ORDER_ID),
+            Model::UserProfiles => (tables.user_profiles, user_profiles::USER_ID),
+            Model::OrderSummaries => (tables.order_summaries, order_summaries::ORDER_ID),
         }
     }
 }
 
 #[async_trait]
 impl RowStore for DynamoRows {
-    async fn get(&self, model: Model, id: &str) -> Result<Option<Row>, StoreError> {
-        let (table, key) = self.table_and_key(model);
+    async fn get(
+        &self,
+        generation: u32,
+        model: Model,
+        id: &str,
+    ) -> Result<Option<Row>, StoreError> {
+        let (table, key) = self.table_and_key(generation, model);
         let out = self
             .client
             .get_item()
@@ -436,8 +505,13 @@ impl RowStore for DynamoRows {
             .map_err(|e| StoreError::Failed(format!("row {id}: {e}")))
     }
 
-    async fn put(&self, row: &Row, expected_version: Version) -> Result<PutOutcome, StoreError> {
-        let (table, key) = self.table_and_key(row.model());
+    async fn put(
+        &self,
+        generation: u32,
+        row: &Row,
+        expected_version: Version,
+    ) -> Result<PutOutcome, StoreError> {
+        let (table, key) = self.table_and_key(generation, row.model());
         let item = match row {
             Row::User(r) => r.to_item(),
             Row::Order(r) => r.to_item(),
@@ -503,6 +577,30 @@ mod tests {
             CACHE_CAPACITY,
             ProjectorMetrics::new().unwrap(),
         )
+    }
+
+    #[tokio::test]
+    async fn every_generation_written_gets_every_event_the_served_one_last() {
+        let store = FakeRows::default();
+        let events = user_events(3);
+        // Generation 0 served, 2 being built (written first).
+        let models = read_models(&store).with_generations(GenerationWatch::fixed(vec![2, 0]));
+        models.project(&events[0]).await.unwrap();
+        store.clear_calls();
+        models.project(&events[1]).await.unwrap();
+        assert_eq!(
+            store.calls(),
+            vec![RowCall::Put(2, 1), RowCall::Put(2, 1)],
+            "one write per generation, each from its own cached row"
+        );
+        assert_eq!(store.row_in(2, &events[0]), store.row_in(0, &events[0]));
+        // A generation that joins later starts from no row: the gap before
+        // the event is filled from the event store.
+        store.add_events(&events);
+        let joined = read_models(&store).with_generations(GenerationWatch::fixed(vec![5, 0]));
+        joined.project(&events[2]).await.unwrap();
+        assert_eq!(store.row_in(5, &events[0]).map(|r| r.version()), Some(3));
+        assert_eq!(store.row_in(5, &events[0]), store.row_in(0, &events[0]));
     }
 
     #[tokio::test]
@@ -649,14 +747,14 @@ mod tests {
             })
             .collect();
         for row in &rows {
-            cache.insert(row.clone());
+            cache.insert(0, row.clone());
             // Row 0 is used all the time and must survive.
-            assert!(cache.get(Model::UserProfiles, "user-0").is_some());
+            assert!(cache.get(0, Model::UserProfiles, "user-0").is_some());
         }
         assert!(cache.len() <= 4, "{}", cache.len());
-        assert!(cache.get(Model::UserProfiles, "user-1").is_none());
-        assert!(cache.get(Model::UserProfiles, "user-9").is_some());
-        assert!(cache.get(Model::OrderSummaries, "user-9").is_none());
+        assert!(cache.get(0, Model::UserProfiles, "user-1").is_none());
+        assert!(cache.get(0, Model::UserProfiles, "user-9").is_some());
+        assert!(cache.get(0, Model::OrderSummaries, "user-9").is_none());
     }
 
     #[tokio::test]

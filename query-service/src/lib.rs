@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod generation;
 pub mod page_token;
 pub mod queries;
 pub mod reader;
@@ -110,6 +111,8 @@ pub const LIVENESS_NAME: &str = "dynabridge.v1.QueryService.Liveness";
 pub struct App {
     server: ApiServer,
     api: QueryApi,
+    /// Reads which read-model generation is served, every second.
+    generation_refresh: tokio::task::JoinHandle<()>,
 }
 
 impl Service for App {
@@ -133,6 +136,7 @@ impl Service for App {
         let tables = config.store.tables();
         let client = dynabridge_aws::dynamodb_client(&host.sdk);
         let read_models = ReadModelReader::new(client.clone(), &tables);
+        let generation_refresh = read_models.served().spawn_refresh();
         let queries = Queries::new(
             read_models,
             tokens,
@@ -155,6 +159,7 @@ impl Service for App {
         Ok(Self {
             server,
             api: QueryApi::new(queries),
+            generation_refresh,
         })
     }
 
@@ -170,9 +175,12 @@ impl Service for App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.server
+        let served = self
+            .server
             .serve(QueryServiceServer::new(self.api), shutdown)
-            .await?;
+            .await;
+        self.generation_refresh.abort();
+        served?;
         tracing::info!("query service stopped");
         Ok(())
     }

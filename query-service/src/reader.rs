@@ -13,6 +13,8 @@ use dynabridge_domain::{Email, OrderId, OrderStatus, UserId};
 use dynabridge_read_models::{Item, OrderSummaryRow, RowError, UserProfileRow};
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 
+use crate::generation::ServedGeneration;
+
 /// Where a page of orders resumes: the `LastEvaluatedKey` of a query on one of
 /// the order indexes. All its attributes are strings.
 pub type PageKey = BTreeMap<String, String>;
@@ -92,29 +94,34 @@ pub struct OrdersPage {
     pub next: Option<PageKey>,
 }
 
-/// The read-model tables, through the DynamoDB API.
+/// The read-model tables of the generation served, through the DynamoDB
+/// API.
 #[derive(Clone, Debug)]
 pub struct ReadModelReader {
     client: Client,
-    user_profiles: String,
-    order_summaries: String,
+    served: ServedGeneration,
 }
 
 impl ReadModelReader {
     pub fn new(client: Client, tables: &Tables) -> Self {
         Self {
+            served: ServedGeneration::new(client.clone(), tables),
             client,
-            user_profiles: tables.user_profiles(),
-            order_summaries: tables.order_summaries(),
         }
+    }
+
+    /// Which generation is served.
+    pub fn served(&self) -> &ServedGeneration {
+        &self.served
     }
 
     /// The profile of `user_id`, read consistently.
     pub async fn user_profile(&self, user_id: UserId) -> Result<Option<UserProfileRow>, AppError> {
+        let tables = self.served.tables().await?;
         let out = self
             .client
             .get_item()
-            .table_name(&self.user_profiles)
+            .table_name(&tables.user_profiles)
             .key(
                 user_profiles::USER_ID,
                 AttributeValue::S(user_id.to_string()),
@@ -123,10 +130,10 @@ impl ReadModelReader {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map_err(|e| from_sdk_error(&format!("get item from {}", self.user_profiles), e))?;
+            .map_err(|e| from_sdk_error(&format!("get item from {}", tables.user_profiles), e))?;
         out.item
             .map(|item| {
-                UserProfileRow::from_item(&item).map_err(|e| unreadable(&self.user_profiles, e))
+                UserProfileRow::from_item(&item).map_err(|e| unreadable(&tables.user_profiles, e))
             })
             .transpose()
     }
@@ -135,10 +142,11 @@ impl ReadModelReader {
     /// eventually consistent, so a change of address shows here a moment
     /// after it shows by id.
     pub async fn user_by_email(&self, email: &Email) -> Result<Option<UserProfileRow>, AppError> {
+        let tables = self.served.tables().await?;
         let out = self
             .client
             .query()
-            .table_name(&self.user_profiles)
+            .table_name(&tables.user_profiles)
             .index_name(user_profiles::EMAIL_INDEX)
             .key_condition_expression("#email = :email")
             .expression_attribute_names("#email", user_profiles::EMAIL)
@@ -151,7 +159,7 @@ impl ReadModelReader {
                     &format!(
                         "query {} on {}",
                         user_profiles::EMAIL_INDEX,
-                        self.user_profiles
+                        tables.user_profiles
                     ),
                     e,
                 )
@@ -161,7 +169,7 @@ impl ReadModelReader {
             .unwrap_or_default()
             .iter()
             .map(|item| {
-                UserProfileRow::from_item(item).map_err(|e| unreadable(&self.user_profiles, e))
+                UserProfileRow::from_item(item).map_err(|e| unreadable(&tables.user_profiles, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // An address can move from one user to another faster than the
@@ -172,10 +180,11 @@ impl ReadModelReader {
 
     /// The summary of `order_id`, read consistently.
     pub async fn order(&self, order_id: OrderId) -> Result<Option<OrderSummaryRow>, AppError> {
+        let tables = self.served.tables().await?;
         let out = self
             .client
             .get_item()
-            .table_name(&self.order_summaries)
+            .table_name(&tables.order_summaries)
             .key(
                 order_summaries::ORDER_ID,
                 AttributeValue::S(order_id.to_string()),
@@ -184,10 +193,11 @@ impl ReadModelReader {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map_err(|e| from_sdk_error(&format!("get item from {}", self.order_summaries), e))?;
+            .map_err(|e| from_sdk_error(&format!("get item from {}", tables.order_summaries), e))?;
         out.item
             .map(|item| {
-                OrderSummaryRow::from_item(&item).map_err(|e| unreadable(&self.order_summaries, e))
+                OrderSummaryRow::from_item(&item)
+                    .map_err(|e| unreadable(&tables.order_summaries, e))
             })
             .transpose()
     }
@@ -199,6 +209,7 @@ impl ReadModelReader {
         page_size: usize,
         start: Option<PageKey>,
     ) -> Result<OrdersPage, AppError> {
+        let tables = self.served.tables().await?;
         // One item more than the page tells whether another page follows, so
         // that the last page says so itself instead of handing out a token
         // to an empty page. DynamoDB charges by size, so it costs next to
@@ -208,7 +219,7 @@ impl ReadModelReader {
         let out = self
             .client
             .query()
-            .table_name(&self.order_summaries)
+            .table_name(&tables.order_summaries)
             .index_name(index)
             .key_condition_expression("#hash = :hash")
             .expression_attribute_names("#hash", listing.hash_attribute())
@@ -224,7 +235,7 @@ impl ReadModelReader {
             .send()
             .await
             .map_err(|e| {
-                from_sdk_error(&format!("query {index} on {}", self.order_summaries), e)
+                from_sdk_error(&format!("query {index} on {}", tables.order_summaries), e)
             })?;
         let mut items = out.items.unwrap_or_default();
         let next = if items.len() > page_size {
@@ -233,7 +244,7 @@ impl ReadModelReader {
                 Some(last) => Some(
                     listing
                         .key_of(last)
-                        .map_err(|e| unreadable(&self.order_summaries, e))?,
+                        .map_err(|e| unreadable(&tables.order_summaries, e))?,
                 ),
                 // Only with a page size of 0, which parsing rules out.
                 None => None,
@@ -242,13 +253,13 @@ impl ReadModelReader {
             // Fewer items than asked for and still a key: the query stopped
             // at DynamoDB's 1 MB limit, and resumes from where it stopped.
             out.last_evaluated_key
-                .map(|key| string_key(&key).map_err(|e| unreadable(&self.order_summaries, e)))
+                .map(|key| string_key(&key).map_err(|e| unreadable(&tables.order_summaries, e)))
                 .transpose()?
         };
         let rows = items
             .iter()
             .map(|item| {
-                OrderSummaryRow::from_item(item).map_err(|e| unreadable(&self.order_summaries, e))
+                OrderSummaryRow::from_item(item).map_err(|e| unreadable(&tables.order_summaries, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         tracing::debug!(

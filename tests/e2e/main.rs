@@ -10,6 +10,7 @@ mod eventbridge;
 mod helpers;
 mod parking;
 mod queries;
+mod rebuild;
 mod validation;
 mod walkthrough;
 

@@ -225,6 +225,10 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .into_inner();
     assert_eq!(status.shards.len(), 1, "{status:?}");
     assert_eq!(status.read_models.len(), 2);
+    // Read models rebuilt: generation 1 built and served, commands and
+    // queries on it; generation 2 built in pages that cut aggregates, and
+    // dropped.
+    rebuild_and_drop(&mut admin, &mut flow, &state, &dynamo, &tables).await;
     admin_proc.terminate();
     assert!(!load_template(&prefix).condition("WatchesParking"));
     let watched = load_template_with(&prefix, &[("ProjectorLogGroupName", "/eks/shop/projector")]);
@@ -569,6 +573,134 @@ async fn look_back(admin: &mut AdminServiceClient<Channel>, created: &Created, l
         .order
         .unwrap();
     assert_eq!(order.status, pb::OrderStatus::Processing as i32);
+}
+
+/// The generation `n` once `done` holds of the list of generations.
+async fn generations_until(
+    admin: &mut AdminServiceClient<Channel>,
+    what: &str,
+    done: impl Fn(&pb::ListGenerationsResponse) -> bool,
+) -> pb::ListGenerationsResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = admin
+            .list_generations(pb::ListGenerationsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&list) {
+            return list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rebuild_and_drop(
+    admin: &mut AdminServiceClient<Channel>,
+    flow: &mut Flow,
+    created: &Created,
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+) {
+    admin
+        .rebuild_read_models(pb::RebuildReadModelsRequest {
+            segments: 2,
+            no_switch: false,
+            page_size: 0,
+        })
+        .await
+        .unwrap();
+    generations_until(admin, "generation 1 served", |l| l.serving == 1).await;
+    // The query service follows within a second: a row only generation 1
+    // has shows when it does.
+    let marker = uuid::Uuid::new_v4().to_string();
+    let row = dynabridge_read_models::UserProfileRow {
+        user_id: marker.clone(),
+        email: "marker@example.com".into(),
+        name: "Marker".into(),
+        version: 1,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    dynamo
+        .put_item()
+        .table_name(tables.read_models(1).user_profiles)
+        .set_item(Some(row.to_item()))
+        .send()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while flow
+        .queries
+        .get_user_profile(pb::GetUserProfileRequest {
+            user_id: marker.clone(),
+            min_version: 0,
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query service never served generation 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The query service answers from generation 1 (rows, and each index);
+    // the projector writes it (reading rows it has not cached yet).
+    flow.update_user("u-ann-rebuilt", &created.ann, "Ann Rebuilt", "")
+        .await;
+    flow.set_status(
+        "o-3-shipped",
+        &created.order_of_bob,
+        pb::OrderStatus::Shipped,
+    )
+    .await;
+    assert_eq!(
+        flow.order(&created.order_of_bob, 3).await.status,
+        pb::OrderStatus::Shipped as i32
+    );
+    assert_eq!(flow.profile(&created.ann, 4).await.name, "Ann Rebuilt");
+    let by_email = flow
+        .queries
+        .get_user_by_email(pb::GetUserByEmailRequest {
+            email: "ann@example.org".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_email.user.unwrap().user_id, created.ann);
+    assert_eq!(flow.orders_of_user(&created.ann).await.len(), 2);
+    assert!(
+        flow.orders_in(pb::OrderStatus::Shipped)
+            .await
+            .contains(&created.order_of_bob)
+    );
+
+    admin
+        .rebuild_read_models(pb::RebuildReadModelsRequest {
+            segments: 1,
+            no_switch: true,
+            page_size: 1,
+        })
+        .await
+        .unwrap();
+    generations_until(admin, "generation 2 built", |l| {
+        l.generations
+            .iter()
+            .any(|g| g.generation == 2 && g.state == pb::GenerationState::Standby as i32)
+    })
+    .await;
+    admin
+        .drop_generation(pb::DropGenerationRequest { generation: 2 })
+        .await
+        .unwrap();
+    generations_until(admin, "generation 2 dropped", |l| {
+        l.generations
+            .iter()
+            .any(|g| g.generation == 2 && g.state == pb::GenerationState::Dropped as i32)
+    })
+    .await;
 }
 
 /// What the flow created before the projector restart.
@@ -993,7 +1125,15 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             "dynamodb:UpdateItem",
         ]
         .contains(&allow.action.as_str());
-        let own = allow.covers(&table(tables.admin()));
+        // A rebuild's own tables (generation 1 stands for any) and the
+        // registry of generations are the admin service's to write.
+        let own = allow.covers(&table(tables.admin()))
+            || allow.covers(&table(tables.generations()))
+            || tables
+                .read_models(1)
+                .both()
+                .iter()
+                .any(|t| allow.covers(&table((*t).to_owned())));
         let status = allow.action == "dynamodb:UpdateItem"
             && (allow.covers(&table(tables.event_store()))
                 || allow.covers(&table(tables.parked())));
@@ -1003,8 +1143,13 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         );
     }
 
-    // Exact actions and resources only; the one pattern is the stream's
-    // ARN, whose label only the deployment knows.
+    // Exact actions and resources only; the patterns are the stream's ARN,
+    // whose label only the deployment knows, and a rebuild's read-model
+    // tables, whose generation number only the rebuild knows.
+    let generation_tables = [
+        format!("{}-g*", tables.user_profiles()),
+        format!("{}-g*", tables.order_summaries()),
+    ];
     for role in &roles {
         for allow in &role.allows {
             assert!(
@@ -1012,7 +1157,16 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
                 "{}: wildcard action {allow}",
                 role.logical_id
             );
-            let resource = allow.resource.trim_end_matches("/stream/*");
+            let mut resource = allow.resource.trim_end_matches("/stream/*").to_owned();
+            for pattern in &generation_tables {
+                let arn = table(pattern.clone());
+                if let Some(rest) = resource.strip_prefix(&arn) {
+                    resource = format!(
+                        "{}{rest}",
+                        table(pattern.trim_end_matches('*').to_owned() + "1")
+                    );
+                }
+            }
             assert!(
                 !resource.contains(['*', '?']),
                 "{}: wildcard resource {allow}",
@@ -1284,6 +1438,7 @@ async fn the_template_creates_the_tables_provision_creates() {
         declared_names,
         BTreeSet::from([
             tables.admin(),
+            tables.generations(),
             tables.event_store(),
             tables.idempotency(),
             tables.unique_emails(),

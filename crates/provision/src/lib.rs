@@ -22,14 +22,20 @@ use aws_sdk_dynamodb::types::{
 };
 
 use dynabridge::schema::{
-    Tables, admin, checkpoints, event_store, idempotency, order_summaries, parked, read_model,
-    unique_emails, user_profiles,
+    ReadModelTables, Tables, admin, checkpoints, event_store, generations, idempotency,
+    order_summaries, parked, read_model, unique_emails, user_profiles,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("creating table {table}: {source}")]
     Create {
+        table: String,
+        #[source]
+        source: aws_sdk_dynamodb::Error,
+    },
+    #[error("deleting table {table}: {source}")]
+    Delete {
         table: String,
         #[source]
         source: aws_sdk_dynamodb::Error,
@@ -123,31 +129,6 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             ttl_attribute: None,
         },
         TableDef {
-            name: tables.user_profiles(),
-            key: vec![(user_profiles::USER_ID, S)],
-            indexes: vec![(user_profiles::EMAIL_INDEX, (user_profiles::EMAIL, S), None)],
-            stream: false,
-            ttl_attribute: None,
-        },
-        TableDef {
-            name: tables.order_summaries(),
-            key: vec![(order_summaries::ORDER_ID, S)],
-            indexes: vec![
-                (
-                    order_summaries::USER_ID_INDEX,
-                    (order_summaries::USER_ID, S),
-                    Some((read_model::CREATED_AT, S)),
-                ),
-                (
-                    order_summaries::STATUS_INDEX,
-                    (order_summaries::STATUS, S),
-                    Some((read_model::CREATED_AT, S)),
-                ),
-            ],
-            stream: false,
-            ttl_attribute: None,
-        },
-        TableDef {
             name: tables.checkpoints(),
             key: vec![(checkpoints::STREAM_ARN, S), (checkpoints::SHARD_ID, S)],
             indexes: vec![],
@@ -165,6 +146,48 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             name: tables.admin(),
             key: vec![(admin::NAME, S)],
             indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.generations(),
+            key: vec![(generations::NAME, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+    ]
+    .into_iter()
+    .chain(read_model_definitions(&tables.read_models(0)))
+    .collect()
+}
+
+/// The two read-model tables of one generation.
+fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 2] {
+    use ScalarAttributeType::S;
+    [
+        TableDef {
+            name: read_models.user_profiles.clone(),
+            key: vec![(user_profiles::USER_ID, S)],
+            indexes: vec![(user_profiles::EMAIL_INDEX, (user_profiles::EMAIL, S), None)],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: read_models.order_summaries.clone(),
+            key: vec![(order_summaries::ORDER_ID, S)],
+            indexes: vec![
+                (
+                    order_summaries::USER_ID_INDEX,
+                    (order_summaries::USER_ID, S),
+                    Some((read_model::CREATED_AT, S)),
+                ),
+                (
+                    order_summaries::STATUS_INDEX,
+                    (order_summaries::STATUS, S),
+                    Some((read_model::CREATED_AT, S)),
+                ),
+            ],
             stream: false,
             ttl_attribute: None,
         },
@@ -215,6 +238,45 @@ pub async fn ensure_tables(client: &Client, tables: &Tables) -> Result<(), Provi
             {
                 tracing::debug!(table = %def.name, error = %aws_sdk_dynamodb::Error::from(err), "time to live not enabled");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the read-model tables of a generation, as generation 0's are,
+/// and waits until they are active; tables that exist are left alone.
+pub async fn ensure_read_model_tables(
+    client: &Client,
+    read_models: &ReadModelTables,
+) -> Result<(), ProvisionError> {
+    let defs = read_model_definitions(read_models);
+    for def in &defs {
+        create_table(client, def).await?;
+    }
+    for def in &defs {
+        wait_active(client, &def.name).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the read-model tables of a generation; tables already gone are
+/// fine.
+pub async fn delete_read_model_tables(
+    client: &Client,
+    read_models: &ReadModelTables,
+) -> Result<(), ProvisionError> {
+    for table in read_models.both() {
+        match client.delete_table().table_name(table).send().await {
+            Ok(_) => tracing::info!(table, "table deleted"),
+            Err(err) => match aws_sdk_dynamodb::Error::from(err) {
+                aws_sdk_dynamodb::Error::ResourceNotFoundException(_) => {}
+                source => {
+                    return Err(ProvisionError::Delete {
+                        table: table.to_owned(),
+                        source,
+                    });
+                }
+            },
         }
     }
     Ok(())

@@ -19,6 +19,8 @@ use dynabridge::pb;
 use dynabridge::schema::{order_summaries, read_model, user_profiles};
 use dynabridge_domain::{Event, Money, OrderLine, OrderStatus, StoredEvent, Version};
 
+pub mod generations;
+
 pub use dynabridge_aws::item::{Item, get_n, get_s};
 
 /// What applying one event to a row gives.

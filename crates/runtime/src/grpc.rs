@@ -207,9 +207,14 @@ pub fn reason_code(reason: Reason) -> Code {
         Reason::InvalidField | Reason::MalformedMessage | Reason::RequestIdReused => {
             Code::InvalidArgument
         }
-        Reason::AggregateNotFound | Reason::NotParked => Code::NotFound,
+        Reason::AggregateNotFound | Reason::NotParked | Reason::GenerationNotFound => {
+            Code::NotFound
+        }
         Reason::EmailTaken | Reason::AggregateExists => Code::AlreadyExists,
-        Reason::InvalidStatusTransition | Reason::UniqueValueNotHeld => Code::FailedPrecondition,
+        Reason::InvalidStatusTransition
+        | Reason::UniqueValueNotHeld
+        | Reason::GenerationStateConflict
+        | Reason::RebuildInProgress => Code::FailedPrecondition,
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
         Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
         Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,

@@ -22,6 +22,7 @@ fn expected_tables(prefix: &str) -> BTreeSet<String> {
         t.checkpoints(),
         t.parked(),
         t.admin(),
+        t.generations(),
     ]
     .into_iter()
     .collect()
