@@ -5,6 +5,8 @@
 //!   (cqrs-es with dynamo-es), and writes `BENCHMARKS.md`.
 //! - `loadgen run` puts a scenario mix on any deployment, given its
 //!   endpoints: a capacity-planning tool.
+//! - `loadgen rebuild` measures a read-model rebuild beside a bulk load of
+//!   the same events and their live projection.
 //! - `loadgen serve` runs one part of the system in its own process; the
 //!   suite starts those itself.
 //!
@@ -19,6 +21,7 @@ mod load;
 mod ops;
 mod peer;
 mod procs;
+mod rebuild;
 mod report;
 mod serve;
 mod shapes;
@@ -52,6 +55,9 @@ enum Command {
     Suite(suite::SuiteArgs),
     /// A scenario mix against running services.
     Run(RunArgs),
+    /// Rebuild throughput beside a bulk load, the live projection and a
+    /// trimmed window's read-back, on one local stack.
+    Rebuild(rebuild::RebuildArgs),
     /// One part of the system in this process (used by `suite`).
     #[command(hide = true)]
     Serve {
@@ -249,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Suite(args) => suite::run(args).await,
         Command::Run(args) => run(args).await,
+        Command::Rebuild(args) => rebuild::run(args).await,
     }
 }
 

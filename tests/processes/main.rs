@@ -20,6 +20,7 @@ use dynabridge::schema::Tables;
 use processes::{Proc, spawn};
 
 mod faults;
+mod rebuild;
 
 /// An embedded store in this process, on loopback, with the tables of a
 /// fresh prefix; the binaries reach it at `endpoint`.
