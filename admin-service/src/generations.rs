@@ -38,14 +38,13 @@ use dynabridge::convert::{format_time, parse_time, timestamp_to_pb};
 use dynabridge::pb;
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge::schema::{
-    ReadModelTables, Tables, checkpoints, event_store, generations as attr, order_summaries,
-    read_model, user_profiles,
+    ReadModelTables, Tables, checkpoints, event_store, generations as attr, read_model,
 };
 use dynabridge_aws::item::{Item, get_n, get_s};
-use dynabridge_domain::{AggregateType, StoredEvent, Version};
 use dynabridge_event_store::codec::event_from_item;
-use dynabridge_read_models::generations::{GenerationState, Registry};
-use dynabridge_read_models::{Applied, OrderSummaryRow, UserProfileRow};
+use dynabridge_read_models::Applied;
+use dynabridge_read_models::generations::{self, GenerationState, LoadError, Registry};
+use dynabridge_read_models::row::{Model, Row};
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 use futures_util::StreamExt as _;
 use tokio::task::JoinHandle;
@@ -323,18 +322,14 @@ fn state_conflict(generation: u32, state: GenerationState, what: &str) -> AppErr
 
 /// The registry, read consistently.
 pub(crate) async fn read_registry(client: &Client, tables: &Tables) -> Result<Registry, AppError> {
-    let item = client
-        .get_item()
-        .table_name(tables.generations())
-        .key(attr::NAME, AttributeValue::S(attr::REGISTRY.to_owned()))
-        .consistent_read(true)
-        .return_consumed_capacity(ReturnConsumedCapacity::Total)
-        .send()
+    generations::load(client, &tables.generations())
         .await
-        .map_err(|e| from_sdk_error("reading the read-model generations", e))?
-        .item;
-    Registry::from_item(item.as_ref())
-        .map_err(|e| AppError::internal(format!("{}: {e}", tables.generations())))
+        .map_err(|err| match err {
+            LoadError::Call(err) => from_sdk_error("reading the read-model generations", *err),
+            LoadError::Unreadable(err) => {
+                AppError::internal(format!("{}: {err}", tables.generations()))
+            }
+        })
 }
 
 /// The read-model generations, as the admin service runs them.
@@ -914,10 +909,7 @@ impl SegmentScan {
                 Folded::Unchanged
             });
         };
-        let model = match first.event.aggregate_type() {
-            AggregateType::User => Model::User,
-            AggregateType::Order => Model::Order,
-        };
+        let model = Model::of(first);
         let mut row = if first.version > 1 {
             self.row(model, id).await?
         } else {
@@ -938,7 +930,7 @@ impl SegmentScan {
         }
         let before = row.as_ref().map(Row::version);
         for event in &events {
-            match row.apply(model, event) {
+            match Row::apply(model, row.as_ref(), event) {
                 Applied::Next { row: next, .. } => row = Some(next),
                 Applied::AlreadyApplied | Applied::Ignored => {}
                 Applied::Gap { .. } => {
@@ -967,7 +959,7 @@ impl SegmentScan {
     }
 
     async fn row(&self, model: Model, id: &str) -> Result<Option<Row>, AppError> {
-        let (table, key) = self.table_and_key(model);
+        let (table, key) = model.table_and_key(&self.read_models);
         let out = self
             .client
             .get_item()
@@ -981,22 +973,16 @@ impl SegmentScan {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let row = match model {
-            Model::User => UserProfileRow::from_item(&item).map(Row::User),
-            Model::Order => OrderSummaryRow::from_item(&item).map(Row::Order),
-        };
-        row.map(Some)
+        Row::from_item(model, &item)
+            .map(Some)
             .map_err(|e| AppError::internal(format!("row {id} of {table}: {e}")))
     }
 
     /// Writes `row` over an older version of it or none: `false` if the
     /// stored one is as new already (the projector wrote it).
     async fn put(&self, row: &Row) -> Result<bool, AppError> {
-        let (table, key) = self.table_and_key(row.model());
-        let item = match row {
-            Row::User(r) => r.to_item(),
-            Row::Order(r) => r.to_item(),
-        };
+        let (table, key) = row.model().table_and_key(&self.read_models);
+        let item = row.to_item();
         let out = self
             .client
             .put_item()
@@ -1021,13 +1007,6 @@ impl SegmentScan {
             Err(err) => Err(from_sdk_error("writing a row of the new generation", err)),
         }
     }
-
-    fn table_and_key(&self, model: Model) -> (&str, &'static str) {
-        match model {
-            Model::User => (&self.read_models.user_profiles, user_profiles::USER_ID),
-            Model::Order => (&self.read_models.order_summaries, order_summaries::ORDER_ID),
-        }
-    }
 }
 
 /// What became of one aggregate's row.
@@ -1035,75 +1014,6 @@ enum Folded {
     Written,
     Unchanged,
     Unreadable,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Model {
-    User,
-    Order,
-}
-
-#[derive(Clone, Debug)]
-enum Row {
-    User(UserProfileRow),
-    Order(OrderSummaryRow),
-}
-
-impl Row {
-    fn version(&self) -> Version {
-        match self {
-            Self::User(r) => r.version,
-            Self::Order(r) => r.version,
-        }
-    }
-
-    fn model(&self) -> Model {
-        match self {
-            Self::User(_) => Model::User,
-            Self::Order(_) => Model::Order,
-        }
-    }
-}
-
-/// Folding an aggregate's events into its row, one read model or the other.
-trait Fold {
-    fn apply(&self, model: Model, event: &StoredEvent) -> Applied<Row>;
-}
-
-fn lift<R>(applied: Applied<R>, wrap: fn(R) -> Row) -> Applied<Row> {
-    match applied {
-        Applied::Next {
-            row,
-            expected_version,
-        } => Applied::Next {
-            row: wrap(row),
-            expected_version,
-        },
-        Applied::AlreadyApplied => Applied::AlreadyApplied,
-        Applied::Gap { from, to } => Applied::Gap { from, to },
-        Applied::Ignored => Applied::Ignored,
-    }
-}
-
-impl Fold for Option<Row> {
-    fn apply(&self, model: Model, event: &StoredEvent) -> Applied<Row> {
-        match model {
-            Model::User => {
-                let current = match self {
-                    Some(Row::User(r)) => Some(r),
-                    _ => None,
-                };
-                lift(UserProfileRow::apply(current, event), Row::User)
-            }
-            Model::Order => {
-                let current = match self {
-                    Some(Row::Order(r)) => Some(r),
-                    _ => None,
-                };
-                lift(OrderSummaryRow::apply(current, event), Row::Order)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use dynabridge::schema::generations;
-use dynabridge_read_models::generations::Registry;
+use dynabridge_read_models::generations::{self, LoadError};
 
 use crate::control::Shutdown;
 use crate::error::{StoreError, sdk_error};
@@ -80,29 +78,12 @@ impl GenerationWatch {
         let Source::Dynamo { client, table } = &self.source else {
             return Ok(self.known().unwrap_or_default());
         };
-        let out = client
-            .get_item()
-            .table_name(table)
-            .key(
-                generations::NAME,
-                AttributeValue::S(generations::REGISTRY.into()),
-            )
-            .consistent_read(true)
-            .send()
-            .await;
-        let item = match out {
-            Ok(out) => out.item,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(err) => return Err(sdk_error("reading the read-model generations", err)),
-        };
-        let registry = Registry::from_item(item.as_ref())
-            .map_err(|e| StoreError::Failed(format!("{table}: {e}")))?;
+        let registry = generations::load(client, table)
+            .await
+            .map_err(|err| match err {
+                LoadError::Call(err) => sdk_error("reading the read-model generations", *err),
+                LoadError::Unreadable(err) => StoreError::Failed(format!("{table}: {err}")),
+            })?;
         let written = Arc::new(registry.written());
         let mut current = self
             .current

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
-use dynabridge_domain::{AggregateType, StoredEvent, Version};
-use dynabridge_read_models::{Applied, OrderSummaryRow, UserProfileRow};
+use dynabridge::schema::{Tables, read_model};
+use dynabridge_domain::{StoredEvent, Version};
+use dynabridge_read_models::Applied;
 
 use crate::error::{StoreError, sdk_error};
 use crate::generations::GenerationWatch;
@@ -34,21 +34,7 @@ pub const CACHE_CAPACITY: usize = 10_000;
 /// retried as a whole: each failure means another writer moved the row on.
 const MAX_CONFLICTS: usize = 8;
 
-/// The read model an event belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Model {
-    UserProfiles,
-    OrderSummaries,
-}
-
-impl Model {
-    pub fn of(event: &StoredEvent) -> Self {
-        match event.event.aggregate_type() {
-            AggregateType::User => Self::UserProfiles,
-            AggregateType::Order => Self::OrderSummaries,
-        }
-    }
-}
+pub use dynabridge_read_models::row::{Model, Row};
 
 /// The one read-model row an event may write: the row of its aggregate in
 /// the aggregate's read model. A row's version is its aggregate's, so the
@@ -65,84 +51,6 @@ impl RowKey {
             model: Model::of(event),
             id: event.event.aggregate_id().to_string(),
         }
-    }
-}
-
-/// A row of either read model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Row {
-    User(UserProfileRow),
-    Order(OrderSummaryRow),
-}
-
-impl Row {
-    pub fn version(&self) -> Version {
-        match self {
-            Self::User(r) => r.version,
-            Self::Order(r) => r.version,
-        }
-    }
-
-    pub fn model(&self) -> Model {
-        match self {
-            Self::User(_) => Model::UserProfiles,
-            Self::Order(_) => Model::OrderSummaries,
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        match self {
-            Self::User(r) => &r.user_id,
-            Self::Order(r) => &r.order_id,
-        }
-    }
-
-    /// The same row at version `version`.
-    fn with_version(&self, version: Version) -> Self {
-        match self {
-            Self::User(r) => Self::User(UserProfileRow {
-                version,
-                ..r.clone()
-            }),
-            Self::Order(r) => Self::Order(OrderSummaryRow {
-                version,
-                ..r.clone()
-            }),
-        }
-    }
-
-    fn apply(model: Model, current: Option<&Row>, event: &StoredEvent) -> Applied<Row> {
-        match model {
-            Model::UserProfiles => {
-                let current = match current {
-                    Some(Row::User(r)) => Some(r),
-                    _ => None,
-                };
-                lift(UserProfileRow::apply(current, event), Row::User)
-            }
-            Model::OrderSummaries => {
-                let current = match current {
-                    Some(Row::Order(r)) => Some(r),
-                    _ => None,
-                };
-                lift(OrderSummaryRow::apply(current, event), Row::Order)
-            }
-        }
-    }
-}
-
-fn lift<R>(applied: Applied<R>, wrap: impl FnOnce(R) -> Row) -> Applied<Row> {
-    match applied {
-        Applied::Next {
-            row,
-            expected_version,
-        } => Applied::Next {
-            row: wrap(row),
-            expected_version,
-        },
-        Applied::AlreadyApplied => Applied::AlreadyApplied,
-        Applied::Gap { from, to } => Applied::Gap { from, to },
-        Applied::Ignored => Applied::Ignored,
     }
 }
 
@@ -468,10 +376,8 @@ impl DynamoRows {
 
     fn table_and_key(&self, generation: u32, model: Model) -> (String, &'static str) {
         let tables = self.tables.read_models(generation);
-        match model {
-            Model::UserProfiles => (tables.user_profiles, user_profiles::USER_ID),
-            Model::OrderSummaries => (tables.order_summaries, order_summaries::ORDER_ID),
-        }
+        let (table, key) = model.table_and_key(&tables);
+        (table.to_owned(), key)
     }
 }
 
@@ -497,11 +403,8 @@ impl RowStore for DynamoRows {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let row = match model {
-            Model::UserProfiles => UserProfileRow::from_item(&item).map(Row::User),
-            Model::OrderSummaries => OrderSummaryRow::from_item(&item).map(Row::Order),
-        };
-        row.map(Some)
+        Row::from_item(model, &item)
+            .map(Some)
             .map_err(|e| StoreError::Failed(format!("row {id}: {e}")))
     }
 
@@ -512,10 +415,7 @@ impl RowStore for DynamoRows {
         expected_version: Version,
     ) -> Result<PutOutcome, StoreError> {
         let (table, key) = self.table_and_key(generation, row.model());
-        let item = match row {
-            Row::User(r) => r.to_item(),
-            Row::Order(r) => r.to_item(),
-        };
+        let item = row.to_item();
         let request = self
             .client
             .put_item()
@@ -570,6 +470,7 @@ impl RowStore for DynamoRows {
 mod tests {
     use super::*;
     use crate::testing::{FakeRows, RowCall, user_events};
+    use dynabridge_read_models::UserProfileRow;
 
     fn read_models(store: &FakeRows) -> ReadModelWriter {
         ReadModelWriter::new(

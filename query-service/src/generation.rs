@@ -10,9 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
-use dynabridge::schema::{ReadModelTables, Tables, generations};
-use dynabridge_read_models::generations::Registry;
+use dynabridge::schema::{ReadModelTables, Tables};
+use dynabridge_read_models::generations::{self, LoadError};
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 use tokio::task::JoinHandle;
 
@@ -62,31 +61,12 @@ impl ServedGeneration {
     /// exist yet serves generation 0, as one that never rebuilt.
     pub async fn refresh(&self) -> Result<Arc<ReadModelTables>, AppError> {
         let table = self.inner.tables.generations();
-        let out = self
-            .inner
-            .client
-            .get_item()
-            .table_name(&table)
-            .key(
-                generations::NAME,
-                AttributeValue::S(generations::REGISTRY.into()),
-            )
-            .consistent_read(true)
-            .send()
-            .await;
-        let item = match out {
-            Ok(out) => out.item,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(err) => return Err(from_sdk_error(&format!("get item from {table}"), err)),
-        };
-        let registry = Registry::from_item(item.as_ref())
-            .map_err(|e| AppError::internal(format!("{table}: {e}")))?;
+        let registry = generations::load(&self.inner.client, &table)
+            .await
+            .map_err(|err| match err {
+                LoadError::Call(err) => from_sdk_error(&format!("get item from {table}"), *err),
+                LoadError::Unreadable(err) => AppError::internal(format!("{table}: {err}")),
+            })?;
         let served = Arc::new(self.inner.tables.read_models(registry.serving));
         let mut current = self
             .inner

@@ -13,7 +13,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use dynabridge::schema::generations;
 
 use crate::{Item, RowError, get_n};
@@ -214,6 +217,45 @@ impl Registry {
         self.serving = generation;
         Ok(())
     }
+}
+
+/// Why the registry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The call failed (boxed: the SDK's error is large).
+    #[error(transparent)]
+    Call(Box<SdkError<GetItemError, HttpResponse>>),
+    #[error(transparent)]
+    Unreadable(#[from] RowError),
+}
+
+/// The registry in `table`, read consistently: the one read every binary
+/// makes of it. A table that does not exist yet is the default registry,
+/// as in a deployment from before generations.
+pub async fn load(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Registry, LoadError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key(
+            generations::NAME,
+            AttributeValue::S(generations::REGISTRY.into()),
+        )
+        .consistent_read(true)
+        .return_consumed_capacity(ReturnConsumedCapacity::Total)
+        .send()
+        .await;
+    let item = match out {
+        Ok(out) => out.item,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(GetItemError::is_resource_not_found_exception) =>
+        {
+            None
+        }
+        Err(err) => return Err(LoadError::Call(Box::new(err))),
+    };
+    Ok(Registry::from_item(item.as_ref())?)
 }
 
 /// A condition expression with its attribute names and values.

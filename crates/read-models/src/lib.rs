@@ -20,6 +20,7 @@ use dynabridge::schema::{order_summaries, read_model, user_profiles};
 use dynabridge_domain::{Event, Money, OrderLine, OrderStatus, StoredEvent, Version};
 
 pub mod generations;
+pub mod row;
 
 pub use dynabridge_aws::item::{Item, get_n, get_s};
 

@@ -1,0 +1,125 @@
+//! Either read model's row, for code that handles both alike: the
+//! projector's writer and a rebuild's fold.
+
+use dynabridge::schema::{ReadModelTables, order_summaries, user_profiles};
+use dynabridge_domain::{AggregateType, StoredEvent, Version};
+
+use crate::{Applied, Item, OrderSummaryRow, RowError, UserProfileRow};
+
+/// The read model an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    UserProfiles,
+    OrderSummaries,
+}
+
+impl Model {
+    pub fn of(event: &StoredEvent) -> Self {
+        match event.event.aggregate_type() {
+            AggregateType::User => Self::UserProfiles,
+            AggregateType::Order => Self::OrderSummaries,
+        }
+    }
+
+    /// The model's table in a generation, and its key attribute.
+    pub fn table_and_key(self, tables: &ReadModelTables) -> (&str, &'static str) {
+        match self {
+            Self::UserProfiles => (&tables.user_profiles, user_profiles::USER_ID),
+            Self::OrderSummaries => (&tables.order_summaries, order_summaries::ORDER_ID),
+        }
+    }
+}
+
+/// A row of either read model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    User(UserProfileRow),
+    Order(OrderSummaryRow),
+}
+
+impl Row {
+    pub fn version(&self) -> Version {
+        match self {
+            Self::User(r) => r.version,
+            Self::Order(r) => r.version,
+        }
+    }
+
+    pub fn model(&self) -> Model {
+        match self {
+            Self::User(_) => Model::UserProfiles,
+            Self::Order(_) => Model::OrderSummaries,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(r) => &r.user_id,
+            Self::Order(r) => &r.order_id,
+        }
+    }
+
+    /// The same row at version `version`.
+    #[must_use]
+    pub fn with_version(&self, version: Version) -> Self {
+        match self {
+            Self::User(r) => Self::User(UserProfileRow {
+                version,
+                ..r.clone()
+            }),
+            Self::Order(r) => Self::Order(OrderSummaryRow {
+                version,
+                ..r.clone()
+            }),
+        }
+    }
+
+    /// `event` applied to `current`, a row of `model` or none.
+    pub fn apply(model: Model, current: Option<&Row>, event: &StoredEvent) -> Applied<Row> {
+        match model {
+            Model::UserProfiles => {
+                let current = match current {
+                    Some(Row::User(r)) => Some(r),
+                    _ => None,
+                };
+                lift(UserProfileRow::apply(current, event), Row::User)
+            }
+            Model::OrderSummaries => {
+                let current = match current {
+                    Some(Row::Order(r)) => Some(r),
+                    _ => None,
+                };
+                lift(OrderSummaryRow::apply(current, event), Row::Order)
+            }
+        }
+    }
+
+    pub fn to_item(&self) -> Item {
+        match self {
+            Self::User(r) => r.to_item(),
+            Self::Order(r) => r.to_item(),
+        }
+    }
+
+    pub fn from_item(model: Model, item: &Item) -> Result<Self, RowError> {
+        match model {
+            Model::UserProfiles => UserProfileRow::from_item(item).map(Self::User),
+            Model::OrderSummaries => OrderSummaryRow::from_item(item).map(Self::Order),
+        }
+    }
+}
+
+fn lift<R>(applied: Applied<R>, wrap: impl FnOnce(R) -> Row) -> Applied<Row> {
+    match applied {
+        Applied::Next {
+            row,
+            expected_version,
+        } => Applied::Next {
+            row: wrap(row),
+            expected_version,
+        },
+        Applied::AlreadyApplied => Applied::AlreadyApplied,
+        Applied::Gap { from, to } => Applied::Gap { from, to },
+        Applied::Ignored => Applied::Ignored,
+    }
+}
