@@ -174,6 +174,7 @@ pub fn to_envelope(stored: &StoredEvent) -> pb::EventEnvelope {
         schema_version: *schema_version,
         request_id: request_id.clone(),
         correlation_id: correlation_id.clone(),
+        replay_id: String::new(),
         payload: Some(payload_of(event)),
     }
 }
@@ -189,6 +190,8 @@ pub fn from_envelope(envelope: &pb::EventEnvelope) -> Result<StoredEvent, Decode
         schema_version,
         request_id,
         correlation_id,
+        // A replay's mark: the event is the original's.
+        replay_id: _,
         payload,
     } = envelope;
     let event = event_from_payload(payload.as_ref().ok_or_else(|| bad("no payload"))?)?;
@@ -217,8 +220,18 @@ pub fn from_envelope(envelope: &pb::EventEnvelope) -> Result<StoredEvent, Decode
 
 /// The envelope's ProtoJSON: the EventBridge `detail`.
 pub fn envelope_json(stored: &StoredEvent) -> String {
+    replayed_envelope_json(stored, None)
+}
+
+/// The envelope's ProtoJSON, marked as published again by the replay
+/// `replay_id` when there is one.
+pub fn replayed_envelope_json(stored: &StoredEvent, replay_id: Option<&str>) -> String {
+    let mut envelope = to_envelope(stored);
+    if let Some(replay_id) = replay_id {
+        envelope.replay_id = replay_id.to_owned();
+    }
     // See `payload_to_json` for why serialising cannot fail.
-    let mut json = serde_json::to_value(to_envelope(stored)).unwrap_or_default();
+    let mut json = serde_json::to_value(envelope).unwrap_or_default();
     // The ProtoJSON mapping writes timestamps Z-normalised with 0, 3, 6 or 9
     // fractional digits; pbjson-types writes "+00:00", so set it right here.
     if let Some(field) = json.get_mut("occurredAt") {

@@ -80,6 +80,14 @@ impl Tables {
         }
     }
 
+    /// The replays asked for (`AdminService.ReplayEvents`): the window and
+    /// event types, and how far the projector, which carries them out,
+    /// has got. Written by the admin service (the request) and the
+    /// projector (its progress).
+    pub fn replays(&self) -> String {
+        self.name("replays")
+    }
+
     /// The read-model generations: which one the query service serves,
     /// which ones the projector writes, and each rebuild's progress.
     /// Written by the admin service; read by the projector and the query
@@ -347,6 +355,33 @@ pub mod generations {
     pub fn rebuild(generation: u32) -> String {
         format!("rebuild#{generation}")
     }
+}
+
+/// The replays table: one item per replay.
+pub mod replays {
+    pub const REPLAY_ID: &str = "ReplayId";
+    /// `PENDING`, `RUNNING`, `COMPLETED` or `FAILED`.
+    pub const STATE: &str = "State";
+    pub const STATE_PENDING: &str = "PENDING";
+    pub const STATE_RUNNING: &str = "RUNNING";
+    pub const STATE_COMPLETED: &str = "COMPLETED";
+    pub const STATE_FAILED: &str = "FAILED";
+    /// The window: events from `StartTime` (included) to `EndTime`
+    /// (excluded), of the types in `EventTypes` (a string set; absent: every
+    /// type).
+    pub const START_TIME: &str = "StartTime";
+    pub const END_TIME: &str = "EndTime";
+    pub const EVENT_TYPES: &str = "EventTypes";
+    /// Events published so far, and the time of the last one: a replay
+    /// taken over goes on from there.
+    pub const PUBLISHED: &str = "Published";
+    pub const CURSOR: &str = "Cursor";
+    /// The projector instance running it, and when it last said so.
+    pub const OWNER: &str = "Owner";
+    pub const UPDATED_AT: &str = "UpdatedAt";
+    pub const REQUESTED_AT: &str = "RequestedAt";
+    pub const FINISHED_AT: &str = "FinishedAt";
+    pub const ERROR: &str = "Error";
 }
 
 /// The admin service's table.

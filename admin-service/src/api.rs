@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status};
 use crate::generations::Generations;
 use crate::lookback::{EventsPage, Lookback};
 use crate::parked::ParkedAggregates;
+use crate::replays::Replays;
 use crate::request::{
     GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, Rebuild,
-    RetryParked, SkipParked,
+    ReplayEvents, RetryParked, SkipParked,
 };
 use crate::status::ProjectionStatus;
 
@@ -24,6 +25,7 @@ pub struct AdminApi {
     parked: ParkedAggregates,
     status: ProjectionStatus,
     generations: Generations,
+    replays: Replays,
 }
 
 impl AdminApi {
@@ -32,12 +34,14 @@ impl AdminApi {
         parked: ParkedAggregates,
         status: ProjectionStatus,
         generations: Generations,
+        replays: Replays,
     ) -> Self {
         Self {
             lookback,
             parked,
             status,
             generations,
+            replays,
         }
     }
 }
@@ -253,6 +257,34 @@ impl AdminService for AdminApi {
                 })
             },
         )
+        .await
+    }
+
+    async fn replay_events(
+        &self,
+        request: Request<pb::ReplayEventsRequest>,
+    ) -> Result<Response<pb::ReplayEventsResponse>, Status> {
+        unary("ReplayEvents", request, no_field, |message, _| async move {
+            let request = ReplayEvents::try_from(message)?;
+            let replay = self.replays.start(request).await?;
+            Ok(pb::ReplayEventsResponse {
+                replay: Some(replay),
+            })
+        })
+        .await
+    }
+
+    async fn get_replay(
+        &self,
+        request: Request<pb::GetReplayRequest>,
+    ) -> Result<Response<pb::GetReplayResponse>, Status> {
+        unary("GetReplay", request, no_field, |message, _| async move {
+            let pb::GetReplayRequest { replay_id } = message;
+            let replay = self.replays.get(&replay_id).await?;
+            Ok(pb::GetReplayResponse {
+                replay: Some(replay),
+            })
+        })
         .await
     }
 }

@@ -14,6 +14,8 @@
 //! - [`parked`]: the aggregates the projector parked; retries and skips
 //!   asked for.
 //! - [`status`]: where the projection stands.
+//! - [`replays`]: replays of a window's events asked for, which the
+//!   projector carries out.
 //! - [`generations`]: read-model generations, rebuilt blue/green, switched
 //!   and dropped.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod generations;
 pub mod lookback;
 pub mod migration;
 pub mod parked;
+pub mod replays;
 pub mod request;
 pub mod status;
 
@@ -45,6 +48,7 @@ use crate::generations::Generations;
 use crate::lookback::Lookback;
 use crate::migration::IndexMigration;
 use crate::parked::ParkedAggregates;
+use crate::replays::Replays;
 use crate::status::ProjectionStatus;
 
 /// Flags and environment of the admin service.
@@ -154,11 +158,18 @@ impl Service for App {
         if let Err(err) = generations.resume().await {
             tracing::warn!(error = %err, "reading the read-model generations failed; unfinished rebuilds resume at the next start");
         }
+        let client_for_replays = client.clone();
         let lookback = Lookback::new(client, tables.event_store(), tokens, migration.clone());
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, "admin service listening");
         Ok(Self {
             server,
-            api: AdminApi::new(lookback, parked, status, generations.clone()),
+            api: AdminApi::new(
+                lookback,
+                parked,
+                status,
+                generations.clone(),
+                Replays::new(client_for_replays, tables.replays()),
+            ),
             migration,
             migration_task,
             generations,

@@ -101,6 +101,15 @@ pub struct Rebuild {
 /// The most events a rebuild's scan page may ask for.
 pub const MAX_SCAN_PAGE: i32 = 1000;
 
+/// A replay of a window's events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayEvents {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Sorted, without repeats; empty: every type.
+    pub event_types: Vec<String>,
+}
+
 /// The most scan segments a rebuild may ask for.
 pub const MAX_SEGMENTS: i32 = 64;
 
@@ -353,9 +362,78 @@ impl TryFrom<pb::RebuildReadModelsRequest> for Rebuild {
     }
 }
 
+impl TryFrom<pb::ReplayEventsRequest> for ReplayEvents {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::ReplayEventsRequest) -> Result<Self, Self::Error> {
+        let pb::ReplayEventsRequest {
+            start_time,
+            end_time,
+            event_types,
+        } = request;
+        let mut fields = Fields::default();
+        let required = |field: &str, at: Option<&pbjson_types::Timestamp>| {
+            time(field, at)?.ok_or_else(|| ValidationError::single(field, "is required"))
+        };
+        let start = fields.take(required("start_time", start_time.as_ref()));
+        let end = fields.take(required("end_time", end_time.as_ref()));
+        if let (Some(start), Some(end)) = (start, end)
+            && end <= start
+        {
+            fields.take::<()>(Err(ValidationError::single(
+                "end_time",
+                "must be after start_time",
+            )));
+        }
+        for (i, event_type) in event_types.iter().enumerate() {
+            if !Event::TYPES.contains(&event_type.as_str()) {
+                fields.take::<()>(Err(ValidationError::single(
+                    format!("event_types[{i}]"),
+                    format!("must be one of {}", Event::TYPES.join(", ")),
+                )));
+            }
+        }
+        let mut event_types = event_types;
+        event_types.sort();
+        event_types.dedup();
+        fields.finish(|| {
+            Some(Self {
+                start: start?,
+                end: end?,
+                event_types,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_needs_a_window_and_known_types() {
+        let at = |seconds| Some(pbjson_types::Timestamp { seconds, nanos: 0 });
+        let parsed = ReplayEvents::try_from(pb::ReplayEventsRequest {
+            start_time: at(100),
+            end_time: at(200),
+            event_types: vec![
+                "UserCreated".into(),
+                "OrderCreated".into(),
+                "UserCreated".into(),
+            ],
+        })
+        .unwrap();
+        assert_eq!(parsed.event_types, ["OrderCreated", "UserCreated"]);
+        let refused = ReplayEvents::try_from(pb::ReplayEventsRequest {
+            start_time: at(200),
+            end_time: at(100),
+            event_types: vec!["Nope".into()],
+        })
+        .unwrap_err();
+        assert_eq!(fields(refused), ["end_time", "event_types[0]"]);
+        let refused = ReplayEvents::try_from(pb::ReplayEventsRequest::default()).unwrap_err();
+        assert_eq!(fields(refused), ["start_time", "end_time"]);
+    }
 
     #[test]
     fn a_rebuild_takes_1_to_64_segments_or_the_default() {

@@ -12,7 +12,7 @@
 
 use admin_service::request::{
     GetAggregateHistory, GetOrderAsOf, GetUserAsOf, ListEventsByType, ListParked, Rebuild,
-    RetryParked, SkipParked,
+    ReplayEvents, RetryParked, SkipParked,
 };
 use dynabridge::codec::malformed_request;
 use dynabridge::pb;
@@ -98,6 +98,11 @@ const RPCS: &[Rpc] = &[
         name: "RebuildReadModels",
         answer: |b| answer(b, |r: pb::RebuildReadModelsRequest| Rebuild::try_from(r)),
         fields: &["segments", "no_switch", "page_size"],
+    },
+    Rpc {
+        name: "ReplayEvents",
+        answer: |b| answer(b, |r: pb::ReplayEventsRequest| ReplayEvents::try_from(r)),
+        fields: &["start_time", "end_time", "event_types"],
     },
 ];
 
@@ -306,6 +311,22 @@ fn message() -> impl Strategy<Value = (usize, Vec<u8>)> {
                 .encode_to_vec(),
             )
         }),
+        (
+            timestamp(),
+            timestamp(),
+            prop::collection::vec(text(), 0..4)
+        )
+            .prop_map(|(start_time, end_time, event_types)| {
+                (
+                    8,
+                    pb::ReplayEventsRequest {
+                        start_time,
+                        end_time,
+                        event_types,
+                    }
+                    .encode_to_vec(),
+                )
+            }),
         (int32(), any::<bool>(), int32()).prop_map(|(segments, no_switch, page_size)| {
             (
                 7,
@@ -355,6 +376,18 @@ fn valid(rpc: usize) -> Vec<u8> {
         6 => pb::SkipParkedRequest {
             aggregate_id: id,
             reason: "a broken import".into(),
+        }
+        .encode_to_vec(),
+        8 => pb::ReplayEventsRequest {
+            start_time: Some(pbjson_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            end_time: Some(pbjson_types::Timestamp {
+                seconds: 1_700_000_060,
+                nanos: 0,
+            }),
+            event_types: vec!["OrderCreated".into()],
         }
         .encode_to_vec(),
         _ => pb::RebuildReadModelsRequest {

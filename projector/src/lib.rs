@@ -45,6 +45,7 @@ pub mod monitor;
 pub mod parking;
 pub mod progress;
 pub mod publish;
+pub mod replay;
 pub mod shard;
 pub mod stream;
 #[cfg(test)]
@@ -77,6 +78,7 @@ use crate::monitor::{Monitor, Thresholds};
 use crate::parking::{DynamoParking, Parking};
 use crate::progress::Progress;
 use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
+use crate::replay::DynamoReplays;
 use crate::shard::Pipeline;
 use crate::stream::SdkStreams;
 use crate::writer::{CACHE_CAPACITY, DynamoRows, ReadModelWriter};
@@ -583,6 +585,18 @@ impl Service for App {
                     publisher.clone(),
                     stop.clone(),
                 ));
+                // Replays asked for through the admin service, published
+                // again through the same publisher, marked.
+                let replays = tokio::spawn(replay::run_replays(
+                    DynamoReplays::new(
+                        dynamodb.clone(),
+                        tables.replays(),
+                        tables.event_store(),
+                        lease_settings.owner.clone(),
+                    ),
+                    publisher.clone(),
+                    stop.clone(),
+                ));
                 let pipeline = Arc::new(Pipeline {
                     leases: Arc::new(
                         Leases::new(
@@ -617,6 +631,7 @@ impl Service for App {
                 recheck.now();
                 coordinator::run_stream(pipeline).await;
                 let _ = requests.await;
+                let _ = replays.await;
                 let _ = refresh.await;
                 anyhow::Ok(())
             })

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::primitives::DateTime as SdkDateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::{DateTime, Utc};
-use dynabridge::envelope::envelope_json;
+use dynabridge::envelope::replayed_envelope_json;
 use dynabridge_domain::StoredEvent;
 use dynabridge_runtime::telemetry::TraceParent;
 use tokio::io::AsyncWriteExt;
@@ -54,6 +54,17 @@ pub trait Publisher: Send + Sync {
     async fn publish(
         &self,
         events: &[StoredEvent],
+        shutdown: &Shutdown,
+    ) -> Result<(), PublishError> {
+        self.publish_marked(events, None, shutdown).await
+    }
+
+    /// [`Self::publish`], each entry marked as published again by the
+    /// replay `replay_id` when there is one (the envelope's `replay_id`).
+    async fn publish_marked(
+        &self,
+        events: &[StoredEvent],
+        replay_id: Option<&str>,
         shutdown: &Shutdown,
     ) -> Result<(), PublishError>;
 }
@@ -193,12 +204,12 @@ impl BusPublisher {
         }
     }
 
-    fn entry(&self, event: &StoredEvent) -> BusEntry {
+    fn entry(&self, event: &StoredEvent, replay_id: Option<&str>) -> BusEntry {
         BusEntry {
             event_id: event.event_id,
             source: self.source.clone(),
             detail_type: event.event.event_type().to_owned(),
-            detail: envelope_json(event),
+            detail: replayed_envelope_json(event, replay_id),
             event_bus_name: self.bus.clone(),
             time: event.occurred_at,
             trace_header: trace_header(event),
@@ -273,14 +284,18 @@ impl BusPublisher {
 
 #[async_trait]
 impl Publisher for BusPublisher {
-    async fn publish(
+    async fn publish_marked(
         &self,
         events: &[StoredEvent],
+        replay_id: Option<&str>,
         shutdown: &Shutdown,
     ) -> Result<(), PublishError> {
         for chunk in events.chunks(MAX_ENTRIES_PER_CALL) {
-            self.send_all(chunk.iter().map(|e| self.entry(e)).collect(), shutdown)
-                .await?;
+            self.send_all(
+                chunk.iter().map(|e| self.entry(e, replay_id)).collect(),
+                shutdown,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -388,8 +403,13 @@ impl JsonLinesSink {
         })
     }
 
-    fn line(&self, event: &StoredEvent) -> Result<String, serde_json::Error> {
-        let detail: serde_json::Value = serde_json::from_str(&envelope_json(event))?;
+    fn line(
+        &self,
+        event: &StoredEvent,
+        replay_id: Option<&str>,
+    ) -> Result<String, serde_json::Error> {
+        let detail: serde_json::Value =
+            serde_json::from_str(&replayed_envelope_json(event, replay_id))?;
         let mut line = serde_json::json!({
             "source": self.source,
             "detailType": event.event.event_type(),
@@ -422,14 +442,15 @@ impl JsonLinesSink {
 
 #[async_trait]
 impl Publisher for JsonLinesSink {
-    async fn publish(
+    async fn publish_marked(
         &self,
         events: &[StoredEvent],
+        replay_id: Option<&str>,
         _shutdown: &Shutdown,
     ) -> Result<(), PublishError> {
         let mut batch = String::new();
         for event in events {
-            batch.push_str(&self.line(event)?);
+            batch.push_str(&self.line(event, replay_id)?);
             batch.push('\n');
         }
         self.write(&batch).await.map_err(|err| {
@@ -445,6 +466,7 @@ impl Publisher for JsonLinesSink {
 mod tests {
     use super::*;
     use crate::testing::{FakeBus, fast_timing, user_events};
+    use dynabridge::envelope::envelope_json;
 
     #[tokio::test]
     async fn only_refused_entries_are_sent_again() {

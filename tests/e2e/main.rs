@@ -11,6 +11,7 @@ mod helpers;
 mod parking;
 mod queries;
 mod rebuild;
+mod replay;
 mod validation;
 mod walkthrough;
 

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::{
 
 use dynabridge::schema::{
     ReadModelTables, Tables, admin, checkpoints, event_store, generations, idempotency,
-    order_summaries, parked, read_model, unique_emails, user_profiles,
+    order_summaries, parked, read_model, replays, unique_emails, user_profiles,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,13 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
         TableDef {
             name: tables.generations(),
             key: vec![(generations::NAME, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: tables.replays(),
+            key: vec![(replays::REPLAY_ID, S)],
             indexes: vec![],
             stream: false,
             ttl_attribute: None,

@@ -207,9 +207,10 @@ pub fn reason_code(reason: Reason) -> Code {
         Reason::InvalidField | Reason::MalformedMessage | Reason::RequestIdReused => {
             Code::InvalidArgument
         }
-        Reason::AggregateNotFound | Reason::NotParked | Reason::GenerationNotFound => {
-            Code::NotFound
-        }
+        Reason::AggregateNotFound
+        | Reason::NotParked
+        | Reason::GenerationNotFound
+        | Reason::ReplayNotFound => Code::NotFound,
         Reason::EmailTaken | Reason::AggregateExists => Code::AlreadyExists,
         Reason::InvalidStatusTransition
         | Reason::UniqueValueNotHeld

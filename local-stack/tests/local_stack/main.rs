@@ -23,6 +23,7 @@ fn expected_tables(prefix: &str) -> BTreeSet<String> {
         t.parked(),
         t.admin(),
         t.generations(),
+        t.replays(),
     ]
     .into_iter()
     .collect()
