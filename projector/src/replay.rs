@@ -348,16 +348,26 @@ async fn run_one(
 /// at a time.
 pub async fn run_replays(replays: DynamoReplays, publisher: Arc<dyn Publisher>, stop: Shutdown) {
     loop {
+        // A replay cut short by shutdown stays this instance's; another
+        // takes it over once it is stale.
+        if stop.is_triggered() {
+            return;
+        }
         match replays.claim().await {
             Ok(Some(replay)) => {
                 tracing::info!(replay_id = %replay.id, start = %replay.start, end = %replay.end, types = ?replay.event_types, "replaying events");
                 match run_one(&replays, publisher.as_ref(), replay.clone(), &stop).await {
-                    Ok(_) => tracing::info!(replay_id = %replay.id, "replay done"),
+                    // Another replay may be waiting: look again at once.
+                    Ok(_) => {
+                        tracing::info!(replay_id = %replay.id, "replay ended");
+                        continue;
+                    }
+                    // A transient failure leaves it this instance's, taken
+                    // up again at the next look; a lasting one ended it.
                     Err(err) => {
-                        tracing::warn!(replay_id = %replay.id, error = %err, "replay failed");
+                        tracing::warn!(replay_id = %replay.id, error = %err, "replay stopped");
                     }
                 }
-                continue;
             }
             Ok(None) => {}
             Err(err) => tracing::debug!(error = %err, "reading the replays failed; trying again"),
