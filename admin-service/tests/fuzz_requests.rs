@@ -19,6 +19,7 @@ use dynabridge::pb;
 use dynabridge::pb::ErrorReason;
 use dynabridge_domain::ValidationError;
 use dynabridge_runtime::error::AppError;
+use dynabridge_testkit::fuzz;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use prost::Message;
@@ -159,51 +160,6 @@ fn check(rpc: &Rpc, bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(!v.description.is_empty(), "{}: {:?}", rpc.name, status);
     }
     Ok(())
-}
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// One protobuf record of random field number and wire type, the invalid
-/// ones included.
-fn record() -> impl Strategy<Value = Vec<u8>> {
-    (
-        0u64..7,
-        0u64..8,
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..24),
-    )
-        .prop_map(|(field, wire, number, payload)| {
-            let mut out = Vec::new();
-            prost::encoding::encode_varint((field << 3) | wire, &mut out);
-            match wire {
-                0 => prost::encoding::encode_varint(number, &mut out),
-                1 => out.extend_from_slice(&number.to_le_bytes()),
-                2 => {
-                    prost::encoding::encode_varint(payload.len() as u64, &mut out);
-                    out.extend_from_slice(&payload);
-                }
-                5 => out.extend_from_slice(&number.to_le_bytes()[..4]),
-                _ => {}
-            }
-            out
-        })
-}
-
-fn bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..256),
-        prop::collection::vec(record(), 0..10).prop_map(|r| r.concat()),
-    ]
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -400,10 +356,10 @@ fn valid(rpc: usize) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz::config())]
 
     #[test]
-    fn arbitrary_bytes_are_answered_or_refused_with_the_field_named(bytes in bytes()) {
+    fn arbitrary_bytes_are_answered_or_refused_with_the_field_named(bytes in fuzz::bytes(7)) {
         for rpc in RPCS {
             check(rpc, &bytes)?;
         }

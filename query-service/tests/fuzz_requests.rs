@@ -27,6 +27,7 @@ use dynabridge::pb::ErrorReason;
 use dynabridge::schema::{order_summaries, read_model};
 use dynabridge_domain::{OrderStatus, UserId};
 use dynabridge_runtime::error::AppError;
+use dynabridge_testkit::fuzz;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -187,79 +188,8 @@ fn check_valid(rpc: &Rpc, bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The proptest configuration: `PROPTEST_CASES` cases, else 512.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Arbitrary bytes
-
-/// One protobuf record of random field number and wire type, including the
-/// invalid ones (field 0, wire types 6 and 7), and group markers.
-fn record() -> impl Strategy<Value = Vec<u8>> {
-    let payload = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..24),
-        prop::collection::vec(flat_record(), 0..4).prop_map(|r| r.concat()),
-    ];
-    (0u64..6, 0u64..8, any::<u64>(), payload).prop_map(|(field, wire, number, payload)| {
-        let mut out = Vec::new();
-        prost::encoding::encode_varint((field << 3) | wire, &mut out);
-        match wire {
-            0 => prost::encoding::encode_varint(number, &mut out),
-            1 => out.extend_from_slice(&number.to_le_bytes()),
-            2 => {
-                prost::encoding::encode_varint(payload.len() as u64, &mut out);
-                out.extend_from_slice(&payload);
-            }
-            5 => out.extend_from_slice(&number.to_le_bytes()[..4]),
-            // Group start and end, and the invalid 6 and 7: a key alone.
-            _ => {}
-        }
-        out
-    })
-}
-
-/// A record of a valid wire type with a short payload: what `record` nests.
-fn flat_record() -> impl Strategy<Value = Vec<u8>> {
-    (
-        1u64..5,
-        prop::sample::select(vec![0u64, 1, 2, 5]),
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..12),
-    )
-        .prop_map(|(field, wire, number, payload)| {
-            let mut out = Vec::new();
-            prost::encoding::encode_varint((field << 3) | wire, &mut out);
-            match wire {
-                0 => prost::encoding::encode_varint(number, &mut out),
-                1 => out.extend_from_slice(&number.to_le_bytes()),
-                2 => {
-                    prost::encoding::encode_varint(payload.len() as u64, &mut out);
-                    out.extend_from_slice(&payload);
-                }
-                _ => out.extend_from_slice(&number.to_le_bytes()[..4]),
-            }
-            out
-        })
-}
-
-/// Arbitrary bytes: uniform, or random protobuf records, which get past the
-/// first byte more often.
-fn bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..512),
-        prop::collection::vec(record(), 0..12).prop_map(|r| r.concat()),
-    ]
-}
 
 // ---------------------------------------------------------------------------
 // Well-formed messages of arbitrary values
@@ -555,10 +485,10 @@ fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
 // Properties
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz::config())]
 
     #[test]
-    fn get_user_profile_answers_any_bytes(bytes in bytes()) {
+    fn get_user_profile_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&GET_USER_PROFILE, &bytes, DECODE_OR_PARSE)?;
     }
 
@@ -578,7 +508,7 @@ proptest! {
     }
 
     #[test]
-    fn get_user_by_email_answers_any_bytes(bytes in bytes()) {
+    fn get_user_by_email_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&GET_USER_BY_EMAIL, &bytes, DECODE_OR_PARSE)?;
     }
 
@@ -598,7 +528,7 @@ proptest! {
     }
 
     #[test]
-    fn get_order_answers_any_bytes(bytes in bytes()) {
+    fn get_order_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&GET_ORDER, &bytes, DECODE_OR_PARSE)?;
     }
 
@@ -615,7 +545,7 @@ proptest! {
     }
 
     #[test]
-    fn list_orders_by_user_answers_any_bytes(bytes in bytes()) {
+    fn list_orders_by_user_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&LIST_ORDERS_BY_USER, &bytes, DECODE_OR_PARSE)?;
     }
 
@@ -635,7 +565,7 @@ proptest! {
     }
 
     #[test]
-    fn list_orders_by_status_answers_any_bytes(bytes in bytes()) {
+    fn list_orders_by_status_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&LIST_ORDERS_BY_STATUS, &bytes, DECODE_OR_PARSE)?;
     }
 

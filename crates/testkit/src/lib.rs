@@ -5,6 +5,7 @@
 //! Dev-only: no binary depends on it.
 #![allow(clippy::unwrap_used)]
 
+pub mod fuzz;
 pub mod processes;
 
 use std::future::Future;
