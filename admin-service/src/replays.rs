@@ -13,6 +13,7 @@ use dynabridge::pb;
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge::schema::replays as attr;
 use dynabridge_aws::item::{Item, get_n, get_s};
+use dynabridge_domain::ValidationError;
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 use uuid::Uuid;
 
@@ -119,7 +120,10 @@ impl Replays {
             .with("replay_id", replay_id)
         };
         if Uuid::try_parse(replay_id).is_err() {
-            return Err(not_found());
+            return Err(AppError::Invalid(ValidationError::single(
+                "replay_id",
+                "must be a replay's id (a UUID, as ReplayEvents answered)",
+            )));
         }
         let item = self
             .client

@@ -155,17 +155,22 @@ async fn a_replay_needs_a_window_and_known_types_and_an_unknown_one_is_not_found
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["start_time", "end_time"]);
-    for replay_id in ["0190c6e4-0000-7000-8000-000000000000", "not an id"] {
-        let status = app
-            .admin
-            .get_replay(pb::GetReplayRequest {
-                replay_id: replay_id.into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(reason_of(&status), "REPLAY_NOT_FOUND");
-    }
+    let get = |replay_id: &str| {
+        let mut admin = app.admin.clone();
+        let replay_id = replay_id.to_owned();
+        async move {
+            admin
+                .get_replay(pb::GetReplayRequest { replay_id })
+                .await
+                .unwrap_err()
+        }
+    };
+    let status = get("0190c6e4-0000-7000-8000-000000000000").await;
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason_of(&status), "REPLAY_NOT_FOUND");
+    let status = get("not an id").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["replay_id"]);
     // Nothing was recorded by the refusals.
     assert_eq!(app.count_items(&app.tables.replays()).await, 0);
     app.shutdown().await;
