@@ -54,6 +54,27 @@ async fn generations(app: &mut TestApp) -> pb::ListGenerationsResponse {
         .into_inner()
 }
 
+/// The list of generations once `done` holds of it.
+async fn generations_until(
+    app: &TestApp,
+    what: &str,
+    done: impl Fn(&pb::ListGenerationsResponse) -> bool,
+) -> pb::ListGenerationsResponse {
+    let done = &done;
+    eventually(what, WAIT, || {
+        let mut admin = app.admin.clone();
+        async move {
+            let list = admin
+                .list_generations(pb::ListGenerationsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            done(&list).then_some(list)
+        }
+    })
+    .await
+}
+
 fn generation(list: &pb::ListGenerationsResponse, n: u32) -> pb::Generation {
     list.generations
         .iter()
@@ -173,18 +194,7 @@ async fn a_rebuild_builds_a_generation_beside_the_served_one_while_commands_flow
         during.push(user);
     }
 
-    let list = eventually("generation 1 served", WAIT, || {
-        let mut admin = app.admin.clone();
-        async move {
-            let list = admin
-                .list_generations(pb::ListGenerationsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            (list.serving == 1).then_some(list)
-        }
-    })
-    .await;
+    let list = generations_until(&app, "generation 1 served", |list| list.serving == 1).await;
     let built = generation(&list, 1);
     assert_eq!(built.state, pb::GenerationState::Serving as i32);
     assert_eq!(
@@ -292,16 +302,8 @@ async fn a_rebuild_builds_a_generation_beside_the_served_one_while_commands_flow
         .drop_generation(pb::DropGenerationRequest { generation: 0 })
         .await
         .unwrap();
-    eventually("generation 0 dropped", WAIT, || {
-        let mut admin = app.admin.clone();
-        async move {
-            let list = admin
-                .list_generations(pb::ListGenerationsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            (generation(&list, 0).state == pb::GenerationState::Dropped as i32).then_some(())
-        }
+    generations_until(&app, "generation 0 dropped", |list| {
+        generation(list, 0).state == pb::GenerationState::Dropped as i32
     })
     .await;
     let after = create_user(&mut app, "after@example.com", "After").await;
@@ -339,16 +341,8 @@ async fn an_interrupted_rebuild_resumes_and_a_rebuild_without_a_switch_waits_on_
         .unwrap();
     // The admin service stops mid-rebuild; the next one takes it up.
     app.restart_admin_service().await;
-    let list = eventually("generation 1 built", WAIT, || {
-        let mut admin = app.admin.clone();
-        async move {
-            let list = admin
-                .list_generations(pb::ListGenerationsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            (generation(&list, 1).state == pb::GenerationState::Standby as i32).then_some(list)
-        }
+    let list = generations_until(&app, "generation 1 built", |list| {
+        generation(list, 1).state == pb::GenerationState::Standby as i32
     })
     .await;
     assert_eq!(list.serving, 0, "built without a switch");
@@ -371,18 +365,7 @@ async fn an_interrupted_rebuild_resumes_and_a_rebuild_without_a_switch_waits_on_
         .unwrap()
         .into_inner();
     assert_eq!(status.generation.unwrap().generation, 2);
-    eventually("generation 2 served", WAIT, || {
-        let mut admin = app.admin.clone();
-        async move {
-            let list = admin
-                .list_generations(pb::ListGenerationsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            (list.serving == 2).then_some(())
-        }
-    })
-    .await;
+    generations_until(&app, "generation 2 served", |list| list.serving == 2).await;
     app.admin
         .drop_generation(pb::DropGenerationRequest { generation: 1 })
         .await
