@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 
 use crate::pb;
 use dynabridge_domain::{
-    FieldViolation, Money, OrderLine, OrderStatus, Quantity, Sku, ValidationError,
+    AddressParts, FieldViolation, Money, OrderLine, OrderStatus, Quantity, ShippingAddress, Sku,
+    ValidationError,
 };
 
 pub fn money_to_pb(money: Money) -> pb::Money {
@@ -70,6 +71,45 @@ pub fn order_lines_from_pb(items: &[pb::OrderItem]) -> Result<Vec<OrderLine>, Va
     }
     errors.into_result()?;
     Ok(lines)
+}
+
+pub fn address_to_pb(address: &ShippingAddress) -> pb::ShippingAddress {
+    let AddressParts {
+        recipient,
+        line1,
+        line2,
+        city,
+        postal_code,
+        country_code,
+    } = address.parts();
+    pb::ShippingAddress {
+        recipient: recipient.to_owned(),
+        line1: line1.to_owned(),
+        line2: line2.to_owned(),
+        city: city.to_owned(),
+        postal_code: postal_code.to_owned(),
+        country_code: country_code.to_owned(),
+    }
+}
+
+/// Parses an address; violations name its fields (`country_code`).
+pub fn address_from_pb(address: &pb::ShippingAddress) -> Result<ShippingAddress, ValidationError> {
+    let pb::ShippingAddress {
+        recipient,
+        line1,
+        line2,
+        city,
+        postal_code,
+        country_code,
+    } = address;
+    ShippingAddress::parse(AddressParts {
+        recipient,
+        line1,
+        line2,
+        city,
+        postal_code,
+        country_code,
+    })
 }
 
 pub fn status_to_pb(status: OrderStatus) -> pb::OrderStatus {

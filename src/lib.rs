@@ -7,6 +7,10 @@
 //! - [`convert`]: protobuf ⇄ domain conversions shared by every edge.
 //! - [`envelope`]: a stored event ⇄ its `EventEnvelope`, and the envelope's
 //!   ProtoJSON (the EventBridge `detail`).
+//! - [`upcast`]: every shape an event's payload has had, and how an older
+//!   one is read in the current shape.
+//! - [`golden`]: one event of each shape, behind the fixtures under
+//!   `tests/fixtures/events/`.
 //! - [`schema`]: every table, index and attribute name, and the names of the
 //!   event bus, its archive and its rules.
 //!
@@ -17,8 +21,10 @@
 pub mod codec;
 pub mod convert;
 pub mod envelope;
+pub mod golden;
 pub mod pb;
 pub mod schema;
+pub mod upcast;
 
 /// The `google.rpc.ErrorInfo` domain of every error this system returns.
 pub const ERROR_DOMAIN: &str = "dynabridge.dev";

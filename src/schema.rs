@@ -249,6 +249,9 @@ pub mod order_summaries {
     pub const ITEMS: &str = "Items";
     pub const TOTAL_CURRENCY: &str = "TotalCurrency";
     pub const TOTAL_MINOR: &str = "TotalMinor";
+    /// The shipping address as ProtoJSON of a `ShippingAddress`; absent
+    /// when the order has none.
+    pub const SHIPPING_ADDRESS: &str = "ShippingAddress";
     /// Hash `UserId`, range `CreatedAt`.
     pub const USER_ID_INDEX: &str = "UserId-index";
     /// Hash `Status`, range `CreatedAt`.

@@ -263,7 +263,6 @@ mod tests {
             event_id: Uuid::new_v4(),
             version,
             occurred_at: Utc.timestamp_opt(1_700_000_000 + version, 0).unwrap(),
-            schema_version: 1,
             request_id: format!("r{version}"),
             correlation_id: "c".into(),
             trace_parent: None,

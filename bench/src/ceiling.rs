@@ -81,6 +81,7 @@ impl Storage {
                     user_id,
                     items,
                     total,
+                    shipping_address: None,
                 }],
             )
         };
@@ -195,7 +196,6 @@ fn append(base: Version, events: Vec<Event>) -> Append {
             event_id: Uuid::new_v4(),
             version: base + n,
             occurred_at: now,
-            schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
             request_id: request_id.clone(),
             correlation_id: correlation_id.clone(),
             trace_parent: None,

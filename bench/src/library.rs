@@ -67,7 +67,7 @@ impl Library {
         .map_err(text)?;
         let outcome = self
             .handler
-            .create_order(&meta()?, user_id, items, None)
+            .create_order(&meta()?, user_id, items, None, None)
             .await
             .map_err(text)?;
         parse_id(&outcome.aggregate_id).map(OrderId::from_uuid)

@@ -76,6 +76,7 @@ pub fn create_order_request(user_id: &str) -> CreateOrderRequest {
             },
         ],
         total: None,
+        shipping_address: None,
     }
 }
 

@@ -402,7 +402,6 @@ impl<S: CommandStore> CommandHandler<S> {
                 event_id: Uuid::new_v4(),
                 version: base + n,
                 occurred_at: now,
-                schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
                 request_id: meta.request_id.as_str().to_owned(),
                 correlation_id: meta.correlation_id.clone(),
                 trace_parent: meta.trace_parent.clone(),

@@ -5,11 +5,11 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::commands::{CommandMeta, RequestId};
-use dynabridge::convert::{money_from_pb, order_lines_from_pb, status_from_pb};
+use dynabridge::convert::{address_from_pb, money_from_pb, order_lines_from_pb, status_from_pb};
 use dynabridge::pb;
 use dynabridge_domain::{
-    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, UserId, UserName,
-    ValidationError, Version,
+    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ShippingAddress, UserId,
+    UserName, ValidationError, Version,
 };
 
 /// SHA-256 of the request with its idempotency key and correlation id
@@ -159,6 +159,7 @@ pub struct CreateOrder {
     pub user_id: UserId,
     pub items: OrderLines,
     pub expected_total: Option<Money>,
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 impl CreateOrder {
@@ -169,6 +170,7 @@ impl CreateOrder {
             user_id,
             items,
             total,
+            shipping_address,
         } = req;
         let mut errors = ValidationError::default();
         let request_id = errors.check(RequestId::parse(request_id));
@@ -180,17 +182,34 @@ impl CreateOrder {
             Some(total) => errors.check(money_from_pb(Some(total)).map_err(|e| e.under("total"))),
             None => None,
         };
+        let shipping_address = match shipping_address {
+            Some(address) => {
+                let parsed = address_from_pb(address).map_err(|e| e.under("shipping_address"));
+                errors.check(parsed.map(Some))
+            }
+            None => Some(None),
+        };
         let hash = request_hash(req, |r| {
             r.request_id.clear();
             r.correlation_id.clear();
         });
-        match (meta(request_id, hash, origin, None), user_id, items) {
-            (Some(meta), Some(user_id), Some(items)) if errors.is_empty() => Ok(Self {
-                meta,
-                user_id,
-                items,
-                expected_total,
-            }),
+        match (
+            meta(request_id, hash, origin, None),
+            user_id,
+            items,
+            shipping_address,
+        ) {
+            (Some(meta), Some(user_id), Some(items), Some(shipping_address))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    meta,
+                    user_id,
+                    items,
+                    expected_total,
+                    shipping_address,
+                })
+            }
             _ => Err(errors),
         }
     }

@@ -98,7 +98,13 @@ impl CommandService for CommandApi {
                 let cmd = CreateOrder::parse(&req, &origin)?;
                 let out = self
                     .handler
-                    .create_order(&cmd.meta, cmd.user_id, cmd.items, cmd.expected_total)
+                    .create_order(
+                        &cmd.meta,
+                        cmd.user_id,
+                        cmd.items,
+                        cmd.expected_total,
+                        cmd.shipping_address,
+                    )
                     .await?;
                 Ok(pb::CreateOrderResponse {
                     order_id: out.aggregate_id,

@@ -115,7 +115,14 @@ const UPDATE_USER_PROFILE: Rpc = Rpc {
 };
 const CREATE_ORDER: Rpc = Rpc {
     answer: create_order,
-    fields: &["request_id", "correlation_id", "user_id", "items", "total"],
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "user_id",
+        "items",
+        "total",
+        "shipping_address",
+    ],
 };
 const UPDATE_ORDER_STATUS: Rpc = Rpc {
     answer: update_order_status,
@@ -279,6 +286,27 @@ fn money() -> impl Strategy<Value = pb::Money> {
     })
 }
 
+fn address() -> impl Strategy<Value = pb::ShippingAddress> {
+    (
+        text(),
+        text(),
+        text(),
+        text(),
+        text(),
+        prop_oneof![text(), "[A-Z]{2}"],
+    )
+        .prop_map(
+            |(recipient, line1, line2, city, postal_code, country_code)| pb::ShippingAddress {
+                recipient,
+                line1,
+                line2,
+                city,
+                postal_code,
+                country_code,
+            },
+        )
+}
+
 fn item() -> impl Strategy<Value = pb::OrderItem> {
     let arbitrary = (
         prop_oneof![text(), "[A-Za-z0-9._-]{1,64}", "[A-Za-z0-9._-]{65,70}"],
@@ -349,8 +377,9 @@ prop_compose! {
         user_id in id(),
         items in items(),
         total in prop::option::of(money()),
+        shipping_address in prop::option::of(address()),
     ) -> pb::CreateOrderRequest {
-        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total }
+        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total, shipping_address }
     }
 }
 
@@ -401,6 +430,27 @@ fn valid_money() -> impl Strategy<Value = pb::Money> {
         currency_code,
         amount_minor,
     })
+}
+
+fn valid_address() -> impl Strategy<Value = pb::ShippingAddress> {
+    (
+        "[A-Za-z][A-Za-z .'-]{0,60}",
+        "[A-Za-z0-9][A-Za-z0-9 .,-]{0,60}",
+        "[A-Za-z0-9 .,-]{0,20}",
+        "[A-Za-z][A-Za-z -]{0,40}",
+        "[0-9A-Z -]{0,10}",
+        "[A-Z]{2}",
+    )
+        .prop_map(
+            |(recipient, line1, line2, city, postal_code, country_code)| pb::ShippingAddress {
+                recipient,
+                line1,
+                line2,
+                city,
+                postal_code,
+                country_code,
+            },
+        )
 }
 
 fn valid_item() -> impl Strategy<Value = pb::OrderItem> {
@@ -457,8 +507,9 @@ prop_compose! {
         user_id in valid_id(),
         items in prop::collection::vec(valid_item(), 1..4),
         total in prop::option::of(valid_money()),
+        shipping_address in prop::option::of(valid_address()),
     ) -> pb::CreateOrderRequest {
-        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total }
+        pb::CreateOrderRequest { request_id, correlation_id, user_id, items, total, shipping_address }
     }
 }
 

@@ -69,7 +69,6 @@ fn stored(version: Version, event: Event) -> StoredEvent {
         event_id: Uuid::new_v4(),
         version,
         occurred_at: at(version),
-        schema_version: 1,
         request_id: format!("req-{version}"),
         correlation_id: "corr".into(),
         trace_parent: None,
@@ -115,6 +114,7 @@ pub fn order_events(n: Version) -> Vec<StoredEvent> {
                         unit_price: Money::parse("EUR", 150).unwrap(),
                     }],
                     total: Money::parse("EUR", 300).unwrap(),
+                    shipping_address: None,
                 }
             } else {
                 Event::OrderStatusUpdated {

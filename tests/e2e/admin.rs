@@ -416,7 +416,6 @@ async fn put_legacy_user(app: &TestApp, n: usize) -> String {
         event_id: uuid::Uuid::new_v4(),
         version: 1,
         occurred_at: parse_time(&dynabridge::convert::format_time(Utc::now())).unwrap(),
-        schema_version: 1,
         request_id: format!("legacy-{n}"),
         correlation_id: format!("legacy-{n}"),
         trace_parent: None,

@@ -152,6 +152,7 @@ impl Replica {
                 user,
                 OrderLines::new(vec![line]).unwrap(),
                 None,
+                None,
             )
             .await
             .unwrap();

@@ -36,7 +36,6 @@ fn user_event(user_id: UserId, version: Version, name: &str) -> StoredEvent {
         event_id: uuid::Uuid::new_v4(),
         version,
         occurred_at: Utc::now(),
-        schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
         request_id: format!("parking-{user_id}-{version}"),
         correlation_id: "parking".into(),
         trace_parent: None,

@@ -4,8 +4,8 @@
 //! a retry names the same aggregate.
 
 use dynabridge_domain::{
-    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, User, UserCommand, UserId,
-    UserName,
+    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, ShippingAddress, User,
+    UserCommand, UserId, UserName,
 };
 use dynabridge_event_store::{CommandOutcome, CommandStore};
 use dynabridge_runtime::error::AppError;
@@ -43,6 +43,7 @@ impl<S: CommandStore> CommandHandler<S> {
         user_id: UserId,
         items: OrderLines,
         expected_total: Option<Money>,
+        shipping_address: Option<ShippingAddress>,
     ) -> Result<CommandOutcome, AppError> {
         let id = OrderId::for_request(meta.request_id.as_str());
         let command = OrderCommand::Create {
@@ -50,6 +51,7 @@ impl<S: CommandStore> CommandHandler<S> {
             user_id,
             items,
             expected_total,
+            shipping_address,
         };
         self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
             .await

@@ -96,7 +96,6 @@ fn stored(version: Version, request_id: &str, event: Event) -> StoredEvent {
         event_id: Uuid::new_v4(),
         version,
         occurred_at: Utc::now(),
-        schema_version: StoredEvent::CURRENT_SCHEMA_VERSION,
         request_id: request_id.into(),
         correlation_id: format!("corr-{request_id}"),
         trace_parent: None,
@@ -508,7 +507,7 @@ async fn an_order_for_a_user_who_does_not_exist_is_not_found() {
     .unwrap();
 
     let err = handler(&store)
-        .create_order(&meta("r1"), nobody, lines, None)
+        .create_order(&meta("r1"), nobody, lines, None, None)
         .await
         .unwrap_err();
 

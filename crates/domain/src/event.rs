@@ -1,7 +1,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Email, Money, OrderId, OrderLine, OrderStatus, UserId, UserName, Version};
+use super::{
+    Email, Money, OrderId, OrderLine, OrderStatus, ShippingAddress, UserId, UserName, Version,
+};
 
 /// The kind of aggregate an event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +56,8 @@ pub enum Event {
         user_id: UserId,
         items: Vec<OrderLine>,
         total: Money,
+        /// Since schema version 2; `None` on every order upcast from 1.
+        shipping_address: Option<ShippingAddress>,
     },
     OrderStatusUpdated {
         order_id: OrderId,
@@ -79,6 +83,18 @@ impl Event {
             Self::UserProfileUpdated { .. } => "UserProfileUpdated",
             Self::OrderCreated { .. } => "OrderCreated",
             Self::OrderStatusUpdated { .. } => "OrderStatusUpdated",
+        }
+    }
+
+    /// The version of the payload's shape that this build writes for the
+    /// event's type. A change of shape raises it here, and teaches the
+    /// upcaster (`dynabridge::upcast`) to read the shape before.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Self::OrderCreated { .. } => 2,
+            Self::UserCreated { .. }
+            | Self::UserProfileUpdated { .. }
+            | Self::OrderStatusUpdated { .. } => 1,
         }
     }
 
@@ -108,8 +124,6 @@ pub struct StoredEvent {
     pub event_id: Uuid,
     pub version: Version,
     pub occurred_at: DateTime<Utc>,
-    /// The version of the payload's shape.
-    pub schema_version: u32,
     pub request_id: String,
     pub correlation_id: String,
     /// The W3C `traceparent` of the request that appended the event, if it
@@ -117,9 +131,4 @@ pub struct StoredEvent {
     /// when it publishes the event.
     pub trace_parent: Option<String>,
     pub event: Event,
-}
-
-impl StoredEvent {
-    /// The payload shape this build writes.
-    pub const CURRENT_SCHEMA_VERSION: u32 = 1;
 }

@@ -8,6 +8,7 @@
 //! and `apply(self, &event) -> Self`. Versions count events: an aggregate that
 //! has seen `n` events is at version `n`, and its next event is `n + 1`.
 
+mod address;
 mod error;
 mod event;
 mod ids;
@@ -16,6 +17,7 @@ mod requirement;
 mod user;
 mod values;
 
+pub use address::{AddressParts, ShippingAddress};
 pub use error::{DomainError, FieldViolation, ValidationError};
 pub use event::{AggregateType, Event, StoredEvent};
 pub use ids::{CREATE_NAMESPACE, OrderId, UserId};

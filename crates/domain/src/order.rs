@@ -1,6 +1,6 @@
 use super::{
-    DomainError, Event, FieldViolation, Money, OrderId, Quantity, Sku, UserId, ValidationError,
-    Version,
+    DomainError, Event, FieldViolation, Money, OrderId, Quantity, ShippingAddress, Sku, UserId,
+    ValidationError, Version,
 };
 
 /// Where an order is in its life cycle.
@@ -134,6 +134,7 @@ pub struct OrderState {
     pub items: Vec<OrderLine>,
     pub total: Money,
     pub status: OrderStatus,
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +147,7 @@ pub enum OrderCommand {
         items: OrderLines,
         /// The total the client expects; it must match the computed one.
         expected_total: Option<Money>,
+        shipping_address: Option<ShippingAddress>,
     },
     UpdateStatus {
         id: OrderId,
@@ -162,6 +164,7 @@ impl Order {
                     user_id,
                     items,
                     expected_total,
+                    shipping_address,
                 },
                 None,
             ) => {
@@ -180,6 +183,7 @@ impl Order {
                     user_id: *user_id,
                     items: items.as_slice().to_vec(),
                     total,
+                    shipping_address: shipping_address.clone(),
                 }])
             }
             (OrderCommand::Create { id, .. }, Some(_)) => Err(DomainError::AlreadyExists {
@@ -214,6 +218,7 @@ impl Order {
                 user_id,
                 items,
                 total,
+                shipping_address,
             } => {
                 self.state = Some(OrderState {
                     id: *order_id,
@@ -221,6 +226,7 @@ impl Order {
                     items: items.clone(),
                     total: *total,
                     status: OrderStatus::Created,
+                    shipping_address: shipping_address.clone(),
                 });
             }
             Event::OrderStatusUpdated { status, .. } => {
@@ -258,6 +264,7 @@ mod tests {
             user_id: UserId::new_random(),
             items: vec![line("laptop", 1, 99_999, "USD")],
             total: usd(99_999),
+            shipping_address: None,
         }
     }
 
@@ -285,6 +292,7 @@ mod tests {
                 user_id,
                 items: items.clone(),
                 expected_total: Some(usd(5_498)),
+                shipping_address: None,
             })
             .unwrap();
         assert_eq!(
@@ -294,6 +302,7 @@ mod tests {
                 user_id,
                 items: items.as_slice().to_vec(),
                 total: usd(5_498),
+                shipping_address: None,
             }]
         );
     }
@@ -307,6 +316,7 @@ mod tests {
                 user_id: UserId::new_random(),
                 items,
                 expected_total: Some(usd(3_997)),
+                shipping_address: None,
             })
             .unwrap_err();
         let DomainError::Invalid(err) = err else {

@@ -159,6 +159,7 @@ mod tests {
                 unit_price: Money::parse("EUR", 100).unwrap(),
             }],
             total,
+            shipping_address: None,
         };
         let exists = Requirement::Exists {
             aggregate_type: AggregateType::User,

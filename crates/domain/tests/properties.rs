@@ -9,9 +9,9 @@
 use std::fmt::Debug;
 
 use dynabridge_domain::{
-    Aggregate, Currency, DomainError, Email, Event, Money, Order, OrderCommand, OrderId, OrderLine,
-    OrderLines, OrderState, OrderStatus, Quantity, Requirement, Sku, UniqueScope, User,
-    UserCommand, UserId, UserName, UserState, Version,
+    AddressParts, Aggregate, Currency, DomainError, Email, Event, Money, Order, OrderCommand,
+    OrderId, OrderLine, OrderLines, OrderState, OrderStatus, Quantity, Requirement,
+    ShippingAddress, Sku, UniqueScope, User, UserCommand, UserId, UserName, UserState, Version,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -178,17 +178,38 @@ fn expected_total(items: &OrderLines, expected: Expected) -> Option<Money> {
 
 fn order_command(id: OrderId) -> impl Strategy<Value = OrderCommand> {
     prop_oneof![
-        1 => (uuid(), lines(), expected()).prop_map(move |(user_id, items, expected)| {
-            OrderCommand::Create {
+        1 => (uuid(), lines(), expected(), prop::option::of(address())).prop_map(
+            move |(user_id, items, expected, shipping_address)| OrderCommand::Create {
                 id,
                 user_id: UserId::from_uuid(user_id),
                 expected_total: expected_total(&items, expected),
                 items,
+                shipping_address,
             }
-        }),
+        ),
         4 => prop::sample::select(OrderStatus::ALL.to_vec())
             .prop_map(move |status| OrderCommand::UpdateStatus { id, status }),
     ]
+}
+
+fn address() -> impl Strategy<Value = ShippingAddress> {
+    (
+        "[A-Za-z ]{1,20}",
+        "[A-Za-z0-9 ]{1,30}",
+        "[0-9]{0,6}",
+        "[A-Z]{2}",
+    )
+        .prop_map(|(recipient, line1, postal_code, country_code)| {
+            ShippingAddress::parse(AddressParts {
+                recipient: &format!("R {recipient}"),
+                line1: &format!("L {line1}"),
+                line2: "",
+                city: "City",
+                postal_code: &postal_code,
+                country_code: &country_code,
+            })
+            .expect("a valid address")
+        })
 }
 
 /// Up to 30 commands for one order.
@@ -414,7 +435,7 @@ proptest! {
             let Ok(events) = &step.outcome else { continue };
             let after = step.after.state.as_ref();
             match step.command {
-                OrderCommand::Create { id, user_id, items, expected_total } => {
+                OrderCommand::Create { id, user_id, items, expected_total, shipping_address } => {
                     let total = items.total();
                     prop_assert!(total.is_ok(), "{:?} was accepted without a total", step.command);
                     let total = total.unwrap();
@@ -427,6 +448,7 @@ proptest! {
                         items: items.as_slice().to_vec(),
                         total,
                         status: OrderStatus::Created,
+                        shipping_address: shipping_address.clone(),
                     };
                     prop_assert_eq!(after, Some(&created), "after {:?}", step.command);
                 }

@@ -16,7 +16,6 @@ pub fn new_user_append(request_id: &str, email: &str) -> (UserId, Append) {
         event_id: uuid::Uuid::new_v4(),
         version: 1,
         occurred_at: now,
-        schema_version: 1,
         request_id: request_id.into(),
         correlation_id: correlation_id.clone(),
         trace_parent: None,

@@ -12,12 +12,14 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use dynabridge::convert::{
-    format_time, money_to_pb, order_line_to_pb, order_lines_from_pb, parse_time, status_to_pb,
-    timestamp_to_pb,
+    address_from_pb, address_to_pb, format_time, money_to_pb, order_line_to_pb,
+    order_lines_from_pb, parse_time, status_to_pb, timestamp_to_pb,
 };
 use dynabridge::pb;
 use dynabridge::schema::{order_summaries, read_model, user_profiles};
-use dynabridge_domain::{Event, Money, OrderLine, OrderStatus, StoredEvent, Version};
+use dynabridge_domain::{
+    Event, Money, OrderLine, OrderStatus, ShippingAddress, StoredEvent, Version,
+};
 
 pub mod generations;
 pub mod row;
@@ -187,6 +189,7 @@ pub struct OrderSummaryRow {
     pub items: Vec<OrderLine>,
     pub total: Money,
     pub status: OrderStatus,
+    pub shipping_address: Option<ShippingAddress>,
     pub version: Version,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -211,6 +214,7 @@ impl OrderSummaryRow {
                     user_id,
                     items,
                     total,
+                    shipping_address,
                 },
                 _,
             ) => Self {
@@ -219,6 +223,7 @@ impl OrderSummaryRow {
                 items: items.clone(),
                 total: *total,
                 status: OrderStatus::Created,
+                shipping_address: shipping_address.clone(),
                 version: event.version,
                 created_at: event.occurred_at,
                 updated_at: event.occurred_at,
@@ -239,7 +244,7 @@ impl OrderSummaryRow {
 
     pub fn to_item(&self) -> Item {
         let items: Vec<pb::OrderItem> = self.items.iter().map(order_line_to_pb).collect();
-        HashMap::from([
+        let mut item = HashMap::from([
             (
                 order_summaries::ORDER_ID.into(),
                 AttributeValue::S(self.order_id.clone()),
@@ -277,10 +282,32 @@ impl OrderSummaryRow {
                 read_model::UPDATED_AT.into(),
                 AttributeValue::S(format_time(self.updated_at)),
             ),
-        ])
+        ]);
+        if let Some(address) = &self.shipping_address {
+            item.insert(
+                order_summaries::SHIPPING_ADDRESS.into(),
+                // Generated messages always serialise, see `envelope::payload_to_json`.
+                AttributeValue::S(
+                    serde_json::to_string(&address_to_pb(address)).unwrap_or_default(),
+                ),
+            );
+        }
+        item
     }
 
     pub fn from_item(item: &Item) -> Result<Self, RowError> {
+        let shipping_address = match item.get(order_summaries::SHIPPING_ADDRESS) {
+            None => None,
+            Some(_) => {
+                let bad = |e: &dyn std::fmt::Display| {
+                    RowError(format!("{}: {e}", order_summaries::SHIPPING_ADDRESS))
+                };
+                let address: pb::ShippingAddress =
+                    serde_json::from_str(get_s(item, order_summaries::SHIPPING_ADDRESS)?)
+                        .map_err(|e| bad(&e))?;
+                Some(address_from_pb(&address).map_err(|e| bad(&e))?)
+            }
+        };
         let items: Vec<pb::OrderItem> = serde_json::from_str(get_s(item, order_summaries::ITEMS)?)
             .map_err(|e| RowError(format!("{}: {e}", order_summaries::ITEMS)))?;
         let status = get_s(item, order_summaries::STATUS)?;
@@ -295,6 +322,7 @@ impl OrderSummaryRow {
             .map_err(|e| RowError(e.to_string()))?,
             status: OrderStatus::parse(status)
                 .ok_or_else(|| RowError(format!("unknown status {status:?}")))?,
+            shipping_address,
             version: get_n(item, read_model::VERSION)?,
             created_at: get_time(item, read_model::CREATED_AT)?,
             updated_at: get_time(item, read_model::UPDATED_AT)?,
@@ -311,6 +339,7 @@ impl OrderSummaryRow {
             version: self.version,
             create_time: Some(timestamp_to_pb(self.created_at)),
             update_time: Some(timestamp_to_pb(self.updated_at)),
+            shipping_address: self.shipping_address.as_ref().map(address_to_pb),
         }
     }
 }
@@ -334,7 +363,6 @@ mod tests {
             occurred_at: Utc
                 .with_ymd_and_hms(2026, 1, 1, 0, 0, version as u32)
                 .unwrap(),
-            schema_version: 1,
             request_id: format!("r{version}"),
             correlation_id: "c".into(),
             trace_parent: None,
@@ -434,6 +462,7 @@ mod tests {
                     unit_price: Money::parse("EUR", 250).unwrap(),
                 }],
                 total: Money::parse("EUR", 500).unwrap(),
+                shipping_address: None,
             },
         );
         let shipped = stored(

@@ -188,6 +188,7 @@ pub fn order_row(
         }],
         total: Money::parse("EUR", 500).expect("money"),
         status,
+        shipping_address: None,
         version,
         created_at: at(created_minute),
         updated_at: at(created_minute + version),
