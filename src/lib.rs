@@ -9,6 +9,8 @@
 //!   ProtoJSON (the EventBridge `detail`).
 //! - [`upcast`]: every shape an event's payload has had, and how an older
 //!   one is read in the current shape.
+//! - [`event_schemas`]: the schema registry's JSON Schemas, generated
+//!   from `proto/`.
 //! - [`golden`]: one event of each shape, behind the fixtures under
 //!   `tests/fixtures/events/`.
 //! - [`schema`]: every table, index and attribute name, and the names of the
@@ -21,6 +23,7 @@
 pub mod codec;
 pub mod convert;
 pub mod envelope;
+pub mod event_schemas;
 pub mod golden;
 pub mod pb;
 pub mod schema;

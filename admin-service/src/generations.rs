@@ -474,16 +474,39 @@ impl Generations {
     /// Starts a rebuild into a new generation; answers once the generation
     /// is registered and its tables exist.
     pub async fn rebuild(&self, request: Rebuild) -> Result<pb::Generation, AppError> {
+        let in_progress = |building: u32| {
+            AppError::refused(
+                Reason::RebuildInProgress,
+                format!("generation {building} is being built"),
+            )
+            .with("generation", building)
+        };
+        let registry = self.registry().await?;
+        if let Some(building) = registry.building() {
+            return Err(in_progress(building));
+        }
+        // The tables before the registry names the generation: the
+        // projector writes every generation it finds there within a second,
+        // so they must exist by then. A restart between the two leaves them
+        // unregistered and empty (nothing writes an unregistered
+        // generation); the next rebuild takes the same number and them.
+        let planned = registry.next_generation();
+        self.ensure_tables(planned).await?;
         let ((generation, _), _) = self
             .change(|registry| {
                 if let Some(building) = registry.building() {
-                    return Err(AppError::refused(
-                        Reason::RebuildInProgress,
-                        format!("generation {building} is being built"),
-                    )
-                    .with("generation", building));
+                    return Err(in_progress(building));
                 }
                 let generation = registry.next_generation();
+                if generation != planned {
+                    return Err(AppError::refused(
+                        Reason::GenerationStateConflict,
+                        format!(
+                            "generation {planned} was registered meanwhile by another rebuild; ask again"
+                        ),
+                    )
+                    .with("generation", planned));
+                }
                 registry
                     .states
                     .insert(generation, GenerationState::Building);
@@ -677,6 +700,13 @@ impl Generations {
         }))
     }
 
+    async fn ensure_tables(&self, generation: u32) -> Result<(), AppError> {
+        let read_models = self.tables.read_models(generation);
+        dynabridge_provision::ensure_read_model_tables(&self.client, &read_models)
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))
+    }
+
     async fn run_rebuild(&self, generation: u32) -> Result<(), AppError> {
         let mut progress = match self.progress(generation).await? {
             Some(progress) => progress,
@@ -687,10 +717,10 @@ impl Generations {
                 progress
             }
         };
+        // Already there unless this generation was registered by an older
+        // admin service, which made them after.
+        self.ensure_tables(generation).await?;
         let read_models = self.tables.read_models(generation);
-        dynabridge_provision::ensure_read_model_tables(&self.client, &read_models)
-            .await
-            .map_err(|e| AppError::internal(e.to_string()))?;
         if progress.phase == Phase::WaitingForProjector {
             while !self.projector_writes(|w| w.contains(&generation)).await? {
                 tokio::time::sleep(POLL).await;

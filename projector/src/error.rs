@@ -23,6 +23,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a read model's table is missing: not the event's fault, so
+    /// its aggregate is not parked for it; the batch waits for the table
+    /// (a generation's tables being made, or a deployment to repair).
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, Self::Call(call) if call.is_missing_resource())
+    }
+
     /// Whether retrying may succeed without anyone's help.
     pub fn is_transient(&self) -> bool {
         match self {

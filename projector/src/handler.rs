@@ -181,7 +181,7 @@ impl Projection {
                 Record::Unreadable(parked) => self.parking.park(parked).await?,
                 Record::Event(event) => match self.read_models.project(event).await {
                     Ok(()) => applied.push(event.event_id),
-                    Err(err) if err.is_transient() => return Err(err),
+                    Err(err) if err.is_transient() || err.is_missing_table() => return Err(err),
                     Err(err) => {
                         self.parking
                             .park(&ParkedEvent::of(event, err.to_string()))

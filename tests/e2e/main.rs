@@ -12,6 +12,7 @@ mod parking;
 mod queries;
 mod rebuild;
 mod replay;
+mod schema_versions;
 mod validation;
 mod walkthrough;
 

@@ -24,6 +24,7 @@ pub struct CallError {
     context: String,
     detail: String,
     transient: bool,
+    missing_resource: bool,
     #[source]
     source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
 }
@@ -36,17 +37,21 @@ impl CallError {
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        let code = match &err {
+            SdkError::ServiceError(service) => service.err().code(),
+            _ => None,
+        };
         let transient = match &err {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => true,
-            SdkError::ServiceError(service) => {
-                TRANSIENT_CODES.contains(&service.err().code().unwrap_or_default())
-            }
+            SdkError::ServiceError(_) => TRANSIENT_CODES.contains(&code.unwrap_or_default()),
             _ => false,
         };
+        let missing_resource = code == Some("ResourceNotFoundException");
         Self {
             context: context.into(),
             detail: DisplayErrorContext(&err).to_string(),
             transient,
+            missing_resource,
             source: std::sync::Arc::new(err),
         }
     }
@@ -54,5 +59,50 @@ impl CallError {
     /// Whether the same call may succeed later.
     pub fn is_transient(&self) -> bool {
         self.transient
+    }
+
+    /// Whether the call named a table (or another resource) that does not
+    /// exist: the deployment's fault, never the data's.
+    pub fn is_missing_resource(&self) -> bool {
+        self.missing_resource
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_sdk_dynamodb::types::error::{
+        ProvisionedThroughputExceededException, ResourceNotFoundException,
+    };
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn service_error(error: GetItemError) -> CallError {
+        let response = Response::new(StatusCode::try_from(400).unwrap(), SdkBody::empty());
+        CallError::from_sdk("reading", SdkError::service_error(error, response))
+    }
+
+    fn meta(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).build()
+    }
+
+    #[test]
+    fn a_missing_table_is_neither_transient_nor_the_datas_fault() {
+        let missing = service_error(GetItemError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .meta(meta("ResourceNotFoundException"))
+                .build(),
+        ));
+        assert!(missing.is_missing_resource());
+        assert!(!missing.is_transient());
+        let throttled = service_error(GetItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder()
+                .meta(meta("ProvisionedThroughputExceededException"))
+                .build(),
+        ));
+        assert!(throttled.is_transient());
+        assert!(!throttled.is_missing_resource());
     }
 }

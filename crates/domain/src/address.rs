@@ -4,9 +4,13 @@
 use super::{FieldViolation, ValidationError};
 
 /// Where an order is shipped to. Every text is trimmed; field paths in
-/// errors are relative to the address (`country_code`).
+/// errors are relative to the address (`country_code`). Boxed: the commands
+/// and events that carry one stay small.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShippingAddress {
+pub struct ShippingAddress(Box<Parts>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Parts {
     recipient: String,
     line1: String,
     line2: String,
@@ -59,24 +63,32 @@ impl ShippingAddress {
             ));
         }
         errors.into_result()?;
-        Ok(Self {
+        Ok(Self(Box::new(Parts {
             recipient,
             line1,
             line2,
             city,
             postal_code,
             country_code: country_code.to_owned(),
-        })
+        })))
     }
 
     pub fn parts(&self) -> AddressParts<'_> {
+        let Parts {
+            recipient,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country_code,
+        } = &*self.0;
         AddressParts {
-            recipient: &self.recipient,
-            line1: &self.line1,
-            line2: &self.line2,
-            city: &self.city,
-            postal_code: &self.postal_code,
-            country_code: &self.country_code,
+            recipient,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country_code,
         }
     }
 }
