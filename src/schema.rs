@@ -369,6 +369,13 @@ pub mod replays {
     pub const STATE_RUNNING: &str = "RUNNING";
     pub const STATE_COMPLETED: &str = "COMPLETED";
     pub const STATE_FAILED: &str = "FAILED";
+    /// An archive replay: EventBridge carries it out and keeps its state
+    /// (`DescribeReplay` of `ArchiveReplayName`); no projector takes it.
+    pub const STATE_ARCHIVE: &str = "ARCHIVE";
+    /// An archive replay's EventBridge name, and the rules it delivers to
+    /// (a string set; absent: every rule).
+    pub const ARCHIVE_REPLAY_NAME: &str = "ArchiveReplayName";
+    pub const RULES: &str = "Rules";
     /// The window: events from `StartTime` (included) to `EndTime`
     /// (excluded), of the types in `EventTypes` (a string set; absent: every
     /// type).

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod archive;
 pub mod generations;
 pub mod lookback;
 pub mod migration;
@@ -44,6 +45,7 @@ use tokio::task::JoinHandle;
 use tonic::server::NamedService as _;
 
 use crate::api::AdminApi;
+use crate::archive::Archive;
 use crate::generations::Generations;
 use crate::lookback::Lookback;
 use crate::migration::IndexMigration;
@@ -75,6 +77,15 @@ pub struct Config {
         default_value = "127.0.0.1:9094"
     )]
     pub metrics_listen: Option<SocketAddr>,
+    /// The EventBridge bus the projector publishes to: `ReplayEvents`
+    /// replays its archive (the default source when set). Without it,
+    /// replays come from the event store.
+    #[arg(long, env = "DYNABRIDGE_EVENT_BUS")]
+    pub event_bus: Option<String>,
+    /// The bus's archive; default `<bus name>-archive`, as provisioning and
+    /// the template name it.
+    #[arg(long, env = "DYNABRIDGE_EVENT_ARCHIVE")]
+    pub event_archive: Option<String>,
 }
 
 impl Config {
@@ -82,6 +93,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.store.validate()?;
         self.page_tokens.validate()?;
+        if self.event_bus.as_deref().is_some_and(str::is_empty) {
+            return Err("--event-bus must not be empty".into());
+        }
+        if self.event_archive.is_some() && self.event_bus.is_none() {
+            return Err("--event-archive needs --event-bus".into());
+        }
         self.health.validate()
     }
 }
@@ -159,6 +176,21 @@ impl Service for App {
             tracing::warn!(error = %err, "reading the read-model generations failed; unfinished rebuilds resume at the next start");
         }
         let client_for_replays = client.clone();
+        let archive = config.event_bus.as_ref().map(|bus| {
+            let archive = config.event_archive.clone().unwrap_or_else(|| {
+                // The bus by name or ARN (`...:event-bus/<name>`).
+                let name = bus
+                    .rsplit_once("event-bus/")
+                    .map_or(bus.as_str(), |(_, n)| n);
+                format!("{name}-archive")
+            });
+            Archive::new(
+                dynabridge_aws::eventbridge_client(&host.sdk),
+                bus.clone(),
+                archive,
+                &tables.prefix,
+            )
+        });
         let lookback = Lookback::new(client, tables.event_store(), tokens, migration.clone());
         tracing::info!(addr = %server.addr(), table_prefix = %tables.prefix, "admin service listening");
         Ok(Self {
@@ -168,7 +200,7 @@ impl Service for App {
                 parked,
                 status,
                 generations.clone(),
-                Replays::new(client_for_replays, tables.replays()),
+                Replays::new(client_for_replays, tables.replays(), archive),
             ),
             migration,
             migration_task,

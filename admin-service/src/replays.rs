@@ -1,7 +1,8 @@
-//! Replays of a window's events to the bus (`ReplayEvents`, `GetReplay`):
-//! the admin service records what is asked for in the replays table, and
-//! the projector, which holds the publisher, carries it out and records
-//! its progress there (see the projector's `replay` module).
+//! Replays of a window's events to the bus (`ReplayEvents`, `GetReplay`),
+//! recorded in the replays table. From the event store, the projector,
+//! which holds the publisher, carries one out and records its progress
+//! there (see the projector's `replay` module); from the bus's archive,
+//! EventBridge does, and reports its progress ([`crate::archive`]).
 
 use std::collections::HashMap;
 
@@ -17,13 +18,16 @@ use dynabridge_domain::ValidationError;
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 use uuid::Uuid;
 
-use crate::request::ReplayEvents;
+use crate::archive::Archive;
+use crate::request::{ReplayEvents, ReplaySource};
 
-/// The replays table, as the admin service uses it.
+/// The replays table, as the admin service uses it, and the archive to
+/// replay from when there is a bus.
 #[derive(Clone, Debug)]
 pub struct Replays {
     client: Client,
     table: String,
+    archive: Option<Archive>,
 }
 
 fn state_of(raw: &str) -> pb::ReplayState {
@@ -43,39 +47,79 @@ fn replay_of(item: &Item) -> pb::Replay {
             .and_then(parse_time)
             .map(timestamp_to_pb)
     };
-    let mut event_types = match item.get(attr::EVENT_TYPES) {
-        Some(AttributeValue::Ss(types)) => types.clone(),
-        _ => Vec::new(),
+    let set = |name| {
+        let mut values = match item.get(name) {
+            Some(AttributeValue::Ss(values)) => values.clone(),
+            _ => Vec::new(),
+        };
+        values.sort();
+        values
     };
-    event_types.sort();
+    let archive = get_s(item, attr::STATE).ok() == Some(attr::STATE_ARCHIVE);
     pb::Replay {
         replay_id: get_s(item, attr::REPLAY_ID).unwrap_or_default().to_owned(),
         state: state_of(get_s(item, attr::STATE).unwrap_or_default()).into(),
         start_time: time(attr::START_TIME),
         end_time: time(attr::END_TIME),
-        event_types,
+        event_types: set(attr::EVENT_TYPES),
         events_published: get_n(item, attr::PUBLISHED).unwrap_or_default(),
         published_through_time: time(attr::CURSOR),
         request_time: time(attr::REQUESTED_AT),
         finish_time: time(attr::FINISHED_AT),
         error: get_s(item, attr::ERROR).unwrap_or_default().to_owned(),
+        source: if archive {
+            pb::ReplaySource::Archive
+        } else {
+            pb::ReplaySource::EventStore
+        }
+        .into(),
+        rules: set(attr::RULES),
+        archive_replay_name: get_s(item, attr::ARCHIVE_REPLAY_NAME)
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 
 impl Replays {
-    pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+    pub fn new(client: Client, table: String, archive: Option<Archive>) -> Self {
+        Self {
+            client,
+            table,
+            archive,
+        }
     }
 
-    /// Records a replay for the projector to carry out.
+    /// Records a replay for the projector to carry out, or starts one of
+    /// the archive and records it.
     pub async fn start(&self, request: ReplayEvents) -> Result<pb::Replay, AppError> {
-        let id = Uuid::now_v7().to_string();
+        let default = if self.archive.is_some() {
+            ReplaySource::Archive
+        } else {
+            ReplaySource::EventStore
+        };
+        let request = request.resolve(default).map_err(AppError::Invalid)?;
+        let uuid = Uuid::now_v7();
+        let id = uuid.to_string();
+        let archive_name = match request.source {
+            Some(ReplaySource::Archive) => {
+                let archive = self.archive.as_ref().ok_or_else(|| {
+                    AppError::refused(
+                        Reason::ArchiveUnavailable,
+                        "the admin service has no event bus (--event-bus), so no archive to replay",
+                    )
+                })?;
+                Some(archive.start(uuid, &request).await?)
+            }
+            _ => None,
+        };
+        let state = if archive_name.is_some() {
+            attr::STATE_ARCHIVE
+        } else {
+            attr::STATE_PENDING
+        };
         let mut item: Item = HashMap::from([
             (attr::REPLAY_ID.to_owned(), AttributeValue::S(id.clone())),
-            (
-                attr::STATE.to_owned(),
-                AttributeValue::S(attr::STATE_PENDING.to_owned()),
-            ),
+            (attr::STATE.to_owned(), AttributeValue::S(state.to_owned())),
             (
                 attr::START_TIME.to_owned(),
                 AttributeValue::S(format_time(request.start)),
@@ -96,6 +140,18 @@ impl Replays {
                 AttributeValue::Ss(request.event_types.clone()),
             );
         }
+        if !request.rules.is_empty() {
+            item.insert(
+                attr::RULES.to_owned(),
+                AttributeValue::Ss(request.rules.clone()),
+            );
+        }
+        if let Some(name) = &archive_name {
+            item.insert(
+                attr::ARCHIVE_REPLAY_NAME.to_owned(),
+                AttributeValue::S(name.clone()),
+            );
+        }
         self.client
             .put_item()
             .table_name(&self.table)
@@ -106,8 +162,26 @@ impl Replays {
             .send()
             .await
             .map_err(|e| from_sdk_error("recording a replay", e))?;
-        tracing::info!(replay_id = %id, start = %request.start, end = %request.end, types = ?request.event_types, "replay asked for");
-        Ok(replay_of(&item))
+        tracing::info!(replay_id = %id, start = %request.start, end = %request.end, types = ?request.event_types, rules = ?request.rules, archive_replay = archive_name.as_deref(), "replay asked for");
+        self.with_progress(replay_of(&item)).await
+    }
+
+    /// An archive replay with EventBridge's word on its progress.
+    async fn with_progress(&self, mut replay: pb::Replay) -> Result<pb::Replay, AppError> {
+        if replay.source != i32::from(pb::ReplaySource::Archive) {
+            return Ok(replay);
+        }
+        let Some(archive) = &self.archive else {
+            replay.error =
+                "the admin service has no event bus (--event-bus) to ask about it".into();
+            return Ok(replay);
+        };
+        let progress = archive.progress(&replay.archive_replay_name).await?;
+        replay.state = progress.state.into();
+        replay.published_through_time = progress.replayed_through.map(timestamp_to_pb);
+        replay.finish_time = progress.finished_at.map(timestamp_to_pb);
+        replay.error = progress.reason;
+        Ok(replay)
     }
 
     /// A replay as the projector last recorded it.
@@ -137,6 +211,6 @@ impl Replays {
             .map_err(|e| from_sdk_error("reading a replay", e))?
             .item
             .ok_or_else(not_found)?;
-        Ok(replay_of(&item))
+        self.with_progress(replay_of(&item)).await
     }
 }

@@ -108,6 +108,45 @@ pub struct ReplayEvents {
     pub end: DateTime<Utc>,
     /// Sorted, without repeats; empty: every type.
     pub event_types: Vec<String>,
+    /// `None`: the service's default ([`ReplayEvents::resolve`]).
+    pub source: Option<ReplaySource>,
+    /// Rule names, sorted, without repeats; empty: every rule.
+    pub rules: Vec<String>,
+}
+
+/// Where a replay's events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplaySource {
+    EventStore,
+    Archive,
+}
+
+impl ReplayEvents {
+    /// The source, `default` when the request named none, and the checks
+    /// that depend on it: an archive replay takes every type, rules only
+    /// narrow an archive replay.
+    pub fn resolve(mut self, default: ReplaySource) -> Result<Self, ValidationError> {
+        let source = *self.source.get_or_insert(default);
+        match source {
+            ReplaySource::Archive if !self.event_types.is_empty() => Err(ValidationError::single(
+                "event_types",
+                "an archive replay delivers every type: leave event_types empty and narrow it with rules, or replay from the event store",
+            )),
+            ReplaySource::EventStore if !self.rules.is_empty() => Err(ValidationError::single(
+                "rules",
+                "only an archive replay is delivered to chosen rules; the event store's goes out to the bus as new entries",
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// An EventBridge rule name: 1 to 64 of `A-Z a-z 0-9 . - _`.
+fn rule_name(raw: &str) -> bool {
+    (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// The most scan segments a rebuild may ask for.
@@ -370,8 +409,30 @@ impl TryFrom<pb::ReplayEventsRequest> for ReplayEvents {
             start_time,
             end_time,
             event_types,
+            source,
+            rules,
         } = request;
         let mut fields = Fields::default();
+        let source = fields.take(match pb::ReplaySource::try_from(source) {
+            Ok(pb::ReplaySource::Unspecified) => Ok(None),
+            Ok(pb::ReplaySource::EventStore) => Ok(Some(ReplaySource::EventStore)),
+            Ok(pb::ReplaySource::Archive) => Ok(Some(ReplaySource::Archive)),
+            Err(_) => Err(ValidationError::single(
+                "source",
+                "must be REPLAY_SOURCE_EVENT_STORE or REPLAY_SOURCE_ARCHIVE (or unset)",
+            )),
+        });
+        for (i, rule) in rules.iter().enumerate() {
+            if !rule_name(rule) {
+                fields.take::<()>(Err(ValidationError::single(
+                    format!("rules[{i}]"),
+                    "must be a rule's name: 1 to 64 of A-Z, a-z, 0-9, '.', '-' or '_'",
+                )));
+            }
+        }
+        let mut rules = rules;
+        rules.sort();
+        rules.dedup();
         let required = |field: &str, at: Option<&pbjson_types::Timestamp>| {
             time(field, at)?.ok_or_else(|| ValidationError::single(field, "is required"))
         };
@@ -401,6 +462,8 @@ impl TryFrom<pb::ReplayEventsRequest> for ReplayEvents {
                 start: start?,
                 end: end?,
                 event_types,
+                source: source?,
+                rules,
             })
         })
     }
@@ -421,6 +484,7 @@ mod tests {
                 "OrderCreated".into(),
                 "UserCreated".into(),
             ],
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(parsed.event_types, ["OrderCreated", "UserCreated"]);
@@ -428,11 +492,51 @@ mod tests {
             start_time: at(200),
             end_time: at(100),
             event_types: vec!["Nope".into()],
+            ..Default::default()
         })
         .unwrap_err();
         assert_eq!(fields(refused), ["end_time", "event_types[0]"]);
         let refused = ReplayEvents::try_from(pb::ReplayEventsRequest::default()).unwrap_err();
         assert_eq!(fields(refused), ["start_time", "end_time"]);
+    }
+
+    #[test]
+    fn a_replay_source_decides_what_narrows_it() {
+        let at = |seconds| Some(pbjson_types::Timestamp { seconds, nanos: 0 });
+        let window = || pb::ReplayEventsRequest {
+            start_time: at(100),
+            end_time: at(200),
+            ..Default::default()
+        };
+        let refused = ReplayEvents::try_from(pb::ReplayEventsRequest {
+            source: 7,
+            rules: vec!["ok-rule".into(), "no spaces".into(), "x".repeat(65)],
+            ..window()
+        })
+        .unwrap_err();
+        assert_eq!(fields(refused), ["source", "rules[1]", "rules[2]"]);
+
+        let to_rules = ReplayEvents::try_from(pb::ReplayEventsRequest {
+            rules: vec!["b".into(), "a".into(), "b".into()],
+            ..window()
+        })
+        .unwrap();
+        assert_eq!(to_rules.source, None);
+        assert_eq!(to_rules.rules, ["a", "b"]);
+        let archive = to_rules.clone().resolve(ReplaySource::Archive).unwrap();
+        assert_eq!(archive.source, Some(ReplaySource::Archive));
+        let refused = to_rules.resolve(ReplaySource::EventStore).unwrap_err();
+        assert_eq!(fields(refused), ["rules"]);
+
+        let typed = ReplayEvents::try_from(pb::ReplayEventsRequest {
+            event_types: vec!["OrderCreated".into()],
+            source: pb::ReplaySource::Archive.into(),
+            ..window()
+        })
+        .unwrap();
+        // Named in the request: the default does not change it.
+        let refused = typed.resolve(ReplaySource::EventStore).unwrap_err();
+        assert_eq!(fields(refused), ["event_types"]);
     }
 
     #[test]

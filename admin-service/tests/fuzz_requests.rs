@@ -103,7 +103,7 @@ const RPCS: &[Rpc] = &[
     Rpc {
         name: "ReplayEvents",
         answer: |b| answer(b, |r: pb::ReplayEventsRequest| ReplayEvents::try_from(r)),
-        fields: &["start_time", "end_time", "event_types"],
+        fields: &["start_time", "end_time", "event_types", "source", "rules"],
     },
 ];
 
@@ -270,15 +270,19 @@ fn message() -> impl Strategy<Value = (usize, Vec<u8>)> {
         (
             timestamp(),
             timestamp(),
-            prop::collection::vec(text(), 0..4)
+            prop::collection::vec(text(), 0..4),
+            int32(),
+            prop::collection::vec(text(), 0..4),
         )
-            .prop_map(|(start_time, end_time, event_types)| {
+            .prop_map(|(start_time, end_time, event_types, source, rules)| {
                 (
                     8,
                     pb::ReplayEventsRequest {
                         start_time,
                         end_time,
                         event_types,
+                        source,
+                        rules,
                     }
                     .encode_to_vec(),
                 )
@@ -344,6 +348,8 @@ fn valid(rpc: usize) -> Vec<u8> {
                 nanos: 0,
             }),
             event_types: vec!["OrderCreated".into()],
+            source: pb::ReplaySource::EventStore.into(),
+            rules: Vec::new(),
         }
         .encode_to_vec(),
         _ => pb::RebuildReadModelsRequest {

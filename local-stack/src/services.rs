@@ -171,6 +171,10 @@ impl Services {
             page_tokens: PageTokenArgs::default(),
             health: HealthArgs::default(),
             metrics_listen: None,
+            // No bus locally (events go to the sink): replays come from
+            // the event store.
+            event_bus: None,
+            event_archive: None,
         };
         let host = |registry| Host {
             sdk: sdk.clone(),

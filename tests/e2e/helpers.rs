@@ -198,6 +198,9 @@ impl TestApp {
             },
             health: HealthArgs::default(),
             metrics_listen: None,
+            // Archive replays on the bus the projector publishes to.
+            event_bus: self.options.publish_to_bus.then(|| self.tables.event_bus()),
+            event_archive: None,
         };
         let app = spawn_service::<admin_service::App>(config, &Host::new(self.sdk.clone())).await?;
         self.admin = AdminServiceClient::new(app.channel().await);

@@ -71,6 +71,7 @@ async fn a_window_is_published_again_marked_and_nothing_else_changes() {
             start_time: Some(timestamp_to_pb(start)),
             end_time: Some(timestamp_to_pb(middle)),
             event_types: vec!["UserCreated".into()],
+            ..Default::default()
         },
     )
     .await;
@@ -112,6 +113,8 @@ async fn a_window_is_published_again_marked_and_nothing_else_changes() {
             start_time: Some(timestamp_to_pb(start)),
             end_time: Some(timestamp_to_pb(Utc::now() + chrono::Duration::seconds(1))),
             event_types: vec![],
+            source: pb::ReplaySource::EventStore.into(),
+            rules: vec![],
         },
     )
     .await;
@@ -144,6 +147,7 @@ async fn a_replay_needs_a_window_and_known_types_and_an_unknown_one_is_not_found
             start_time: Some(timestamp_to_pb(now)),
             end_time: Some(timestamp_to_pb(now - chrono::Duration::seconds(5))),
             event_types: vec!["OrderCreated".into(), "NoSuchEvent".into()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -155,6 +159,33 @@ async fn a_replay_needs_a_window_and_known_types_and_an_unknown_one_is_not_found
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["start_time", "end_time"]);
+    let window = || pb::ReplayEventsRequest {
+        start_time: Some(timestamp_to_pb(now - chrono::Duration::seconds(5))),
+        end_time: Some(timestamp_to_pb(now)),
+        ..Default::default()
+    };
+    // Without a bus, the default source is the event store, which has no
+    // rules to choose.
+    let status = app
+        .admin
+        .replay_events(pb::ReplayEventsRequest {
+            rules: vec!["dynabridge-order-events".into()],
+            ..window()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["rules"]);
+    // And there is no archive to replay.
+    let status = app
+        .admin
+        .replay_events(pb::ReplayEventsRequest {
+            source: pb::ReplaySource::Archive.into(),
+            ..window()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason_of(&status), "ARCHIVE_UNAVAILABLE");
     let get = |replay_id: &str| {
         let mut admin = app.admin.clone();
         let replay_id = replay_id.to_owned();

@@ -1,7 +1,10 @@
 //! A stand-in for EventBridge's `PutEvents` and `DescribeEventBus`, on
 //! 127.0.0.1 port 0: every bus exists unless deleted; an entry for a bus
 //! that exists is kept, one for a bus that does not is accepted and
-//! dropped, as EventBridge does. The embedded store has no EventBridge; with
+//! dropped, as EventBridge does. Archive replays are answered too: every
+//! `<bus>-archive` and every rule exists, and a replay started is complete
+//! when described (nothing is delivered again: the IAM test counts calls,
+//! the moto end-to-end test deliveries). The embedded store has no EventBridge; with
 //! this one the projector publishes through its real bus client (the SDK's
 //! `AWS_ENDPOINT_URL_EVENTBRIDGE` points it here), so that its
 //! `events:PutEvents` calls are recorded like every other call, and the
@@ -20,6 +23,26 @@ use serde_json::{Value, json};
 struct Buses {
     entries: Arc<Mutex<Vec<Value>>>,
     deleted: Arc<Mutex<BTreeSet<String>>>,
+    replays: Arc<Mutex<BTreeSet<String>>>,
+}
+
+const ARN: &str = "arn:aws:events:us-east-1:000000000000";
+
+fn json_answer(body: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn not_found(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        json!({ "__type": "ResourceNotFoundException", "message": message }).to_string(),
+    )
+        .into_response()
 }
 
 pub struct FakeEventBridge {
@@ -93,12 +116,54 @@ async fn answer(State(buses): State<Buses>, headers: HeaderMap, body: Bytes) -> 
             )
                 .into_response();
         }
+        "AWSEvents.DescribeArchive" => {
+            let name = request["ArchiveName"].as_str().unwrap_or_default();
+            let Some(bus) = name.strip_suffix("-archive").filter(|bus| exists(bus)) else {
+                return not_found(format!("Archive {name} does not exist."));
+            };
+            return json_answer(json!({
+                "ArchiveName": name,
+                "ArchiveArn": format!("{ARN}:archive/{name}"),
+                "EventSourceArn": format!("{ARN}:event-bus/{bus}"),
+                "State": "ENABLED",
+            }));
+        }
+        "AWSEvents.DescribeRule" => {
+            let name = request["Name"].as_str().unwrap_or_default();
+            let bus = request["EventBusName"].as_str().unwrap_or("default");
+            return json_answer(json!({
+                "Name": name,
+                "EventBusName": bus,
+                "Arn": format!("{ARN}:rule/{bus}/{name}"),
+            }));
+        }
+        "AWSEvents.StartReplay" => {
+            let name = request["ReplayName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            buses.replays.lock().unwrap().insert(name.clone());
+            return json_answer(json!({
+                "ReplayArn": format!("{ARN}:replay/{name}"),
+                "State": "STARTING",
+            }));
+        }
+        "AWSEvents.DescribeReplay" => {
+            let name = request["ReplayName"].as_str().unwrap_or_default();
+            if !buses.replays.lock().unwrap().contains(name) {
+                return not_found(format!("Replay {name} does not exist."));
+            }
+            let now = chrono::Utc::now().timestamp();
+            return json_answer(json!({
+                "ReplayName": name,
+                "ReplayArn": format!("{ARN}:replay/{name}"),
+                "State": "COMPLETED",
+                "EventLastReplayedTime": now,
+                "ReplayEndTime": now,
+            }));
+        }
         other => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("only PutEvents and DescribeEventBus here, not {other:?}"),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, format!("no {other:?} here")).into_response();
         }
     }
     let received = request["Entries"].as_array().cloned().unwrap_or_default();

@@ -196,12 +196,14 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     // the event its bucket, then it answers every look back.
     let legacy_user = put_legacy_event(&dynamo, &tables).await;
     flow.events += 1;
+    // With the bus, for archive replays: its endpoint as the projector's.
+    let admin_args = ["--listen", "127.0.0.1:0", "--event-bus", &event_bus];
     let admin_proc = processes::spawn_recording(
         "admin-service",
         &prefix,
         &log("admin-service"),
-        &service_args,
-        &[],
+        &admin_args,
+        &projector_env,
     );
     let mut admin = AdminServiceClient::connect(format!("http://{}", admin_proc.addr))
         .await
@@ -224,6 +226,8 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     rebuild_and_drop(&mut admin, &mut flow, &state, &dynamo, &tables).await;
     // The order events replayed through the projector's publisher, marked.
     let replay = replay_orders(&mut admin).await;
+    // And from the bus's archive, to the order rule, by EventBridge.
+    replay_archive(&mut admin, &tables).await;
     admin_proc.terminate();
     assert!(!load_template(&prefix).condition("WatchesParking"));
     let watched = load_template_with(&prefix, &[("ProjectorLogGroupName", "/eks/shop/projector")]);
@@ -738,6 +742,8 @@ async fn replay_orders(admin: &mut AdminServiceClient<Channel>) -> pb::Replay {
                 chrono::Utc::now() + chrono::Duration::minutes(1),
             )),
             event_types: vec!["OrderCreated".into(), "OrderStatusUpdated".into()],
+            source: pb::ReplaySource::EventStore.into(),
+            rules: vec![],
         })
         .await
         .unwrap()
@@ -764,6 +770,47 @@ async fn replay_orders(admin: &mut AdminServiceClient<Channel>) -> pb::Replay {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Replays the archive to the order rule (the default source, with a bus),
+/// and follows it to its end.
+async fn replay_archive(admin: &mut AdminServiceClient<Channel>, tables: &Tables) {
+    let rule = tables.event_rule(dynabridge::schema::event_rules::ORDER_EVENTS);
+    let asked = admin
+        .replay_events(pb::ReplayEventsRequest {
+            start_time: Some(pbjson_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            end_time: Some(dynabridge::convert::timestamp_to_pb(chrono::Utc::now())),
+            rules: vec![rule.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .replay
+        .unwrap();
+    assert_eq!(asked.source, pb::ReplaySource::Archive as i32);
+    assert_eq!(asked.rules, [rule]);
+    assert!(
+        asked.archive_replay_name.starts_with(&tables.prefix),
+        "{asked:?}"
+    );
+    let replay = admin
+        .get_replay(pb::GetReplayRequest {
+            replay_id: asked.replay_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .replay
+        .unwrap();
+    assert_eq!(
+        replay.state,
+        pb::ReplayState::Completed as i32,
+        "{replay:?}"
+    );
 }
 
 /// What the flow created before the projector restart.
@@ -1208,11 +1255,23 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
     }
 
     // Exact actions and resources only; the patterns are the stream's ARN,
-    // whose label only the deployment knows, and a rebuild's read-model
-    // tables, whose generation number only the rebuild knows.
+    // whose label only the deployment knows, a rebuild's read-model
+    // tables, whose generation number only the rebuild knows, and an
+    // archive replay's rules (the request names them, on this bus only)
+    // and its replays (named by their ids, after the prefix).
     let generation_tables = [
         format!("{}-g*", tables.user_profiles()),
         format!("{}-g*", tables.order_summaries()),
+    ];
+    let replay_patterns = [
+        format!(
+            "arn:aws:events:{REGION}:{ACCOUNT}:rule/{}/*",
+            tables.event_bus()
+        ),
+        format!(
+            "arn:aws:events:{REGION}:{ACCOUNT}:replay/{}-*",
+            tables.prefix
+        ),
     ];
     for role in &roles {
         for allow in &role.allows {
@@ -1221,6 +1280,9 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
                 "{}: wildcard action {allow}",
                 role.logical_id
             );
+            if role.logical_id == "AdminServiceRole" && replay_patterns.contains(&allow.resource) {
+                continue;
+            }
             let mut resource = allow.resource.trim_end_matches("/stream/*").to_owned();
             for pattern in &generation_tables {
                 let arn = table(pattern.clone());
@@ -1251,13 +1313,32 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             .iter()
             .filter(|a| a.action.to_lowercase().starts_with("events:"))
             .collect();
-        let expected: Vec<(&str, &str)> = if role.logical_id == "ProjectorRole" {
-            vec![
+        let archive = format!(
+            "arn:aws:events:{REGION}:{ACCOUNT}:archive/{}",
+            tables.event_archive()
+        );
+        let rules = format!(
+            "arn:aws:events:{REGION}:{ACCOUNT}:rule/{}/*",
+            tables.event_bus()
+        );
+        let replays = format!(
+            "arn:aws:events:{REGION}:{ACCOUNT}:replay/{}-*",
+            tables.prefix
+        );
+        let expected: Vec<(&str, &str)> = match role.logical_id.as_str() {
+            "ProjectorRole" => vec![
                 ("events:PutEvents", bus.as_str()),
                 ("events:DescribeEventBus", bus.as_str()),
-            ]
-        } else {
-            vec![]
+            ],
+            // Archive replays: describe and replay its archive, describe
+            // the rules of its bus and its own replays; no publishing.
+            "AdminServiceRole" => vec![
+                ("events:DescribeArchive", archive.as_str()),
+                ("events:StartReplay", archive.as_str()),
+                ("events:DescribeRule", rules.as_str()),
+                ("events:DescribeReplay", replays.as_str()),
+            ],
+            _ => vec![],
         };
         assert_eq!(
             events

@@ -248,6 +248,10 @@ impl Template {
                     self.property(id, "Name")
                 )
             }
+            ("AWS::Events::Archive", "Arn") => format!(
+                "arn:aws:events:{region}:{account}:archive/{}",
+                self.property(id, "ArchiveName")
+            ),
             ("AWS::Events::Rule", "Arn") => format!(
                 "arn:aws:events:{region}:{account}:rule/{}/{}",
                 self.property(id, "EventBusName"),

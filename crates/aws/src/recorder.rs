@@ -240,6 +240,36 @@ fn called_resources(operation: &str, body: &Value, stream: Option<&str>) -> Vec<
             let bus = body["Name"].as_str().unwrap_or("default");
             calls.push((operation.to_owned(), bus.to_owned()));
         }
+        // The other EventBridge resources, as ARNs without region and
+        // account (the IAM test puts its own in).
+        "DescribeArchive" => {
+            let archive = body["ArchiveName"].as_str().unwrap_or("-");
+            calls.push((
+                operation.to_owned(),
+                events_arn(&format!("archive/{archive}")),
+            ));
+        }
+        "StartReplay" => {
+            let archive = body["EventSourceArn"].as_str().unwrap_or("-");
+            calls.push((operation.to_owned(), archive.to_owned()));
+        }
+        "DescribeReplay" => {
+            let replay = body["ReplayName"].as_str().unwrap_or("-");
+            calls.push((
+                operation.to_owned(),
+                events_arn(&format!("replay/{replay}")),
+            ));
+        }
+        "DescribeRule" => {
+            let bus = body["EventBusName"].as_str().unwrap_or("default");
+            // By name or ARN.
+            let bus = bus.rsplit_once("event-bus/").map_or(bus, |(_, name)| name);
+            let rule = body["Name"].as_str().unwrap_or("-");
+            calls.push((
+                operation.to_owned(),
+                events_arn(&format!("rule/{bus}/{rule}")),
+            ));
+        }
         "GetRecords" => calls.push((operation.to_owned(), stream.unwrap_or("-").to_owned())),
         _ => {
             let resource = match body["StreamArn"].as_str() {
@@ -252,6 +282,11 @@ fn called_resources(operation: &str, body: &Value, stream: Option<&str>) -> Vec<
     calls.sort();
     calls.dedup();
     calls
+}
+
+/// An EventBridge resource's ARN, region and account left empty.
+fn events_arn(resource: &str) -> String {
+    format!("arn:aws:events:::{resource}")
 }
 
 /// `TableName`, or `TableName/index/IndexName` for a request on an index.
@@ -312,6 +347,42 @@ mod tests {
             called_resources("Query", &body, None),
             pairs(&[("Query", "p-event-store")])
         );
+    }
+
+    #[test]
+    fn archive_replay_calls_name_their_archive_rule_and_replay() {
+        let archive = "arn:aws:events:r:1:archive/p-events-archive";
+        assert_eq!(
+            called_resources(
+                "DescribeArchive",
+                &json!({"ArchiveName": "p-events-archive"}),
+                None
+            ),
+            pairs(&[(
+                "DescribeArchive",
+                "arn:aws:events:::archive/p-events-archive"
+            )])
+        );
+        let body = json!({"ReplayName": "p-1", "EventSourceArn": archive});
+        assert_eq!(
+            called_resources("StartReplay", &body, None),
+            pairs(&[("StartReplay", archive)])
+        );
+        assert_eq!(
+            called_resources("DescribeReplay", &json!({"ReplayName": "p-1"}), None),
+            pairs(&[("DescribeReplay", "arn:aws:events:::replay/p-1")])
+        );
+        let bus = "arn:aws:events:r:1:event-bus/p-events";
+        for named in [bus, "p-events"] {
+            let body = json!({"Name": "p-order-events", "EventBusName": named});
+            assert_eq!(
+                called_resources("DescribeRule", &body, None),
+                pairs(&[(
+                    "DescribeRule",
+                    "arn:aws:events:::rule/p-events/p-order-events"
+                )])
+            );
+        }
     }
 
     #[test]

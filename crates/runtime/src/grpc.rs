@@ -215,7 +215,8 @@ pub fn reason_code(reason: Reason) -> Code {
         Reason::InvalidStatusTransition
         | Reason::UniqueValueNotHeld
         | Reason::GenerationStateConflict
-        | Reason::RebuildInProgress => Code::FailedPrecondition,
+        | Reason::RebuildInProgress
+        | Reason::ArchiveUnavailable => Code::FailedPrecondition,
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
         Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
         Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,
