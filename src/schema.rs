@@ -287,6 +287,17 @@ pub mod checkpoints {
     /// from its next batch on (a number set): how a rebuild knows the
     /// projector keeps its new generation current before it scans.
     pub const GENERATIONS: &str = "Generations";
+    /// The `StreamArn` of the items that say which event each read model
+    /// last applied (`ShardId` the model's name: `user-profiles`,
+    /// `order-summaries`), with `LastEventTime` its commit time and
+    /// `UpdatedAt` when it was applied.
+    pub const READ_MODELS: &str = "read-models";
+    pub const USER_PROFILES_MODEL: &str = "user-profiles";
+    pub const ORDER_SUMMARIES_MODEL: &str = "order-summaries";
+    pub const LAST_EVENT_ID: &str = "LastEventId";
+    pub const LAST_EVENT_TYPE: &str = "LastEventType";
+    pub const LAST_AGGREGATE_ID: &str = "LastAggregateId";
+    pub const LAST_VERSION: &str = "LastVersion";
 }
 
 /// The parked-events table: per parked aggregate, a header item (version 0)

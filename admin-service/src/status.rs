@@ -3,6 +3,8 @@
 //! checkpoints (the event-type index), the read models' sizes and the
 //! parked aggregates.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, Select};
 use chrono::{DateTime, Utc};
@@ -97,9 +99,15 @@ impl ProjectionStatus {
             _ => 0,
         };
         let registry = crate::generations::read_registry(&self.client, &self.tables).await?;
+        let last_applied = self.last_applied().await?;
         let mut read_models = Vec::new();
         for (&generation, &state) in registry.states.iter().filter(|(_, s)| s.is_written()) {
-            for table in self.tables.read_models(generation).both() {
+            let tables = self.tables.read_models(generation);
+            let named = [
+                (tables.user_profiles.as_str(), attr::USER_PROFILES_MODEL),
+                (tables.order_summaries.as_str(), attr::ORDER_SUMMARIES_MODEL),
+            ];
+            for (table, model) in named {
                 let rows = self
                     .client
                     .describe_table()
@@ -115,6 +123,7 @@ impl ProjectionStatus {
                     approximate_rows: rows,
                     generation,
                     state: crate::generations::state_to_pb(state).into(),
+                    last_event_applied: last_applied.get(model).cloned(),
                 });
             }
         }
@@ -126,6 +135,38 @@ impl ProjectionStatus {
             read_models,
             parked_aggregates: self.parked_aggregates().await?,
         })
+    }
+
+    /// The last event applied to each read model, by the model's name, as
+    /// the projectors record it.
+    async fn last_applied(&self) -> Result<HashMap<String, pb::AppliedEvent>, AppError> {
+        let time = |item: &Item, name| {
+            get_s(item, name)
+                .ok()
+                .and_then(parse_time)
+                .map(timestamp_to_pb)
+        };
+        Ok(self
+            .checkpoint_items(attr::READ_MODELS)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let model = get_s(item, attr::SHARD_ID).ok()?.to_owned();
+                let applied = pb::AppliedEvent {
+                    event_id: get_s(item, attr::LAST_EVENT_ID).ok()?.to_owned(),
+                    event_type: get_s(item, attr::LAST_EVENT_TYPE)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    aggregate_id: get_s(item, attr::LAST_AGGREGATE_ID)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    version: get_n(item, attr::LAST_VERSION).unwrap_or_default(),
+                    occurred_at: time(item, attr::LAST_EVENT_TIME),
+                    apply_time: time(item, attr::UPDATED_AT),
+                };
+                Some((model, applied))
+            })
+            .collect())
     }
 
     /// The checkpoint table's items of `stream_arn`.

@@ -31,6 +31,7 @@
 //! holding its lease, and checkpointed only while it holds it.
 #![forbid(unsafe_code)]
 
+pub mod applied;
 pub mod attribute;
 pub mod catchup;
 pub mod checkpoint;
@@ -568,6 +569,14 @@ impl Service for App {
                     ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone())
                         .with_generations(generations.clone()),
                 );
+                // Which event each read model applied last, for the
+                // projection status.
+                let applied = tokio::spawn({
+                    let applied = writer.last_applied().clone();
+                    let (client, table) = (dynamodb.clone(), tables.checkpoints());
+                    let stop = stop.clone();
+                    async move { applied.flush_until(client, table, stop).await }
+                });
                 let parking = Arc::new(Parking::new(
                     Arc::new(DynamoParking::new(dynamodb.clone(), tables.parked())),
                     metrics.clone(),
@@ -633,6 +642,7 @@ impl Service for App {
                 let _ = requests.await;
                 let _ = replays.await;
                 let _ = refresh.await;
+                let _ = applied.await;
                 anyhow::Ok(())
             })
             .await;

@@ -23,6 +23,7 @@ use dynabridge::schema::{Tables, read_model};
 use dynabridge_domain::{StoredEvent, Version};
 use dynabridge_read_models::Applied;
 
+use crate::applied::LastApplied;
 use crate::error::{StoreError, sdk_error};
 use crate::generations::GenerationWatch;
 use crate::metrics::ProjectorMetrics;
@@ -147,6 +148,7 @@ pub struct ReadModelWriter {
     /// Where each written event's commit-to-visible lag goes.
     metrics: ProjectorMetrics,
     generations: Arc<GenerationWatch>,
+    applied: Arc<LastApplied>,
 }
 
 impl ReadModelWriter {
@@ -157,7 +159,13 @@ impl ReadModelWriter {
             cache: Mutex::new(RowCache::new(cache_capacity)),
             metrics,
             generations: GenerationWatch::fixed(vec![0]),
+            applied: Arc::default(),
         }
+    }
+
+    /// The last event applied to each read model, noted as events are.
+    pub fn last_applied(&self) -> &Arc<LastApplied> {
+        &self.applied
     }
 
     /// Writes every event to the generations `watch` names.
@@ -194,6 +202,7 @@ impl ReadModelWriter {
             self.project_to(generation, Some(generation) == serving, event)
                 .await?;
         }
+        self.applied.note(event);
         Ok(())
     }
 

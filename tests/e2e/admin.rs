@@ -649,6 +649,29 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
             .collect::<Vec<_>>(),
         [app.tables.user_profiles(), app.tables.order_summaries()]
     );
+    // The last event applied to each read model: the user's creation, and
+    // nothing yet to the orders.
+    let applied = eventually(
+        "the last event applied recorded",
+        Duration::from_secs(10),
+        || {
+            let mut admin = app.admin.clone();
+            async move {
+                let status = admin
+                    .get_projection_status(pb::GetProjectionStatusRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                status.read_models[0].last_event_applied.clone()
+            }
+        },
+    )
+    .await;
+    assert_eq!(applied.event_id, user.event_ids[0]);
+    assert_eq!(applied.event_type, "UserCreated");
+    assert_eq!(applied.aggregate_id, user.user_id);
+    assert_eq!(applied.version, 1);
+    assert!(applied.occurred_at.is_some() && applied.apply_time.is_some());
 
     // With the projector stopped, the events appended since wait behind
     // its checkpoint.
@@ -671,7 +694,7 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
     assert!(status.lag_ms > 0, "{status:?}");
     assert_eq!(status.shards[0].lease_owner, "", "released at shutdown");
     app.resume_projector().await;
-    eventually("caught up again", Duration::from_secs(10), || {
+    let status = eventually("caught up again", Duration::from_secs(10), || {
         let mut admin = app.admin.clone();
         async move {
             let status = admin
@@ -679,9 +702,23 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
                 .await
                 .unwrap()
                 .into_inner();
-            (status.events_behind == 0).then_some(())
+            let renamed = status.read_models[0]
+                .last_event_applied
+                .as_ref()
+                .is_some_and(|applied| applied.version == 4);
+            (status.events_behind == 0 && renamed).then_some(status)
         }
     })
     .await;
+    // The last rename applied (version 4), nothing to the orders.
+    assert_eq!(
+        status.read_models[0]
+            .last_event_applied
+            .as_ref()
+            .unwrap()
+            .event_type,
+        "UserProfileUpdated"
+    );
+    assert_eq!(status.read_models[1].last_event_applied, None);
     app.shutdown().await;
 }
