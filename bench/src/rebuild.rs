@@ -8,10 +8,15 @@
 //! them), which the projector then projects from the stream as it would any
 //! append. Then each rebuild builds a new generation from a scan of the
 //! event store, without switching to it, and the generation is dropped
-//! before the next. Bounded: at most a million events, and every wait has a
-//! deadline.
+//! before the next. Last, a trimmed window caught up end to end: the same
+//! events loaded into a second set of tables, and a projector started there
+//! whose checkpoint the stream has trimmed past (the stream as DynamoDB
+//! shows it a day later: [`TrimmedBefore`]), which reads them from the
+//! event store, applies and publishes them. Bounded: at most a million
+//! events, and every wait has a deadline.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -25,8 +30,12 @@ use dynabridge_domain::{
     UserName,
 };
 use dynabridge_event_store::codec::event_to_item;
+use dynabridge_runtime::service::{Host, Service as _};
 use futures_util::StreamExt as _;
 use projector::catchup::{CatchUpSource as _, EventStoreCatchUp};
+use projector::stream::{
+    RecordPage, SdkStreams, ShardPage, StartPosition, StreamApi, StreamError, list_shards,
+};
 use tonic::transport::Channel;
 
 /// Events per user and order pair: a user created and renamed, an order
@@ -207,6 +216,173 @@ async fn final_rows(
     ))
 }
 
+/// The stream as DynamoDB shows it once its records up to `horizon` are
+/// past the 24 hours it keeps them: an iterator after an earlier record is
+/// refused as trimmed, and the trim horizon is just after `horizon`.
+struct TrimmedBefore {
+    inner: SdkStreams,
+    horizon: String,
+}
+
+/// Whether sequence number `a` comes before `b` (both decimal).
+fn earlier(a: &str, b: &str) -> bool {
+    (a.len(), a) < (b.len(), b)
+}
+
+#[async_trait::async_trait]
+impl StreamApi for TrimmedBefore {
+    async fn describe_shards(
+        &self,
+        stream_arn: &str,
+        exclusive_start_shard_id: Option<String>,
+    ) -> Result<ShardPage, StreamError> {
+        self.inner
+            .describe_shards(stream_arn, exclusive_start_shard_id)
+            .await
+    }
+
+    async fn shard_iterator(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, StreamError> {
+        let position = match position {
+            StartPosition::TrimHorizon => StartPosition::After(self.horizon.clone()),
+            StartPosition::After(seq) if earlier(seq, &self.horizon) => {
+                return Err(StreamError::Trimmed);
+            }
+            other => other.clone(),
+        };
+        self.inner
+            .shard_iterator(stream_arn, shard_id, &position)
+            .await
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordPage, StreamError> {
+        self.inner.get_records(iterator, limit).await
+    }
+}
+
+/// Loads `items` into a second set of tables, `prefix`, with no projector
+/// there; then starts one whose checkpoint (a day old, before the load)
+/// the stream has trimmed past, and times it from its start until every
+/// row is at its last version: the window read from the event store,
+/// applied and published.
+async fn trimmed_catch_up(
+    sdk: &aws_config::SdkConfig,
+    aws: &dynabridge_aws::AwsArgs,
+    prefix: &str,
+    items: Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    pairs: u64,
+) -> anyhow::Result<Duration> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use dynabridge::schema::checkpoints as attr;
+
+    let client = dynabridge_aws::dynamodb_client(sdk);
+    let tables = Tables::new(prefix);
+    dynabridge_provision::ensure_tables(&client, &tables)
+        .await
+        .context("the trimmed run's tables")?;
+    let day_ago = Utc::now() - chrono::Duration::days(1);
+    load(&client, &tables.event_store(), items).await?;
+    let stream_arn = client
+        .describe_table()
+        .table_name(tables.event_store())
+        .send()
+        .await?
+        .table
+        .and_then(|t| t.latest_stream_arn)
+        .context("the event store has no stream")?;
+    let streams = SdkStreams::new(dynabridge_aws::streams_client(sdk));
+    let shards = list_shards(&streams, &stream_arn)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let [shard] = shards.as_slice() else {
+        bail!("expected one shard, found {}", shards.len());
+    };
+    // The horizon: the load's last record.
+    let mut iterator = Some(
+        streams
+            .shard_iterator(&stream_arn, &shard.id, &StartPosition::TrimHorizon)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let mut horizon = None;
+    while let Some(at) = iterator.take() {
+        let page = streams
+            .get_records(&at, 1000)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if page.records.is_empty() {
+            break;
+        }
+        horizon = page.records.last().map(|r| r.sequence_number.clone());
+        iterator = page.next_iterator;
+    }
+    let horizon = horizon.context("the stream has no records")?;
+    // A projector that stopped a day ago, before the load.
+    client
+        .put_item()
+        .table_name(tables.checkpoints())
+        .item(attr::STREAM_ARN, AttributeValue::S(stream_arn.clone()))
+        .item(attr::SHARD_ID, AttributeValue::S(shard.id.clone()))
+        .item(attr::SEQUENCE_NUMBER, AttributeValue::S("0".into()))
+        .item(
+            attr::LAST_EVENT_TIME,
+            AttributeValue::S(dynabridge::convert::format_time(day_ago)),
+        )
+        .send()
+        .await
+        .context("the day-old checkpoint")?;
+
+    let sink =
+        std::env::temp_dir().join(format!("dynabridge-trimmed-{}.jsonl", std::process::id()));
+    let config = projector::Config {
+        store: dynabridge_runtime::config::StoreArgs {
+            table_prefix: prefix.into(),
+            aws: aws.clone(),
+        },
+        health_listen: "127.0.0.1:0".parse()?,
+        event_bus: None,
+        event_source: "dynabridge".into(),
+        sink_path: sink.clone(),
+        idle_poll_max_ms: 100,
+        max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+        lease: projector::LeaseArgs::default(),
+        health: projector::ProjectorHealth::default(),
+        metrics_listen: None,
+    };
+    let started = Instant::now();
+    let app = projector::App::build(config, &Host::new(sdk.clone()))
+        .await?
+        .with_streams(Arc::new(TrimmedBefore {
+            inner: streams,
+            horizon,
+        }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let served = tables.read_models(0);
+    wait_for("the trimmed window caught up", async || {
+        Ok((final_rows(&client, &served).await? == (pairs, pairs)).then_some(()))
+    })
+    .await?;
+    let took = started.elapsed();
+    let _ = stop.send(());
+    running.await.context("the projector's task")??;
+    let published = std::fs::read_to_string(&sink)
+        .map(|text| text.lines().count())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&sink);
+    let events = pairs * EVENTS_PER_PAIR;
+    if published as u64 != events {
+        bail!("the catch-up published {published} of {events} events");
+    }
+    Ok(took)
+}
+
 fn per_second(events: u64, took: Duration) -> f64 {
     events as f64 / took.as_secs_f64().max(1e-9)
 }
@@ -259,6 +435,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         "loading {} events ({pairs} users, {pairs} orders)",
         items.len()
     );
+    let trimmed_items = items.clone();
     let started = Instant::now();
     load(&client, &tables.event_store(), items).await?;
     let loaded = started.elapsed();
@@ -339,6 +516,8 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
         rebuilds.push((segments, scan, wall));
     }
 
+    let caught_up = trimmed_catch_up(&sdk, &aws, "trimmed", trimmed_items, pairs).await?;
+
     println!(
         "| step ({} events, {pairs} users and {pairs} orders) | took | events per second | vs the bulk load |",
         args.events
@@ -364,6 +543,10 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     row(
         "a trimmed window read back through the event-type index",
         read_back_took,
+    );
+    row(
+        "a trimmed window caught up: read back, applied and published, from the projector's start",
+        caught_up,
     );
     for (segments, scan, wall) in &rebuilds {
         row(&format!("rebuild, {segments} segment(s): the scan"), *scan);

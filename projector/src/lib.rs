@@ -81,7 +81,7 @@ use crate::progress::Progress;
 use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
 use crate::replay::DynamoReplays;
 use crate::shard::Pipeline;
-use crate::stream::SdkStreams;
+use crate::stream::{SdkStreams, StreamApi};
 use crate::writer::{CACHE_CAPACITY, DynamoRows, ReadModelWriter};
 
 /// The name the projector reports its readiness under, besides "":
@@ -331,6 +331,19 @@ pub struct App {
     stream_found: tokio::sync::watch::Sender<bool>,
     recheck: dynabridge_runtime::health::Recheck,
     server: tokio::task::JoinHandle<Result<(), ServeError>>,
+    /// The stream API the shard readers use; the SDK's unless replaced.
+    streams: Option<Arc<dyn StreamApi>>,
+}
+
+impl App {
+    /// Reads the stream through `streams` instead of the SDK's client: for
+    /// a harness that shapes what the stream shows (the benchmark of a
+    /// trimmed window's catch-up).
+    #[must_use]
+    pub fn with_streams(mut self, streams: Arc<dyn StreamApi>) -> Self {
+        self.streams = Some(streams);
+        self
+    }
 }
 
 /// Where the projector publishes: the bus if one is set, else the
@@ -504,6 +517,7 @@ impl Service for App {
             stream_found,
             recheck,
             server,
+            streams: None,
         })
     }
 
@@ -536,6 +550,7 @@ impl Service for App {
             stream_found,
             recheck,
             server,
+            streams,
         } = self;
         let waiter = tokio::spawn({
             let trigger = trigger.clone();
@@ -617,7 +632,9 @@ impl Service for App {
                         .with_generations(generations),
                     ),
                     stream_arn,
-                    streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
+                    streams: streams.unwrap_or_else(|| {
+                        Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk)))
+                    }),
                     checkpoints,
                     catch_up: Arc::new(EventStoreCatchUp::new(
                         dynamodb.clone(),

@@ -143,7 +143,8 @@ impl TestStore {
             .unwrap();
     }
 
-    /// Every checkpoint item, by shard id.
+    /// Every shard's checkpoint item, by shard id (not the items of the
+    /// last event each read model applied).
     pub async fn checkpoints(&self) -> HashMap<String, Item> {
         self.dynamodb
             .scan()
@@ -155,6 +156,10 @@ impl TestStore {
             .items
             .unwrap_or_default()
             .into_iter()
+            .filter(|item| {
+                item.get(checkpoints::STREAM_ARN)
+                    != Some(&AttributeValue::S(checkpoints::READ_MODELS.into()))
+            })
             .map(|item| {
                 let Some(AttributeValue::S(shard)) = item.get(checkpoints::SHARD_ID) else {
                     panic!("checkpoint without a shard id: {item:?}");
