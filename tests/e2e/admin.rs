@@ -9,9 +9,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use dynabridge::convert::{parse_time, timestamp_to_pb};
 use dynabridge::pb;
+use dynabridge::pb::admin_service_client::AdminServiceClient;
 use dynabridge::schema::{admin, event_store};
 use dynabridge_domain::{Email, Event, StoredEvent, UserId, UserName};
 use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::helpers::{TestApp, eventually, spawn_app};
 use crate::{create_order, create_user, item, new_request_id, reason_of, violated_fields};
@@ -614,19 +616,25 @@ async fn bad_admin_requests_name_their_field() {
     app.shutdown().await;
 }
 
+async fn projection_status(
+    mut admin: AdminServiceClient<Channel>,
+) -> pb::GetProjectionStatusResponse {
+    admin
+        .get_projection_status(pb::GetProjectionStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behind_it() {
     let mut app = spawn_app().await;
     let user = create_user(&mut app, "status@example.com", "S").await;
     // The projector catches up: nothing behind, one shard, its lease held.
     let status = eventually("the projector caught up", Duration::from_secs(10), || {
-        let mut admin = app.admin.clone();
+        let admin = app.admin.clone();
         async move {
-            let status = admin
-                .get_projection_status(pb::GetProjectionStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
+            let status = projection_status(admin).await;
             (status.events_behind == 0 && !status.shards.is_empty()).then_some(status)
         }
     })
@@ -655,13 +663,9 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
         "the last event applied recorded",
         Duration::from_secs(10),
         || {
-            let mut admin = app.admin.clone();
+            let admin = app.admin.clone();
             async move {
-                let status = admin
-                    .get_projection_status(pb::GetProjectionStatusRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let status = projection_status(admin).await;
                 status.read_models[0].last_event_applied.clone()
             }
         },
@@ -680,13 +684,9 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
         rename(&mut app, &user.user_id, &format!("S{n}")).await;
     }
     let status = eventually("the events behind", Duration::from_secs(10), || {
-        let mut admin = app.admin.clone();
+        let admin = app.admin.clone();
         async move {
-            let status = admin
-                .get_projection_status(pb::GetProjectionStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
+            let status = projection_status(admin).await;
             (status.events_behind == 3).then_some(status)
         }
     })
@@ -695,13 +695,9 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
     assert_eq!(status.shards[0].lease_owner, "", "released at shutdown");
     app.resume_projector().await;
     let status = eventually("caught up again", Duration::from_secs(10), || {
-        let mut admin = app.admin.clone();
+        let admin = app.admin.clone();
         async move {
-            let status = admin
-                .get_projection_status(pb::GetProjectionStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
+            let status = projection_status(admin).await;
             let renamed = status.read_models[0]
                 .last_event_applied
                 .as_ref()
