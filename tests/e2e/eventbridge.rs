@@ -343,25 +343,7 @@ async fn an_archive_replay_delivers_the_archived_originals_again_marked() {
         "the default with a bus"
     );
     assert_eq!(asked.rules, std::slice::from_ref(&rule.name));
-    let replay = eventually(
-        "the archive replay completed",
-        Duration::from_secs(30),
-        || {
-            let mut admin = app.admin.clone();
-            let replay_id = asked.replay_id.clone();
-            async move {
-                let replay = admin
-                    .get_replay(pb::GetReplayRequest { replay_id })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .replay
-                    .unwrap();
-                (replay.state == pb::ReplayState::Completed as i32).then_some(replay)
-            }
-        },
-    )
-    .await;
+    let replay = crate::replay::completed(&app, &asked.replay_id).await;
     assert!(replay.finish_time.is_some(), "{replay:?}");
 
     let again = receive(&sqs, &queue, 1, Instant::now() + Duration::from_secs(30))

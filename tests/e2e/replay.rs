@@ -33,9 +33,15 @@ async fn replayed(app: &mut TestApp, request: pb::ReplayEventsRequest) -> pb::Re
         .replay
         .unwrap();
     assert_eq!(asked.state, pb::ReplayState::Pending as i32);
+    completed(app, &asked.replay_id).await
+}
+
+/// The replay `replay_id` once `GetReplay` says it completed, from either
+/// source.
+pub async fn completed(app: &TestApp, replay_id: &str) -> pb::Replay {
     eventually("the replay completed", WAIT, || {
         let mut admin = app.admin.clone();
-        let replay_id = asked.replay_id.clone();
+        let replay_id = replay_id.to_owned();
         async move {
             let replay = admin
                 .get_replay(pb::GetReplayRequest { replay_id })
