@@ -8,7 +8,10 @@ use crate::convert::{
     order_lines_from_pb, status_from_pb, status_to_pb, timestamp_from_pb, timestamp_to_pb,
 };
 use crate::pb::{self, event_envelope::Payload};
-use dynabridge_domain::{AggregateType, Email, Event, OrderId, StoredEvent, UserId, UserName};
+use dynabridge_domain::{
+    AggregateType, Email, Event, OrderId, ProductId, ProductName, PurchaseId, Quantity, Sku,
+    StockLevel, StoredEvent, UserId, UserName,
+};
 
 /// A stored or published event that this build cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,55 @@ pub fn payload_of(event: &Event) -> Payload {
             order_id: order_id.to_string(),
             status: status_to_pb(*status) as i32,
             previous_status: status_to_pb(*previous_status) as i32,
+        }),
+        Event::ProductCreated {
+            product_id,
+            sku,
+            name,
+            unit_price,
+            initial_stock,
+            reorder_level,
+        } => Payload::ProductCreated(pb::ProductCreated {
+            product_id: product_id.to_string(),
+            sku: sku.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            unit_price: Some(money_to_pb(*unit_price)),
+            initial_stock: initial_stock.get(),
+            reorder_level: reorder_level.get(),
+        }),
+        Event::ProductRestocked {
+            product_id,
+            quantity,
+        } => Payload::ProductRestocked(pb::ProductRestocked {
+            product_id: product_id.to_string(),
+            quantity: quantity.get(),
+        }),
+        Event::ProductPriceChanged {
+            product_id,
+            unit_price,
+            previous_price,
+        } => Payload::ProductPriceChanged(pb::ProductPriceChanged {
+            product_id: product_id.to_string(),
+            unit_price: Some(money_to_pb(*unit_price)),
+            previous_price: Some(money_to_pb(*previous_price)),
+        }),
+        Event::StockReserved {
+            product_id,
+            purchase_id,
+            quantity,
+        } => Payload::StockReserved(pb::StockReserved {
+            product_id: product_id.to_string(),
+            purchase_id: purchase_id.to_string(),
+            quantity: quantity.get(),
+        }),
+        Event::StockReleased {
+            product_id,
+            purchase_id,
+            quantity,
+        } => Payload::StockReleased(pb::StockReleased {
+            product_id: product_id.to_string(),
+            purchase_id: purchase_id.to_string(),
+            quantity: quantity.get(),
         }),
     }
 }
@@ -118,6 +170,55 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
             status: status_from_pb(*status).map_err(bad)?,
             previous_status: status_from_pb(*previous_status).map_err(bad)?,
         },
+        Payload::ProductCreated(pb::ProductCreated {
+            product_id,
+            sku,
+            name,
+            unit_price,
+            initial_stock,
+            reorder_level,
+        }) => Event::ProductCreated {
+            product_id: ProductId::parse("product_id", product_id).map_err(bad)?,
+            sku: Sku::parse(sku).map_err(bad)?,
+            name: ProductName::parse(name).map_err(bad)?,
+            unit_price: money_from_pb(unit_price.as_ref()).map_err(bad)?,
+            initial_stock: StockLevel::parse(*initial_stock).map_err(bad)?,
+            reorder_level: StockLevel::parse(*reorder_level).map_err(bad)?,
+        },
+        Payload::ProductRestocked(pb::ProductRestocked {
+            product_id,
+            quantity,
+        }) => Event::ProductRestocked {
+            product_id: ProductId::parse("product_id", product_id).map_err(bad)?,
+            quantity: Quantity::parse(*quantity).map_err(bad)?,
+        },
+        Payload::ProductPriceChanged(pb::ProductPriceChanged {
+            product_id,
+            unit_price,
+            previous_price,
+        }) => Event::ProductPriceChanged {
+            product_id: ProductId::parse("product_id", product_id).map_err(bad)?,
+            unit_price: money_from_pb(unit_price.as_ref()).map_err(bad)?,
+            previous_price: money_from_pb(previous_price.as_ref()).map_err(bad)?,
+        },
+        Payload::StockReserved(pb::StockReserved {
+            product_id,
+            purchase_id,
+            quantity,
+        }) => Event::StockReserved {
+            product_id: ProductId::parse("product_id", product_id).map_err(bad)?,
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            quantity: Quantity::parse(*quantity).map_err(bad)?,
+        },
+        Payload::StockReleased(pb::StockReleased {
+            product_id,
+            purchase_id,
+            quantity,
+        }) => Event::StockReleased {
+            product_id: ProductId::parse("product_id", product_id).map_err(bad)?,
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            quantity: Quantity::parse(*quantity).map_err(bad)?,
+        },
     })
 }
 
@@ -130,6 +231,11 @@ pub fn payload_to_json(payload: &Payload) -> String {
         Payload::UserProfileUpdated(m) => serde_json::to_string(m),
         Payload::OrderCreated(m) => serde_json::to_string(m),
         Payload::OrderStatusUpdated(m) => serde_json::to_string(m),
+        Payload::ProductCreated(m) => serde_json::to_string(m),
+        Payload::ProductRestocked(m) => serde_json::to_string(m),
+        Payload::ProductPriceChanged(m) => serde_json::to_string(m),
+        Payload::StockReserved(m) => serde_json::to_string(m),
+        Payload::StockReleased(m) => serde_json::to_string(m),
     };
     json.unwrap_or_default()
 }

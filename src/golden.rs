@@ -8,8 +8,8 @@ use chrono::TimeZone;
 use uuid::Uuid;
 
 use dynabridge_domain::{
-    AddressParts, Email, Event, Money, OrderId, OrderLine, OrderStatus, Quantity, ShippingAddress,
-    Sku, StoredEvent, UserId, UserName,
+    AddressParts, Email, Event, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName,
+    PurchaseId, Quantity, ShippingAddress, Sku, StockLevel, StoredEvent, UserId, UserName,
 };
 
 /// A fixture: `<EventType>.v<schema version>`, its published envelope
@@ -38,6 +38,11 @@ pub const FIXTURES: &[Fixture] = &[
     fixture!("OrderCreated.v1"),
     fixture!("OrderCreated.v2"),
     fixture!("OrderStatusUpdated.v1"),
+    fixture!("ProductCreated.v1"),
+    fixture!("ProductRestocked.v1"),
+    fixture!("ProductPriceChanged.v1"),
+    fixture!("StockReserved.v1"),
+    fixture!("StockReleased.v1"),
 ];
 
 impl Fixture {
@@ -62,6 +67,7 @@ impl Fixture {
 
 const USER: &str = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d";
 const ORDER: &str = "7d3e8a3c-1b2a-4c5d-8e9f-0a1b2c3d4e5f";
+const PURCHASE: &str = "3c9e2f1a-7b4d-4e6a-9f08-2d5c8b1e4a70";
 
 fn stored(event_id: &str, version: i64, event: Event) -> StoredEvent {
     StoredEvent {
@@ -110,6 +116,10 @@ pub fn current() -> Vec<StoredEvent> {
         country_code: "DE",
     })
     .expect("a golden address");
+    let usd = |n| Money::parse("USD", n).expect("golden money");
+    let sku = Sku::parse("laptop").expect("a golden sku");
+    let product_id = ProductId::for_sku(&sku);
+    let purchase_id = PurchaseId::parse("purchase_id", PURCHASE).expect("a golden id");
     vec![
         stored(
             "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e01",
@@ -137,6 +147,53 @@ pub fn current() -> Vec<StoredEvent> {
                 order_id,
                 status: OrderStatus::Processing,
                 previous_status: OrderStatus::Created,
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e05",
+            1,
+            Event::ProductCreated {
+                product_id,
+                sku: sku.clone(),
+                name: ProductName::parse("Laptop").expect("a golden name"),
+                unit_price: usd(99_999),
+                initial_stock: StockLevel::parse(25).expect("a golden stock"),
+                reorder_level: StockLevel::parse(5).expect("a golden stock"),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e06",
+            2,
+            Event::ProductRestocked {
+                product_id,
+                quantity: Quantity::parse(10).expect("a golden quantity"),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e07",
+            3,
+            Event::ProductPriceChanged {
+                product_id,
+                unit_price: usd(89_999),
+                previous_price: usd(99_999),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e08",
+            4,
+            Event::StockReserved {
+                product_id,
+                purchase_id,
+                quantity: Quantity::parse(2).expect("a golden quantity"),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e09",
+            5,
+            Event::StockReleased {
+                product_id,
+                purchase_id,
+                quantity: Quantity::parse(2).expect("a golden quantity"),
             },
         ),
     ]

@@ -47,6 +47,11 @@ impl Tables {
         }
     }
 
+    /// The latest snapshot of each aggregate that takes them.
+    pub fn snapshots(&self) -> String {
+        self.name("snapshots")
+    }
+
     pub fn unique_emails(&self) -> String {
         self.name("unique-emails")
     }
@@ -67,6 +72,10 @@ impl Tables {
     /// template's, `<prefix>-user-profiles`; a rebuild's generation `n`
     /// has `<prefix>-user-profiles-g<n>` (the admin service creates and
     /// deletes them; see [`generations`]).
+    pub fn products(&self) -> String {
+        self.name("products")
+    }
+
     pub fn read_models(&self, generation: u32) -> ReadModelTables {
         let suffix = if generation == 0 {
             String::new()
@@ -77,6 +86,7 @@ impl Tables {
             generation,
             user_profiles: format!("{}{suffix}", self.user_profiles()),
             order_summaries: format!("{}{suffix}", self.order_summaries()),
+            products: format!("{}{suffix}", self.products()),
         }
     }
 
@@ -138,12 +148,13 @@ pub struct ReadModelTables {
     pub generation: u32,
     pub user_profiles: String,
     pub order_summaries: String,
+    pub products: String,
 }
 
 impl ReadModelTables {
-    /// Both tables, users first.
-    pub fn both(&self) -> [&str; 2] {
-        [&self.user_profiles, &self.order_summaries]
+    /// Every read model's table of the generation, users first.
+    pub fn all(&self) -> [&str; 3] {
+        [&self.user_profiles, &self.order_summaries, &self.products]
     }
 }
 
@@ -196,6 +207,17 @@ pub mod event_store {
 }
 
 /// The idempotency table.
+pub mod snapshots {
+    pub const AGGREGATE_ID: &str = "AggregateId";
+    pub const AGGREGATE_TYPE: &str = "AggregateType";
+    /// The version of the last event folded into the snapshot.
+    pub const VERSION: &str = "Version";
+    /// The version of the state's shape (see the event store's snapshots).
+    pub const SCHEMA_VERSION: &str = "SchemaVersion";
+    pub const STATE: &str = "State";
+    pub const TAKEN_AT: &str = "TakenAt";
+}
+
 pub mod idempotency {
     pub const REQUEST_ID: &str = "RequestId";
     /// SHA-256 of the request without its `request_id` and `correlation_id`.
@@ -259,6 +281,24 @@ pub mod order_summaries {
 }
 
 /// The projector's checkpoint table.
+pub mod products {
+    pub const PRODUCT_ID: &str = "ProductId";
+    pub const SKU: &str = "Sku";
+    pub const NAME: &str = "Name";
+    pub const PRICE_CURRENCY: &str = "UnitPriceCurrency";
+    pub const PRICE_MINOR: &str = "UnitPriceMinor";
+    pub const STOCK: &str = "Stock";
+    pub const RESERVED: &str = "Reserved";
+    pub const REORDER_LEVEL: &str = "ReorderLevel";
+    /// Present only while the stock is at or below the reorder level, so
+    /// that the low-stock index holds only those products (a sparse index).
+    pub const LOW_STOCK: &str = "LowStock";
+    /// The value of [`LOW_STOCK`] when present: the index's one partition.
+    pub const LOW_STOCK_VALUE: &str = "LOW";
+    /// Partition `LowStock`, sort `Stock`: the low products, lowest first.
+    pub const LOW_STOCK_INDEX: &str = "LowStock-Stock-index";
+}
+
 pub mod checkpoints {
     pub const STREAM_ARN: &str = "StreamArn";
     pub const SHARD_ID: &str = "ShardId";
@@ -294,6 +334,7 @@ pub mod checkpoints {
     pub const READ_MODELS: &str = "read-models";
     pub const USER_PROFILES_MODEL: &str = "user-profiles";
     pub const ORDER_SUMMARIES_MODEL: &str = "order-summaries";
+    pub const PRODUCTS_MODEL: &str = "products";
     pub const LAST_EVENT_ID: &str = "LastEventId";
     pub const LAST_EVENT_TYPE: &str = "LastEventType";
     pub const LAST_AGGREGATE_ID: &str = "LastAggregateId";

@@ -50,6 +50,31 @@ pub const SHAPES: &[Shape] = &[
         schema_version: 1,
         message: "OrderStatusUpdated",
     },
+    Shape {
+        event_type: "ProductCreated",
+        schema_version: 1,
+        message: "ProductCreated",
+    },
+    Shape {
+        event_type: "ProductRestocked",
+        schema_version: 1,
+        message: "ProductRestocked",
+    },
+    Shape {
+        event_type: "ProductPriceChanged",
+        schema_version: 1,
+        message: "ProductPriceChanged",
+    },
+    Shape {
+        event_type: "StockReserved",
+        schema_version: 1,
+        message: "StockReserved",
+    },
+    Shape {
+        event_type: "StockReleased",
+        schema_version: 1,
+        message: "StockReleased",
+    },
 ];
 
 /// The schema version written for `event_type`, or `None` for a type this
@@ -79,6 +104,11 @@ pub fn payload_from_json(
         ("OrderCreated", 1) => Payload::OrderCreated(order_created_from_v1(parse(json)?)),
         ("OrderCreated", 2) => Payload::OrderCreated(parse(json)?),
         ("OrderStatusUpdated", 1) => Payload::OrderStatusUpdated(parse(json)?),
+        ("ProductCreated", 1) => Payload::ProductCreated(parse(json)?),
+        ("ProductRestocked", 1) => Payload::ProductRestocked(parse(json)?),
+        ("ProductPriceChanged", 1) => Payload::ProductPriceChanged(parse(json)?),
+        ("StockReserved", 1) => Payload::StockReserved(parse(json)?),
+        ("StockReleased", 1) => Payload::StockReleased(parse(json)?),
         (event_type, schema_version) => {
             return Err(DecodeError(match current_schema_version(event_type) {
                 Some(current) => format!(

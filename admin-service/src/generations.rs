@@ -449,6 +449,7 @@ impl Generations {
             state: state_to_pb(state).into(),
             user_profiles_table: tables.user_profiles,
             order_summaries_table: tables.order_summaries,
+            products_table: tables.products,
             rebuild: progress.map(Progress::to_pb),
         }
     }

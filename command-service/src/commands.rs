@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::{Aggregate, Requirement, StoredEvent, ValidationError, Version};
+use dynabridge_event_store::snapshot::crossed;
 use dynabridge_event_store::{
     Append, AppendError, CommandOutcome, CommandStore, Creation, EventStore, IdempotencyRecord,
-    RecordIn, StoreError,
+    RecordIn, Snapshots, StoreError, StoredSnapshot, load_aggregate,
 };
 use dynabridge_runtime::error::AppError;
 
@@ -99,33 +100,47 @@ impl<S: CommandStore> CommandHandler<S> {
         self.cache.as_deref()
     }
 
-    /// Loads an aggregate from its events, and caches it. Events of another
-    /// aggregate type under this id mean the aggregate asked for does not
-    /// exist.
-    async fn load<A: Aggregate>(&self, id: Uuid) -> Result<A, AppError> {
-        let events = self
-            .store
-            .load(&id.to_string())
+    /// Loads an aggregate (from its latest snapshot and the events after
+    /// it, when it takes snapshots), and caches it. Takes a snapshot in the
+    /// background when one is due.
+    async fn load<A: Snapshots>(&self, id: Uuid) -> Result<A, AppError> {
+        let loaded = load_aggregate::<S, A>(&self.store, id)
             .await
             .map_err(store_error)?;
-        if events
-            .first()
-            .is_some_and(|e| e.event.aggregate_type() != A::TYPE)
-        {
-            return Ok(A::default());
+        if let Some(snapshot) = loaded.snapshot_due(id, Utc::now()) {
+            self.save_snapshot(snapshot);
         }
-        let aggregate = events
-            .iter()
-            .fold(A::default(), |agg, e| agg.apply(&e.event));
+        let aggregate = loaded.aggregate;
         if let Some(cache) = &self.cache {
             cache.insert(id, aggregate.clone());
         }
         Ok(aggregate)
     }
 
+    /// Stores `snapshot` in a task of its own: a command never waits for a
+    /// snapshot, and a snapshot that fails is only a later one's to make.
+    fn save_snapshot(&self, snapshot: StoredSnapshot) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            match store.save_snapshot(&snapshot).await {
+                Ok(()) => tracing::debug!(
+                    aggregate_id = %snapshot.aggregate_id,
+                    version = snapshot.version,
+                    "snapshot taken"
+                ),
+                Err(err) => tracing::warn!(
+                    aggregate_id = %snapshot.aggregate_id,
+                    version = snapshot.version,
+                    error = %err,
+                    "snapshot not taken"
+                ),
+            }
+        });
+    }
+
     /// Gives up deciding from a cached aggregate: it is dropped, and the
     /// command is decided again from the store. Returns its version.
-    fn doubt<A: Aggregate>(&self, id: Uuid, cached: &A) -> Version {
+    fn doubt<A: Snapshots>(&self, id: Uuid, cached: &A) -> Version {
         let version = cached.version();
         self.forget(id, cached);
         tracing::debug!(
@@ -141,7 +156,7 @@ impl<S: CommandStore> CommandHandler<S> {
     /// `command`, append the events with the requirements the aggregate
     /// declares, retrying and replaying as the module docs say. Nothing here
     /// knows which aggregate it runs.
-    async fn execute<A: Aggregate>(
+    async fn execute<A: Snapshots>(
         &self,
         meta: &CommandMeta,
         id: Uuid,
@@ -194,7 +209,7 @@ impl<S: CommandStore> CommandHandler<S> {
     /// creates it: its id was just made, there is nothing to read).
     /// `doubted` is the version of a cached guess given up just before,
     /// counted as stale if the store is elsewhere.
-    async fn read<A: Aggregate>(
+    async fn read<A: Snapshots>(
         &self,
         id: Uuid,
         creates: Creates,
@@ -213,7 +228,7 @@ impl<S: CommandStore> CommandHandler<S> {
     }
 
     /// One decision on `aggregate` and, if it has events, one append.
-    async fn attempt<A: Aggregate>(
+    async fn attempt<A: Snapshots>(
         &self,
         tried: &Attempt<'_>,
         command: &A::Command,
@@ -277,7 +292,7 @@ impl<S: CommandStore> CommandHandler<S> {
     }
 
     /// What an append's result means for the command.
-    async fn settle<A: Aggregate>(
+    async fn settle<A: Snapshots>(
         &self,
         tried: &Attempt<'_>,
         aggregate: A,
@@ -309,11 +324,18 @@ impl<S: CommandStore> CommandHandler<S> {
                     events = append.events.len(),
                     "events appended"
                 );
+                let before = aggregate.version();
+                let appended = append
+                    .events
+                    .iter()
+                    .fold(aggregate, |agg, e| agg.apply(&e.event));
+                if let Some(every) = A::EVERY
+                    && crossed(every, before, appended.version())
+                    && let Some(snapshot) = StoredSnapshot::of(id, &appended, append.now)
+                {
+                    self.save_snapshot(snapshot);
+                }
                 if let Some(cache) = &self.cache {
-                    let appended = append
-                        .events
-                        .iter()
-                        .fold(aggregate, |agg, e| agg.apply(&e.event));
                     cache.insert(id, appended);
                 }
                 Next::Done(Ok(append.idempotency.outcome))
@@ -372,7 +394,7 @@ impl<S: CommandStore> CommandHandler<S> {
 
     /// Gives up the cached guess `cached` ([`Self::doubt`]) and decides
     /// again from the store.
-    fn again<A: Aggregate>(&self, id: Uuid, cached: &A) -> Next {
+    fn again<A: Snapshots>(&self, id: Uuid, cached: &A) -> Next {
         Next::Again {
             doubted: Some(self.doubt(id, cached)),
         }

@@ -8,8 +8,8 @@ use crate::commands::{CommandMeta, RequestId};
 use dynabridge::convert::{address_from_pb, money_from_pb, order_lines_from_pb, status_from_pb};
 use dynabridge::pb;
 use dynabridge_domain::{
-    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ShippingAddress, UserId,
-    UserName, ValidationError, Version,
+    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ProductCommand, ProductName,
+    Quantity, ShippingAddress, Sku, StockLevel, UserId, UserName, ValidationError, Version,
 };
 
 /// SHA-256 of the request with its idempotency key and correlation id
@@ -253,6 +253,138 @@ impl UpdateOrderStatus {
     }
 }
 
+/// A product command and what it carries: the three product requests
+/// parse into one shape, as they go down one path.
+pub struct ProductRequest {
+    pub meta: CommandMeta,
+    pub command: ProductCommand,
+}
+
+fn sku(raw: &str, errors: &mut ValidationError) -> Option<Sku> {
+    errors.check(Sku::parse(raw).map_err(|e| e.under("sku")))
+}
+
+fn unit_price(raw: Option<&pb::Money>, errors: &mut ValidationError) -> Option<Money> {
+    errors.check(money_from_pb(raw).map_err(|e| e.under("unit_price")))
+}
+
+fn stock_level(field: &str, raw: i64, errors: &mut ValidationError) -> Option<StockLevel> {
+    errors.check(StockLevel::parse(raw).map_err(|e| e.under(field)))
+}
+
+impl ProductRequest {
+    pub fn create(
+        req: &pb::CreateProductRequest,
+        origin: &Origin,
+    ) -> Result<Self, ValidationError> {
+        let pb::CreateProductRequest {
+            request_id,
+            correlation_id: _,
+            sku: raw_sku,
+            name,
+            unit_price: price,
+            initial_stock,
+            reorder_level,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let sku = sku(raw_sku, &mut errors);
+        let name = errors.check(ProductName::parse(name).map_err(|e| e.under("name")));
+        let unit_price = unit_price(price.as_ref(), &mut errors);
+        let initial_stock = stock_level("initial_stock", *initial_stock, &mut errors);
+        let reorder_level = stock_level("reorder_level", *reorder_level, &mut errors);
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (
+            meta(request_id, hash, origin, None),
+            sku,
+            name,
+            unit_price,
+            initial_stock,
+            reorder_level,
+        ) {
+            (
+                Some(meta),
+                Some(sku),
+                Some(name),
+                Some(unit_price),
+                Some(initial_stock),
+                Some(reorder_level),
+            ) if errors.is_empty() => Ok(Self {
+                meta,
+                command: ProductCommand::Create {
+                    sku,
+                    name,
+                    unit_price,
+                    initial_stock,
+                    reorder_level,
+                },
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn restock(
+        req: &pb::RestockProductRequest,
+        origin: &Origin,
+    ) -> Result<Self, ValidationError> {
+        let pb::RestockProductRequest {
+            request_id,
+            correlation_id: _,
+            sku: raw_sku,
+            expected_version: raw_expected,
+            quantity,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let sku = sku(raw_sku, &mut errors);
+        let expected = expected_version(*raw_expected, &mut errors);
+        let quantity = errors.check(Quantity::parse(*quantity).map_err(|e| e.under("quantity")));
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, origin, expected), sku, quantity) {
+            (Some(meta), Some(sku), Some(quantity)) if errors.is_empty() => Ok(Self {
+                meta,
+                command: ProductCommand::Restock { sku, quantity },
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn change_price(
+        req: &pb::ChangeProductPriceRequest,
+        origin: &Origin,
+    ) -> Result<Self, ValidationError> {
+        let pb::ChangeProductPriceRequest {
+            request_id,
+            correlation_id: _,
+            sku: raw_sku,
+            expected_version: raw_expected,
+            unit_price: price,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let sku = sku(raw_sku, &mut errors);
+        let expected = expected_version(*raw_expected, &mut errors);
+        let unit_price = unit_price(price.as_ref(), &mut errors);
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, origin, expected), sku, unit_price) {
+            (Some(meta), Some(sku), Some(unit_price)) if errors.is_empty() => Ok(Self {
+                meta,
+                command: ProductCommand::ChangePrice { sku, unit_price },
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +516,69 @@ mod tests {
         };
         let err = UpdateOrderStatus::parse(&req, &origin("c")).err().unwrap();
         assert_eq!(fields(&err), ["status"]);
+    }
+
+    #[test]
+    fn create_product_reports_every_bad_field() {
+        let req = pb::CreateProductRequest {
+            request_id: String::new(),
+            sku: "no spaces".into(),
+            name: " ".into(),
+            unit_price: Some(pb::Money {
+                currency_code: "eur".into(),
+                amount_minor: -1,
+            }),
+            initial_stock: -1,
+            reorder_level: 1_000_000_001,
+            ..Default::default()
+        };
+        let err = ProductRequest::create(&req, &origin("c")).err().unwrap();
+        assert_eq!(
+            fields(&err),
+            [
+                "request_id",
+                "sku",
+                "name",
+                "unit_price.currency_code",
+                "unit_price.amount_minor",
+                "initial_stock",
+                "reorder_level",
+            ]
+        );
+        let missing_price = pb::CreateProductRequest {
+            request_id: "r".into(),
+            sku: "MUG".into(),
+            name: "Mug".into(),
+            ..Default::default()
+        };
+        let err = ProductRequest::create(&missing_price, &origin("c"))
+            .err()
+            .unwrap();
+        assert_eq!(fields(&err), ["unit_price"]);
+    }
+
+    #[test]
+    fn restock_and_price_name_their_fields() {
+        let restock = pb::RestockProductRequest {
+            request_id: "r".into(),
+            sku: String::new(),
+            expected_version: Some(-1),
+            quantity: 0,
+            ..Default::default()
+        };
+        let err = ProductRequest::restock(&restock, &origin("c"))
+            .err()
+            .unwrap();
+        assert_eq!(fields(&err), ["sku", "expected_version", "quantity"]);
+        let price = pb::ChangeProductPriceRequest {
+            request_id: "r".into(),
+            sku: "MUG".into(),
+            unit_price: None,
+            ..Default::default()
+        };
+        let err = ProductRequest::change_price(&price, &origin("c"))
+            .err()
+            .unwrap();
+        assert_eq!(fields(&err), ["unit_price"]);
     }
 }

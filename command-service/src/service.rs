@@ -9,7 +9,9 @@ use dynabridge::pb;
 use dynabridge::pb::command_service_server::CommandService;
 use dynabridge_runtime::grpc::{Call, unary};
 
-use crate::parse::{CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile};
+use crate::parse::{
+    CreateOrder, CreateUser, Origin, ProductRequest, UpdateOrderStatus, UpdateUserProfile,
+};
 
 #[derive(Clone, Debug)]
 pub struct CommandApi {
@@ -135,6 +137,72 @@ impl CommandService for CommandApi {
                     .await?;
                 Ok(pb::UpdateOrderStatusResponse {
                     order_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn create_product(
+        &self,
+        request: Request<pb::CreateProductRequest>,
+    ) -> Result<Response<pb::CreateProductResponse>, Status> {
+        unary(
+            "CreateProduct",
+            request,
+            |r| &r.correlation_id,
+            |req, call| async move {
+                let cmd = ProductRequest::create(&req, &origin(call))?;
+                let out = self.handler.product(&cmd.meta, &cmd.command).await?;
+                Ok(pb::CreateProductResponse {
+                    product_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn restock_product(
+        &self,
+        request: Request<pb::RestockProductRequest>,
+    ) -> Result<Response<pb::RestockProductResponse>, Status> {
+        unary(
+            "RestockProduct",
+            request,
+            |r| &r.correlation_id,
+            |req, call| async move {
+                let cmd = ProductRequest::restock(&req, &origin(call))?;
+                let out = self.handler.product(&cmd.meta, &cmd.command).await?;
+                Ok(pb::RestockProductResponse {
+                    product_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn change_product_price(
+        &self,
+        request: Request<pb::ChangeProductPriceRequest>,
+    ) -> Result<Response<pb::ChangeProductPriceResponse>, Status> {
+        unary(
+            "ChangeProductPrice",
+            request,
+            |r| &r.correlation_id,
+            |req, call| async move {
+                let cmd = ProductRequest::change_price(&req, &origin(call))?;
+                let out = self.handler.product(&cmd.meta, &cmd.command).await?;
+                Ok(pb::ChangeProductPriceResponse {
+                    product_id: out.aggregate_id,
                     version: out.version,
                     event_ids: out.event_ids,
                     correlation_id: out.correlation_id,

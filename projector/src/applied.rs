@@ -46,6 +46,7 @@ pub fn model_name(model: Model) -> &'static str {
     match model {
         Model::UserProfiles => attr::USER_PROFILES_MODEL,
         Model::OrderSummaries => attr::ORDER_SUMMARIES_MODEL,
+        Model::Products => attr::PRODUCTS_MODEL,
     }
 }
 

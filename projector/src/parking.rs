@@ -65,14 +65,10 @@ impl ParkedEvent {
 
     /// The model its row is in, if its aggregate type is known.
     fn model(&self) -> Option<Model> {
-        match self
-            .aggregate_type
+        self.aggregate_type
             .as_deref()
-            .and_then(AggregateType::parse)?
-        {
-            AggregateType::User => Some(Model::UserProfiles),
-            AggregateType::Order => Some(Model::OrderSummaries),
-        }
+            .and_then(AggregateType::parse)
+            .map(Model::for_type)
     }
 }
 

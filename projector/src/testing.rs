@@ -1060,7 +1060,7 @@ impl RowStore for FakeRows {
         row: &Row,
         expected_version: Version,
     ) -> Result<PutOutcome, StoreError> {
-        let (_call, half) = self.start(row.id());
+        let (_call, half) = self.start(&row.id());
         wait(half).await;
         let outcome = {
             let mut state = lock(&self.0);

@@ -8,7 +8,9 @@ use dynabridge_runtime::grpc::unary;
 use tonic::{Request, Response, Status};
 
 use crate::queries::Queries;
-use crate::request::{GetOrder, GetUserByEmail, GetUserProfile, ListOrders};
+use crate::request::{
+    GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+};
 
 #[derive(Clone, Debug)]
 pub struct QueryApi {
@@ -113,6 +115,60 @@ impl QueryService for QueryApi {
                 let page = self.queries.orders(query).await?;
                 Ok(pb::ListOrdersByStatusResponse {
                     orders: page.rows.iter().map(|row| row.to_pb()).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Result<Response<pb::GetProductResponse>, Status> {
+        unary(
+            "GetProduct",
+            request,
+            no_field,
+            |message, call| async move {
+                let query = GetProduct::try_from(message)?;
+                let row = self.queries.product(query, call.deadline).await?;
+                Ok(pb::GetProductResponse {
+                    product: Some(row.to_pb()),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        unary("ListProducts", request, no_field, |message, _| async move {
+            let query = ListProducts::try_from(message)?;
+            let page = self.queries.products(query).await?;
+            Ok(pb::ListProductsResponse {
+                products: page.rows.iter().map(|row| row.to_pb()).collect(),
+                next_page_token: page.next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn list_low_stock_products(
+        &self,
+        request: Request<pb::ListLowStockProductsRequest>,
+    ) -> Result<Response<pb::ListLowStockProductsResponse>, Status> {
+        unary(
+            "ListLowStockProducts",
+            request,
+            no_field,
+            |message, _| async move {
+                let query = ListProducts::try_from(message)?;
+                let page = self.queries.products(query).await?;
+                Ok(pb::ListLowStockProductsResponse {
+                    products: page.rows.iter().map(|row| row.to_pb()).collect(),
                     next_page_token: page.next_page_token,
                 })
             },

@@ -5,7 +5,7 @@
 use dynabridge_runtime::page_token::Listing;
 pub use dynabridge_runtime::page_token::{PageTokenError, PageTokens};
 
-use crate::reader::{OrderListing, PageKey};
+use crate::reader::{OrderListing, PageKey, ProductListing};
 
 impl Listing for OrderListing {
     type Key = PageKey;
@@ -16,6 +16,18 @@ impl Listing for OrderListing {
 
     fn accepts(&self, key: &PageKey) -> bool {
         OrderListing::accepts(self, key)
+    }
+}
+
+impl Listing for ProductListing {
+    type Key = PageKey;
+
+    fn fingerprint(&self) -> String {
+        ProductListing::fingerprint(self)
+    }
+
+    fn accepts(&self, key: &PageKey) -> bool {
+        ProductListing::accepts(self, key)
     }
 }
 

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::Version;
-use dynabridge_read_models::{OrderSummaryRow, UserProfileRow};
+use dynabridge_read_models::{OrderSummaryRow, ProductRow, UserProfileRow};
 use dynabridge_runtime::error::AppError;
 use tokio::time::Instant;
 
 use crate::page_token::PageTokens;
 use crate::reader::ReadModelReader;
-use crate::request::{Freshness, GetOrder, GetUserByEmail, GetUserProfile, ListOrders};
+use crate::request::{
+    Freshness, GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+};
 
 /// The first pause between two reads of a row that is behind; it doubles up
 /// to [`MAX_POLL_DELAY`].
@@ -26,6 +28,14 @@ const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct OrdersPage {
     pub rows: Vec<OrderSummaryRow>,
+    pub next_page_token: String,
+}
+
+/// One page of products, and the token of the next (empty on the last
+/// page).
+#[derive(Debug)]
+pub struct ProductsPage {
+    pub rows: Vec<ProductRow>,
     pub next_page_token: String,
 }
 
@@ -124,6 +134,55 @@ impl Queries {
             .orders(&listing, page_size.get(), start)
             .await?;
         Ok(OrdersPage {
+            rows: page.rows,
+            next_page_token: page
+                .next
+                .map(|key| self.tokens.issue(&listing, &key))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `call_deadline` is when the client stops waiting, if it said.
+    pub async fn product(
+        &self,
+        query: GetProduct,
+        call_deadline: Option<Instant>,
+    ) -> Result<ProductRow, AppError> {
+        let product_id = query.product_id();
+        let GetProduct { sku, freshness } = query;
+        let what = format!("product {}", sku.as_str());
+        let read = || self.read_models.product(product_id);
+        match freshness {
+            Freshness::Latest => read()
+                .await?
+                .ok_or_else(|| not_found("product", sku.as_str())),
+            Freshness::AtLeast(awaited) => {
+                let until = self.wait_until(call_deadline);
+                wait_for_version(&what, awaited, until, |row| row.version, read).await
+            }
+        }
+    }
+
+    pub async fn products(&self, query: ListProducts) -> Result<ProductsPage, AppError> {
+        let ListProducts {
+            listing,
+            page_size,
+            page_token,
+        } = query;
+        let start = if page_token.is_empty() {
+            None
+        } else {
+            Some(
+                self.tokens
+                    .open(&listing, &page_token)
+                    .map_err(|e| AppError::Invalid(e.into()))?,
+            )
+        };
+        let page = self
+            .read_models
+            .products(listing, page_size.get(), start)
+            .await?;
+        Ok(ProductsPage {
             rows: page.rows,
             next_page_token: page
                 .next

@@ -1,16 +1,17 @@
-//! Access to the two read models, `user-profiles` and `order-summaries`.
+//! Access to the read models, `user-profiles`, `order-summaries` and
+//! `products`.
 //!
 //! Architecture invariant: the query service never reads the event store.
 //! [`ReadModelReader`] is the only thing here that talks to the store, and it is
-//! handed the names of the two read-model tables and nothing else.
+//! handed the names of the read-model tables and nothing else.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use dynabridge::schema::{Tables, order_summaries, read_model, user_profiles};
-use dynabridge_domain::{Email, OrderId, OrderStatus, UserId};
-use dynabridge_read_models::{Item, OrderSummaryRow, RowError, UserProfileRow};
+use dynabridge::schema::{Tables, order_summaries, products, read_model, user_profiles};
+use dynabridge_domain::{Email, OrderId, OrderStatus, ProductId, UserId};
+use dynabridge_read_models::{Item, OrderSummaryRow, ProductRow, RowError, UserProfileRow};
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 
 use crate::generation::ServedGeneration;
@@ -84,6 +85,87 @@ impl OrderListing {
         })
         .collect()
     }
+}
+
+/// A listing of products: the whole catalogue (a scan, in no particular
+/// order), or the low-stock index (lowest stock first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductListing {
+    All,
+    LowStock,
+}
+
+impl ProductListing {
+    /// The attributes of a page's resume key: the table's key, and the
+    /// index's keys when it reads an index.
+    fn key_names(&self) -> &'static [&'static str] {
+        match self {
+            Self::All => &[products::PRODUCT_ID],
+            Self::LowStock => &[products::PRODUCT_ID, products::LOW_STOCK, products::STOCK],
+        }
+    }
+
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Self::All => "ListProducts".into(),
+            Self::LowStock => "ListLowStockProducts".into(),
+        }
+    }
+
+    /// Whether `key` can be where a page of this listing resumes: exactly
+    /// its key attributes, in the index's one partition, a stock that is a
+    /// number.
+    pub fn accepts(&self, key: &PageKey) -> bool {
+        let names = self.key_names();
+        key.len() == names.len()
+            && names.iter().all(|name| key.contains_key(*name))
+            && match self {
+                Self::All => true,
+                Self::LowStock => {
+                    key.get(products::LOW_STOCK).map(String::as_str)
+                        == Some(products::LOW_STOCK_VALUE)
+                        && key
+                            .get(products::STOCK)
+                            .is_some_and(|stock| stock.parse::<i64>().is_ok())
+                }
+            }
+    }
+
+    /// The key a page ending at `item` resumes after; a number is kept as
+    /// its decimal string.
+    fn key_of(&self, item: &Item) -> Result<PageKey, RowError> {
+        self.key_names()
+            .iter()
+            .map(|name| match item.get(*name) {
+                Some(AttributeValue::S(value) | AttributeValue::N(value)) => {
+                    Ok(((*name).to_owned(), value.clone()))
+                }
+                _ => Err(RowError(format!("missing key attribute {name}"))),
+            })
+            .collect()
+    }
+
+    /// `key` as DynamoDB's `ExclusiveStartKey`.
+    fn start_key(key: PageKey) -> HashMap<String, AttributeValue> {
+        key.into_iter()
+            .map(|(name, value)| {
+                let value = if name == products::STOCK {
+                    AttributeValue::N(value)
+                } else {
+                    AttributeValue::S(value)
+                };
+                (name, value)
+            })
+            .collect()
+    }
+}
+
+/// One page of products.
+#[derive(Debug)]
+pub struct ProductsPage {
+    pub rows: Vec<ProductRow>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageKey>,
 }
 
 /// One page of a listing.
@@ -272,6 +354,109 @@ impl ReadModelReader {
     }
 }
 
+impl ReadModelReader {
+    /// The product `product_id`, read consistently.
+    pub async fn product(&self, product_id: ProductId) -> Result<Option<ProductRow>, AppError> {
+        let tables = self.served.tables().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&tables.products)
+            .key(
+                products::PRODUCT_ID,
+                AttributeValue::S(product_id.to_string()),
+            )
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error(&format!("get item from {}", tables.products), e))?;
+        out.item
+            .map(|item| ProductRow::from_item(&item).map_err(|e| unreadable(&tables.products, e)))
+            .transpose()
+    }
+
+    /// Up to `page_size` products of `listing`, after `start`.
+    pub async fn products(
+        &self,
+        listing: ProductListing,
+        page_size: usize,
+        start: Option<PageKey>,
+    ) -> Result<ProductsPage, AppError> {
+        let tables = self.served.tables().await?;
+        let table = &tables.products;
+        // One more than the page, as for orders: the last page says so.
+        let limit = i32::try_from(page_size.saturating_add(1)).unwrap_or(i32::MAX);
+        let start = start.map(ProductListing::start_key);
+        let (items, last_key) = match listing {
+            ProductListing::All => {
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(table)
+                    .limit(limit)
+                    .set_exclusive_start_key(start)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk_error(&format!("scan {table}"), e))?;
+                (out.items, out.last_evaluated_key)
+            }
+            ProductListing::LowStock => {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(table)
+                    .index_name(products::LOW_STOCK_INDEX)
+                    .key_condition_expression("#low = :low")
+                    .expression_attribute_names("#low", products::LOW_STOCK)
+                    .expression_attribute_values(
+                        ":low",
+                        AttributeValue::S(products::LOW_STOCK_VALUE.into()),
+                    )
+                    .scan_index_forward(true)
+                    .limit(limit)
+                    .set_exclusive_start_key(start)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        from_sdk_error(
+                            &format!("query {} on {table}", products::LOW_STOCK_INDEX),
+                            e,
+                        )
+                    })?;
+                (out.items, out.last_evaluated_key)
+            }
+        };
+        let mut items = items.unwrap_or_default();
+        let next = if items.len() > page_size {
+            items.truncate(page_size);
+            items
+                .last()
+                .map(|last| listing.key_of(last).map_err(|e| unreadable(table, e)))
+                .transpose()?
+        } else {
+            // Stopped at DynamoDB's 1 MB limit: resume where it stopped.
+            match last_key {
+                Some(key) => Some(listing.key_of(&key).map_err(|e| unreadable(table, e))?),
+                None => None,
+            }
+        };
+        let rows = items
+            .iter()
+            .map(|item| ProductRow::from_item(item).map_err(|e| unreadable(table, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(
+            ?listing,
+            rows = rows.len(),
+            more = next.is_some(),
+            "products listed"
+        );
+        Ok(ProductsPage { rows, next })
+    }
+}
+
 fn string_key(key: &HashMap<String, AttributeValue>) -> Result<PageKey, RowError> {
     key.iter()
         .map(|(name, value)| match value {
@@ -353,6 +538,30 @@ mod tests {
         assert_eq!(string_key(&key).unwrap().len(), 1);
         key.insert(read_model::CREATED_AT.into(), AttributeValue::N("1".into()));
         assert!(string_key(&key).is_err());
+    }
+
+    #[test]
+    fn a_low_stock_key_keeps_its_stock_as_a_number() {
+        let mut row = item(&[
+            (products::PRODUCT_ID, "p1"),
+            (products::LOW_STOCK, products::LOW_STOCK_VALUE),
+            (products::SKU, "MUG"),
+        ]);
+        row.insert(products::STOCK.into(), AttributeValue::N("3".into()));
+        let listing = ProductListing::LowStock;
+        let key = listing.key_of(&row).unwrap();
+        assert_eq!(key.len(), 3);
+        assert!(listing.accepts(&key));
+        assert!(!ProductListing::All.accepts(&key));
+        let start = ProductListing::start_key(key.clone());
+        assert_eq!(start[products::STOCK], AttributeValue::N("3".into()));
+        assert_eq!(start[products::PRODUCT_ID], AttributeValue::S("p1".into()));
+        let mut forged = key;
+        forged.insert(products::STOCK.into(), "three".into());
+        assert!(!listing.accepts(&forged));
+        let all = ProductListing::All.key_of(&row).unwrap();
+        assert!(ProductListing::All.accepts(&all));
+        assert!(!listing.accepts(&all));
     }
 
     #[test]

@@ -6,10 +6,10 @@
 
 use dynabridge::convert::status_from_pb;
 use dynabridge::pb;
-use dynabridge_domain::{Email, OrderId, UserId, ValidationError, Version};
+use dynabridge_domain::{Email, OrderId, ProductId, Sku, UserId, ValidationError, Version};
 use dynabridge_runtime::page_token::page_size;
 
-use crate::reader::OrderListing;
+use crate::reader::{OrderListing, ProductListing};
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,25 @@ pub struct ListOrders {
 }
 
 /// Both parts, or every violation of the parts that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetProduct {
+    pub sku: Sku,
+    pub freshness: Freshness,
+}
+
+impl GetProduct {
+    pub fn product_id(&self) -> ProductId {
+        ProductId::for_sku(&self.sku)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListProducts {
+    pub listing: ProductListing,
+    pub page_size: PageSize,
+    pub page_token: String,
+}
+
 fn both<A, B>(
     a: Result<A, ValidationError>,
     b: Result<B, ValidationError>,
@@ -175,6 +194,51 @@ impl TryFrom<pb::ListOrdersByStatusRequest> for ListOrders {
         Ok(Self {
             listing: OrderListing::ByStatus(status),
             page_size,
+            page_token,
+        })
+    }
+}
+
+impl TryFrom<pb::GetProductRequest> for GetProduct {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::GetProductRequest) -> Result<Self, Self::Error> {
+        let pb::GetProductRequest { sku, min_version } = request;
+        let (sku, freshness) = both(
+            Sku::parse(&sku).map_err(|e| e.under("sku")),
+            Freshness::parse(min_version),
+        )?;
+        Ok(Self { sku, freshness })
+    }
+}
+
+impl TryFrom<pb::ListProductsRequest> for ListProducts {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::ListProductsRequest) -> Result<Self, Self::Error> {
+        let pb::ListProductsRequest {
+            page_size,
+            page_token,
+        } = request;
+        Ok(Self {
+            listing: ProductListing::All,
+            page_size: PageSize::parse(page_size)?,
+            page_token,
+        })
+    }
+}
+
+impl TryFrom<pb::ListLowStockProductsRequest> for ListProducts {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::ListLowStockProductsRequest) -> Result<Self, Self::Error> {
+        let pb::ListLowStockProductsRequest {
+            page_size,
+            page_token,
+        } = request;
+        Ok(Self {
+            listing: ProductListing::LowStock,
+            page_size: PageSize::parse(page_size)?,
             page_token,
         })
     }

@@ -1242,7 +1242,7 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             || allow.covers(&table(tables.replays()))
             || tables
                 .read_models(1)
-                .both()
+                .all()
                 .iter()
                 .any(|t| allow.covers(&table((*t).to_owned())));
         let status = allow.action == "dynamodb:UpdateItem"

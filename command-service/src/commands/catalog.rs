@@ -1,11 +1,11 @@
-//! The commands of the two aggregates, each one call of the generic path
+//! The commands of the aggregates, each one call of the generic path
 //! ([`CommandHandler::execute`]): which aggregate, its id, and whether the
 //! command creates it. A create's id derives from its request id, so that
 //! a retry names the same aggregate.
 
 use dynabridge_domain::{
-    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, ShippingAddress, User,
-    UserCommand, UserId, UserName,
+    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, Product, ProductCommand,
+    ProductId, ShippingAddress, User, UserCommand, UserId, UserName,
 };
 use dynabridge_event_store::{CommandOutcome, CommandStore};
 use dynabridge_runtime::error::AppError;
@@ -65,6 +65,20 @@ impl<S: CommandStore> CommandHandler<S> {
     ) -> Result<CommandOutcome, AppError> {
         let command = OrderCommand::UpdateStatus { id, status };
         self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Nothing)
+            .await
+    }
+
+    /// Any product command. A product's id derives from its sku, not from
+    /// the request: a create of a sku that exists is refused
+    /// (`AGGREGATE_EXISTS`), and its retry is answered from the request's
+    /// record, as any command on an existing aggregate is.
+    pub async fn product(
+        &self,
+        meta: &CommandMeta,
+        command: &ProductCommand,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = ProductId::for_sku(command.sku());
+        self.execute::<Product>(meta, *id.as_uuid(), command, Creates::Nothing)
             .await
     }
 }

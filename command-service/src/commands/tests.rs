@@ -32,6 +32,9 @@ struct State {
     /// The unique values held (one scope in use), and their owners.
     unique: HashMap<String, Uuid>,
     injected: VecDeque<Injected>,
+    snapshots: HashMap<String, StoredSnapshot>,
+    /// Events read by loads, from a snapshot's or from the first.
+    events_read: usize,
     loads: usize,
     appends: usize,
     record_reads: usize,
@@ -114,7 +117,45 @@ impl CommandStore for FakeStore {
     async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let mut state = self.state();
         state.loads += 1;
-        Ok(state.events.get(aggregate_id).cloned().unwrap_or_default())
+        let events = state.events.get(aggregate_id).cloned().unwrap_or_default();
+        state.events_read += events.len();
+        Ok(events)
+    }
+
+    async fn load_after(
+        &self,
+        aggregate_id: &str,
+        after: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut state = self.state();
+        state.loads += 1;
+        let events: Vec<_> = state
+            .events
+            .get(aggregate_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.version > after)
+            .cloned()
+            .collect();
+        state.events_read += events.len();
+        Ok(events)
+    }
+
+    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
+        Ok(self.state().snapshots.get(aggregate_id).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let key = snapshot.aggregate_id.to_string();
+        if state
+            .snapshots
+            .get(&key)
+            .is_none_or(|s| s.version < snapshot.version)
+        {
+            state.snapshots.insert(key, snapshot.clone());
+        }
+        Ok(())
     }
 
     async fn append(&self, append: &Append) -> Result<(), AppendError> {
@@ -605,4 +646,100 @@ async fn a_request_that_changes_nothing_is_decided_again_if_the_aggregate_moves_
         (2, 3, 0),
         "read, record refused, read, append"
     );
+}
+
+fn restock(quantity: i64) -> dynabridge_domain::ProductCommand {
+    dynabridge_domain::ProductCommand::Restock {
+        sku: dynabridge_domain::Sku::parse("HOT-1").unwrap(),
+        quantity: dynabridge_domain::Quantity::parse(quantity).unwrap(),
+    }
+}
+
+async fn given_product(handler: &CommandHandler<FakeStore>) -> Uuid {
+    let create = dynabridge_domain::ProductCommand::Create {
+        sku: dynabridge_domain::Sku::parse("HOT-1").unwrap(),
+        name: dynabridge_domain::ProductName::parse("Hot").unwrap(),
+        unit_price: Money::parse("EUR", 100).unwrap(),
+        initial_stock: dynabridge_domain::StockLevel::ZERO,
+        reorder_level: dynabridge_domain::StockLevel::ZERO,
+    };
+    let outcome = handler.product(&meta("create-hot"), &create).await.unwrap();
+    Uuid::parse_str(&outcome.aggregate_id).unwrap()
+}
+
+/// Waits until the snapshot taken in the background is at `version`.
+async fn snapshot_at(store: &FakeStore, id: Uuid, version: Version) {
+    dynabridge_testkit::eventually("the snapshot", std::time::Duration::from_secs(5), || {
+        let at = store
+            .state()
+            .snapshots
+            .get(&id.to_string())
+            .map(|s| s.version);
+        std::future::ready((at == Some(version)).then_some(()))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_product_is_snapshotted_every_100_events_and_loaded_from_its_snapshot() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_product(&handler).await;
+    for n in 2..=130 {
+        handler
+            .product(&meta(&format!("restock-{n}")), &restock(1))
+            .await
+            .unwrap();
+        // The fake never waits: let the background snapshot run, as it
+        // would beside a real store.
+        tokio::task::yield_now().await;
+    }
+    // Taken by the append that reached version 100, in the background.
+    snapshot_at(&store, id, 100).await;
+    let before = store.state().events_read;
+    let loaded = load_aggregate::<FakeStore, dynabridge_domain::Product>(&store, id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded.snapshot_version, loaded.events_read),
+        (100, 30),
+        "the snapshot and the 30 events after it"
+    );
+    assert_eq!(store.state().events_read - before, 30);
+    assert_eq!(loaded.aggregate.version, 130);
+    assert_eq!(loaded.aggregate.state.unwrap().stock.get(), 129);
+}
+
+#[tokio::test]
+async fn a_product_without_a_trusted_snapshot_is_folded_whole_and_snapshotted() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let id = given_product(&handler).await;
+    for n in 2..=120 {
+        handler
+            .product(&meta(&format!("restock-{n}")), &restock(2))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    snapshot_at(&store, id, 100).await;
+    // A snapshot of a shape this build does not write is ignored...
+    store
+        .state()
+        .snapshots
+        .get_mut(&id.to_string())
+        .unwrap()
+        .schema_version = 99;
+    let before = store.state().events_read;
+    handler
+        .product(&meta("restock-121"), &restock(2))
+        .await
+        .unwrap();
+    assert_eq!(store.state().events_read - before, 120, "every event read");
+    // ... and replaced by one of the state the command read: 120 events
+    // had passed since the last one it trusted (none).
+    snapshot_at(&store, id, 120).await;
+    let snapshot = store.state().snapshots[&id.to_string()].clone();
+    let product: dynabridge_domain::Product = snapshot.read(id).unwrap();
+    assert_eq!(product.state.unwrap().stock.get(), 119 * 2);
 }

@@ -123,6 +123,13 @@ pub enum DomainError {
     /// the store is out of step with the aggregate's events.
     #[error("a released {0:?} value was not held")]
     NotHeld(UniqueScope),
+    /// A product has fewer units left than asked for.
+    #[error("{sku} has {available} units left, not the {requested} asked for")]
+    OutOfStock {
+        sku: String,
+        requested: i64,
+        available: i64,
+    },
     /// Another writer changed an aggregate after the version a decision
     /// read: read it again and retry.
     #[error("{kind} {id} changed after version {version}; read it again and retry")]

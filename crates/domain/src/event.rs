@@ -2,7 +2,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Email, Money, OrderId, OrderLine, OrderStatus, ShippingAddress, UserId, UserName, Version,
+    Email, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName, PurchaseId, Quantity,
+    ShippingAddress, Sku, StockLevel, UserId, UserName, Version,
 };
 
 /// The kind of aggregate an event belongs to.
@@ -10,6 +11,7 @@ use super::{
 pub enum AggregateType {
     User,
     Order,
+    Product,
 }
 
 impl AggregateType {
@@ -17,6 +19,7 @@ impl AggregateType {
         match self {
             Self::User => "User",
             Self::Order => "Order",
+            Self::Product => "Product",
         }
     }
 
@@ -25,6 +28,7 @@ impl AggregateType {
         match self {
             Self::User => "user",
             Self::Order => "order",
+            Self::Product => "product",
         }
     }
 
@@ -32,6 +36,7 @@ impl AggregateType {
         match raw {
             "User" => Some(Self::User),
             "Order" => Some(Self::Order),
+            "Product" => Some(Self::Product),
             _ => None,
         }
     }
@@ -64,15 +69,49 @@ pub enum Event {
         status: OrderStatus,
         previous_status: OrderStatus,
     },
+    ProductCreated {
+        product_id: ProductId,
+        sku: Sku,
+        name: ProductName,
+        unit_price: Money,
+        initial_stock: StockLevel,
+        reorder_level: StockLevel,
+    },
+    ProductRestocked {
+        product_id: ProductId,
+        quantity: Quantity,
+    },
+    ProductPriceChanged {
+        product_id: ProductId,
+        unit_price: Money,
+        previous_price: Money,
+    },
+    /// Units taken out of stock for a purchase.
+    StockReserved {
+        product_id: ProductId,
+        purchase_id: PurchaseId,
+        quantity: Quantity,
+    },
+    /// Units a purchase had reserved, back in stock.
+    StockReleased {
+        product_id: ProductId,
+        purchase_id: PurchaseId,
+        quantity: Quantity,
+    },
 }
 
 impl Event {
     /// Every event type, as [`Event::event_type`] names them.
-    pub const TYPES: [&'static str; 4] = [
+    pub const TYPES: [&'static str; 9] = [
         "UserCreated",
         "UserProfileUpdated",
         "OrderCreated",
         "OrderStatusUpdated",
+        "ProductCreated",
+        "ProductRestocked",
+        "ProductPriceChanged",
+        "StockReserved",
+        "StockReleased",
     ];
 
     /// The event's type name: also its protobuf message name and its
@@ -83,6 +122,11 @@ impl Event {
             Self::UserProfileUpdated { .. } => "UserProfileUpdated",
             Self::OrderCreated { .. } => "OrderCreated",
             Self::OrderStatusUpdated { .. } => "OrderStatusUpdated",
+            Self::ProductCreated { .. } => "ProductCreated",
+            Self::ProductRestocked { .. } => "ProductRestocked",
+            Self::ProductPriceChanged { .. } => "ProductPriceChanged",
+            Self::StockReserved { .. } => "StockReserved",
+            Self::StockReleased { .. } => "StockReleased",
         }
     }
 
@@ -94,7 +138,12 @@ impl Event {
             Self::OrderCreated { .. } => 2,
             Self::UserCreated { .. }
             | Self::UserProfileUpdated { .. }
-            | Self::OrderStatusUpdated { .. } => 1,
+            | Self::OrderStatusUpdated { .. }
+            | Self::ProductCreated { .. }
+            | Self::ProductRestocked { .. }
+            | Self::ProductPriceChanged { .. }
+            | Self::StockReserved { .. }
+            | Self::StockReleased { .. } => 1,
         }
     }
 
@@ -102,6 +151,11 @@ impl Event {
         match self {
             Self::UserCreated { .. } | Self::UserProfileUpdated { .. } => AggregateType::User,
             Self::OrderCreated { .. } | Self::OrderStatusUpdated { .. } => AggregateType::Order,
+            Self::ProductCreated { .. }
+            | Self::ProductRestocked { .. }
+            | Self::ProductPriceChanged { .. }
+            | Self::StockReserved { .. }
+            | Self::StockReleased { .. } => AggregateType::Product,
         }
     }
 
@@ -114,6 +168,11 @@ impl Event {
             Self::OrderCreated { order_id, .. } | Self::OrderStatusUpdated { order_id, .. } => {
                 *order_id.as_uuid()
             }
+            Self::ProductCreated { product_id, .. }
+            | Self::ProductRestocked { product_id, .. }
+            | Self::ProductPriceChanged { product_id, .. }
+            | Self::StockReserved { product_id, .. }
+            | Self::StockReleased { product_id, .. } => *product_id.as_uuid(),
         }
     }
 }

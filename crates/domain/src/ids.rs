@@ -64,6 +64,29 @@ aggregate_id!(
     /// The id of an order aggregate.
     OrderId
 );
+aggregate_id!(
+    /// The id of a product aggregate: derived from its sku
+    /// ([`ProductId::for_sku`]), so that a sku names one product.
+    ProductId
+);
+aggregate_id!(
+    /// The id of a purchase: derived from the request that asked for it.
+    PurchaseId
+);
+
+/// The namespace of the ids products derive from their skus. Fixed forever:
+/// a new one would give every sku a second product.
+pub const PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x2f7c_9a14_83d6_5e0b_a1c8_64f2_0d9e_7b35);
+
+impl ProductId {
+    /// The product `sku` names: name-based (UUID v5,
+    /// [`PRODUCT_NAMESPACE`]), so commands and purchases address a product
+    /// by its sku without a lookup, and a second create of a sku meets the
+    /// first.
+    pub fn for_sku(sku: &crate::Sku) -> Self {
+        Self(Uuid::new_v5(&PRODUCT_NAMESPACE, sku.as_str().as_bytes()))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -85,5 +108,28 @@ mod tests {
             "b360daf6-58d0-5c00-abe3-be1a85ba7096"
         );
         assert_eq!(UserId::for_request("r1").as_uuid().get_version_num(), 5);
+    }
+
+    #[test]
+    fn a_sku_names_one_product_always() {
+        let sku = |raw| crate::Sku::parse(raw).unwrap();
+        assert_eq!(
+            ProductId::for_sku(&sku("A-1")),
+            ProductId::for_sku(&sku("A-1"))
+        );
+        assert_ne!(
+            ProductId::for_sku(&sku("A-1")),
+            ProductId::for_sku(&sku("a-1"))
+        );
+        // Not the id a create with the same request id would get.
+        assert_ne!(
+            ProductId::for_sku(&sku("A-1")).as_uuid(),
+            UserId::for_request("A-1").as_uuid()
+        );
+        // Pinned: a changed namespace would give every sku a new product.
+        assert_eq!(
+            ProductId::for_sku(&sku("SKU-1")).to_string(),
+            "f55a45e2-0bc0-5229-b259-0b50885775b0"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The domain: value types, the two aggregates and their events.
+//! The domain: value types, the aggregates and their events.
 //!
 //! Pure code. Nothing here performs I/O or reads a clock, and nothing here
 //! imports tonic or the AWS SDK: protobuf messages are converted into these
@@ -13,6 +13,7 @@ mod error;
 mod event;
 mod ids;
 mod order;
+mod product;
 mod requirement;
 mod user;
 mod values;
@@ -20,8 +21,9 @@ mod values;
 pub use address::{AddressParts, ShippingAddress};
 pub use error::{DomainError, FieldViolation, ValidationError};
 pub use event::{AggregateType, Event, StoredEvent};
-pub use ids::{CREATE_NAMESPACE, OrderId, UserId};
+pub use ids::{CREATE_NAMESPACE, OrderId, PRODUCT_NAMESPACE, ProductId, PurchaseId, UserId};
 pub use order::{Order, OrderCommand, OrderLine, OrderLines, OrderState, OrderStatus};
+pub use product::{Product, ProductCommand, ProductName, ProductState, StockLevel};
 pub use requirement::{Requirement, UniqueScope};
 pub use user::{User, UserCommand, UserState};
 pub use values::{Currency, Email, Money, Quantity, Sku, UserName};
@@ -120,5 +122,19 @@ impl Aggregate for Order {
             Event::OrderCreated { total, .. } => Some(*total),
             _ => None,
         })
+    }
+}
+
+impl Aggregate for Product {
+    type Command = ProductCommand;
+    const TYPE: AggregateType = AggregateType::Product;
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn decide(&self, command: &ProductCommand) -> Result<Vec<Event>, DomainError> {
+        Product::decide(self, command)
+    }
+    fn apply(self, event: &Event) -> Self {
+        Product::apply(self, event)
     }
 }

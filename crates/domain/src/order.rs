@@ -234,7 +234,7 @@ impl Order {
                     state.status = *status;
                 }
             }
-            Event::UserCreated { .. } | Event::UserProfileUpdated { .. } => return self,
+            _ => return self,
         }
         self.version += 1;
         self

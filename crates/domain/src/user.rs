@@ -87,7 +87,7 @@ impl User {
                     }
                 }
             }
-            Event::OrderCreated { .. } | Event::OrderStatusUpdated { .. } => return self,
+            _ => return self,
         }
         self.version += 1;
         self

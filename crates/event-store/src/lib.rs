@@ -9,12 +9,14 @@ mod error;
 pub mod fixtures;
 pub mod group_commit;
 pub mod reporting;
+pub mod snapshot;
 
 pub use append::{
     Append, AppendError, CommandOutcome, Creation, EventStore, IdempotencyRecord, RecordIn,
 };
 pub use error::StoreError;
 pub use group_commit::GroupCommitMetrics;
+pub use snapshot::{Loaded, Snapshots, StoredSnapshot, load_aggregate};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -77,6 +79,26 @@ pub trait CommandStore: Clone + std::fmt::Debug + Send + Sync + 'static {
         aggregate_id: &str,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
+    /// The events of one aggregate after version `after`, in version order,
+    /// read consistently.
+    fn load_after(
+        &self,
+        aggregate_id: &str,
+        after: Version,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// The aggregate's latest snapshot, unchecked (see [`snapshot`]).
+    fn snapshot(
+        &self,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Option<StoredSnapshot>, StoreError>> + Send;
+
+    /// Stores a snapshot unless one as recent is there.
+    fn save_snapshot(
+        &self,
+        snapshot: &StoredSnapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Appends the events with their idempotency record and requirements,
     /// all or nothing; see [`EventStore::append`].
     fn append(&self, append: &Append) -> impl Future<Output = Result<(), AppendError>> + Send;
@@ -98,6 +120,22 @@ pub trait CommandStore: Clone + std::fmt::Debug + Send + Sync + 'static {
 impl CommandStore for EventStore {
     async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         EventStore::load(self, aggregate_id).await
+    }
+
+    async fn load_after(
+        &self,
+        aggregate_id: &str,
+        after: Version,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        EventStore::load_after(self, aggregate_id, after).await
+    }
+
+    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
+        EventStore::snapshot(self, aggregate_id).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
+        EventStore::save_snapshot(self, snapshot).await
     }
 
     async fn append(&self, append: &Append) -> Result<(), AppendError> {

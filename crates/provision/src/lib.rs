@@ -23,7 +23,8 @@ use aws_sdk_dynamodb::types::{
 
 use dynabridge::schema::{
     ReadModelTables, Tables, admin, checkpoints, event_store, generations, idempotency,
-    order_summaries, parked, read_model, replays, unique_emails, user_profiles,
+    order_summaries, parked, products, read_model, replays, snapshots, unique_emails,
+    user_profiles,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,13 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             ttl_attribute: Some(idempotency::EXPIRES_AT),
         },
         TableDef {
+            name: tables.snapshots(),
+            key: vec![(snapshots::AGGREGATE_ID, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
             name: tables.unique_emails(),
             key: vec![(unique_emails::EMAIL, S)],
             indexes: vec![],
@@ -169,9 +177,9 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
     .collect()
 }
 
-/// The two read-model tables of one generation.
-fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 2] {
-    use ScalarAttributeType::S;
+/// The read-model tables of one generation.
+fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 3] {
+    use ScalarAttributeType::{N, S};
     [
         TableDef {
             name: read_models.user_profiles.clone(),
@@ -195,6 +203,19 @@ fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 2] {
                     Some((read_model::CREATED_AT, S)),
                 ),
             ],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: read_models.products.clone(),
+            key: vec![(products::PRODUCT_ID, S)],
+            // Sparse: only rows at or below their reorder level carry
+            // `LowStock`.
+            indexes: vec![(
+                products::LOW_STOCK_INDEX,
+                (products::LOW_STOCK, S),
+                Some((products::STOCK, N)),
+            )],
             stream: false,
             ttl_attribute: None,
         },
@@ -272,7 +293,7 @@ pub async fn delete_read_model_tables(
     client: &Client,
     read_models: &ReadModelTables,
 ) -> Result<(), ProvisionError> {
-    for table in read_models.both() {
+    for table in read_models.all() {
         match client.delete_table().table_name(table).send().await {
             Ok(_) => tracing::info!(table, "table deleted"),
             Err(err) => match aws_sdk_dynamodb::Error::from(err) {

@@ -22,7 +22,10 @@ use dynabridge_domain::{
 };
 
 pub mod generations;
+mod product;
 pub mod row;
+
+pub use product::ProductRow;
 
 pub use dynabridge_aws::item::{Item, get_n, get_s};
 
@@ -51,7 +54,7 @@ impl From<dynabridge_aws::item::AttributeError> for RowError {
     }
 }
 
-fn gate<R>(
+pub(crate) fn gate<R>(
     current: Option<&R>,
     version_of: impl Fn(&R) -> Version,
     event: &StoredEvent,
@@ -344,7 +347,7 @@ impl OrderSummaryRow {
     }
 }
 
-fn get_time(item: &Item, name: &str) -> Result<DateTime<Utc>, RowError> {
+pub(crate) fn get_time(item: &Item, name: &str) -> Result<DateTime<Utc>, RowError> {
     parse_time(get_s(item, name)?)
         .ok_or_else(|| RowError(format!("attribute {name} is not a time")))
 }

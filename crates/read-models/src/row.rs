@@ -1,23 +1,30 @@
-//! Either read model's row, for code that handles both alike: the
+//! Any read model's row, for code that handles them all alike: the
 //! projector's writer and a rebuild's fold.
 
-use dynabridge::schema::{ReadModelTables, order_summaries, user_profiles};
+use dynabridge::schema::{ReadModelTables, order_summaries, products, user_profiles};
 use dynabridge_domain::{AggregateType, StoredEvent, Version};
 
-use crate::{Applied, Item, OrderSummaryRow, RowError, UserProfileRow};
+use crate::{Applied, Item, OrderSummaryRow, ProductRow, RowError, UserProfileRow};
 
 /// The read model an event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     UserProfiles,
     OrderSummaries,
+    Products,
 }
 
 impl Model {
     pub fn of(event: &StoredEvent) -> Self {
-        match event.event.aggregate_type() {
+        Self::for_type(event.event.aggregate_type())
+    }
+
+    /// The model an aggregate type's row is in.
+    pub fn for_type(aggregate_type: AggregateType) -> Self {
+        match aggregate_type {
             AggregateType::User => Self::UserProfiles,
             AggregateType::Order => Self::OrderSummaries,
+            AggregateType::Product => Self::Products,
         }
     }
 
@@ -26,15 +33,17 @@ impl Model {
         match self {
             Self::UserProfiles => (&tables.user_profiles, user_profiles::USER_ID),
             Self::OrderSummaries => (&tables.order_summaries, order_summaries::ORDER_ID),
+            Self::Products => (&tables.products, products::PRODUCT_ID),
         }
     }
 }
 
-/// A row of either read model.
+/// A row of any read model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Row {
     User(UserProfileRow),
     Order(OrderSummaryRow),
+    Product(ProductRow),
 }
 
 impl Row {
@@ -42,6 +51,7 @@ impl Row {
         match self {
             Self::User(r) => r.version,
             Self::Order(r) => r.version,
+            Self::Product(r) => r.version,
         }
     }
 
@@ -49,13 +59,15 @@ impl Row {
         match self {
             Self::User(_) => Model::UserProfiles,
             Self::Order(_) => Model::OrderSummaries,
+            Self::Product(_) => Model::Products,
         }
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> String {
         match self {
-            Self::User(r) => &r.user_id,
-            Self::Order(r) => &r.order_id,
+            Self::User(r) => r.user_id.clone(),
+            Self::Order(r) => r.order_id.clone(),
+            Self::Product(r) => r.product_id(),
         }
     }
 
@@ -68,6 +80,10 @@ impl Row {
                 ..r.clone()
             }),
             Self::Order(r) => Self::Order(OrderSummaryRow {
+                version,
+                ..r.clone()
+            }),
+            Self::Product(r) => Self::Product(ProductRow {
                 version,
                 ..r.clone()
             }),
@@ -91,6 +107,13 @@ impl Row {
                 };
                 lift(OrderSummaryRow::apply(current, event), Row::Order)
             }
+            Model::Products => {
+                let current = match current {
+                    Some(Row::Product(r)) => Some(r),
+                    _ => None,
+                };
+                lift(ProductRow::apply(current, event), Row::Product)
+            }
         }
     }
 
@@ -98,6 +121,7 @@ impl Row {
         match self {
             Self::User(r) => r.to_item(),
             Self::Order(r) => r.to_item(),
+            Self::Product(r) => r.to_item(),
         }
     }
 
@@ -105,6 +129,7 @@ impl Row {
         match model {
             Model::UserProfiles => UserProfileRow::from_item(item).map(Self::User),
             Model::OrderSummaries => OrderSummaryRow::from_item(item).map(Self::Order),
+            Model::Products => ProductRow::from_item(item).map(Self::Product),
         }
     }
 }

@@ -127,6 +127,14 @@ impl From<DomainError> for AppError {
             }
             DomainError::Taken(scope) => Self::refused(taken_reason(scope), message),
             DomainError::NotHeld(_) => Self::refused(Reason::UniqueValueNotHeld, message),
+            DomainError::OutOfStock {
+                sku,
+                requested,
+                available,
+            } => Self::refused(Reason::OutOfStock, message)
+                .with("sku", sku)
+                .with("quantity_requested", requested)
+                .with("quantity_left", available),
             DomainError::Changed { id, version, .. } => {
                 Self::refused(Reason::ConcurrentModification, message)
                     .with("aggregate_id", id)

@@ -216,7 +216,8 @@ pub fn reason_code(reason: Reason) -> Code {
         | Reason::UniqueValueNotHeld
         | Reason::GenerationStateConflict
         | Reason::RebuildInProgress
-        | Reason::ArchiveUnavailable => Code::FailedPrecondition,
+        | Reason::ArchiveUnavailable
+        | Reason::OutOfStock => Code::FailedPrecondition,
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
         Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
         Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,
