@@ -25,6 +25,7 @@ mod rebuild;
 mod report;
 mod serve;
 mod shapes;
+mod snapshots;
 mod suite;
 
 use std::time::Duration;
@@ -58,6 +59,8 @@ enum Command {
     /// Rebuild throughput beside a bulk load, the live projection and a
     /// trimmed window's read-back, on one local stack.
     Rebuild(rebuild::RebuildArgs),
+    /// Loading a product of many events with and without its snapshot.
+    Snapshots(snapshots::SnapshotArgs),
     /// One part of the system in this process (used by `suite`).
     #[command(hide = true)]
     Serve {
@@ -256,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Suite(args) => suite::run(args).await,
         Command::Run(args) => run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
+        Command::Snapshots(args) => snapshots::run(args).await,
     }
 }
 

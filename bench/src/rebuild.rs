@@ -122,7 +122,7 @@ fn pair(start: chrono::DateTime<Utc>, i: u64) -> anyhow::Result<Vec<StoredEvent>
 
 /// Writes `items` with `BatchWriteItem`, 25 at a time, again for whatever
 /// comes back unprocessed.
-async fn load(
+pub(crate) async fn load(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     items: Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,

@@ -18,7 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use command_service::parse::{
-    CreateOrder, CreateUser, Origin, UpdateOrderStatus, UpdateUserProfile,
+    CreateOrder, CreateUser, Origin, ProductRequest, UpdateOrderStatus, UpdateUserProfile,
 };
 use dynabridge::codec::malformed_request;
 use dynabridge::pb;
@@ -90,6 +90,30 @@ fn update_order_status(bytes: &[u8]) -> Result<(), Status> {
     )
 }
 
+fn create_product(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::CreateProductRequest| &r.correlation_id,
+        |r, o| ProductRequest::create(r, o).map(drop),
+    )
+}
+
+fn restock_product(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::RestockProductRequest| &r.correlation_id,
+        |r, o| ProductRequest::restock(r, o).map(drop),
+    )
+}
+
+fn change_product_price(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::ChangeProductPriceRequest| &r.correlation_id,
+        |r, o| ProductRequest::change_price(r, o).map(drop),
+    )
+}
+
 /// An RPC: its answer, and the top-level fields of its request, which every
 /// field violation must be under.
 struct Rpc {
@@ -132,6 +156,38 @@ const UPDATE_ORDER_STATUS: Rpc = Rpc {
         "order_id",
         "expected_version",
         "status",
+    ],
+};
+const CREATE_PRODUCT: Rpc = Rpc {
+    answer: create_product,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "sku",
+        "name",
+        "unit_price",
+        "initial_stock",
+        "reorder_level",
+    ],
+};
+const RESTOCK_PRODUCT: Rpc = Rpc {
+    answer: restock_product,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "sku",
+        "expected_version",
+        "quantity",
+    ],
+};
+const CHANGE_PRODUCT_PRICE: Rpc = Rpc {
+    answer: change_product_price,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "sku",
+        "expected_version",
+        "unit_price",
     ],
 };
 
@@ -265,6 +321,11 @@ fn int64() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// A stock level: arbitrary, or about the allowed 0 to 1,000,000,000.
+fn stock_level() -> impl Strategy<Value = i64> {
+    prop_oneof![int64(), 0i64..=1_000_000_000, 999_999_990i64..1_000_000_010,]
+}
+
 fn enum_i32() -> impl Strategy<Value = i32> {
     prop_oneof![any::<i32>(), -2i32..8, Just(i32::MIN), Just(i32::MAX)]
 }
@@ -307,17 +368,20 @@ fn address() -> impl Strategy<Value = pb::ShippingAddress> {
         )
 }
 
+/// A sku: arbitrary text, or of the allowed characters, of the allowed
+/// length or not.
+fn sku() -> impl Strategy<Value = String> {
+    prop_oneof![text(), valid_sku(), "[A-Za-z0-9._-]{65,70}"]
+}
+
 fn item() -> impl Strategy<Value = pb::OrderItem> {
-    let arbitrary = (
-        prop_oneof![text(), "[A-Za-z0-9._-]{1,64}", "[A-Za-z0-9._-]{65,70}"],
-        int64(),
-        prop::option::weighted(0.9, money()),
-    )
-        .prop_map(|(sku, quantity, unit_price)| pb::OrderItem {
+    let arbitrary = (sku(), int64(), prop::option::weighted(0.9, money())).prop_map(
+        |(sku, quantity, unit_price)| pb::OrderItem {
             sku,
             quantity,
             unit_price,
-        });
+        },
+    );
     prop_oneof![arbitrary, valid_item()]
 }
 
@@ -401,6 +465,58 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn any_create_product()(
+        request_id in key(),
+        correlation_id in correlation(),
+        sku in sku(),
+        name in text(),
+        unit_price in prop::option::weighted(0.9, money()),
+        initial_stock in stock_level(),
+        reorder_level in stock_level(),
+    ) -> pb::CreateProductRequest {
+        pb::CreateProductRequest {
+            request_id,
+            correlation_id,
+            sku,
+            name,
+            unit_price,
+            initial_stock,
+            reorder_level,
+        }
+    }
+}
+
+prop_compose! {
+    fn any_restock_product()(
+        request_id in key(),
+        correlation_id in correlation(),
+        sku in sku(),
+        expected_version in prop::option::of(int64()),
+        quantity in int64(),
+    ) -> pb::RestockProductRequest {
+        pb::RestockProductRequest { request_id, correlation_id, sku, expected_version, quantity }
+    }
+}
+
+prop_compose! {
+    fn any_change_product_price()(
+        request_id in key(),
+        correlation_id in correlation(),
+        sku in sku(),
+        expected_version in prop::option::of(int64()),
+        unit_price in prop::option::weighted(0.9, money()),
+    ) -> pb::ChangeProductPriceRequest {
+        pb::ChangeProductPriceRequest {
+            request_id,
+            correlation_id,
+            sku,
+            expected_version,
+            unit_price,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Valid requests, and their mutations
 
@@ -453,13 +569,24 @@ fn valid_address() -> impl Strategy<Value = pb::ShippingAddress> {
         )
 }
 
+fn valid_sku() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._-]{1,64}"
+}
+
+fn valid_stock_level() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(0),
+        Just(1_000_000_000),
+        0i64..1000,
+        0i64..=1_000_000_000,
+    ]
+}
+
 fn valid_item() -> impl Strategy<Value = pb::OrderItem> {
-    ("[A-Za-z0-9._-]{1,64}", 1i64..1000, valid_money()).prop_map(|(sku, quantity, unit_price)| {
-        pb::OrderItem {
-            sku,
-            quantity,
-            unit_price: Some(unit_price),
-        }
+    (valid_sku(), 1i64..1000, valid_money()).prop_map(|(sku, quantity, unit_price)| pb::OrderItem {
+        sku,
+        quantity,
+        unit_price: Some(unit_price),
     })
 }
 
@@ -527,6 +654,58 @@ prop_compose! {
             order_id,
             expected_version,
             status,
+        }
+    }
+}
+
+prop_compose! {
+    fn valid_create_product()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        sku in valid_sku(),
+        name in valid_name(),
+        unit_price in valid_money(),
+        initial_stock in valid_stock_level(),
+        reorder_level in valid_stock_level(),
+    ) -> pb::CreateProductRequest {
+        pb::CreateProductRequest {
+            request_id,
+            correlation_id,
+            sku,
+            name,
+            unit_price: Some(unit_price),
+            initial_stock,
+            reorder_level,
+        }
+    }
+}
+
+prop_compose! {
+    fn valid_restock_product()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        sku in valid_sku(),
+        expected_version in prop::option::of(0i64..1000),
+        quantity in prop_oneof![Just(1), Just(1_000_000), 1i64..=1_000_000],
+    ) -> pb::RestockProductRequest {
+        pb::RestockProductRequest { request_id, correlation_id, sku, expected_version, quantity }
+    }
+}
+
+prop_compose! {
+    fn valid_change_product_price()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        sku in valid_sku(),
+        expected_version in prop::option::of(0i64..1000),
+        unit_price in valid_money(),
+    ) -> pb::ChangeProductPriceRequest {
+        pb::ChangeProductPriceRequest {
+            request_id,
+            correlation_id,
+            sku,
+            expected_version,
+            unit_price: Some(unit_price),
         }
     }
 }
@@ -658,6 +837,63 @@ proptest! {
         check_valid(&UPDATE_ORDER_STATUS, &bytes)?;
         check(&UPDATE_ORDER_STATUS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
     }
+
+    #[test]
+    fn create_product_answers_any_bytes(bytes in fuzz::bytes(10)) {
+        check(&CREATE_PRODUCT, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn create_product_answers_any_message(req in any_create_product()) {
+        check(&CREATE_PRODUCT, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn create_product_answers_a_mutated_request(req in valid_create_product(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&CREATE_PRODUCT, &bytes)?;
+        check(&CREATE_PRODUCT, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn restock_product_answers_any_bytes(bytes in fuzz::bytes(10)) {
+        check(&RESTOCK_PRODUCT, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn restock_product_answers_any_message(req in any_restock_product()) {
+        check(&RESTOCK_PRODUCT, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn restock_product_answers_a_mutated_request(
+        req in valid_restock_product(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&RESTOCK_PRODUCT, &bytes)?;
+        check(&RESTOCK_PRODUCT, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn change_product_price_answers_any_bytes(bytes in fuzz::bytes(10)) {
+        check(&CHANGE_PRODUCT_PRICE, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn change_product_price_answers_any_message(req in any_change_product_price()) {
+        check(&CHANGE_PRODUCT_PRICE, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn change_product_price_answers_a_mutated_request(
+        req in valid_change_product_price(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&CHANGE_PRODUCT_PRICE, &bytes)?;
+        check(&CHANGE_PRODUCT_PRICE, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -683,6 +919,9 @@ fn the_answer_tells_undecodable_from_invalid() {
         &UPDATE_USER_PROFILE,
         &CREATE_ORDER,
         &UPDATE_ORDER_STATUS,
+        &CREATE_PRODUCT,
+        &RESTOCK_PRODUCT,
+        &CHANGE_PRODUCT_PRICE,
     ] {
         assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
         assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");

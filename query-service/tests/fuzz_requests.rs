@@ -24,17 +24,20 @@ use dynabridge::codec::malformed_request;
 use dynabridge::convert::status_from_pb;
 use dynabridge::pb;
 use dynabridge::pb::ErrorReason;
-use dynabridge::schema::{order_summaries, read_model};
+use dynabridge::schema::{order_summaries, products, read_model};
 use dynabridge_domain::{OrderStatus, UserId};
 use dynabridge_runtime::error::AppError;
+use dynabridge_runtime::page_token::Listing;
 use dynabridge_testkit::fuzz;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use prost::Message;
 use query_service::page_token::PageTokens;
-use query_service::reader::{OrderListing, PageKey};
-use query_service::request::{GetOrder, GetUserByEmail, GetUserProfile, ListOrders};
+use query_service::reader::{OrderListing, PageKey, ProductListing};
+use query_service::request::{
+    GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -59,6 +62,17 @@ fn answer<Req: Message + Default>(
 
 /// A listing's page token opened as `Queries::orders` does, before it reads.
 fn open_page(query: ListOrders) -> Result<(), AppError> {
+    if !query.page_token.is_empty() {
+        TOKENS
+            .open(&query.listing, &query.page_token)
+            .map_err(|e| AppError::Invalid(e.into()))?;
+    }
+    Ok(())
+}
+
+/// A product listing's page token opened as `Queries::products` does,
+/// before it reads.
+fn open_products_page(query: ListProducts) -> Result<(), AppError> {
     if !query.page_token.is_empty() {
         TOKENS
             .open(&query.listing, &query.page_token)
@@ -100,6 +114,25 @@ fn list_orders_by_status(bytes: &[u8]) -> Result<(), Status> {
     })
 }
 
+fn get_product(bytes: &[u8]) -> Result<(), Status> {
+    answer(bytes, |r: pb::GetProductRequest| {
+        GetProduct::try_from(r)?;
+        Ok(())
+    })
+}
+
+fn list_products(bytes: &[u8]) -> Result<(), Status> {
+    answer(bytes, |r: pb::ListProductsRequest| {
+        open_products_page(ListProducts::try_from(r)?)
+    })
+}
+
+fn list_low_stock_products(bytes: &[u8]) -> Result<(), Status> {
+    answer(bytes, |r: pb::ListLowStockProductsRequest| {
+        open_products_page(ListProducts::try_from(r)?)
+    })
+}
+
 /// An RPC: its answer, and the top-level fields of its request, which every
 /// field violation must be under.
 struct Rpc {
@@ -126,6 +159,18 @@ const LIST_ORDERS_BY_USER: Rpc = Rpc {
 const LIST_ORDERS_BY_STATUS: Rpc = Rpc {
     answer: list_orders_by_status,
     fields: &["status", "page_size", "page_token"],
+};
+const GET_PRODUCT: Rpc = Rpc {
+    answer: get_product,
+    fields: &["sku", "min_version"],
+};
+const LIST_PRODUCTS: Rpc = Rpc {
+    answer: list_products,
+    fields: &["page_size", "page_token"],
+};
+const LIST_LOW_STOCK_PRODUCTS: Rpc = Rpc {
+    answer: list_low_stock_products,
+    fields: &["page_size", "page_token"],
 };
 
 /// The top-level field of a violation's path: `items` of `items[2].sku`.
@@ -227,6 +272,12 @@ fn id() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A sku: arbitrary text, or of the allowed characters, of the allowed
+/// length or not.
+fn sku() -> impl Strategy<Value = String> {
+    prop_oneof![text(), valid_sku(), "[A-Za-z0-9._-]{65,70}"]
+}
+
 /// An email address, valid or almost.
 fn email() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -288,18 +339,53 @@ fn page_key(listing: &OrderListing, order_id: uuid::Uuid, created_at: String) ->
     ])
 }
 
+/// A product listing.
+fn product_listing() -> impl Strategy<Value = ProductListing> {
+    prop::sample::select(vec![ProductListing::All, ProductListing::LowStock])
+}
+
+/// The key a page of the product `listing` resumes after, as the reader
+/// returns it.
+fn product_page_key(listing: ProductListing, product_id: uuid::Uuid, stock: String) -> PageKey {
+    let mut key = PageKey::from([(products::PRODUCT_ID.to_owned(), product_id.to_string())]);
+    if listing == ProductListing::LowStock {
+        key.insert(
+            products::LOW_STOCK.to_owned(),
+            products::LOW_STOCK_VALUE.to_owned(),
+        );
+        key.insert(products::STOCK.to_owned(), stock);
+    }
+    key
+}
+
+/// A page key that is none of the listings' but for chance.
+fn other_key() -> impl Strategy<Value = Option<PageKey>> {
+    prop::option::weighted(
+        0.2,
+        prop::collection::btree_map(text(), text(), 0..4).prop_map(PageKey::from_iter),
+    )
+}
+
+/// `key` signed for `listing` by this deployment or by another.
+fn sign<L: Listing<Key = PageKey>>(listing: &L, key: &PageKey, other_deployment: bool) -> String {
+    if other_deployment {
+        PageTokens::new(b"another deployment")
+            .unwrap()
+            .issue(listing, key)
+    } else {
+        TOKENS.issue(listing, key)
+    }
+}
+
 /// A page token: arbitrary text, token-shaped, or issued by this deployment
-/// (for a listing the request may or may not be, with a key it may or may
-/// not accept) or by another.
+/// (for a listing the request may or may not be, of orders or of products,
+/// with a key it may or may not accept) or by another.
 fn page_token() -> impl Strategy<Value = String> {
     let issued = (
         listing(),
         any::<u128>(),
         text(),
-        prop::option::weighted(
-            0.2,
-            prop::collection::btree_map(text(), text(), 0..4).prop_map(PageKey::from_iter),
-        ),
+        other_key(),
         prop::bool::weighted(0.1),
     )
         .prop_map(
@@ -307,19 +393,29 @@ fn page_token() -> impl Strategy<Value = String> {
                 let key = other_key.unwrap_or_else(|| {
                     page_key(&listing, uuid::Uuid::from_u128(order_id), created_at)
                 });
-                if other_deployment {
-                    PageTokens::new(b"another deployment")
-                        .unwrap()
-                        .issue(&listing, &key)
-                } else {
-                    TOKENS.issue(&listing, &key)
-                }
+                sign(&listing, &key, other_deployment)
+            },
+        );
+    let issued_for_products = (
+        product_listing(),
+        any::<u128>(),
+        prop_oneof![int64().prop_map(|n| n.to_string()), text()],
+        other_key(),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(listing, product_id, stock, other_key, other_deployment)| {
+                let key = other_key.unwrap_or_else(|| {
+                    product_page_key(listing, uuid::Uuid::from_u128(product_id), stock)
+                });
+                sign(&listing, &key, other_deployment)
             },
         );
     prop_oneof![
         1 => text(),
         1 => "[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_=+/-]{0,50}",
         3 => issued,
+        3 => issued_for_products,
     ]
 }
 
@@ -359,6 +455,28 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn any_get_product()(sku in sku(), min_version in int64()) -> pb::GetProductRequest {
+        pb::GetProductRequest { sku, min_version }
+    }
+}
+
+prop_compose! {
+    fn any_list_products()(
+        page_size in page_size(), page_token in page_token(),
+    ) -> pb::ListProductsRequest {
+        pb::ListProductsRequest { page_size, page_token }
+    }
+}
+
+prop_compose! {
+    fn any_list_low_stock_products()(
+        page_size in page_size(), page_token in page_token(),
+    ) -> pb::ListLowStockProductsRequest {
+        pb::ListLowStockProductsRequest { page_size, page_token }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Valid requests, and their mutations
 
@@ -368,6 +486,10 @@ fn valid_id() -> impl Strategy<Value = String> {
 
 fn valid_email() -> impl Strategy<Value = String> {
     "[A-Za-z0-9+_%-]{1,10}(\\.[a-z0-9+_%-]{1,5}){0,2}@[a-zA-Z0-9]{1,10}\\.[a-z]{2,6}"
+}
+
+fn valid_sku() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._-]{1,64}"
 }
 
 /// A page token of `listing`: none (the first page), or one issued for it.
@@ -384,6 +506,24 @@ fn valid_page_token(listing: OrderListing) -> impl Strategy<Value = String> {
                     &page_key(&listing, uuid::Uuid::from_u128(order_id), created_at),
                 )
             }),
+    ]
+}
+
+/// A page token of the product `listing`: none (the first page), or one
+/// issued for it.
+fn valid_product_page_token(listing: ProductListing) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        (any::<u128>(), 0i64..=1_000_000_000).prop_map(move |(product_id, stock)| {
+            TOKENS.issue(
+                &listing,
+                &product_page_key(
+                    listing,
+                    uuid::Uuid::from_u128(product_id),
+                    stock.to_string(),
+                ),
+            )
+        }),
     ]
 }
 
@@ -431,6 +571,30 @@ fn valid_list_orders_by_status() -> impl Strategy<Value = pb::ListOrdersByStatus
             }
         })
     })
+}
+
+prop_compose! {
+    fn valid_get_product()(sku in valid_sku(), min_version in 0i64..1000) -> pb::GetProductRequest {
+        pb::GetProductRequest { sku, min_version }
+    }
+}
+
+prop_compose! {
+    fn valid_list_products()(
+        page_size in 0i32..=100,
+        page_token in valid_product_page_token(ProductListing::All),
+    ) -> pb::ListProductsRequest {
+        pb::ListProductsRequest { page_size, page_token }
+    }
+}
+
+prop_compose! {
+    fn valid_list_low_stock_products()(
+        page_size in 0i32..=100,
+        page_token in valid_product_page_token(ProductListing::LowStock),
+    ) -> pb::ListLowStockProductsRequest {
+        pb::ListLowStockProductsRequest { page_size, page_token }
+    }
 }
 
 /// One change to a message's bytes.
@@ -583,6 +747,60 @@ proptest! {
         check_valid(&LIST_ORDERS_BY_STATUS, &bytes)?;
         check(&LIST_ORDERS_BY_STATUS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
     }
+
+    #[test]
+    fn get_product_answers_any_bytes(bytes in fuzz::bytes(6)) {
+        check(&GET_PRODUCT, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn get_product_answers_any_message(req in any_get_product()) {
+        check(&GET_PRODUCT, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn get_product_answers_a_mutated_request(req in valid_get_product(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&GET_PRODUCT, &bytes)?;
+        check(&GET_PRODUCT, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn list_products_answers_any_bytes(bytes in fuzz::bytes(6)) {
+        check(&LIST_PRODUCTS, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn list_products_answers_any_message(req in any_list_products()) {
+        check(&LIST_PRODUCTS, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn list_products_answers_a_mutated_request(req in valid_list_products(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&LIST_PRODUCTS, &bytes)?;
+        check(&LIST_PRODUCTS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn list_low_stock_products_answers_any_bytes(bytes in fuzz::bytes(6)) {
+        check(&LIST_LOW_STOCK_PRODUCTS, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn list_low_stock_products_answers_any_message(req in any_list_low_stock_products()) {
+        check(&LIST_LOW_STOCK_PRODUCTS, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn list_low_stock_products_answers_a_mutated_request(
+        req in valid_list_low_stock_products(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&LIST_LOW_STOCK_PRODUCTS, &bytes)?;
+        check(&LIST_LOW_STOCK_PRODUCTS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -602,7 +820,8 @@ fn reason_of(answer: Result<(), Status>) -> String {
 #[test]
 fn the_answer_tells_undecodable_from_invalid() {
     // Field 1, length 2, not UTF-8: a string field in every request but
-    // ListOrdersByStatus, where field 1 is the status, a varint.
+    // ListOrdersByStatus and the product listings, where field 1 is a
+    // varint (the status, the page size).
     let not_utf8 = [0x0a, 0x02, 0xff, 0xfe];
     for rpc in [
         &GET_USER_PROFILE,
@@ -610,9 +829,16 @@ fn the_answer_tells_undecodable_from_invalid() {
         &GET_ORDER,
         &LIST_ORDERS_BY_USER,
         &LIST_ORDERS_BY_STATUS,
+        &GET_PRODUCT,
     ] {
         assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
         assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");
+    }
+    // The product listings have no required field: the empty request is
+    // the first page.
+    for rpc in [&LIST_PRODUCTS, &LIST_LOW_STOCK_PRODUCTS] {
+        assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
+        assert!((rpc.answer)(&[]).is_ok());
     }
     // A page token is opened: one of another listing is refused, naming it.
     let user = UserId::from_uuid(IDS[0].parse().unwrap());
@@ -645,4 +871,30 @@ fn the_answer_tells_undecodable_from_invalid() {
         ..req
     };
     assert!(list_orders_by_user(&own.encode_to_vec()).is_ok());
+    // Likewise for the product listings: a token of ListProducts is not
+    // one of ListLowStockProducts.
+    let all = ProductListing::All;
+    let token = TOKENS.issue(
+        &all,
+        &product_page_key(all, uuid::Uuid::nil(), String::new()),
+    );
+    let req = pb::ListLowStockProductsRequest {
+        page_size: 0,
+        page_token: token.clone(),
+    };
+    let status = list_low_stock_products(&req.encode_to_vec()).expect_err("refused");
+    assert_eq!(
+        status
+            .get_error_details()
+            .bad_request()
+            .expect("a BadRequest")
+            .field_violations[0]
+            .field,
+        "page_token"
+    );
+    let own = pb::ListProductsRequest {
+        page_size: 0,
+        page_token: token,
+    };
+    assert!(list_products(&own.encode_to_vec()).is_ok());
 }

@@ -9,6 +9,7 @@ mod commands;
 mod eventbridge;
 mod helpers;
 mod parking;
+mod products;
 mod queries;
 mod rebuild;
 mod replay;

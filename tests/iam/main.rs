@@ -33,7 +33,9 @@ use dynabridge::pb;
 use dynabridge::pb::admin_service_client::AdminServiceClient;
 use dynabridge::pb::command_service_client::CommandServiceClient;
 use dynabridge::pb::query_service_client::QueryServiceClient;
-use dynabridge::schema::{Tables, event_rules, event_store, order_summaries, user_profiles};
+use dynabridge::schema::{
+    Tables, event_rules, event_store, order_summaries, products, user_profiles,
+};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -219,7 +221,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .unwrap()
         .into_inner();
     assert_eq!(status.shards.len(), 1, "{status:?}");
-    assert_eq!(status.read_models.len(), 2);
+    assert_eq!(status.read_models.len(), 3);
     // Read models rebuilt: generation 1 built and served, commands and
     // queries on it; generation 2 built in pages that cut aggregates, and
     // dropped.
@@ -696,6 +698,9 @@ async fn rebuild_and_drop(
         .unwrap()
         .into_inner();
     assert_eq!(by_email.user.unwrap().user_id, created.ann);
+    let mug = flow.restock("p-mug-rebuilt", "MUG").await;
+    assert_eq!(flow.product("MUG", mug).await.stock, 4);
+    assert_eq!(flow.catalogue().await.1, ["MUG"]);
     assert_eq!(flow.orders_of_user(&created.ann).await.len(), 2);
     assert!(
         flow.orders_in(pb::OrderStatus::Shipped)
@@ -863,6 +868,92 @@ impl Flow {
             .unwrap()
             .into_inner();
         self.events += updated.event_ids.len();
+    }
+
+    async fn create_product(&mut self, request_id: &str, sku: &str, stock: i64) {
+        let created = self
+            .commands
+            .create_product(pb::CreateProductRequest {
+                request_id: request_id.into(),
+                sku: sku.into(),
+                name: sku.into(),
+                unit_price: Some(pb::Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: 500,
+                }),
+                initial_stock: stock,
+                reorder_level: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += created.event_ids.len();
+    }
+
+    async fn restock(&mut self, request_id: &str, sku: &str) -> i64 {
+        let restocked = self
+            .commands
+            .restock_product(pb::RestockProductRequest {
+                request_id: request_id.into(),
+                sku: sku.into(),
+                quantity: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += restocked.event_ids.len();
+        restocked.version
+    }
+
+    async fn product(&mut self, sku: &str, min_version: i64) -> pb::Product {
+        self.queries
+            .get_product(pb::GetProductRequest {
+                sku: sku.into(),
+                min_version,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap()
+    }
+
+    /// The catalogue, a page of one at a time, and the low-stock listing.
+    async fn catalogue(&mut self) -> (BTreeSet<String>, Vec<String>) {
+        let mut all = BTreeSet::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .queries
+                .list_products(pb::ListProductsRequest {
+                    page_size: 1,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.products.into_iter().map(|p| p.sku));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        let low = self
+            .queries
+            .list_low_stock_products(pb::ListLowStockProductsRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .products
+            .into_iter()
+            .map(|p| p.sku)
+            .collect();
+        (all, low)
     }
 
     async fn create_order(&mut self, request_id: &str, user_id: &str) -> String {
@@ -1039,6 +1130,25 @@ impl Flow {
             BTreeSet::from([second.clone(), order_of_bob.clone()])
         );
 
+        // Products: a low one, and one restocked 99 times, whose 100th
+        // event has its snapshot taken; the catalogue over pages, and the
+        // low-stock listing.
+        self.create_product("p-mug", "MUG", 3).await;
+        self.create_product("p-lamp", "LAMP", 50).await;
+        let mut lamp = 1;
+        for n in 0..99 {
+            lamp = self.restock(&format!("p-lamp-{n}"), "LAMP").await;
+        }
+        assert_eq!(self.product("LAMP", lamp).await.stock, 149);
+        assert_eq!(self.product("MUG", 1).await.stock, 3);
+        assert_eq!(
+            self.catalogue().await,
+            (
+                BTreeSet::from(["LAMP".to_owned(), "MUG".to_owned()]),
+                vec!["MUG".to_owned()]
+            )
+        );
+
         // A gap: rows lost behind the projector's back. The next event on
         // each aggregate finds no row and fills it from the event store.
         for (table, key, id) in [
@@ -1075,6 +1185,9 @@ impl Flow {
             pb::OrderStatus::Processing,
         )
         .await;
+        // The product loaded from its snapshot; its row read again.
+        let lamp = self.restock("p-lamp-after", "LAMP").await;
+        assert_eq!(self.product("LAMP", lamp).await.stock, 150);
         assert_eq!(self.profile(&created.ann, 3).await.name, "Ann Again");
         assert_eq!(
             self.order(&created.order_of_bob, 2).await.status,
@@ -1124,6 +1237,12 @@ fn check_rules_route(template: &Template, tables: &Tables, entries: &[Value]) {
                     expected.insert(status_rule.as_str());
                 }
             }
+            // No rule takes the catalogue's events yet.
+            "ProductCreated"
+            | "ProductRestocked"
+            | "ProductPriceChanged"
+            | "StockReserved"
+            | "StockReleased" => {}
             other => panic!("unknown detail-type {other}"),
         }
         assert_eq!(got, expected, "rules matching {event}");
@@ -1157,6 +1276,7 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         stream(tables.event_store()),
         table(tables.idempotency()),
         table(tables.unique_emails()),
+        table(tables.snapshots()),
     ];
     let read_side = [
         table(tables.user_profiles()),
@@ -1176,6 +1296,12 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             table(tables.order_summaries()),
             order_summaries::STATUS_INDEX
         ),
+        table(tables.products()),
+        format!(
+            "{}/index/{}",
+            table(tables.products()),
+            products::LOW_STOCK_INDEX
+        ),
         table(tables.checkpoints()),
     ];
     let covering = |role: &Role, arns: &[String]| -> Vec<String> {
@@ -1193,7 +1319,8 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
     let query = role(&roles, "QueryServiceRole");
     for allow in &query.allows {
         assert!(
-            ["dynamodb:GetItem", "dynamodb:Query"].contains(&allow.action.as_str()),
+            ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
+                .contains(&allow.action.as_str()),
             "the query service may only read: {allow}"
         );
     }
@@ -1262,6 +1389,7 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
     let generation_tables = [
         format!("{}-g*", tables.user_profiles()),
         format!("{}-g*", tables.order_summaries()),
+        format!("{}-g*", tables.products()),
     ];
     let replay_patterns = [
         format!(
@@ -1590,6 +1718,8 @@ async fn the_template_creates_the_tables_provision_creates() {
             tables.unique_emails(),
             tables.user_profiles(),
             tables.order_summaries(),
+            tables.products(),
+            tables.snapshots(),
             tables.checkpoints(),
             tables.parked(),
         ])
