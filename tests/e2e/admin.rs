@@ -655,10 +655,14 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
             .iter()
             .map(|r| r.table.clone())
             .collect::<Vec<_>>(),
-        [app.tables.user_profiles(), app.tables.order_summaries()]
+        [
+            app.tables.user_profiles(),
+            app.tables.order_summaries(),
+            app.tables.products()
+        ]
     );
     // The last event applied to each read model: the user's creation, and
-    // nothing yet to the orders.
+    // nothing yet to the orders or the products.
     let applied = eventually(
         "the last event applied recorded",
         Duration::from_secs(10),
@@ -716,5 +720,6 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
         "UserProfileUpdated"
     );
     assert_eq!(status.read_models[1].last_event_applied, None);
+    assert_eq!(status.read_models[2].last_event_applied, None);
     app.shutdown().await;
 }
