@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 
 use crate::pb;
 use dynabridge_domain::{
-    AddressParts, FieldViolation, Money, OrderLine, OrderStatus, Quantity, ShippingAddress, Sku,
-    ValidationError,
+    AddressParts, FieldViolation, Money, OrderLine, OrderStatus, PurchaseItem, Quantity, Rejection,
+    ShippingAddress, Sku, ValidationError,
 };
 
 pub fn money_to_pb(money: Money) -> pb::Money {
@@ -27,6 +27,76 @@ pub fn money_from_pb(money: Option<&pb::Money>) -> Result<Money, ValidationError
         return Err(ValidationError::single("", "is required"));
     };
     Money::parse(currency_code, *amount_minor)
+}
+
+pub fn purchase_item_to_pb(item: &PurchaseItem) -> pb::PurchaseItem {
+    pb::PurchaseItem {
+        sku: item.sku.as_str().to_owned(),
+        quantity: item.quantity.get(),
+    }
+}
+
+/// Parses every item, naming each violation `items[i].…`.
+pub fn purchase_items_from_pb(
+    items: &[pb::PurchaseItem],
+) -> Result<Vec<PurchaseItem>, ValidationError> {
+    let mut errors = ValidationError::default();
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, pb::PurchaseItem { sku, quantity }) in items.iter().enumerate() {
+        let at = |field: &str| format!("items[{i}].{field}");
+        let sku = errors.check(Sku::parse(sku).map_err(|e| e.under(&at("sku"))));
+        let quantity =
+            errors.check(Quantity::parse(*quantity).map_err(|e| e.under(&at("quantity"))));
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            parsed.push(PurchaseItem { sku, quantity });
+        }
+    }
+    errors.into_result()?;
+    Ok(parsed)
+}
+
+pub fn rejection_to_pb(rejection: &Rejection) -> pb::PurchaseRejection {
+    use pb::PurchaseRejectionReason as Reason;
+    match rejection {
+        Rejection::OutOfStock {
+            sku,
+            requested,
+            available,
+        } => pb::PurchaseRejection {
+            reason: Reason::OutOfStock as i32,
+            sku: sku.as_str().to_owned(),
+            quantity_requested: requested.get(),
+            quantity_left: *available,
+        },
+        Rejection::ProductNotFound { sku } => pb::PurchaseRejection {
+            reason: Reason::ProductNotFound as i32,
+            sku: sku.as_str().to_owned(),
+            ..Default::default()
+        },
+        Rejection::MixedCurrencies => pb::PurchaseRejection {
+            reason: Reason::MixedCurrencies as i32,
+            ..Default::default()
+        },
+    }
+}
+
+pub fn rejection_from_pb(rejection: &pb::PurchaseRejection) -> Result<Rejection, ValidationError> {
+    use pb::PurchaseRejectionReason as Reason;
+    let sku = || Sku::parse(&rejection.sku).map_err(|e| e.under("sku"));
+    match Reason::try_from(rejection.reason) {
+        Ok(Reason::OutOfStock) => Ok(Rejection::OutOfStock {
+            sku: sku()?,
+            requested: Quantity::parse(rejection.quantity_requested)
+                .map_err(|e| e.under("quantity_requested"))?,
+            available: rejection.quantity_left,
+        }),
+        Ok(Reason::ProductNotFound) => Ok(Rejection::ProductNotFound { sku: sku()? }),
+        Ok(Reason::MixedCurrencies) => Ok(Rejection::MixedCurrencies),
+        Ok(Reason::Unspecified) | Err(_) => Err(ValidationError::single(
+            "reason",
+            "must be a known rejection reason",
+        )),
+    }
 }
 
 pub fn order_line_to_pb(line: &OrderLine) -> pb::OrderItem {

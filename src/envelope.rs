@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use crate::convert::{
     address_from_pb, address_to_pb, money_from_pb, money_to_pb, order_line_to_pb,
-    order_lines_from_pb, status_from_pb, status_to_pb, timestamp_from_pb, timestamp_to_pb,
+    order_lines_from_pb, purchase_item_to_pb, purchase_items_from_pb, rejection_from_pb,
+    rejection_to_pb, status_from_pb, status_to_pb, timestamp_from_pb, timestamp_to_pb,
 };
 use crate::pb::{self, event_envelope::Payload};
 use dynabridge_domain::{
@@ -48,12 +49,14 @@ pub fn payload_of(event: &Event) -> Payload {
             items,
             total,
             shipping_address,
+            purchase_id,
         } => Payload::OrderCreated(pb::OrderCreated {
             order_id: order_id.to_string(),
             user_id: user_id.to_string(),
             items: items.iter().map(order_line_to_pb).collect(),
             total: Some(money_to_pb(*total)),
             shipping_address: shipping_address.as_ref().map(address_to_pb),
+            purchase_id: purchase_id.map(|id| id.to_string()).unwrap_or_default(),
         }),
         Event::OrderStatusUpdated {
             order_id,
@@ -113,6 +116,45 @@ pub fn payload_of(event: &Event) -> Payload {
             purchase_id: purchase_id.to_string(),
             quantity: quantity.get(),
         }),
+        Event::PurchaseRequested {
+            purchase_id,
+            user_id,
+            items,
+        } => Payload::PurchaseRequested(pb::PurchaseRequested {
+            purchase_id: purchase_id.to_string(),
+            user_id: user_id.to_string(),
+            items: items.iter().map(purchase_item_to_pb).collect(),
+        }),
+        Event::PurchaseReserved {
+            purchase_id,
+            lines,
+            total,
+        } => Payload::PurchaseReserved(pb::PurchaseReserved {
+            purchase_id: purchase_id.to_string(),
+            lines: lines.iter().map(order_line_to_pb).collect(),
+            total: Some(money_to_pb(*total)),
+        }),
+        Event::PurchaseCompleted {
+            purchase_id,
+            order_id,
+        } => Payload::PurchaseCompleted(pb::PurchaseCompleted {
+            purchase_id: purchase_id.to_string(),
+            order_id: order_id.to_string(),
+        }),
+        Event::PurchaseRejected {
+            purchase_id,
+            rejection,
+        } => Payload::PurchaseRejected(pb::PurchaseRejected {
+            purchase_id: purchase_id.to_string(),
+            rejection: Some(rejection_to_pb(rejection)),
+        }),
+        Event::PurchaseCancelled {
+            purchase_id,
+            order_id,
+        } => Payload::PurchaseCancelled(pb::PurchaseCancelled {
+            purchase_id: purchase_id.to_string(),
+            order_id: order_id.to_string(),
+        }),
     }
 }
 
@@ -150,6 +192,7 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
             items,
             total,
             shipping_address,
+            purchase_id,
         }) => Event::OrderCreated {
             order_id: OrderId::parse("order_id", order_id).map_err(bad)?,
             user_id: UserId::parse("user_id", user_id).map_err(bad)?,
@@ -160,6 +203,10 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
                 .map(address_from_pb)
                 .transpose()
                 .map_err(bad)?,
+            purchase_id: match purchase_id.as_str() {
+                "" => None,
+                id => Some(PurchaseId::parse("purchase_id", id).map_err(bad)?),
+            },
         },
         Payload::OrderStatusUpdated(pb::OrderStatusUpdated {
             order_id,
@@ -219,6 +266,46 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
             purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
             quantity: Quantity::parse(*quantity).map_err(bad)?,
         },
+        Payload::PurchaseRequested(pb::PurchaseRequested {
+            purchase_id,
+            user_id,
+            items,
+        }) => Event::PurchaseRequested {
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            user_id: UserId::parse("user_id", user_id).map_err(bad)?,
+            items: purchase_items_from_pb(items).map_err(bad)?,
+        },
+        Payload::PurchaseReserved(pb::PurchaseReserved {
+            purchase_id,
+            lines,
+            total,
+        }) => Event::PurchaseReserved {
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            lines: order_lines_from_pb(lines).map_err(bad)?,
+            total: money_from_pb(total.as_ref()).map_err(bad)?,
+        },
+        Payload::PurchaseCompleted(pb::PurchaseCompleted {
+            purchase_id,
+            order_id,
+        }) => Event::PurchaseCompleted {
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            order_id: OrderId::parse("order_id", order_id).map_err(bad)?,
+        },
+        Payload::PurchaseRejected(pb::PurchaseRejected {
+            purchase_id,
+            rejection,
+        }) => Event::PurchaseRejected {
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            rejection: rejection_from_pb(rejection.as_ref().ok_or_else(|| bad("no rejection"))?)
+                .map_err(bad)?,
+        },
+        Payload::PurchaseCancelled(pb::PurchaseCancelled {
+            purchase_id,
+            order_id,
+        }) => Event::PurchaseCancelled {
+            purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
+            order_id: OrderId::parse("order_id", order_id).map_err(bad)?,
+        },
     })
 }
 
@@ -236,6 +323,11 @@ pub fn payload_to_json(payload: &Payload) -> String {
         Payload::ProductPriceChanged(m) => serde_json::to_string(m),
         Payload::StockReserved(m) => serde_json::to_string(m),
         Payload::StockReleased(m) => serde_json::to_string(m),
+        Payload::PurchaseRequested(m) => serde_json::to_string(m),
+        Payload::PurchaseReserved(m) => serde_json::to_string(m),
+        Payload::PurchaseCompleted(m) => serde_json::to_string(m),
+        Payload::PurchaseRejected(m) => serde_json::to_string(m),
+        Payload::PurchaseCancelled(m) => serde_json::to_string(m),
     };
     json.unwrap_or_default()
 }
@@ -407,33 +499,39 @@ mod tests {
         }
     }
 
-    /// A version 1 order published again (a catch-up, a replay) goes out in
-    /// the current shape: the same entry, labelled version 2, no address.
+    /// An order of an older version published again (a catch-up, a
+    /// replay) goes out in the current shape: the same entry, labelled
+    /// version 3, with no address (v1) and no purchase (v1, v2).
     #[test]
     fn an_older_shape_is_published_upcast() {
-        let v1 = FIXTURES
-            .iter()
-            .find(|f| f.name == "OrderCreated.v1")
-            .unwrap();
-        let mut expected: serde_json::Value = serde_json::from_str(v1.published).unwrap();
-        expected["schemaVersion"] = 2.into();
-        let actual: serde_json::Value = serde_json::from_str(&envelope_json(&v1.event())).unwrap();
-        assert_eq!(actual, expected);
+        for name in ["OrderCreated.v1", "OrderCreated.v2"] {
+            let older = FIXTURES.iter().find(|f| f.name == name).unwrap();
+            let mut expected: serde_json::Value = serde_json::from_str(older.published).unwrap();
+            expected["schemaVersion"] = 3.into();
+            let actual: serde_json::Value =
+                serde_json::from_str(&envelope_json(&older.event())).unwrap();
+            assert_eq!(actual, expected, "{name}");
+        }
     }
 
     #[test]
     fn a_mislabelled_envelope_is_refused() {
-        let v2 = FIXTURES
+        let v3 = FIXTURES
             .iter()
-            .find(|f| f.name == "OrderCreated.v2")
+            .find(|f| f.name == "OrderCreated.v3")
             .unwrap();
-        let mut envelope: pb::EventEnvelope = serde_json::from_str(v2.published).unwrap();
+        let mut envelope: pb::EventEnvelope = serde_json::from_str(v3.published).unwrap();
         envelope.schema_version = 1;
         assert!(
             from_envelope(&envelope).is_err(),
             "a v1 order has no address"
         );
-        envelope.schema_version = 3;
+        envelope.schema_version = 2;
+        assert!(
+            from_envelope(&envelope).is_err(),
+            "a v2 order has no purchase"
+        );
+        envelope.schema_version = 4;
         assert!(from_envelope(&envelope).is_err());
     }
 

@@ -45,11 +45,14 @@ pub const TEMPLATE_END: &str = "  # END generated event schemas";
 /// The CloudFormation resources of every schema, as they stand between the
 /// template's markers: one `AWS::EventSchemas::Schema` per shape, in the
 /// registry `EventSchemaRegistry`, its content the schema as one line of
-/// JSON (the template's size is capped).
+/// JSON without its descriptions: CloudFormation caps a template at 51,200
+/// bytes, and the proto comments, repeated in every schema, would pass it.
+/// The files in `schemas/events/` keep them.
 pub fn template_resources() -> String {
     let mut yaml = String::new();
-    for (shape, (name, schema)) in SHAPES.iter().zip(all()) {
+    for (shape, (name, mut schema)) in SHAPES.iter().zip(all()) {
         let id = format!("EventSchema{}V{}", shape.event_type, shape.schema_version);
+        strip_descriptions(&mut schema);
         let content = serde_json::to_string(&schema).expect("a schema serialises");
         yaml.push_str(&format!(
             "  {id}:\n    Type: AWS::EventSchemas::Schema\n    Properties:\n      \
@@ -61,6 +64,27 @@ pub fn template_resources() -> String {
         ));
     }
     yaml
+}
+
+/// Removes every `description` keyword of a schema, at any depth (a
+/// property named `description` stays: it sits under `properties`).
+fn strip_descriptions(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            object.remove("description");
+            for (key, value) in object.iter_mut() {
+                if key == "properties" {
+                    if let Value::Object(properties) = value {
+                        properties.values_mut().for_each(strip_descriptions);
+                    }
+                } else {
+                    strip_descriptions(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 struct Descriptors {

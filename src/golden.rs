@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use dynabridge_domain::{
     AddressParts, Email, Event, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName,
-    PurchaseId, Quantity, ShippingAddress, Sku, StockLevel, StoredEvent, UserId, UserName,
+    PurchaseId, PurchaseItem, Quantity, Rejection, ShippingAddress, Sku, StockLevel, StoredEvent,
+    UserId, UserName,
 };
 
 /// A fixture: `<EventType>.v<schema version>`, its published envelope
@@ -37,12 +38,18 @@ pub const FIXTURES: &[Fixture] = &[
     fixture!("UserProfileUpdated.v1"),
     fixture!("OrderCreated.v1"),
     fixture!("OrderCreated.v2"),
+    fixture!("OrderCreated.v3"),
     fixture!("OrderStatusUpdated.v1"),
     fixture!("ProductCreated.v1"),
     fixture!("ProductRestocked.v1"),
     fixture!("ProductPriceChanged.v1"),
     fixture!("StockReserved.v1"),
     fixture!("StockReleased.v1"),
+    fixture!("PurchaseRequested.v1"),
+    fixture!("PurchaseReserved.v1"),
+    fixture!("PurchaseCompleted.v1"),
+    fixture!("PurchaseRejected.v1"),
+    fixture!("PurchaseCancelled.v1"),
 ];
 
 impl Fixture {
@@ -55,8 +62,10 @@ impl Fixture {
     /// The event it holds, as this build reads it.
     pub fn event(&self) -> StoredEvent {
         match self.name {
-            // Placed before addresses were taken: upcast with none.
-            "OrderCreated.v1" => order_created(None),
+            // Placed before addresses were taken: upcast with none, and
+            // before purchases: upcast with no purchase.
+            "OrderCreated.v1" => order_created(None, None),
+            "OrderCreated.v2" => order_created(Some(golden_address()), None),
             name => current()
                 .into_iter()
                 .find(|e| format!("{}.v{}", e.event.event_type(), e.event.schema_version()) == name)
@@ -84,7 +93,22 @@ fn stored(event_id: &str, version: i64, event: Event) -> StoredEvent {
     }
 }
 
-fn order_created(shipping_address: Option<ShippingAddress>) -> StoredEvent {
+fn golden_address() -> ShippingAddress {
+    ShippingAddress::parse(AddressParts {
+        recipient: "Ann Smith",
+        line1: "Hauptstraße 1",
+        line2: "3. OG",
+        city: "Berlin",
+        postal_code: "10115",
+        country_code: "DE",
+    })
+    .expect("a golden address")
+}
+
+fn order_created(
+    shipping_address: Option<ShippingAddress>,
+    purchase_id: Option<PurchaseId>,
+) -> StoredEvent {
     let usd = |n| Money::parse("USD", n).expect("golden money");
     stored(
         "0b4c9f5e-6c8a-4a8e-9d55-3f1f0c1d2e3f",
@@ -99,6 +123,7 @@ fn order_created(shipping_address: Option<ShippingAddress>) -> StoredEvent {
             }],
             total: usd(99_999),
             shipping_address,
+            purchase_id,
         },
     )
 }
@@ -107,15 +132,7 @@ fn order_created(shipping_address: Option<ShippingAddress>) -> StoredEvent {
 pub fn current() -> Vec<StoredEvent> {
     let user_id = UserId::parse("user_id", USER).expect("a golden id");
     let order_id = OrderId::parse("order_id", ORDER).expect("a golden id");
-    let address = ShippingAddress::parse(AddressParts {
-        recipient: "Ann Smith",
-        line1: "Hauptstraße 1",
-        line2: "3. OG",
-        city: "Berlin",
-        postal_code: "10115",
-        country_code: "DE",
-    })
-    .expect("a golden address");
+    let address = golden_address();
     let usd = |n| Money::parse("USD", n).expect("golden money");
     let sku = Sku::parse("laptop").expect("a golden sku");
     let product_id = ProductId::for_sku(&sku);
@@ -139,7 +156,7 @@ pub fn current() -> Vec<StoredEvent> {
                 email: Some(Email::parse("ann@work.example.com").expect("a golden email")),
             },
         ),
-        order_created(Some(address)),
+        order_created(Some(address), Some(purchase_id)),
         stored(
             "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e04",
             2,
@@ -194,6 +211,59 @@ pub fn current() -> Vec<StoredEvent> {
                 product_id,
                 purchase_id,
                 quantity: Quantity::parse(2).expect("a golden quantity"),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e10",
+            1,
+            Event::PurchaseRequested {
+                purchase_id,
+                user_id,
+                items: vec![PurchaseItem {
+                    sku: sku.clone(),
+                    quantity: Quantity::parse(2).expect("a golden quantity"),
+                }],
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e11",
+            2,
+            Event::PurchaseReserved {
+                purchase_id,
+                lines: vec![OrderLine {
+                    sku: sku.clone(),
+                    quantity: Quantity::parse(2).expect("a golden quantity"),
+                    unit_price: usd(89_999),
+                }],
+                total: usd(179_998),
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e12",
+            3,
+            Event::PurchaseCompleted {
+                purchase_id,
+                order_id,
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e13",
+            2,
+            Event::PurchaseRejected {
+                purchase_id,
+                rejection: Rejection::OutOfStock {
+                    sku: sku.clone(),
+                    requested: Quantity::parse(30).expect("a golden quantity"),
+                    available: 25,
+                },
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e14",
+            4,
+            Event::PurchaseCancelled {
+                purchase_id,
+                order_id,
             },
         ),
     ]

@@ -76,6 +76,10 @@ impl Tables {
         self.name("products")
     }
 
+    pub fn purchases(&self) -> String {
+        self.name("purchases")
+    }
+
     pub fn read_models(&self, generation: u32) -> ReadModelTables {
         let suffix = if generation == 0 {
             String::new()
@@ -87,6 +91,7 @@ impl Tables {
             user_profiles: format!("{}{suffix}", self.user_profiles()),
             order_summaries: format!("{}{suffix}", self.order_summaries()),
             products: format!("{}{suffix}", self.products()),
+            purchases: format!("{}{suffix}", self.purchases()),
         }
     }
 
@@ -149,12 +154,18 @@ pub struct ReadModelTables {
     pub user_profiles: String,
     pub order_summaries: String,
     pub products: String,
+    pub purchases: String,
 }
 
 impl ReadModelTables {
     /// Every read model's table of the generation, users first.
-    pub fn all(&self) -> [&str; 3] {
-        [&self.user_profiles, &self.order_summaries, &self.products]
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.user_profiles,
+            &self.order_summaries,
+            &self.products,
+            &self.purchases,
+        ]
     }
 }
 
@@ -274,6 +285,8 @@ pub mod order_summaries {
     /// The shipping address as ProtoJSON of a `ShippingAddress`; absent
     /// when the order has none.
     pub const SHIPPING_ADDRESS: &str = "ShippingAddress";
+    /// Present on an order a purchase placed.
+    pub const PURCHASE_ID: &str = "PurchaseId";
     /// Hash `UserId`, range `CreatedAt`.
     pub const USER_ID_INDEX: &str = "UserId-index";
     /// Hash `Status`, range `CreatedAt`.
@@ -297,6 +310,20 @@ pub mod products {
     pub const LOW_STOCK_VALUE: &str = "LOW";
     /// Partition `LowStock`, sort `Stock`: the low products, lowest first.
     pub const LOW_STOCK_INDEX: &str = "LowStock-Stock-index";
+}
+
+pub mod purchases {
+    pub const PURCHASE_ID: &str = "PurchaseId";
+    pub const USER_ID: &str = "UserId";
+    /// The items as asked for, ProtoJSON `PurchaseItem`s.
+    pub const ITEMS: &str = "Items";
+    /// `PENDING`, `COMPLETED`, `REJECTED`, `CANCELLED`.
+    pub const STATUS: &str = "Status";
+    pub const ORDER_ID: &str = "OrderId";
+    /// ProtoJSON `PurchaseRejection`, when rejected.
+    pub const REJECTION: &str = "Rejection";
+    pub const TOTAL_CURRENCY: &str = "TotalCurrency";
+    pub const TOTAL_MINOR: &str = "TotalMinor";
 }
 
 pub mod checkpoints {
@@ -335,6 +362,7 @@ pub mod checkpoints {
     pub const USER_PROFILES_MODEL: &str = "user-profiles";
     pub const ORDER_SUMMARIES_MODEL: &str = "order-summaries";
     pub const PRODUCTS_MODEL: &str = "products";
+    pub const PURCHASES_MODEL: &str = "purchases";
     pub const LAST_EVENT_ID: &str = "LastEventId";
     pub const LAST_EVENT_TYPE: &str = "LastEventType";
     pub const LAST_AGGREGATE_ID: &str = "LastAggregateId";

@@ -43,6 +43,11 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         event_type: "OrderCreated",
         schema_version: 2,
+        message: "OrderCreatedV2",
+    },
+    Shape {
+        event_type: "OrderCreated",
+        schema_version: 3,
         message: "OrderCreated",
     },
     Shape {
@@ -75,6 +80,31 @@ pub const SHAPES: &[Shape] = &[
         schema_version: 1,
         message: "StockReleased",
     },
+    Shape {
+        event_type: "PurchaseRequested",
+        schema_version: 1,
+        message: "PurchaseRequested",
+    },
+    Shape {
+        event_type: "PurchaseReserved",
+        schema_version: 1,
+        message: "PurchaseReserved",
+    },
+    Shape {
+        event_type: "PurchaseCompleted",
+        schema_version: 1,
+        message: "PurchaseCompleted",
+    },
+    Shape {
+        event_type: "PurchaseRejected",
+        schema_version: 1,
+        message: "PurchaseRejected",
+    },
+    Shape {
+        event_type: "PurchaseCancelled",
+        schema_version: 1,
+        message: "PurchaseCancelled",
+    },
 ];
 
 /// The schema version written for `event_type`, or `None` for a type this
@@ -102,13 +132,19 @@ pub fn payload_from_json(
         ("UserCreated", 1) => Payload::UserCreated(parse(json)?),
         ("UserProfileUpdated", 1) => Payload::UserProfileUpdated(parse(json)?),
         ("OrderCreated", 1) => Payload::OrderCreated(order_created_from_v1(parse(json)?)),
-        ("OrderCreated", 2) => Payload::OrderCreated(parse(json)?),
+        ("OrderCreated", 2) => Payload::OrderCreated(order_created_from_v2(parse(json)?)),
+        ("OrderCreated", 3) => Payload::OrderCreated(parse(json)?),
         ("OrderStatusUpdated", 1) => Payload::OrderStatusUpdated(parse(json)?),
         ("ProductCreated", 1) => Payload::ProductCreated(parse(json)?),
         ("ProductRestocked", 1) => Payload::ProductRestocked(parse(json)?),
         ("ProductPriceChanged", 1) => Payload::ProductPriceChanged(parse(json)?),
         ("StockReserved", 1) => Payload::StockReserved(parse(json)?),
         ("StockReleased", 1) => Payload::StockReleased(parse(json)?),
+        ("PurchaseRequested", 1) => Payload::PurchaseRequested(parse(json)?),
+        ("PurchaseReserved", 1) => Payload::PurchaseReserved(parse(json)?),
+        ("PurchaseCompleted", 1) => Payload::PurchaseCompleted(parse(json)?),
+        ("PurchaseRejected", 1) => Payload::PurchaseRejected(parse(json)?),
+        ("PurchaseCancelled", 1) => Payload::PurchaseCancelled(parse(json)?),
         (event_type, schema_version) => {
             return Err(DecodeError(match current_schema_version(event_type) {
                 Some(current) => format!(
@@ -121,7 +157,8 @@ pub fn payload_from_json(
     Ok(payload)
 }
 
-/// Version 1 had no shipping address: an order placed then has none.
+/// Version 1 had no shipping address: an order placed then has none (nor
+/// a purchase).
 fn order_created_from_v1(v1: pb::OrderCreatedV1) -> pb::OrderCreated {
     let pb::OrderCreatedV1 {
         order_id,
@@ -129,12 +166,32 @@ fn order_created_from_v1(v1: pb::OrderCreatedV1) -> pb::OrderCreated {
         items,
         total,
     } = v1;
-    pb::OrderCreated {
+    order_created_from_v2(pb::OrderCreatedV2 {
         order_id,
         user_id,
         items,
         total,
         shipping_address: None,
+    })
+}
+
+/// Version 2 had no purchase: an order placed then was placed by
+/// `CreateOrder`.
+fn order_created_from_v2(v2: pb::OrderCreatedV2) -> pb::OrderCreated {
+    let pb::OrderCreatedV2 {
+        order_id,
+        user_id,
+        items,
+        total,
+        shipping_address,
+    } = v2;
+    pb::OrderCreated {
+        order_id,
+        user_id,
+        items,
+        total,
+        shipping_address,
+        purchase_id: String::new(),
     }
 }
 
@@ -183,5 +240,9 @@ mod tests {
         let mislabelled = r#"{"orderId":"o","shippingAddress":{"city":"Berlin"}}"#;
         assert!(payload_from_json("OrderCreated", 1, mislabelled).is_err());
         assert!(payload_from_json("OrderCreated", 2, mislabelled).is_ok());
+        // So is a purchase under version 2.
+        let purchased = r#"{"orderId":"o","purchaseId":"p"}"#;
+        assert!(payload_from_json("OrderCreated", 2, purchased).is_err());
+        assert!(payload_from_json("OrderCreated", 3, purchased).is_ok());
     }
 }

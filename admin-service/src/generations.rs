@@ -450,6 +450,7 @@ impl Generations {
             user_profiles_table: tables.user_profiles,
             order_summaries_table: tables.order_summaries,
             products_table: tables.products,
+            purchases_table: tables.purchases,
             rebuild: progress.map(Progress::to_pb),
         }
     }

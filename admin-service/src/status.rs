@@ -107,6 +107,7 @@ impl ProjectionStatus {
                 (tables.user_profiles.as_str(), attr::USER_PROFILES_MODEL),
                 (tables.order_summaries.as_str(), attr::ORDER_SUMMARIES_MODEL),
                 (tables.products.as_str(), attr::PRODUCTS_MODEL),
+                (tables.purchases.as_str(), attr::PURCHASES_MODEL),
             ];
             for (table, model) in named {
                 let rows = self

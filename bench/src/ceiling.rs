@@ -82,6 +82,7 @@ impl Storage {
                     items,
                     total,
                     shipping_address: None,
+                    purchase_id: None,
                 }],
             )
         };

@@ -112,6 +112,7 @@ fn pair(start: chrono::DateTime<Utc>, i: u64) -> anyhow::Result<Vec<StoredEvent>
                 }],
                 total: Money::parse("EUR", 500)?,
                 shipping_address: None,
+                purchase_id: None,
             },
             2,
         ),

@@ -5,6 +5,7 @@
 //! With an [`AggregateCache`], an aggregate this process saw recently is
 //! decided from memory and the append alone validates it (see `cache`).
 
+mod across;
 mod cache;
 mod catalog;
 

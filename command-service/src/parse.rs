@@ -5,11 +5,14 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::commands::{CommandMeta, RequestId};
-use dynabridge::convert::{address_from_pb, money_from_pb, order_lines_from_pb, status_from_pb};
+use dynabridge::convert::{
+    address_from_pb, money_from_pb, order_lines_from_pb, purchase_items_from_pb, status_from_pb,
+};
 use dynabridge::pb;
 use dynabridge_domain::{
     Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ProductCommand, ProductName,
-    Quantity, ShippingAddress, Sku, StockLevel, UserId, UserName, ValidationError, Version,
+    PurchaseItems, Quantity, ShippingAddress, Sku, StockLevel, UserId, UserName, ValidationError,
+    Version,
 };
 
 /// SHA-256 of the request with its idempotency key and correlation id
@@ -247,6 +250,44 @@ impl UpdateOrderStatus {
                 meta,
                 order_id,
                 status,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub struct PurchaseProducts {
+    pub meta: CommandMeta,
+    pub user_id: UserId,
+    pub items: PurchaseItems,
+}
+
+impl PurchaseProducts {
+    pub fn parse(
+        req: &pb::PurchaseProductsRequest,
+        origin: &Origin,
+    ) -> Result<Self, ValidationError> {
+        let pb::PurchaseProductsRequest {
+            request_id,
+            correlation_id: _,
+            user_id,
+            items,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let user_id = errors.check(UserId::parse("user_id", user_id));
+        let items = errors
+            .check(purchase_items_from_pb(items))
+            .and_then(|items| errors.check(PurchaseItems::new(items)));
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (meta(request_id, hash, origin, None), user_id, items) {
+            (Some(meta), Some(user_id), Some(items)) if errors.is_empty() => Ok(Self {
+                meta,
+                user_id,
+                items,
             }),
             _ => Err(errors),
         }
@@ -580,5 +621,39 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(fields(&err), ["unit_price"]);
+    }
+
+    #[test]
+    fn a_purchase_names_each_bad_item_and_a_sku_given_twice() {
+        let item = |sku: &str, quantity| pb::PurchaseItem {
+            sku: sku.into(),
+            quantity,
+        };
+        let req = pb::PurchaseProductsRequest {
+            request_id: "r".into(),
+            user_id: "nope".into(),
+            items: vec![item("MUG", 1), item("bad sku", 0)],
+            ..Default::default()
+        };
+        let err = PurchaseProducts::parse(&req, &origin("c")).err().unwrap();
+        assert_eq!(
+            fields(&err),
+            ["user_id", "items[1].sku", "items[1].quantity"]
+        );
+        let twice = pb::PurchaseProductsRequest {
+            request_id: "r".into(),
+            user_id: uuid::Uuid::new_v4().to_string(),
+            items: vec![item("MUG", 1), item("CUP", 1), item("MUG", 2)],
+            ..Default::default()
+        };
+        let err = PurchaseProducts::parse(&twice, &origin("c")).err().unwrap();
+        assert_eq!(fields(&err), ["items[2].sku"]);
+        let none = pb::PurchaseProductsRequest {
+            request_id: "r".into(),
+            user_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let err = PurchaseProducts::parse(&none, &origin("c")).err().unwrap();
+        assert_eq!(fields(&err), ["items"]);
     }
 }

@@ -10,7 +10,8 @@ use dynabridge::pb::command_service_server::CommandService;
 use dynabridge_runtime::grpc::{Call, unary};
 
 use crate::parse::{
-    CreateOrder, CreateUser, Origin, ProductRequest, UpdateOrderStatus, UpdateUserProfile,
+    CreateOrder, CreateUser, Origin, ProductRequest, PurchaseProducts, UpdateOrderStatus,
+    UpdateUserProfile,
 };
 
 #[derive(Clone, Debug)]
@@ -203,6 +204,31 @@ impl CommandService for CommandApi {
                 let out = self.handler.product(&cmd.meta, &cmd.command).await?;
                 Ok(pb::ChangeProductPriceResponse {
                     product_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn purchase_products(
+        &self,
+        request: Request<pb::PurchaseProductsRequest>,
+    ) -> Result<Response<pb::PurchaseProductsResponse>, Status> {
+        unary(
+            "PurchaseProducts",
+            request,
+            |r| &r.correlation_id,
+            |req, call| async move {
+                let cmd = PurchaseProducts::parse(&req, &origin(call))?;
+                let out = self
+                    .handler
+                    .purchase_products(&cmd.meta, cmd.user_id, cmd.items)
+                    .await?;
+                Ok(pb::PurchaseProductsResponse {
+                    purchase_id: out.aggregate_id,
                     version: out.version,
                     event_ids: out.event_ids,
                     correlation_id: out.correlation_id,

@@ -47,6 +47,7 @@ pub fn model_name(model: Model) -> &'static str {
         Model::UserProfiles => attr::USER_PROFILES_MODEL,
         Model::OrderSummaries => attr::ORDER_SUMMARIES_MODEL,
         Model::Products => attr::PRODUCTS_MODEL,
+        Model::Purchases => attr::PURCHASES_MODEL,
     }
 }
 

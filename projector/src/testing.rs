@@ -115,6 +115,7 @@ pub fn order_events(n: Version) -> Vec<StoredEvent> {
                     }],
                     total: Money::parse("EUR", 300).unwrap(),
                     shipping_address: None,
+                    purchase_id: None,
                 }
             } else {
                 Event::OrderStatusUpdated {

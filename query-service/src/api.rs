@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::queries::Queries;
 use crate::request::{
-    GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+    GetOrder, GetProduct, GetPurchase, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
 };
 
 #[derive(Clone, Debug)]
@@ -170,6 +170,25 @@ impl QueryService for QueryApi {
                 Ok(pb::ListLowStockProductsResponse {
                     products: page.rows.iter().map(|row| row.to_pb()).collect(),
                     next_page_token: page.next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_purchase(
+        &self,
+        request: Request<pb::GetPurchaseRequest>,
+    ) -> Result<Response<pb::GetPurchaseResponse>, Status> {
+        unary(
+            "GetPurchase",
+            request,
+            no_field,
+            |message, call| async move {
+                let query = GetPurchase::try_from(message)?;
+                let row = self.queries.purchase(query, call.deadline).await?;
+                Ok(pb::GetPurchaseResponse {
+                    purchase: Some(row.to_pb()),
                 })
             },
         )

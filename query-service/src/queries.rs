@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::Version;
-use dynabridge_read_models::{OrderSummaryRow, ProductRow, UserProfileRow};
+use dynabridge_read_models::{OrderSummaryRow, ProductRow, PurchaseRow, UserProfileRow};
 use dynabridge_runtime::error::AppError;
 use tokio::time::Instant;
 
 use crate::page_token::PageTokens;
 use crate::reader::ReadModelReader;
 use crate::request::{
-    Freshness, GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+    Freshness, GetOrder, GetProduct, GetPurchase, GetUserByEmail, GetUserProfile, ListOrders,
+    ListProducts,
 };
 
 /// The first pause between two reads of a row that is behind; it doubles up
@@ -160,6 +161,49 @@ impl Queries {
                 let until = self.wait_until(call_deadline);
                 wait_for_version(&what, awaited, until, |row| row.version, read).await
             }
+        }
+    }
+
+    /// A purchase, at `min_version` or later when asked; with
+    /// `wait_for_outcome`, once decided or when the wait runs out, as it is
+    /// then.
+    pub async fn purchase(
+        &self,
+        query: GetPurchase,
+        call_deadline: Option<Instant>,
+    ) -> Result<PurchaseRow, AppError> {
+        let GetPurchase {
+            purchase_id,
+            freshness,
+            wait_for_outcome,
+        } = query;
+        let what = format!("purchase {purchase_id}");
+        let read = || self.read_models.purchase(purchase_id);
+        let until = self.wait_until(call_deadline);
+        let row = match freshness {
+            Freshness::Latest => read()
+                .await?
+                .ok_or_else(|| not_found("purchase", &purchase_id.to_string()))?,
+            Freshness::AtLeast(awaited) => {
+                wait_for_version(&what, awaited, until, |row| row.version, read).await?
+            }
+        };
+        if !wait_for_outcome || row.is_decided() {
+            return Ok(row);
+        }
+        // At least version 1 by now: wait for any later one that decides.
+        let decided = wait_for_version(
+            &what,
+            row.version + 1,
+            until,
+            |r: &PurchaseRow| r.version,
+            || async { Ok(read().await?.filter(PurchaseRow::is_decided)) },
+        )
+        .await;
+        match decided {
+            Ok(row) => Ok(row),
+            Err(err) if err.reason() == Some(Reason::NotYetVisible) => Ok(row),
+            Err(err) => Err(err),
         }
     }
 

@@ -1,5 +1,5 @@
-//! Access to the read models, `user-profiles`, `order-summaries` and
-//! `products`.
+//! Access to the read models, `user-profiles`, `order-summaries`,
+//! `products` and `purchases`.
 //!
 //! Architecture invariant: the query service never reads the event store.
 //! [`ReadModelReader`] is the only thing here that talks to the store, and it is
@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use dynabridge::schema::{Tables, order_summaries, products, read_model, user_profiles};
-use dynabridge_domain::{Email, OrderId, OrderStatus, ProductId, UserId};
-use dynabridge_read_models::{Item, OrderSummaryRow, ProductRow, RowError, UserProfileRow};
+use dynabridge::schema::{Tables, order_summaries, products, purchases, read_model, user_profiles};
+use dynabridge_domain::{Email, OrderId, OrderStatus, ProductId, PurchaseId, UserId};
+use dynabridge_read_models::{
+    Item, OrderSummaryRow, ProductRow, PurchaseRow, RowError, UserProfileRow,
+};
 use dynabridge_runtime::error::{AppError, from_sdk_error};
 
 use crate::generation::ServedGeneration;
@@ -373,6 +375,27 @@ impl ReadModelReader {
             .map_err(|e| from_sdk_error(&format!("get item from {}", tables.products), e))?;
         out.item
             .map(|item| ProductRow::from_item(&item).map_err(|e| unreadable(&tables.products, e)))
+            .transpose()
+    }
+
+    /// The purchase `purchase_id`, read consistently.
+    pub async fn purchase(&self, purchase_id: PurchaseId) -> Result<Option<PurchaseRow>, AppError> {
+        let tables = self.served.tables().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&tables.purchases)
+            .key(
+                purchases::PURCHASE_ID,
+                AttributeValue::S(purchase_id.to_string()),
+            )
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error(&format!("get item from {}", tables.purchases), e))?;
+        out.item
+            .map(|item| PurchaseRow::from_item(&item).map_err(|e| unreadable(&tables.purchases, e)))
             .transpose()
     }
 

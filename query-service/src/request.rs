@@ -6,7 +6,9 @@
 
 use dynabridge::convert::status_from_pb;
 use dynabridge::pb;
-use dynabridge_domain::{Email, OrderId, ProductId, Sku, UserId, ValidationError, Version};
+use dynabridge_domain::{
+    Email, OrderId, ProductId, PurchaseId, Sku, UserId, ValidationError, Version,
+};
 use dynabridge_runtime::page_token::page_size;
 
 use crate::reader::{OrderListing, ProductListing};
@@ -88,6 +90,14 @@ impl GetProduct {
     pub fn product_id(&self) -> ProductId {
         ProductId::for_sku(&self.sku)
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetPurchase {
+    pub purchase_id: PurchaseId,
+    pub freshness: Freshness,
+    /// Wait until the purchase process has decided it.
+    pub wait_for_outcome: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +219,27 @@ impl TryFrom<pb::GetProductRequest> for GetProduct {
             Freshness::parse(min_version),
         )?;
         Ok(Self { sku, freshness })
+    }
+}
+
+impl TryFrom<pb::GetPurchaseRequest> for GetPurchase {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::GetPurchaseRequest) -> Result<Self, Self::Error> {
+        let pb::GetPurchaseRequest {
+            purchase_id,
+            min_version,
+            wait_for_outcome,
+        } = request;
+        let (purchase_id, freshness) = both(
+            PurchaseId::parse("purchase_id", &purchase_id),
+            Freshness::parse(min_version),
+        )?;
+        Ok(Self {
+            purchase_id,
+            freshness,
+            wait_for_outcome,
+        })
     }
 }
 

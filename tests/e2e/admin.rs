@@ -658,11 +658,12 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
         [
             app.tables.user_profiles(),
             app.tables.order_summaries(),
-            app.tables.products()
+            app.tables.products(),
+            app.tables.purchases()
         ]
     );
     // The last event applied to each read model: the user's creation, and
-    // nothing yet to the orders or the products.
+    // nothing yet to the orders, the products or the purchases.
     let applied = eventually(
         "the last event applied recorded",
         Duration::from_secs(10),
@@ -721,5 +722,6 @@ async fn the_projection_status_says_where_each_shard_stands_and_what_waits_behin
     );
     assert_eq!(status.read_models[1].last_event_applied, None);
     assert_eq!(status.read_models[2].last_event_applied, None);
+    assert_eq!(status.read_models[3].last_event_applied, None);
     app.shutdown().await;
 }

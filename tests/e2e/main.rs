@@ -10,6 +10,7 @@ mod eventbridge;
 mod helpers;
 mod parking;
 mod products;
+mod purchases;
 mod queries;
 mod rebuild;
 mod replay;

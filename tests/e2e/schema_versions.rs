@@ -1,7 +1,7 @@
 //! Schema evolution end to end: an order stored in version 1's shape (as
 //! the build before shipping addresses wrote it) is projected, commanded,
-//! shown and published in version 2's shape; a new order is stored and
-//! published as version 2 with its address; every published entry
+//! shown and published in the current shape (version 3); a new order is
+//! stored and published as version 3 with its address; every published entry
 //! validates against its version's JSON Schema.
 
 use std::time::Duration;
@@ -96,6 +96,7 @@ async fn an_order_stored_as_version_1_is_read_everywhere_as_version_2() {
             }],
             total: usd(3_000),
             shipping_address: None,
+            purchase_id: None,
         },
     };
     // Version 1's item: the same attributes, its payload without the
@@ -164,13 +165,13 @@ async fn an_order_stored_as_version_1_is_read_everywhere_as_version_2() {
         .into_inner()
         .events;
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0].schema_version, 2);
+    assert_eq!(history[0].schema_version, 3, "shown in the current shape");
     assert_eq!(
         stored_schema_version(&app, &order_id.to_string(), 1).await,
         "1"
     );
 
-    // Published upcast: version 2, no address, valid against its schema.
+    // Published upcast: version 3, no address, valid against its schema.
     let details = eventually(
         "both order events published",
         Duration::from_secs(10),
@@ -191,8 +192,9 @@ async fn an_order_stored_as_version_1_is_read_everywhere_as_version_2() {
         .iter()
         .find(|d| d["eventType"] == "OrderCreated")
         .unwrap();
-    assert_eq!(created["schemaVersion"], 2);
+    assert_eq!(created["schemaVersion"], 3);
     assert!(created["orderCreated"].get("shippingAddress").is_none());
+    assert!(created["orderCreated"].get("purchaseId").is_none());
     app.shutdown().await;
 }
 
@@ -237,7 +239,7 @@ async fn a_new_order_is_stored_and_published_as_version_2_with_its_address() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stored_schema_version(&app, &created.order_id, 1).await, "2");
+    assert_eq!(stored_schema_version(&app, &created.order_id, 1).await, "3");
     let order = app
         .query
         .get_order(pb::GetOrderRequest {
@@ -261,7 +263,7 @@ async fn a_new_order_is_stored_and_published_as_version_2_with_its_address() {
         }
     })
     .await;
-    assert_eq!(detail["schemaVersion"], 2);
+    assert_eq!(detail["schemaVersion"], 3);
     assert_eq!(
         detail["orderCreated"]["shippingAddress"]["countryCode"],
         "DE"

@@ -192,6 +192,10 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .await
         .unwrap();
     flow.after_restart(&state).await;
+    // A step of the purchase: the restarted projector reads its row first.
+    put_purchase_step(&dynamo, &tables, &state.purchase, 2).await;
+    flow.events += 1;
+    assert_eq!(flow.purchase(&state.purchase, 2).await.version, 2);
 
     // The admin service, started after an event of an older version (one
     // without its event-type bucket) is in the store: its migration gives
@@ -221,7 +225,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .unwrap()
         .into_inner();
     assert_eq!(status.shards.len(), 1, "{status:?}");
-    assert_eq!(status.read_models.len(), 3);
+    assert_eq!(status.read_models.len(), 4);
     // Read models rebuilt: generation 1 built and served, commands and
     // queries on it; generation 2 built in pages that cut aggregates, and
     // dropped.
@@ -340,6 +344,49 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Puts the purchase process's step `version` (2: stock reserved, 3: its
+/// order created) of `purchase` into the event store, as the process
+/// appends it.
+async fn put_purchase_step(
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+    purchase: &str,
+    version: i64,
+) {
+    let purchase_id = dynabridge_domain::PurchaseId::parse("purchase_id", purchase).unwrap();
+    let event = match version {
+        2 => dynabridge_domain::Event::PurchaseReserved {
+            purchase_id,
+            lines: vec![dynabridge_domain::OrderLine {
+                sku: dynabridge_domain::Sku::parse("MUG").unwrap(),
+                quantity: dynabridge_domain::Quantity::parse(1).unwrap(),
+                unit_price: dynabridge_domain::Money::parse("EUR", 500).unwrap(),
+            }],
+            total: dynabridge_domain::Money::parse("EUR", 500).unwrap(),
+        },
+        _ => dynabridge_domain::Event::PurchaseCompleted {
+            purchase_id,
+            order_id: dynabridge_domain::OrderId::for_purchase(purchase_id),
+        },
+    };
+    let stored = dynabridge_domain::StoredEvent {
+        event_id: uuid::Uuid::new_v4(),
+        version,
+        occurred_at: chrono::Utc::now(),
+        request_id: format!("{purchase}/{version}"),
+        correlation_id: "purchase".into(),
+        trace_parent: None,
+        event,
+    };
+    dynamo
+        .put_item()
+        .table_name(tables.event_store())
+        .set_item(Some(dynabridge_event_store::codec::event_to_item(&stored)))
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Puts a `UserCreated` event as a version before the event-type buckets
@@ -698,6 +745,12 @@ async fn rebuild_and_drop(
         .unwrap()
         .into_inner();
     assert_eq!(by_email.user.unwrap().user_id, created.ann);
+    put_purchase_step(dynamo, tables, &created.purchase, 3).await;
+    flow.events += 1;
+    assert_eq!(
+        flow.purchase(&created.purchase, 3).await.status,
+        pb::PurchaseStatus::Completed as i32
+    );
     let mug = flow.restock("p-mug-rebuilt", "MUG").await;
     assert_eq!(flow.product("MUG", mug).await.stock, 4);
     assert_eq!(flow.catalogue().await.1, ["MUG"]);
@@ -822,6 +875,7 @@ async fn replay_archive(admin: &mut AdminServiceClient<Channel>, tables: &Tables
 struct Created {
     ann: String,
     order_of_bob: String,
+    purchase: String,
 }
 
 /// The clients, and how many events the commands appended.
@@ -954,6 +1008,20 @@ impl Flow {
             .map(|p| p.sku)
             .collect();
         (all, low)
+    }
+
+    async fn purchase(&mut self, purchase_id: &str, min_version: i64) -> pb::Purchase {
+        self.queries
+            .get_purchase(pb::GetPurchaseRequest {
+                purchase_id: purchase_id.into(),
+                min_version,
+                wait_for_outcome: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .purchase
+            .unwrap()
     }
 
     async fn create_order(&mut self, request_id: &str, user_id: &str) -> String {
@@ -1173,7 +1241,33 @@ impl Flow {
             (filled.version, filled.status),
             (2, pb::OrderStatus::Cancelled as i32)
         );
-        Created { ann, order_of_bob }
+        // A purchase asked for: pending until the purchase process takes
+        // it (its steps are put straight into the event store below, as
+        // the process appends them).
+        let purchase = self
+            .commands
+            .purchase_products(pb::PurchaseProductsRequest {
+                request_id: "buy-1".into(),
+                user_id: ann.clone(),
+                items: vec![pb::PurchaseItem {
+                    sku: "MUG".into(),
+                    quantity: 1,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.events += purchase.event_ids.len();
+        assert_eq!(
+            self.purchase(&purchase.purchase_id, 1).await.status,
+            pb::PurchaseStatus::Pending as i32
+        );
+        Created {
+            ann,
+            order_of_bob,
+            purchase: purchase.purchase_id,
+        }
     }
 
     async fn after_restart(&mut self, created: &Created) {
@@ -1237,12 +1331,17 @@ fn check_rules_route(template: &Template, tables: &Tables, entries: &[Value]) {
                     expected.insert(status_rule.as_str());
                 }
             }
-            // No rule takes the catalogue's events yet.
+            // No rule takes the catalogue's and the purchases' events yet.
             "ProductCreated"
             | "ProductRestocked"
             | "ProductPriceChanged"
             | "StockReserved"
-            | "StockReleased" => {}
+            | "StockReleased"
+            | "PurchaseRequested"
+            | "PurchaseReserved"
+            | "PurchaseCompleted"
+            | "PurchaseRejected"
+            | "PurchaseCancelled" => {}
             other => panic!("unknown detail-type {other}"),
         }
         assert_eq!(got, expected, "rules matching {event}");
@@ -1302,6 +1401,7 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
             table(tables.products()),
             products::LOW_STOCK_INDEX
         ),
+        table(tables.purchases()),
         table(tables.checkpoints()),
     ];
     let covering = |role: &Role, arns: &[String]| -> Vec<String> {
@@ -1390,6 +1490,7 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         format!("{}-g*", tables.user_profiles()),
         format!("{}-g*", tables.order_summaries()),
         format!("{}-g*", tables.products()),
+        format!("{}-g*", tables.purchases()),
     ];
     let replay_patterns = [
         format!(
@@ -1719,6 +1820,7 @@ async fn the_template_creates_the_tables_provision_creates() {
             tables.user_profiles(),
             tables.order_summaries(),
             tables.products(),
+            tables.purchases(),
             tables.snapshots(),
             tables.checkpoints(),
             tables.parked(),

@@ -4,8 +4,9 @@
 //! a retry names the same aggregate.
 
 use dynabridge_domain::{
-    Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, Product, ProductCommand,
-    ProductId, ShippingAddress, User, UserCommand, UserId, UserName,
+    CreateOrder, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, Product,
+    ProductCommand, ProductId, Purchase, PurchaseCommand, PurchaseId, PurchaseItems, Rejection,
+    ShippingAddress, StockStep, User, UserCommand, UserId, UserName,
 };
 use dynabridge_event_store::{CommandOutcome, CommandStore};
 use dynabridge_runtime::error::AppError;
@@ -52,6 +53,7 @@ impl<S: CommandStore> CommandHandler<S> {
             items,
             expected_total,
             shipping_address,
+            purchase_id: None,
         };
         self.execute::<Order>(meta, *id.as_uuid(), &command, Creates::Aggregate)
             .await
@@ -79,6 +81,70 @@ impl<S: CommandStore> CommandHandler<S> {
     ) -> Result<CommandOutcome, AppError> {
         let id = ProductId::for_sku(command.sku());
         self.execute::<Product>(meta, *id.as_uuid(), command, Creates::Nothing)
+            .await
+    }
+
+    /// Asks for a purchase: its id derives from the request id, as a
+    /// create's does, and the user must exist. One transaction, one round
+    /// trip; the purchase process does the rest.
+    pub async fn purchase_products(
+        &self,
+        meta: &CommandMeta,
+        user_id: UserId,
+        items: PurchaseItems,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = PurchaseId::for_request(meta.request_id.as_str());
+        let command = PurchaseCommand::Request { id, user_id, items };
+        self.execute::<Purchase>(meta, *id.as_uuid(), &command, Creates::Aggregate)
+            .await
+    }
+
+    /// The purchase process's first step: every item's stock reserved in
+    /// one transaction with the purchase's `PurchaseReserved`, or the
+    /// purchase rejected (out of stock, naming the sku and what is left).
+    pub async fn reserve_purchase(
+        &self,
+        meta: &CommandMeta,
+        id: PurchaseId,
+    ) -> Result<CommandOutcome, AppError> {
+        self.execute_with::<Purchase, Product>(meta, *id.as_uuid(), &StockStep::Reserve)
+            .await
+    }
+
+    /// The second: the order created, and the purchase completed, in one
+    /// transaction.
+    pub async fn complete_purchase(
+        &self,
+        meta: &CommandMeta,
+        id: PurchaseId,
+    ) -> Result<CommandOutcome, AppError> {
+        self.execute_with::<Purchase, Order>(meta, *id.as_uuid(), &CreateOrder)
+            .await
+    }
+
+    /// After its order was cancelled: every item's stock released, in one
+    /// transaction with the purchase's `PurchaseCancelled`.
+    pub async fn release_purchase(
+        &self,
+        meta: &CommandMeta,
+        id: PurchaseId,
+        order_id: OrderId,
+    ) -> Result<CommandOutcome, AppError> {
+        let step = StockStep::Release { order_id };
+        self.execute_with::<Purchase, Product>(meta, *id.as_uuid(), &step)
+            .await
+    }
+
+    /// Rejects a purchase the process cannot take further before it holds
+    /// stock.
+    pub async fn reject_purchase(
+        &self,
+        meta: &CommandMeta,
+        id: PurchaseId,
+        rejection: Rejection,
+    ) -> Result<CommandOutcome, AppError> {
+        let command = PurchaseCommand::Reject { id, rejection };
+        self.execute::<Purchase>(meta, *id.as_uuid(), &command, Creates::Nothing)
             .await
     }
 }

@@ -743,3 +743,259 @@ async fn a_product_without_a_trusted_snapshot_is_folded_whole_and_snapshotted() 
     let product: dynabridge_domain::Product = snapshot.read(id).unwrap();
     assert_eq!(product.state.unwrap().stock.get(), 119 * 2);
 }
+
+// ---------------------------------------------------------------------------
+// Purchases: decisions across aggregates
+
+fn sku(raw: &str) -> dynabridge_domain::Sku {
+    dynabridge_domain::Sku::parse(raw).unwrap()
+}
+
+async fn given_stock(handler: &CommandHandler<FakeStore>, raw_sku: &str, stock: i64) -> Uuid {
+    let create = dynabridge_domain::ProductCommand::Create {
+        sku: sku(raw_sku),
+        name: dynabridge_domain::ProductName::parse(raw_sku).unwrap(),
+        unit_price: Money::parse("EUR", 500).unwrap(),
+        initial_stock: dynabridge_domain::StockLevel::parse(stock).unwrap(),
+        reorder_level: dynabridge_domain::StockLevel::ZERO,
+    };
+    let outcome = handler
+        .product(&meta(&format!("create-{raw_sku}")), &create)
+        .await
+        .unwrap();
+    Uuid::parse_str(&outcome.aggregate_id).unwrap()
+}
+
+async fn stock_of(store: &FakeStore, id: Uuid) -> (i64, i64) {
+    let product = load_aggregate::<FakeStore, dynabridge_domain::Product>(store, id)
+        .await
+        .unwrap()
+        .aggregate
+        .state
+        .unwrap();
+    (product.stock.get(), product.reserved.get())
+}
+
+async fn purchase_state(
+    store: &FakeStore,
+    id: dynabridge_domain::PurchaseId,
+) -> dynabridge_domain::PurchaseState {
+    load_aggregate::<FakeStore, dynabridge_domain::Purchase>(store, *id.as_uuid())
+        .await
+        .unwrap()
+        .aggregate
+        .state
+        .unwrap()
+}
+
+async fn given_purchase(
+    handler: &CommandHandler<FakeStore>,
+    request_id: &str,
+    user_id: UserId,
+    items: &[(&str, i64)],
+) -> dynabridge_domain::PurchaseId {
+    let items = dynabridge_domain::PurchaseItems::new(
+        items
+            .iter()
+            .map(|(raw, n)| dynabridge_domain::PurchaseItem {
+                sku: sku(raw),
+                quantity: dynabridge_domain::Quantity::parse(*n).unwrap(),
+            })
+            .collect(),
+    )
+    .unwrap();
+    let outcome = handler
+        .purchase_products(&meta(request_id), user_id, items)
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 1);
+    dynabridge_domain::PurchaseId::parse("purchase_id", &outcome.aggregate_id).unwrap()
+}
+
+#[tokio::test]
+async fn a_purchase_reserves_every_item_in_one_append_then_creates_its_order() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let user = given_user(&handler, "u", "ann@example.com").await;
+    let (mug, cup) = (
+        given_stock(&handler, "MUG", 5).await,
+        given_stock(&handler, "CUP", 2).await,
+    );
+    let purchase = given_purchase(&handler, "buy-1", user, &[("MUG", 3), ("CUP", 2)]).await;
+    let appends = store.calls().1;
+
+    let reserved = handler
+        .reserve_purchase(&meta("buy-1/reserve"), purchase)
+        .await
+        .unwrap();
+    assert_eq!(store.calls().1, appends + 1, "one transaction");
+    assert_eq!(reserved.version, 2);
+    assert_eq!(
+        reserved.event_ids.len(),
+        3,
+        "the purchase's and each product's"
+    );
+    assert_eq!(
+        (stock_of(&store, mug).await, stock_of(&store, cup).await),
+        ((2, 3), (0, 2))
+    );
+    let state = purchase_state(&store, purchase).await;
+    assert_eq!(state.status, dynabridge_domain::PurchaseStatus::Reserved);
+    assert_eq!(state.lines.len(), 2);
+
+    // The step again (a redelivery): the same answer, nothing appended.
+    let again = handler
+        .reserve_purchase(&meta("buy-1/reserve"), purchase)
+        .await
+        .unwrap();
+    assert_eq!(again, reserved);
+    assert_eq!(stock_of(&store, mug).await, (2, 3));
+
+    let completed = handler
+        .complete_purchase(&meta("buy-1/order"), purchase)
+        .await
+        .unwrap();
+    assert_eq!(completed.version, 3);
+    let state = purchase_state(&store, purchase).await;
+    let order_id = state.order_id.unwrap();
+    assert_eq!(order_id, dynabridge_domain::OrderId::for_purchase(purchase));
+    let order = load_aggregate::<FakeStore, dynabridge_domain::Order>(&store, *order_id.as_uuid())
+        .await
+        .unwrap()
+        .aggregate
+        .state
+        .unwrap();
+    assert_eq!(order.purchase_id, Some(purchase));
+    assert_eq!(order.user_id, user);
+    assert_eq!(order.total, Money::parse("EUR", 2500).unwrap());
+
+    // Its order cancelled, the purchase gives its stock back, once.
+    handler
+        .update_order_status(
+            &meta("cancel"),
+            order_id,
+            dynabridge_domain::OrderStatus::Cancelled,
+        )
+        .await
+        .unwrap();
+    handler
+        .release_purchase(&meta("buy-1/release"), purchase, order_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stock_of(&store, mug).await, stock_of(&store, cup).await),
+        ((5, 0), (2, 0))
+    );
+    handler
+        .release_purchase(&meta("buy-1/release-again"), purchase, order_id)
+        .await
+        .unwrap();
+    assert_eq!(stock_of(&store, mug).await, (5, 0), "released once");
+    assert_eq!(
+        purchase_state(&store, purchase).await.status,
+        dynabridge_domain::PurchaseStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn a_purchase_short_of_one_item_reserves_none_and_is_rejected_naming_it() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let user = given_user(&handler, "u", "ann@example.com").await;
+    let (mug, cup) = (
+        given_stock(&handler, "MUG", 5).await,
+        given_stock(&handler, "CUP", 1).await,
+    );
+    let purchase = given_purchase(&handler, "buy-2", user, &[("MUG", 3), ("CUP", 2)]).await;
+    handler
+        .reserve_purchase(&meta("buy-2/reserve"), purchase)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stock_of(&store, mug).await, stock_of(&store, cup).await),
+        ((5, 0), (1, 0))
+    );
+    let rejected = store.state().events[&purchase.to_string()][1].event.clone();
+    assert_eq!(
+        rejected,
+        Event::PurchaseRejected {
+            purchase_id: purchase,
+            rejection: dynabridge_domain::Rejection::OutOfStock {
+                sku: sku("CUP"),
+                requested: dynabridge_domain::Quantity::parse(2).unwrap(),
+                available: 1,
+            },
+        }
+    );
+    // Nothing more happens to it.
+    let err = handler
+        .complete_purchase(&meta("buy-2/order"), purchase)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reason(),
+        Some(dynabridge::pb::ErrorReason::InvalidStep),
+        "{err:?}"
+    );
+
+    let unknown = given_purchase(&handler, "buy-3", user, &[("NOPE", 1)]).await;
+    handler
+        .reserve_purchase(&meta("buy-3/reserve"), unknown)
+        .await
+        .unwrap();
+    assert_eq!(
+        purchase_state(&store, unknown).await.status,
+        dynabridge_domain::PurchaseStatus::Rejected
+    );
+}
+
+#[tokio::test]
+async fn a_product_that_moves_while_reserving_is_read_again() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let user = given_user(&handler, "u", "ann@example.com").await;
+    let mug = given_stock(&handler, "MUG", 5).await;
+    let purchase = given_purchase(&handler, "buy-4", user, &[("MUG", 4)]).await;
+    // Another purchase takes 2 first: 3 are left, not 4.
+    let other = dynabridge_domain::PurchaseId::new_random();
+    store.inject(Injected::WriterFirst(Event::StockReserved {
+        product_id: dynabridge_domain::ProductId::from_uuid(mug),
+        purchase_id: other,
+        quantity: dynabridge_domain::Quantity::parse(2).unwrap(),
+    }));
+    handler
+        .reserve_purchase(&meta("buy-4/reserve"), purchase)
+        .await
+        .unwrap();
+    assert_eq!(
+        stock_of(&store, mug).await,
+        (3, 2),
+        "only the other purchase's"
+    );
+    assert_eq!(
+        purchase_state(&store, purchase).await.status,
+        dynabridge_domain::PurchaseStatus::Rejected
+    );
+}
+
+#[tokio::test]
+async fn a_purchase_for_no_user_is_refused_and_writes_nothing() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    given_stock(&handler, "MUG", 5).await;
+    let before = store.state().events.len();
+    let items = dynabridge_domain::PurchaseItems::new(vec![dynabridge_domain::PurchaseItem {
+        sku: sku("MUG"),
+        quantity: dynabridge_domain::Quantity::parse(1).unwrap(),
+    }])
+    .unwrap();
+    let err = handler
+        .purchase_products(&meta("buy-5"), UserId::new_random(), items)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reason(),
+        Some(dynabridge::pb::ErrorReason::AggregateNotFound)
+    );
+    assert_eq!(store.state().events.len(), before);
+}

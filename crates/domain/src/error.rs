@@ -123,6 +123,14 @@ pub enum DomainError {
     /// the store is out of step with the aggregate's events.
     #[error("a released {0:?} value was not held")]
     NotHeld(UniqueScope),
+    /// A step of a process that the aggregate's state does not allow.
+    #[error("{kind} {id} is {state}: it cannot {step}")]
+    InvalidStep {
+        kind: &'static str,
+        id: String,
+        state: &'static str,
+        step: &'static str,
+    },
     /// A product has fewer units left than asked for.
     #[error("{sku} has {available} units left, not the {requested} asked for")]
     OutOfStock {

@@ -2,8 +2,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Email, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName, PurchaseId, Quantity,
-    ShippingAddress, Sku, StockLevel, UserId, UserName, Version,
+    Email, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName, PurchaseId,
+    PurchaseItem, Quantity, Rejection, ShippingAddress, Sku, StockLevel, UserId, UserName, Version,
 };
 
 /// The kind of aggregate an event belongs to.
@@ -12,6 +12,7 @@ pub enum AggregateType {
     User,
     Order,
     Product,
+    Purchase,
 }
 
 impl AggregateType {
@@ -20,6 +21,7 @@ impl AggregateType {
             Self::User => "User",
             Self::Order => "Order",
             Self::Product => "Product",
+            Self::Purchase => "Purchase",
         }
     }
 
@@ -29,6 +31,7 @@ impl AggregateType {
             Self::User => "user",
             Self::Order => "order",
             Self::Product => "product",
+            Self::Purchase => "purchase",
         }
     }
 
@@ -37,6 +40,7 @@ impl AggregateType {
             "User" => Some(Self::User),
             "Order" => Some(Self::Order),
             "Product" => Some(Self::Product),
+            "Purchase" => Some(Self::Purchase),
             _ => None,
         }
     }
@@ -63,6 +67,9 @@ pub enum Event {
         total: Money,
         /// Since schema version 2; `None` on every order upcast from 1.
         shipping_address: Option<ShippingAddress>,
+        /// The purchase that placed the order, if one did. Since schema
+        /// version 3; `None` on every order upcast from 1 or 2.
+        purchase_id: Option<PurchaseId>,
     },
     OrderStatusUpdated {
         order_id: OrderId,
@@ -98,11 +105,38 @@ pub enum Event {
         purchase_id: PurchaseId,
         quantity: Quantity,
     },
+    PurchaseRequested {
+        purchase_id: PurchaseId,
+        user_id: UserId,
+        items: Vec<PurchaseItem>,
+    },
+    /// Every item's stock reserved, at these prices (in the same
+    /// transaction as the products' `StockReserved`).
+    PurchaseReserved {
+        purchase_id: PurchaseId,
+        lines: Vec<OrderLine>,
+        total: Money,
+    },
+    /// Its order created (in the same transaction as the `OrderCreated`).
+    PurchaseCompleted {
+        purchase_id: PurchaseId,
+        order_id: OrderId,
+    },
+    PurchaseRejected {
+        purchase_id: PurchaseId,
+        rejection: Rejection,
+    },
+    /// Its order was cancelled, and its stock released (in the same
+    /// transaction as the products' `StockReleased`).
+    PurchaseCancelled {
+        purchase_id: PurchaseId,
+        order_id: OrderId,
+    },
 }
 
 impl Event {
     /// Every event type, as [`Event::event_type`] names them.
-    pub const TYPES: [&'static str; 9] = [
+    pub const TYPES: [&'static str; 14] = [
         "UserCreated",
         "UserProfileUpdated",
         "OrderCreated",
@@ -112,6 +146,11 @@ impl Event {
         "ProductPriceChanged",
         "StockReserved",
         "StockReleased",
+        "PurchaseRequested",
+        "PurchaseReserved",
+        "PurchaseCompleted",
+        "PurchaseRejected",
+        "PurchaseCancelled",
     ];
 
     /// The event's type name: also its protobuf message name and its
@@ -127,6 +166,11 @@ impl Event {
             Self::ProductPriceChanged { .. } => "ProductPriceChanged",
             Self::StockReserved { .. } => "StockReserved",
             Self::StockReleased { .. } => "StockReleased",
+            Self::PurchaseRequested { .. } => "PurchaseRequested",
+            Self::PurchaseReserved { .. } => "PurchaseReserved",
+            Self::PurchaseCompleted { .. } => "PurchaseCompleted",
+            Self::PurchaseRejected { .. } => "PurchaseRejected",
+            Self::PurchaseCancelled { .. } => "PurchaseCancelled",
         }
     }
 
@@ -135,7 +179,7 @@ impl Event {
     /// upcaster (`dynabridge::upcast`) to read the shape before.
     pub fn schema_version(&self) -> u32 {
         match self {
-            Self::OrderCreated { .. } => 2,
+            Self::OrderCreated { .. } => 3,
             Self::UserCreated { .. }
             | Self::UserProfileUpdated { .. }
             | Self::OrderStatusUpdated { .. }
@@ -143,7 +187,12 @@ impl Event {
             | Self::ProductRestocked { .. }
             | Self::ProductPriceChanged { .. }
             | Self::StockReserved { .. }
-            | Self::StockReleased { .. } => 1,
+            | Self::StockReleased { .. }
+            | Self::PurchaseRequested { .. }
+            | Self::PurchaseReserved { .. }
+            | Self::PurchaseCompleted { .. }
+            | Self::PurchaseRejected { .. }
+            | Self::PurchaseCancelled { .. } => 1,
         }
     }
 
@@ -156,6 +205,11 @@ impl Event {
             | Self::ProductPriceChanged { .. }
             | Self::StockReserved { .. }
             | Self::StockReleased { .. } => AggregateType::Product,
+            Self::PurchaseRequested { .. }
+            | Self::PurchaseReserved { .. }
+            | Self::PurchaseCompleted { .. }
+            | Self::PurchaseRejected { .. }
+            | Self::PurchaseCancelled { .. } => AggregateType::Purchase,
         }
     }
 
@@ -173,6 +227,11 @@ impl Event {
             | Self::ProductPriceChanged { product_id, .. }
             | Self::StockReserved { product_id, .. }
             | Self::StockReleased { product_id, .. } => *product_id.as_uuid(),
+            Self::PurchaseRequested { purchase_id, .. }
+            | Self::PurchaseReserved { purchase_id, .. }
+            | Self::PurchaseCompleted { purchase_id, .. }
+            | Self::PurchaseRejected { purchase_id, .. }
+            | Self::PurchaseCancelled { purchase_id, .. } => *purchase_id.as_uuid(),
         }
     }
 }

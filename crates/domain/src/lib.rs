@@ -14,6 +14,7 @@ mod event;
 mod ids;
 mod order;
 mod product;
+mod purchase;
 mod requirement;
 mod user;
 mod values;
@@ -24,6 +25,10 @@ pub use event::{AggregateType, Event, StoredEvent};
 pub use ids::{CREATE_NAMESPACE, OrderId, PRODUCT_NAMESPACE, ProductId, PurchaseId, UserId};
 pub use order::{Order, OrderCommand, OrderLine, OrderLines, OrderState, OrderStatus};
 pub use product::{Product, ProductCommand, ProductName, ProductState, StockLevel};
+pub use purchase::{
+    Coordinates, CreateOrder, Decision, Purchase, PurchaseCommand, PurchaseItem, PurchaseItems,
+    PurchaseState, PurchaseStatus, Rejection, StockStep,
+};
 pub use requirement::{Requirement, UniqueScope};
 pub use user::{User, UserCommand, UserState};
 pub use values::{Currency, Email, Money, Quantity, Sku, UserName};
@@ -136,5 +141,32 @@ impl Aggregate for Product {
     }
     fn apply(self, event: &Event) -> Self {
         Product::apply(self, event)
+    }
+}
+
+impl Aggregate for Purchase {
+    type Command = PurchaseCommand;
+    const TYPE: AggregateType = AggregateType::Purchase;
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn decide(&self, command: &PurchaseCommand) -> Result<Vec<Event>, DomainError> {
+        Purchase::decide(self, command)
+    }
+    fn apply(self, event: &Event) -> Self {
+        Purchase::apply(self, event)
+    }
+    fn requirements(&self, events: &[Event]) -> Vec<Requirement> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                // A purchase is asked for by a user who exists.
+                Event::PurchaseRequested { user_id, .. } => Some(Requirement::Exists {
+                    aggregate_type: AggregateType::User,
+                    id: *user_id.as_uuid(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 }

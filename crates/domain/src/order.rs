@@ -1,6 +1,6 @@
 use super::{
-    DomainError, Event, FieldViolation, Money, OrderId, Quantity, ShippingAddress, Sku, UserId,
-    ValidationError, Version,
+    DomainError, Event, FieldViolation, Money, OrderId, PurchaseId, Quantity, ShippingAddress, Sku,
+    UserId, ValidationError, Version,
 };
 
 /// Where an order is in its life cycle.
@@ -135,6 +135,8 @@ pub struct OrderState {
     pub total: Money,
     pub status: OrderStatus,
     pub shipping_address: Option<ShippingAddress>,
+    /// The purchase that placed it, if one did.
+    pub purchase_id: Option<PurchaseId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +150,8 @@ pub enum OrderCommand {
         /// The total the client expects; it must match the computed one.
         expected_total: Option<Money>,
         shipping_address: Option<ShippingAddress>,
+        /// The purchase placing it, when the purchase process does.
+        purchase_id: Option<PurchaseId>,
     },
     UpdateStatus {
         id: OrderId,
@@ -165,6 +169,7 @@ impl Order {
                     items,
                     expected_total,
                     shipping_address,
+                    purchase_id,
                 },
                 None,
             ) => {
@@ -184,6 +189,7 @@ impl Order {
                     items: items.as_slice().to_vec(),
                     total,
                     shipping_address: shipping_address.clone(),
+                    purchase_id: *purchase_id,
                 }])
             }
             (OrderCommand::Create { id, .. }, Some(_)) => Err(DomainError::AlreadyExists {
@@ -219,6 +225,7 @@ impl Order {
                 items,
                 total,
                 shipping_address,
+                purchase_id,
             } => {
                 self.state = Some(OrderState {
                     id: *order_id,
@@ -227,6 +234,7 @@ impl Order {
                     total: *total,
                     status: OrderStatus::Created,
                     shipping_address: shipping_address.clone(),
+                    purchase_id: *purchase_id,
                 });
             }
             Event::OrderStatusUpdated { status, .. } => {
@@ -265,6 +273,7 @@ mod tests {
             items: vec![line("laptop", 1, 99_999, "USD")],
             total: usd(99_999),
             shipping_address: None,
+            purchase_id: None,
         }
     }
 
@@ -293,6 +302,7 @@ mod tests {
                 items: items.clone(),
                 expected_total: Some(usd(5_498)),
                 shipping_address: None,
+                purchase_id: None,
             })
             .unwrap();
         assert_eq!(
@@ -303,6 +313,7 @@ mod tests {
                 items: items.as_slice().to_vec(),
                 total: usd(5_498),
                 shipping_address: None,
+                purchase_id: None,
             }]
         );
     }
@@ -317,6 +328,7 @@ mod tests {
                 items,
                 expected_total: Some(usd(3_997)),
                 shipping_address: None,
+                purchase_id: None,
             })
             .unwrap_err();
         let DomainError::Invalid(err) = err else {

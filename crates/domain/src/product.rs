@@ -301,13 +301,7 @@ impl Product {
                 | Event::StockReleased { .. },
                 None,
             ) => {}
-            (
-                Event::UserCreated { .. }
-                | Event::UserProfileUpdated { .. }
-                | Event::OrderCreated { .. }
-                | Event::OrderStatusUpdated { .. },
-                _,
-            ) => return self,
+            _ => return self,
         }
         self.version += 1;
         self

@@ -160,6 +160,7 @@ mod tests {
             }],
             total,
             shipping_address: None,
+            purchase_id: None,
         };
         let exists = Requirement::Exists {
             aggregate_type: AggregateType::User,

@@ -185,6 +185,7 @@ fn order_command(id: OrderId) -> impl Strategy<Value = OrderCommand> {
                 expected_total: expected_total(&items, expected),
                 items,
                 shipping_address,
+                purchase_id: None,
             }
         ),
         4 => prop::sample::select(OrderStatus::ALL.to_vec())
@@ -435,7 +436,7 @@ proptest! {
             let Ok(events) = &step.outcome else { continue };
             let after = step.after.state.as_ref();
             match step.command {
-                OrderCommand::Create { id, user_id, items, expected_total, shipping_address } => {
+                OrderCommand::Create { id, user_id, items, expected_total, shipping_address, purchase_id } => {
                     let total = items.total();
                     prop_assert!(total.is_ok(), "{:?} was accepted without a total", step.command);
                     let total = total.unwrap();
@@ -449,6 +450,7 @@ proptest! {
                         total,
                         status: OrderStatus::Created,
                         shipping_address: shipping_address.clone(),
+                        purchase_id: *purchase_id,
                     };
                     prop_assert_eq!(after, Some(&created), "after {:?}", step.command);
                 }

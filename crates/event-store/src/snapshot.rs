@@ -26,8 +26,8 @@ use dynabridge::convert::format_time;
 use dynabridge::schema::snapshots as attr;
 use dynabridge_aws::item::{Item, get_n, get_s};
 use dynabridge_domain::{
-    Aggregate, Money, Order, Product, ProductId, ProductName, ProductState, Sku, StockLevel, User,
-    Version,
+    Aggregate, Money, Order, Product, ProductId, ProductName, ProductState, Purchase, Sku,
+    StockLevel, User, Version,
 };
 
 use crate::{CommandStore, EventStore, StoreError};
@@ -47,25 +47,22 @@ pub trait Snapshots: Aggregate {
     fn decode(id: Uuid, version: Version, state: &str) -> Option<Self>;
 }
 
-impl Snapshots for User {
-    const EVERY: Option<Version> = None;
-    fn encode(&self) -> Option<String> {
-        None
-    }
-    fn decode(_: Uuid, _: Version, _: &str) -> Option<Self> {
-        None
-    }
+/// Aggregates with few events each: always folded from the first.
+macro_rules! never_snapshotted {
+    ($($aggregate:ty),*) => {$(
+        impl Snapshots for $aggregate {
+            const EVERY: Option<Version> = None;
+            fn encode(&self) -> Option<String> {
+                None
+            }
+            fn decode(_: Uuid, _: Version, _: &str) -> Option<Self> {
+                None
+            }
+        }
+    )*};
 }
 
-impl Snapshots for Order {
-    const EVERY: Option<Version> = None;
-    fn encode(&self) -> Option<String> {
-        None
-    }
-    fn decode(_: Uuid, _: Version, _: &str) -> Option<Self> {
-        None
-    }
-}
+never_snapshotted!(User, Order, Purchase);
 
 /// A product's state, schema version 1.
 #[derive(Debug, Serialize, Deserialize)]

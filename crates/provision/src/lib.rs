@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::{
 
 use dynabridge::schema::{
     ReadModelTables, Tables, admin, checkpoints, event_store, generations, idempotency,
-    order_summaries, parked, products, read_model, replays, snapshots, unique_emails,
+    order_summaries, parked, products, purchases, read_model, replays, snapshots, unique_emails,
     user_profiles,
 };
 
@@ -178,7 +178,7 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
 }
 
 /// The read-model tables of one generation.
-fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 3] {
+fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 4] {
     use ScalarAttributeType::{N, S};
     [
         TableDef {
@@ -216,6 +216,13 @@ fn read_model_definitions(read_models: &ReadModelTables) -> [TableDef; 3] {
                 (products::LOW_STOCK, S),
                 Some((products::STOCK, N)),
             )],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
+            name: read_models.purchases.clone(),
+            key: vec![(purchases::PURCHASE_ID, S)],
+            indexes: vec![],
             stream: false,
             ttl_attribute: None,
         },

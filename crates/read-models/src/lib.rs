@@ -23,9 +23,11 @@ use dynabridge_domain::{
 
 pub mod generations;
 mod product;
+mod purchase;
 pub mod row;
 
 pub use product::ProductRow;
+pub use purchase::{PurchaseOutcome, PurchaseRow};
 
 pub use dynabridge_aws::item::{Item, get_n, get_s};
 
@@ -193,6 +195,8 @@ pub struct OrderSummaryRow {
     pub total: Money,
     pub status: OrderStatus,
     pub shipping_address: Option<ShippingAddress>,
+    /// The purchase that placed it, if one did.
+    pub purchase_id: Option<String>,
     pub version: Version,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -218,6 +222,7 @@ impl OrderSummaryRow {
                     items,
                     total,
                     shipping_address,
+                    purchase_id,
                 },
                 _,
             ) => Self {
@@ -227,6 +232,7 @@ impl OrderSummaryRow {
                 total: *total,
                 status: OrderStatus::Created,
                 shipping_address: shipping_address.clone(),
+                purchase_id: purchase_id.map(|id| id.to_string()),
                 version: event.version,
                 created_at: event.occurred_at,
                 updated_at: event.occurred_at,
@@ -286,6 +292,12 @@ impl OrderSummaryRow {
                 AttributeValue::S(format_time(self.updated_at)),
             ),
         ]);
+        if let Some(purchase_id) = &self.purchase_id {
+            item.insert(
+                order_summaries::PURCHASE_ID.into(),
+                AttributeValue::S(purchase_id.clone()),
+            );
+        }
         if let Some(address) = &self.shipping_address {
             item.insert(
                 order_summaries::SHIPPING_ADDRESS.into(),
@@ -326,6 +338,10 @@ impl OrderSummaryRow {
             status: OrderStatus::parse(status)
                 .ok_or_else(|| RowError(format!("unknown status {status:?}")))?,
             shipping_address,
+            purchase_id: match item.get(order_summaries::PURCHASE_ID) {
+                None => None,
+                Some(_) => Some(get_s(item, order_summaries::PURCHASE_ID)?.to_owned()),
+            },
             version: get_n(item, read_model::VERSION)?,
             created_at: get_time(item, read_model::CREATED_AT)?,
             updated_at: get_time(item, read_model::UPDATED_AT)?,
@@ -343,6 +359,7 @@ impl OrderSummaryRow {
             create_time: Some(timestamp_to_pb(self.created_at)),
             update_time: Some(timestamp_to_pb(self.updated_at)),
             shipping_address: self.shipping_address.as_ref().map(address_to_pb),
+            purchase_id: self.purchase_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -466,6 +483,7 @@ mod tests {
                 }],
                 total: Money::parse("EUR", 500).unwrap(),
                 shipping_address: None,
+                purchase_id: None,
             },
         );
         let shipped = stored(

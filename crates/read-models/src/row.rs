@@ -1,10 +1,10 @@
 //! Any read model's row, for code that handles them all alike: the
 //! projector's writer and a rebuild's fold.
 
-use dynabridge::schema::{ReadModelTables, order_summaries, products, user_profiles};
+use dynabridge::schema::{ReadModelTables, order_summaries, products, purchases, user_profiles};
 use dynabridge_domain::{AggregateType, StoredEvent, Version};
 
-use crate::{Applied, Item, OrderSummaryRow, ProductRow, RowError, UserProfileRow};
+use crate::{Applied, Item, OrderSummaryRow, ProductRow, PurchaseRow, RowError, UserProfileRow};
 
 /// The read model an event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -12,6 +12,7 @@ pub enum Model {
     UserProfiles,
     OrderSummaries,
     Products,
+    Purchases,
 }
 
 impl Model {
@@ -25,6 +26,7 @@ impl Model {
             AggregateType::User => Self::UserProfiles,
             AggregateType::Order => Self::OrderSummaries,
             AggregateType::Product => Self::Products,
+            AggregateType::Purchase => Self::Purchases,
         }
     }
 
@@ -34,6 +36,7 @@ impl Model {
             Self::UserProfiles => (&tables.user_profiles, user_profiles::USER_ID),
             Self::OrderSummaries => (&tables.order_summaries, order_summaries::ORDER_ID),
             Self::Products => (&tables.products, products::PRODUCT_ID),
+            Self::Purchases => (&tables.purchases, purchases::PURCHASE_ID),
         }
     }
 }
@@ -44,6 +47,7 @@ pub enum Row {
     User(UserProfileRow),
     Order(OrderSummaryRow),
     Product(ProductRow),
+    Purchase(PurchaseRow),
 }
 
 impl Row {
@@ -52,6 +56,7 @@ impl Row {
             Self::User(r) => r.version,
             Self::Order(r) => r.version,
             Self::Product(r) => r.version,
+            Self::Purchase(r) => r.version,
         }
     }
 
@@ -60,6 +65,7 @@ impl Row {
             Self::User(_) => Model::UserProfiles,
             Self::Order(_) => Model::OrderSummaries,
             Self::Product(_) => Model::Products,
+            Self::Purchase(_) => Model::Purchases,
         }
     }
 
@@ -68,6 +74,7 @@ impl Row {
             Self::User(r) => r.user_id.clone(),
             Self::Order(r) => r.order_id.clone(),
             Self::Product(r) => r.product_id(),
+            Self::Purchase(r) => r.purchase_id.clone(),
         }
     }
 
@@ -84,6 +91,10 @@ impl Row {
                 ..r.clone()
             }),
             Self::Product(r) => Self::Product(ProductRow {
+                version,
+                ..r.clone()
+            }),
+            Self::Purchase(r) => Self::Purchase(PurchaseRow {
                 version,
                 ..r.clone()
             }),
@@ -114,6 +125,13 @@ impl Row {
                 };
                 lift(ProductRow::apply(current, event), Row::Product)
             }
+            Model::Purchases => {
+                let current = match current {
+                    Some(Row::Purchase(r)) => Some(r),
+                    _ => None,
+                };
+                lift(PurchaseRow::apply(current, event), Row::Purchase)
+            }
         }
     }
 
@@ -122,6 +140,7 @@ impl Row {
             Self::User(r) => r.to_item(),
             Self::Order(r) => r.to_item(),
             Self::Product(r) => r.to_item(),
+            Self::Purchase(r) => r.to_item(),
         }
     }
 
@@ -130,6 +149,7 @@ impl Row {
             Model::UserProfiles => UserProfileRow::from_item(item).map(Self::User),
             Model::OrderSummaries => OrderSummaryRow::from_item(item).map(Self::Order),
             Model::Products => ProductRow::from_item(item).map(Self::Product),
+            Model::Purchases => PurchaseRow::from_item(item).map(Self::Purchase),
         }
     }
 }

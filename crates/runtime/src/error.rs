@@ -127,6 +127,12 @@ impl From<DomainError> for AppError {
             }
             DomainError::Taken(scope) => Self::refused(taken_reason(scope), message),
             DomainError::NotHeld(_) => Self::refused(Reason::UniqueValueNotHeld, message),
+            DomainError::InvalidStep {
+                id, state, step, ..
+            } => Self::refused(Reason::InvalidStep, message)
+                .with("aggregate_id", id)
+                .with("state", state)
+                .with("step", step),
             DomainError::OutOfStock {
                 sku,
                 requested,

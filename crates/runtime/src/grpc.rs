@@ -217,7 +217,8 @@ pub fn reason_code(reason: Reason) -> Code {
         | Reason::GenerationStateConflict
         | Reason::RebuildInProgress
         | Reason::ArchiveUnavailable
-        | Reason::OutOfStock => Code::FailedPrecondition,
+        | Reason::OutOfStock
+        | Reason::InvalidStep => Code::FailedPrecondition,
         Reason::VersionConflict | Reason::ConcurrentModification => Code::Aborted,
         Reason::NotYetVisible | Reason::DeadlinePassed => Code::DeadlineExceeded,
         Reason::MessageTooLarge | Reason::MetadataTooLarge => Code::ResourceExhausted,

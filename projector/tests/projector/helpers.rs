@@ -461,6 +461,7 @@ pub fn order_history() -> Vec<StoredEvent> {
                 }],
                 total: Money::parse("EUR", 3750).unwrap(),
                 shipping_address: None,
+                purchase_id: None,
             },
         ),
         status(2, OrderStatus::Processing, OrderStatus::Created),

@@ -192,5 +192,6 @@ pub fn order_row(
         version,
         created_at: at(created_minute),
         updated_at: at(created_minute + version),
+        purchase_id: None,
     }
 }

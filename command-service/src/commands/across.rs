@@ -1,0 +1,191 @@
+//! The generic path of a decision across aggregates
+//! ([`dynabridge_domain::Coordinates`]): one aggregate decides on its own
+//! state and on the states of others of one type, and all their events are
+//! appended in one transaction, each aggregate's conditioned on the version
+//! read, with the request's idempotency record. Either every aggregate
+//! moves, or none does: a purchase never holds part of its items.
+//!
+//! Every aggregate is read consistently (no cache: the decision is only as
+//! good as the versions it read, and the append checks them all); a
+//! product's snapshot spares most of its events. A concurrent writer on any
+//! of them fails the transaction, and the whole step is read and decided
+//! again, up to [`CommandHandler::MAX_ATTEMPTS`] times.
+
+use chrono::Utc;
+use futures_util::future::try_join_all;
+use uuid::Uuid;
+
+use dynabridge::pb::ErrorReason as Reason;
+use dynabridge_domain::{Coordinates, Decision, StoredEvent};
+use dynabridge_event_store::snapshot::crossed;
+use dynabridge_event_store::{
+    Append, AppendError, CommandOutcome, CommandStore, IdempotencyRecord, RecordIn, Snapshots,
+    StoredSnapshot, load_aggregate,
+};
+use dynabridge_runtime::error::AppError;
+
+use super::{CommandHandler, CommandMeta, store_error};
+
+impl<S: CommandStore> CommandHandler<S> {
+    /// Decides `step` on aggregate `id` of type `A` and the participants of
+    /// type `P` it names, and appends every event in one transaction. A step
+    /// that decides nothing (done already) is recorded, as any request that
+    /// changes nothing, and answered with the aggregate's version.
+    pub(super) async fn execute_with<A, P>(
+        &self,
+        meta: &CommandMeta,
+        id: Uuid,
+        step: &<A as Coordinates<P>>::Step,
+    ) -> Result<CommandOutcome, AppError>
+    where
+        A: Coordinates<P> + Snapshots,
+        P: Snapshots,
+    {
+        for attempt in 1..=self.max_attempts {
+            let aggregate = load_aggregate::<S, A>(&self.store, id)
+                .await
+                .map_err(store_error)?
+                .aggregate;
+            let ids = aggregate.participants(step);
+            let participants: Vec<(Uuid, P)> =
+                try_join_all(ids.iter().map(|participant| async move {
+                    load_aggregate::<S, P>(&self.store, *participant)
+                        .await
+                        .map(|loaded| (*participant, loaded.aggregate))
+                }))
+                .await
+                .map_err(store_error)?;
+            let decision = match aggregate.decide_with(step, &participants) {
+                Ok(decision) => decision,
+                Err(err) => return self.replay_or(meta, err.into()).await,
+            };
+            let append = if decision.own.is_empty() && decision.others.is_empty() {
+                self.record_unchanged::<A>(meta, id, &aggregate, Utc::now())
+            } else {
+                build_across(meta, id, &aggregate, &participants, decision)
+            };
+            match self.store.append(&append).await {
+                Ok(()) => {
+                    tracing::info!(
+                        aggregate_type = A::TYPE.as_str(),
+                        aggregate_id = %id,
+                        participants = participants.len(),
+                        events = append.events.len(),
+                        "events appended across aggregates"
+                    );
+                    self.snapshot_participants(&participants, &append);
+                    return Ok(append.idempotency.outcome);
+                }
+                Err(AppendError::Conflict) => {
+                    tracing::debug!(attempt, aggregate_id = %id, "an aggregate moved, deciding again");
+                }
+                // A step recorded as changing nothing, whose aggregate moved
+                // since: decided again.
+                Err(AppendError::Unmet(_)) if append.events.is_empty() => {}
+                Err(AppendError::Unmet(index)) => {
+                    return Err(append.requirements.get(index).map_or_else(
+                        || AppError::internal(format!("requirement {index} unmet, not sent")),
+                        |requirement| requirement.unmet().into(),
+                    ));
+                }
+                Err(AppendError::DuplicateRequest) => {
+                    return self
+                        .replay_or(meta, AppError::internal("idempotency record vanished"))
+                        .await;
+                }
+                Err(AppendError::Store(err)) => return Err(store_error(err)),
+            }
+        }
+        Err(AppError::refused(
+            Reason::ConcurrentModification,
+            format!(
+                "{} {id} or an aggregate it decides on kept changing concurrently; retry",
+                A::TYPE.as_str()
+            ),
+        )
+        .with("aggregate_id", id))
+    }
+
+    /// Takes a snapshot of each participant the append took past a
+    /// multiple of its interval, in the background.
+    fn snapshot_participants<P: Snapshots>(&self, participants: &[(Uuid, P)], append: &Append) {
+        let Some(every) = P::EVERY else {
+            return;
+        };
+        for (id, before) in participants {
+            let events: Vec<&StoredEvent> = append
+                .events
+                .iter()
+                .filter(|e| e.event.aggregate_id() == *id)
+                .collect();
+            let after = events
+                .iter()
+                .fold(before.clone(), |agg, e| agg.apply(&e.event));
+            if crossed(every, before.version(), after.version())
+                && let Some(snapshot) = StoredSnapshot::of(*id, &after, append.now)
+            {
+                self.save_snapshot(snapshot);
+            }
+        }
+    }
+}
+
+/// The append of a decision across aggregates: each aggregate's events at
+/// the versions after the one read, one idempotency record for the
+/// request, and what each aggregate's events require.
+fn build_across<A, P>(
+    meta: &CommandMeta,
+    id: Uuid,
+    aggregate: &A,
+    participants: &[(Uuid, P)],
+    decision: Decision,
+) -> Append
+where
+    A: Coordinates<P>,
+    P: dynabridge_domain::Aggregate,
+{
+    let now = Utc::now();
+    let stored = |base: i64, events: &[dynabridge_domain::Event]| -> Vec<StoredEvent> {
+        events
+            .iter()
+            .zip(1..)
+            .map(|(event, n)| StoredEvent {
+                event_id: Uuid::new_v4(),
+                version: base + n,
+                occurred_at: now,
+                request_id: meta.request_id.as_str().to_owned(),
+                correlation_id: meta.correlation_id.clone(),
+                trace_parent: meta.trace_parent.clone(),
+                event: event.clone(),
+            })
+            .collect()
+    };
+    let own = stored(aggregate.version(), &decision.own);
+    let mut requirements = aggregate.requirements(&decision.own);
+    let mut events = own.clone();
+    for (participant, participant_events) in &decision.others {
+        let Some((_, state)) = participants.iter().find(|(p, _)| p == participant) else {
+            continue;
+        };
+        requirements.extend(state.requirements(participant_events));
+        events.extend(stored(state.version(), participant_events));
+    }
+    let version = own.last().map_or(aggregate.version(), |e| e.version);
+    Append {
+        idempotency: IdempotencyRecord {
+            request_id: meta.request_id.as_str().to_owned(),
+            request_hash: meta.request_hash.clone(),
+            outcome: CommandOutcome {
+                aggregate_id: id.to_string(),
+                version,
+                event_ids: events.iter().map(|e| e.event_id.to_string()).collect(),
+                correlation_id: meta.correlation_id.clone(),
+                total: None,
+            },
+        },
+        events,
+        record: RecordIn::IdempotencyTable,
+        requirements,
+        now,
+    }
+}
