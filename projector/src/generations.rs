@@ -109,3 +109,11 @@ impl GenerationWatch {
         }
     }
 }
+
+/// Every take and renewal of a shard's lease records the generations its
+/// reader writes.
+impl dynabridge_stream::lease::LeaseRecord for GenerationWatch {
+    fn generations(&self) -> Option<Arc<Vec<u32>>> {
+        self.known()
+    }
+}

@@ -4,7 +4,7 @@
 //! applied parks its aggregate ([`crate::parking`]): its later events queue
 //! behind it, and the rest of the batch goes on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -18,16 +18,24 @@ use crate::error::StoreError;
 use crate::parking::{ParkedEvent, Parking};
 use crate::publish::{PublishError, Publisher};
 use crate::writer::ReadModelWriter;
+pub use dynabridge_stream::batch::{Batch, BatchHandler, HandleError, Record, by_aggregate};
 
+/// Why the projection of a batch failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HandleError {
+pub enum ProjectionError {
     #[error("updating a read model: {0}")]
     ReadModel(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }
 
-impl HandleError {
+impl From<ProjectionError> for HandleError {
+    fn from(err: ProjectionError) -> Self {
+        HandleError::new(err.is_transient(), err)
+    }
+}
+
+impl ProjectionError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::ReadModel(e) => e.is_transient(),
@@ -35,102 +43,6 @@ impl HandleError {
             Self::Publish(_) => false,
         }
     }
-}
-
-/// The records of one batch: its events, in stream order, and the inserts
-/// whose item is no event this build can read (each with the position in
-/// `events` it came before), whose key still names their aggregate.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    pub events: Vec<StoredEvent>,
-    pub unreadable: Vec<(usize, ParkedEvent)>,
-}
-
-impl From<Vec<StoredEvent>> for Batch {
-    fn from(events: Vec<StoredEvent>) -> Self {
-        Self {
-            events,
-            unreadable: Vec::new(),
-        }
-    }
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.unreadable.is_empty()
-    }
-
-    /// Every record, in stream order.
-    fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        let mut unreadable = self.unreadable.iter().peekable();
-        let mut events = self.events.iter().enumerate().peekable();
-        std::iter::from_fn(move || match (unreadable.peek(), events.peek()) {
-            (Some((at, _)), Some((i, _))) if at <= i => {
-                unreadable.next().map(|(_, p)| Record::Unreadable(p))
-            }
-            (_, Some(_)) => events.next().map(|(_, e)| Record::Event(e)),
-            (Some(_), None) => unreadable.next().map(|(_, p)| Record::Unreadable(p)),
-            (None, None) => None,
-        })
-    }
-}
-
-/// One record of a batch.
-#[derive(Clone, Copy, Debug)]
-enum Record<'a> {
-    Event(&'a StoredEvent),
-    Unreadable(&'a ParkedEvent),
-}
-
-impl Record<'_> {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Event(e) => e.event.aggregate_id().to_string(),
-            Self::Unreadable(p) => p.aggregate_id.clone(),
-        }
-    }
-
-    fn version(&self) -> dynabridge_domain::Version {
-        match self {
-            Self::Event(e) => e.version,
-            Self::Unreadable(p) => p.version,
-        }
-    }
-
-    /// As parked, for `why`.
-    fn parked(&self, why: &str) -> ParkedEvent {
-        match self {
-            Self::Event(e) => ParkedEvent::of(e, why),
-            Self::Unreadable(p) => ParkedEvent {
-                error: format!("{why}; and unreadable: {}", p.error),
-                ..(*p).clone()
-            },
-        }
-    }
-}
-
-/// The records of a batch grouped by aggregate, each group in stream order,
-/// the groups in the order of their first record. Each event writes its
-/// aggregate's row only, so groups never wait on each other.
-fn by_aggregate(batch: &Batch) -> Vec<Vec<Record<'_>>> {
-    let mut groups: Vec<Vec<Record<'_>>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for record in batch.records() {
-        let at = *index.entry(record.aggregate_id()).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[at].push(record);
-    }
-    groups
-}
-
-#[async_trait]
-pub trait BatchHandler: Send + Sync {
-    /// Handles the records of one batch, in stream order. `Ok` means every
-    /// event is in the read models and published, or durably parked. Safe
-    /// to call again with the same batch.
-    async fn handle(&self, batch: &Batch, shutdown: &Shutdown) -> Result<(), HandleError>;
 }
 
 /// The projector's handler: read models, then publishing.
@@ -197,6 +109,15 @@ impl Projection {
 #[async_trait]
 impl BatchHandler for Projection {
     async fn handle(&self, batch: &Batch, shutdown: &Shutdown) -> Result<(), HandleError> {
+        self.project(batch, shutdown)
+            .await
+            .map_err(HandleError::from)
+    }
+}
+
+impl Projection {
+    /// Projects `batch`, then publishes what it applied.
+    async fn project(&self, batch: &Batch, shutdown: &Shutdown) -> Result<(), ProjectionError> {
         // One write at a time would make the projector's throughput one
         // event per store round trip; aggregates are independent, so only
         // each aggregate's events need to wait for each other. Made up
@@ -382,11 +303,11 @@ mod tests {
         let (_trigger, shutdown) = Shutdown::new();
 
         let err = projection
-            .handle(&Batch::from(events.clone()), &shutdown)
+            .project(&Batch::from(events.clone()), &shutdown)
             .await
             .unwrap_err();
         assert!(err.is_transient(), "{err}");
-        assert!(matches!(err, HandleError::ReadModel(_)), "{err}");
+        assert!(matches!(err, ProjectionError::ReadModel(_)), "{err}");
         assert!(bus.calls().is_empty(), "nothing published");
         assert!(
             firsts(&events)
@@ -515,6 +436,74 @@ mod tests {
                 .iter()
                 .filter(|e| e.event.aggregate_id().to_string() == id && e.version > 1)
                 .all(|e| !published.contains(&e.event_id))
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_shard_costs_is_counted_per_page_checkpoint_and_event() {
+        use crate::metrics::Batch;
+        use crate::writer::ReadModelWriter;
+
+        // The pipeline counts into the projector's own stream metrics.
+        let mut h = Harness::new();
+        let metrics = ProjectorMetrics::new().unwrap();
+        h.metrics = metrics.stream.clone();
+        let mut events = user_events(5);
+        for event in &mut events {
+            event.occurred_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+        }
+        h.streams.add_shard("A", None, h.records(&events), true);
+        h.streams.set_records_per_call(2);
+        h.streams.close_on_empty_page("A");
+        h.checkpoints.fail_next(1);
+        let bus = FakeBus::default();
+        let projection = Projection::new(
+            Arc::new(ReadModelWriter::new(
+                Box::new(FakeRows::default()),
+                CACHE_CAPACITY,
+                metrics.clone(),
+            )),
+            Arc::new(BusPublisher::new(
+                std::sync::Arc::new(bus.clone()),
+                "src".into(),
+                "bus".into(),
+                tokio::sync::watch::channel(true).1,
+                fast_timing(),
+                metrics.clone(),
+            )),
+            Arc::new(Parking::new(
+                Arc::new(MemoryParking::default()),
+                metrics.clone(),
+            )),
+            std::num::NonZeroUsize::new(32).unwrap(),
+        );
+
+        let end = crate::testing::read(
+            &h.pipeline_with(Arc::new(projection)),
+            "A",
+            Checkpoint::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(end, ShardEnd::Finished);
+        let m = &metrics;
+        // Pages [1, 2], [3, 4], [5], then the empty one that closes the
+        // shard and is checkpointed as finished.
+        assert_eq!(m.batches(Batch::NonEmpty), 3);
+        assert_eq!(m.batches(Batch::Empty), 1);
+        let writes = m.checkpoint_writes.get();
+        assert_eq!(writes, 4, "the failed write is not one");
+        assert_eq!(writes, h.checkpoints.saved("A").len() as u64);
+        assert!(writes <= m.batches(Batch::NonEmpty) + m.batches(Batch::Empty));
+        assert_eq!(m.records_processed.get(), 5);
+        assert_eq!(m.events_published.get(), 5);
+        assert_eq!(bus.accepted().len(), 5);
+        let lag = &m.visible_lag_seconds;
+        assert_eq!(lag.get_sample_count(), 5, "one per event written");
+        assert!(
+            (5.0..60.0).contains(&lag.get_sample_sum()),
+            "about 1 s each: {}",
+            lag.get_sample_sum()
         );
     }
 }

@@ -32,26 +32,22 @@
 #![forbid(unsafe_code)]
 
 pub mod applied;
-pub mod attribute;
-pub mod catchup;
-pub mod checkpoint;
-pub mod control;
-pub mod coordinator;
-pub mod error;
 pub mod generations;
 pub mod handler;
-pub mod lease;
 pub mod metrics;
-pub mod monitor;
 pub mod parking;
-pub mod progress;
 pub mod publish;
 pub mod replay;
-pub mod shard;
-pub mod stream;
 #[cfg(test)]
 mod testing;
 pub mod writer;
+
+// Reading the stream is the stream crate's, shared with the purchase
+// process; re-exported so that its modules read as the projector's own.
+pub use dynabridge_stream::{
+    attribute, catchup, checkpoint, control, coordinator, error, lease, monitor, progress, shard,
+    stream,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -92,6 +88,13 @@ pub const HEALTH_SERVICE: &str = "dynabridge.v1.Projector";
 /// The name the projector reports its liveness under: NOT_SERVING when a
 /// processing loop has made no progress within `--liveness-window-ms`.
 pub const LIVENESS_SERVICE: &str = "dynabridge.v1.Projector.Liveness";
+
+/// The names of the projector's health.
+pub const HEALTH_NAMES: monitor::HealthNames = monitor::HealthNames {
+    readiness: HEALTH_SERVICE,
+    liveness: LIVENESS_SERVICE,
+    consumer: "projector",
+};
 
 /// Flags and environment of the projector.
 #[derive(Clone, Debug, clap::Args)]
@@ -476,8 +479,9 @@ impl Service for App {
         let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
         let monitor = tokio::spawn(
             Monitor {
+                names: HEALTH_NAMES,
                 progress: progress.clone(),
-                metrics: metrics.clone(),
+                metrics: metrics.stream.clone(),
                 reporter: server.health().reporter(),
                 thresholds: config.health.thresholds(),
                 every: config.health.store.interval().min(Duration::from_secs(1)),
@@ -627,9 +631,9 @@ impl Service for App {
                             lease_settings,
                             stream_arn.clone(),
                             checkpoints.clone(),
-                            metrics.clone(),
+                            metrics.stream.clone(),
                         )
-                        .with_generations(generations),
+                        .with_record(generations),
                     ),
                     stream_arn,
                     streams: streams.unwrap_or_else(|| {
@@ -649,7 +653,7 @@ impl Service for App {
                     timing: timing.clone(),
                     shutdown: stop.clone(),
                     progress: progress.clone(),
-                    metrics: metrics.clone(),
+                    metrics: metrics.stream.clone(),
                 });
                 stream_found.send_replace(true);
                 // The tables may have just appeared: no need to wait for the

@@ -31,7 +31,7 @@ use chrono::Utc;
 use dynabridge::convert::format_time;
 use dynabridge::schema::parked as attr;
 use dynabridge_aws::item::{get_n, get_s};
-use dynabridge_domain::{AggregateType, StoredEvent, Version};
+use dynabridge_domain::{AggregateType, Version};
 
 use crate::control::Shutdown;
 use crate::error::{StoreError, sdk_error};
@@ -39,37 +39,15 @@ use crate::metrics::ProjectorMetrics;
 use crate::publish::Publisher;
 use crate::writer::{Model, ReadModelWriter};
 
-/// One parked event: as much as the stored item tells of it, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParkedEvent {
-    pub aggregate_id: String,
-    pub version: Version,
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub aggregate_type: Option<String>,
-    pub error: String,
-}
+pub use dynabridge_stream::batch::ParkedEvent;
 
-impl ParkedEvent {
-    /// `event`, parked for `error`.
-    pub fn of(event: &StoredEvent, error: impl Into<String>) -> Self {
-        Self {
-            aggregate_id: event.event.aggregate_id().to_string(),
-            version: event.version,
-            event_id: Some(event.event_id.to_string()),
-            event_type: Some(event.event.event_type().to_owned()),
-            aggregate_type: Some(event.event.aggregate_type().as_str().to_owned()),
-            error: error.into(),
-        }
-    }
-
-    /// The model its row is in, if its aggregate type is known.
-    fn model(&self) -> Option<Model> {
-        self.aggregate_type
-            .as_deref()
-            .and_then(AggregateType::parse)
-            .map(Model::for_type)
-    }
+/// The model a parked event's row is in, if its aggregate type is known.
+fn model_of(parked: &ParkedEvent) -> Option<Model> {
+    parked
+        .aggregate_type
+        .as_deref()
+        .and_then(AggregateType::parse)
+        .map(Model::for_type)
 }
 
 /// What was asked of a parked aggregate.
@@ -346,7 +324,7 @@ async fn skip(
 ) -> Result<(), StoreError> {
     let id = &header.aggregate_id;
     let parked = parking.store.events(id).await?;
-    let model = parked.iter().find_map(ParkedEvent::model);
+    let model = parked.iter().find_map(model_of);
     if let Some(model) = model {
         writer.skip_to(model, id, header.last_version).await?;
     }
@@ -642,6 +620,7 @@ mod tests {
     use crate::publish::BusPublisher;
     use crate::testing::{FakeBus, FakeRows, MemoryParking, fast_timing, user_events};
     use crate::writer::{CACHE_CAPACITY, Row};
+    use dynabridge_domain::StoredEvent;
 
     struct World {
         rows: FakeRows,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as ItemValue;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
-use dynabridge_read_models::Item;
+use dynabridge_aws::item::Item;
 
 /// An attribute of a type this SDK does not know.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,7 +47,7 @@ fn to_item_value(value: &StreamValue) -> Option<ItemValue> {
 }
 
 /// The reverse, for building stream records in tests.
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub fn item_to_image(item: &Item) -> HashMap<String, StreamValue> {
     fn one(value: &ItemValue) -> StreamValue {
         match value {

@@ -1,9 +1,11 @@
-//! The projector's gRPC health, from its [`Progress`] and the store check:
+//! A stream consumer's gRPC health, from its [`Progress`] and the store
+//! check:
 //!
-//! - readiness, [`crate::HEALTH_SERVICE`] and `""`: SERVING once the stream
-//!   is found, while the store is reachable, the event bus exists (with
-//!   `--event-bus`) and the lag is within `--max-lag-ms`;
-//! - liveness, [`crate::LIVENESS_SERVICE`]: SERVING while every processing
+//! - readiness, [`HealthNames::readiness`] and `""`: SERVING once the
+//!   stream is found, while the store is reachable, the consumer's own
+//!   output is there (the projector's event bus, with `--event-bus`) and
+//!   the lag is within `--max-lag-ms`;
+//! - liveness, [`HealthNames::liveness`]: SERVING while every processing
 //!   loop has gone round within `--liveness-window-ms`. A loop waiting on
 //!   an unreachable store still goes round (it retries): only a loop that
 //!   hangs fails liveness, which a restart may cure.
@@ -20,10 +22,20 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::control::Shutdown;
-use crate::metrics::ProjectorMetrics;
+use crate::metrics::StreamMetrics;
 use crate::progress::{Progress, Snapshot};
 
-/// When the projector stops being live or ready.
+/// The names a consumer reports its health under, and the name it logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthNames {
+    /// Readiness (reported under `""` too).
+    pub readiness: &'static str,
+    pub liveness: &'static str,
+    /// What the log calls it (`projector`).
+    pub consumer: &'static str,
+}
+
+/// When a consumer stops being live or ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Thresholds {
     pub liveness_window: Duration,
@@ -37,14 +49,16 @@ pub struct Verdict {
     pub ready: Result<(), String>,
 }
 
-/// What the projector's checks last said.
+/// What the consumer's checks last said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signals {
     /// The event store's stream was found.
     pub stream_found: bool,
     /// The store check reached the store.
     pub store_reachable: bool,
-    /// The event bus exists (always, publishing to the sink).
+    /// The consumer's output is there: the projector's event bus exists
+    /// (always, publishing to the sink); always, for a consumer without
+    /// one.
     pub bus_found: bool,
 }
 
@@ -87,8 +101,9 @@ pub fn assess(snapshot: &Snapshot, signals: Signals, thresholds: &Thresholds) ->
 /// What the monitor watches.
 #[derive(Debug)]
 pub struct Monitor {
+    pub names: HealthNames,
     pub progress: Arc<Progress>,
-    pub metrics: ProjectorMetrics,
+    pub metrics: StreamMetrics,
     pub reporter: HealthReporter,
     pub thresholds: Thresholds,
     /// How often the verdict is made, besides every change of the two
@@ -132,20 +147,28 @@ impl Monitor {
         let changed = |pick: fn(&Verdict) -> bool| last.is_none_or(|l| pick(l) != pick(now));
         if changed(|v| v.live.is_ok()) {
             match &now.live {
-                Ok(()) if last.is_some() => tracing::info!("projector live again"),
+                Ok(()) if last.is_some() => {
+                    tracing::info!(consumer = self.names.consumer, "live again");
+                }
                 Ok(()) => {}
-                Err(why) => tracing::warn!(reason = %why, "projector not live"),
+                Err(why) => {
+                    tracing::warn!(consumer = self.names.consumer, reason = %why, "not live");
+                }
             }
-            self.set(&[crate::LIVENESS_SERVICE], now.live.is_ok()).await;
+            self.set(&[self.names.liveness], now.live.is_ok()).await;
         }
         if changed(|v| v.ready.is_ok()) {
             match &now.ready {
-                Ok(()) => tracing::info!("projector ready"),
+                Ok(()) => tracing::info!(consumer = self.names.consumer, "ready"),
                 // Expected at start-up: not worth a warning.
-                Err(why) if last.is_none() => tracing::info!(reason = %why, "projector not ready"),
-                Err(why) => tracing::warn!(reason = %why, "projector not ready"),
+                Err(why) if last.is_none() => {
+                    tracing::info!(consumer = self.names.consumer, reason = %why, "not ready");
+                }
+                Err(why) => {
+                    tracing::warn!(consumer = self.names.consumer, reason = %why, "not ready");
+                }
             }
-            self.set(&["", crate::HEALTH_SERVICE], now.ready.is_ok())
+            self.set(&["", self.names.readiness], now.ready.is_ok())
                 .await;
         }
     }

@@ -29,13 +29,13 @@ use dynabridge_domain::StoredEvent;
 use dynabridge_event_store::codec::event_from_item;
 
 use crate::attribute::image_to_item;
+use crate::batch::ParkedEvent;
+use crate::batch::{Batch as Records, BatchHandler};
 use crate::catchup::{CatchUpSource, MARGIN};
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, TrimmedWindow};
 use crate::control::{Shutdown, Timing};
-use crate::handler::{Batch as Records, BatchHandler};
 use crate::lease::{Lease, Leases};
-use crate::metrics::{Batch, ProjectorMetrics};
-use crate::parking::ParkedEvent;
+use crate::metrics::{Batch, StreamMetrics};
 use crate::progress::{self, Progress};
 use crate::stream::{Operation, RecordPage, StartPosition, StreamApi, StreamError, StreamRecord};
 
@@ -58,7 +58,7 @@ pub struct Pipeline {
     pub shutdown: Shutdown,
     /// Where the readers report their heartbeats and lag, for health.
     pub progress: Arc<Progress>,
-    pub metrics: ProjectorMetrics,
+    pub metrics: StreamMetrics,
 }
 
 /// Why a shard reader stopped.
@@ -943,73 +943,6 @@ mod tests {
         h.read_shard("A", Checkpoint::default()).await.unwrap();
         assert_eq!(handled_versions(&h.journal.entries()), vec![1]);
         assert_eq!(h.checkpoints.saved("A"), vec![(Some(h.seq(2)), true)]);
-    }
-
-    #[tokio::test]
-    async fn what_a_shard_costs_is_counted_per_page_checkpoint_and_event() {
-        use crate::handler::Projection;
-        use crate::publish::BusPublisher;
-        use crate::testing::{FakeBus, FakeRows, fast_timing};
-        use crate::writer::{CACHE_CAPACITY, ReadModelWriter};
-
-        let h = Harness::new();
-        let mut events = user_events(5);
-        for event in &mut events {
-            event.occurred_at = chrono::Utc::now() - chrono::Duration::seconds(1);
-        }
-        h.streams.add_shard("A", None, h.records(&events), true);
-        h.streams.set_records_per_call(2);
-        h.streams.close_on_empty_page("A");
-        h.checkpoints.fail_next(1);
-        let bus = FakeBus::default();
-        let projection = Projection::new(
-            Arc::new(ReadModelWriter::new(
-                Box::new(FakeRows::default()),
-                CACHE_CAPACITY,
-                h.metrics.clone(),
-            )),
-            Arc::new(BusPublisher::new(
-                std::sync::Arc::new(bus.clone()),
-                "src".into(),
-                "bus".into(),
-                tokio::sync::watch::channel(true).1,
-                fast_timing(),
-                h.metrics.clone(),
-            )),
-            Arc::new(crate::parking::Parking::new(
-                Arc::new(crate::testing::MemoryParking::default()),
-                h.metrics.clone(),
-            )),
-            std::num::NonZeroUsize::new(32).unwrap(),
-        );
-
-        let end = crate::testing::read(
-            &h.pipeline_with(Arc::new(projection)),
-            "A",
-            Checkpoint::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(end, ShardEnd::Finished);
-        let m = &h.metrics;
-        // Pages [1, 2], [3, 4], [5], then the empty one that closes the
-        // shard and is checkpointed as finished.
-        assert_eq!(m.batches(Batch::NonEmpty), 3);
-        assert_eq!(m.batches(Batch::Empty), 1);
-        let writes = m.checkpoint_writes.get();
-        assert_eq!(writes, 4, "the failed write is not one");
-        assert_eq!(writes, h.checkpoints.saved("A").len() as u64);
-        assert!(writes <= m.batches(Batch::NonEmpty) + m.batches(Batch::Empty));
-        assert_eq!(m.records_processed.get(), 5);
-        assert_eq!(m.events_published.get(), 5);
-        assert_eq!(bus.accepted().len(), 5);
-        let lag = &m.visible_lag_seconds;
-        assert_eq!(lag.get_sample_count(), 5, "one per event written");
-        assert!(
-            (5.0..60.0).contains(&lag.get_sample_sum()),
-            "about 1 s each: {}",
-            lag.get_sample_sum()
-        );
     }
 
     #[test]

@@ -42,8 +42,7 @@ use tokio::time::Instant;
 use crate::checkpoint::{Checkpoint, CheckpointStore, LeaseError, LeaseState, ShardItem};
 use crate::control::Shutdown;
 use crate::error::StoreError;
-use crate::generations::GenerationWatch;
-use crate::metrics::ProjectorMetrics;
+use crate::metrics::StreamMetrics;
 use crate::progress;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,11 +89,11 @@ pub struct Lease {
     /// When the last successful take or renewal was sent.
     confirmed: Mutex<Instant>,
     standing: watch::Sender<Standing>,
-    metrics: ProjectorMetrics,
+    metrics: StreamMetrics,
 }
 
 impl Lease {
-    fn new(shard_id: &str, duration: Duration, sent: Instant, metrics: ProjectorMetrics) -> Self {
+    fn new(shard_id: &str, duration: Duration, sent: Instant, metrics: StreamMetrics) -> Self {
         Self {
             shard_id: shard_id.to_owned(),
             duration,
@@ -173,17 +172,26 @@ impl Lease {
     }
 }
 
+/// What a consumer records with every take and renewal of its leases, on
+/// the shard's item: the projector, the read-model generations it writes
+/// (a rebuild waits until every open shard shows the new one).
+pub trait LeaseRecord: Send + Sync {
+    /// The generations the holder writes, as last known; `None` before they
+    /// are, and for a consumer that writes none.
+    fn generations(&self) -> Option<Arc<Vec<u32>>>;
+}
+
 /// The leases this instance holds, and the calls that take, renew and
 /// release them.
 pub struct Leases {
     settings: LeaseSettings,
     stream_arn: String,
     store: Arc<dyn CheckpointStore>,
-    metrics: ProjectorMetrics,
+    metrics: StreamMetrics,
     held: Mutex<HashMap<String, Arc<Lease>>>,
-    /// The read-model generations written, recorded by every take and
-    /// renewal on the shard's item.
-    generations: Option<Arc<GenerationWatch>>,
+    /// What every take and renewal records on the shard's item besides
+    /// the lease (the projector's read-model generations).
+    record: Option<Arc<dyn LeaseRecord>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -200,7 +208,7 @@ impl Leases {
         settings: LeaseSettings,
         stream_arn: String,
         store: Arc<dyn CheckpointStore>,
-        metrics: ProjectorMetrics,
+        metrics: StreamMetrics,
     ) -> Self {
         metrics.leases_held.set(0);
         Self {
@@ -209,21 +217,21 @@ impl Leases {
             store,
             metrics,
             held: Mutex::default(),
-            generations: None,
+            record: None,
         }
     }
 
-    /// Records, with every take and renewal, the generations `watch` says
-    /// are written.
+    /// Records, with every take and renewal, the generations `record` says
+    /// the holder writes.
     #[must_use]
-    pub fn with_generations(mut self, watch: Arc<GenerationWatch>) -> Self {
-        self.generations = Some(watch);
+    pub fn with_record(mut self, record: Arc<dyn LeaseRecord>) -> Self {
+        self.record = Some(record);
         self
     }
 
-    /// The generations written, as last read; none before the first read.
+    /// The generations written, as last known; none before they are.
     fn written(&self) -> Option<Arc<Vec<u32>>> {
-        self.generations.as_ref().and_then(|watch| watch.known())
+        self.record.as_ref().and_then(|record| record.generations())
     }
 
     pub fn settings(&self) -> &LeaseSettings {
