@@ -351,7 +351,7 @@ async fn trimmed_catch_up(
         idle_poll_max_ms: 100,
         max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
         lease: projector::LeaseArgs::default(),
-        health: projector::ProjectorHealth::default(),
+        health: projector::StreamHealth::default(),
         metrics_listen: None,
     };
     let started = Instant::now();

@@ -162,7 +162,7 @@ impl Services {
             idle_poll_max_ms: IDLE_POLL_MAX_MS,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
             lease: projector::LeaseArgs::default(),
-            health: projector::ProjectorHealth::default(),
+            health: projector::StreamHealth::default(),
             metrics_listen: None,
         };
         let admin = admin_service::Config {

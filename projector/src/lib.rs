@@ -44,6 +44,7 @@ pub mod writer;
 
 // Reading the stream is the stream crate's, shared with the purchase
 // process; re-exported so that its modules read as the projector's own.
+pub use dynabridge_stream::config::{LeaseArgs, StreamHealth};
 pub use dynabridge_stream::{
     attribute, catchup, checkpoint, control, coordinator, error, lease, monitor, progress, shard,
     stream,
@@ -61,7 +62,7 @@ use dynabridge::schema::user_profiles;
 use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
-use dynabridge_runtime::health::{HealthArgs, HealthSpec, Readiness, StoreProbe};
+use dynabridge_runtime::health::{HealthSpec, Readiness, StoreProbe};
 use dynabridge_runtime::service::{Host, Service};
 
 use crate::catchup::EventStoreCatchUp;
@@ -71,7 +72,7 @@ use crate::generations::GenerationWatch;
 use crate::handler::Projection;
 use crate::lease::{LeaseSettings, Leases};
 use crate::metrics::ProjectorMetrics;
-use crate::monitor::{Monitor, Thresholds};
+use crate::monitor::Monitor;
 use crate::parking::{DynamoParking, Parking};
 use crate::progress::Progress;
 use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
@@ -132,7 +133,7 @@ pub struct Config {
     #[command(flatten)]
     pub lease: LeaseArgs,
     #[command(flatten)]
-    pub health: ProjectorHealth,
+    pub health: StreamHealth,
     /// Address of the Prometheus `/metrics` endpoint; none in a process
     /// that serves its registry itself.
     #[arg(
@@ -163,155 +164,6 @@ impl Config {
         }
         self.lease.validate()?;
         self.health.validate()
-    }
-}
-
-/// How an instance shares the stream's shards with the others: each shard
-/// is read by the one instance that holds its lease (see [`lease`]).
-#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
-pub struct LeaseArgs {
-    /// This process's name in the shard leases, unique among the running
-    /// projectors. Default: the host name (`$HOSTNAME`, the pod's name on
-    /// Kubernetes) and a random suffix, so that a restarted process is never
-    /// taken for the one before it.
-    #[arg(long, env = "DYNABRIDGE_PROJECTOR_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// How long a shard lease lasts without a renewal, in milliseconds
-    /// (1000 to 60000): another instance takes over a shard this long
-    /// after its holder stopped renewing. The holder renews every third of
-    /// it.
-    #[arg(
-        long,
-        env = "DYNABRIDGE_PROJECTOR_LEASE_DURATION_MS",
-        default_value_t = LeaseArgs::DEFAULT_DURATION_MS
-    )]
-    pub lease_duration_ms: u64,
-}
-
-impl Default for LeaseArgs {
-    fn default() -> Self {
-        Self {
-            instance_id: None,
-            lease_duration_ms: Self::DEFAULT_DURATION_MS,
-        }
-    }
-}
-
-impl LeaseArgs {
-    pub const DEFAULT_DURATION_MS: u64 = 10_000;
-    /// Above a second, a renewal (a third of it) outlasts an ordinary
-    /// DynamoDB call; up to a minute, the renewer beats (every third of it)
-    /// well within the shortest liveness window.
-    const DURATION_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
-    const MAX_INSTANCE_ID_LEN: usize = 256;
-
-    /// Checks what can be checked before binding a port.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(id) = &self.instance_id
-            && (id.trim().is_empty() || id.len() > Self::MAX_INSTANCE_ID_LEN)
-        {
-            return Err(format!(
-                "instance id must be 1 to {} bytes and not blank",
-                Self::MAX_INSTANCE_ID_LEN
-            ));
-        }
-        if !Self::DURATION_MS.contains(&self.lease_duration_ms) {
-            return Err(format!(
-                "lease duration must be between {} and {} ms, not {}",
-                Self::DURATION_MS.start(),
-                Self::DURATION_MS.end(),
-                self.lease_duration_ms
-            ));
-        }
-        Ok(())
-    }
-
-    /// The settings of this process; `timing` says how often a standby
-    /// looks for free leases, which the head start must outlast.
-    fn settings(&self, timing: &Timing) -> LeaseSettings {
-        let owner = self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "projector".to_owned());
-            format!("{host}-{}", uuid::Uuid::new_v4().simple())
-        });
-        LeaseSettings {
-            owner,
-            duration: Duration::from_millis(self.lease_duration_ms),
-            head_start: timing.rediscover_every * 2,
-        }
-    }
-}
-
-/// When the projector's health turns NOT_SERVING.
-#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
-pub struct ProjectorHealth {
-    #[command(flatten)]
-    pub store: HealthArgs,
-    /// Liveness turns NOT_SERVING when a processing loop has made no
-    /// progress for this long, in milliseconds (30000 to 3600000: an AWS
-    /// call may take 15 s before it times out, and a loop may make two
-    /// between beats).
-    #[arg(
-        long,
-        env = "DYNABRIDGE_PROJECTOR_LIVENESS_WINDOW_MS",
-        default_value_t = ProjectorHealth::DEFAULT_LIVENESS_WINDOW_MS
-    )]
-    pub liveness_window_ms: u64,
-    /// Readiness turns NOT_SERVING when the oldest unprocessed stream record
-    /// is older than this, in milliseconds (1000 to 86400000).
-    #[arg(
-        long,
-        env = "DYNABRIDGE_PROJECTOR_MAX_LAG_MS",
-        default_value_t = ProjectorHealth::DEFAULT_MAX_LAG_MS
-    )]
-    pub max_lag_ms: u64,
-}
-
-impl Default for ProjectorHealth {
-    fn default() -> Self {
-        Self {
-            store: HealthArgs::default(),
-            liveness_window_ms: Self::DEFAULT_LIVENESS_WINDOW_MS,
-            max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
-        }
-    }
-}
-
-impl ProjectorHealth {
-    pub const DEFAULT_LIVENESS_WINDOW_MS: u64 = 60_000;
-    pub const DEFAULT_MAX_LAG_MS: u64 = 60_000;
-    const LIVENESS_WINDOW_MS: std::ops::RangeInclusive<u64> = 30_000..=3_600_000;
-    const MAX_LAG_MS: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
-
-    /// Checks what can be checked before binding a port.
-    pub fn validate(&self) -> Result<(), String> {
-        self.store.validate()?;
-        if !Self::LIVENESS_WINDOW_MS.contains(&self.liveness_window_ms) {
-            return Err(format!(
-                "liveness window must be between {} and {} ms, not {}",
-                Self::LIVENESS_WINDOW_MS.start(),
-                Self::LIVENESS_WINDOW_MS.end(),
-                self.liveness_window_ms
-            ));
-        }
-        if !Self::MAX_LAG_MS.contains(&self.max_lag_ms) {
-            return Err(format!(
-                "max lag must be between {} and {} ms, not {}",
-                Self::MAX_LAG_MS.start(),
-                Self::MAX_LAG_MS.end(),
-                self.max_lag_ms
-            ));
-        }
-        Ok(())
-    }
-
-    fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            liveness_window: Duration::from_millis(self.liveness_window_ms),
-            max_lag: Duration::from_millis(self.max_lag_ms),
-        }
     }
 }
 
@@ -444,7 +296,7 @@ impl Service for App {
         let tables = config.store.tables();
         let dynamodb = dynabridge_aws::dynamodb_client(&sdk);
         let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
-        let lease_settings = config.lease.settings(&timing);
+        let lease_settings = config.lease.settings(&timing, "projector");
         // Validated above; a caller that skipped that gets one at a time
         // rather than a batch that never ends.
         let max_concurrent_writes =
@@ -738,8 +590,8 @@ mod tests {
     #[test]
     fn the_default_instance_id_is_new_for_every_process() {
         let timing = Timing::new(Duration::from_millis(100));
-        let first = LeaseArgs::default().settings(&timing);
-        let second = LeaseArgs::default().settings(&timing);
+        let first = LeaseArgs::default().settings(&timing, "projector");
+        let second = LeaseArgs::default().settings(&timing, "projector");
         assert_ne!(first.owner, second.owner);
         assert_eq!(first.duration, Duration::from_secs(10));
         assert!(
@@ -748,7 +600,7 @@ mod tests {
         );
         let named = parse(&["--instance-id", "projector-7"])
             .lease
-            .settings(&timing);
+            .settings(&timing, "projector");
         assert_eq!(named.owner, "projector-7");
     }
 
@@ -756,7 +608,7 @@ mod tests {
     fn health_and_metrics_have_documented_defaults() {
         let parse = |args: &[&str]| parse(args);
         let defaults = parse(&[]);
-        assert_eq!(defaults.health, ProjectorHealth::default());
+        assert_eq!(defaults.health, StreamHealth::default());
         assert_eq!(defaults.health.liveness_window_ms, 60_000);
         assert_eq!(defaults.health.max_lag_ms, 60_000);
         assert_eq!(

@@ -181,7 +181,7 @@ impl TestApp {
             idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
             lease: projector::LeaseArgs::default(),
-            health: projector::ProjectorHealth::default(),
+            health: projector::StreamHealth::default(),
             metrics_listen: None,
         };
         self.projector =

@@ -316,7 +316,7 @@ pub async fn start_projector(
         Publish::Sink(path) => (None, path),
         Publish::Bus(bus) => (Some(bus), PathBuf::from("-")),
     };
-    let health = projector::ProjectorHealth {
+    let health = projector::StreamHealth {
         store: health,
         ..Default::default()
     };

@@ -18,6 +18,7 @@
 //!   read back from the event store;
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
+//! - [`config`]: the flags every consumer shares (leases, health);
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
 //!   health (readiness, liveness) made of them;
 //! - [`metrics`]: the Prometheus metrics of all of it, under each
@@ -37,6 +38,7 @@ pub mod attribute;
 pub mod batch;
 pub mod catchup;
 pub mod checkpoint;
+pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod error;
