@@ -120,6 +120,12 @@ impl Tables {
     /// the later events of the same aggregates queued behind them, until
     /// they are retried or skipped. Written by the projector; the admin
     /// service lists them and asks for a retry or a skip.
+    /// The purchase process's checkpoints and shard leases: the projector's
+    /// table's shape, its own items.
+    pub fn process_checkpoints(&self) -> String {
+        self.name("process-checkpoints")
+    }
+
     pub fn parked(&self) -> String {
         self.name("parked-events")
     }

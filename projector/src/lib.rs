@@ -420,7 +420,7 @@ impl Service for App {
             .clone()
             .track("coordinator", async {
                 let Some(stream_arn) =
-                    find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
+                    stream::find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
                 else {
                     return Ok(());
                 };
@@ -529,32 +529,6 @@ impl Service for App {
         served.context("the health server failed")?;
         tracing::info!("projector stopped");
         Ok(())
-    }
-}
-
-/// The event store's stream ARN, waiting for the table to exist; `None` on
-/// shutdown.
-async fn find_stream(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-    timing: &Timing,
-    stop: &Shutdown,
-) -> anyhow::Result<Option<String>> {
-    let mut retry = timing.retry_backoff();
-    loop {
-        progress::beat();
-        match stream::latest_stream_arn(client, table).await {
-            Ok(Some(arn)) => return Ok(Some(arn)),
-            Ok(None) => anyhow::bail!(
-                "the event store table {table} has no stream: enable a NEW_IMAGE stream on it"
-            ),
-            Err(err) => {
-                tracing::warn!(table, error = %err, "cannot describe the event store yet, retrying");
-                if !stop.sleep(retry.next_delay()).await {
-                    return Ok(None);
-                }
-            }
-        }
     }
 }
 

@@ -64,6 +64,7 @@ pub struct TestApp {
     command_service: Option<SpawnedApp>,
     query_service: Option<SpawnedApp>,
     projector: Option<SpawnedApp>,
+    process_manager: Option<SpawnedApp>,
     admin_service: Option<SpawnedApp>,
     _store: Option<EmbeddedStore>,
     _dir: tempfile::TempDir,
@@ -126,6 +127,7 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
         command_service: None,
         query_service: None,
         projector: None,
+        process_manager: None,
         admin_service: None,
         _store: store,
         _dir: dir,
@@ -133,6 +135,7 @@ async fn try_spawn_app(options: AppOptions) -> Result<TestApp, Error> {
     app.start_command_service().await?;
     app.start_query_service().await?;
     app.start_projector().await?;
+    app.start_process_manager().await?;
     app.start_admin_service().await?;
     Ok(app)
 }
@@ -187,6 +190,41 @@ impl TestApp {
         self.projector =
             Some(spawn_service::<projector::App>(config, &Host::new(self.sdk.clone())).await?);
         Ok(())
+    }
+
+    async fn start_process_manager(&mut self) -> Result<(), Error> {
+        let config = process_manager::Config {
+            store: self.store_args.clone(),
+            health_listen: LOOPBACK,
+            idle_poll_max_ms: 20,
+            max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
+            lease: dynabridge_stream::config::LeaseArgs::default(),
+            health: dynabridge_stream::config::StreamHealth::default(),
+            metrics_listen: None,
+        };
+        self.process_manager = Some(
+            spawn_service::<process_manager::App>(config, &Host::new(self.sdk.clone())).await?,
+        );
+        Ok(())
+    }
+
+    /// Stops the process manager gracefully: purchases wait in the stream.
+    pub async fn stop_process_manager(&mut self) {
+        if let Some(running) = self.process_manager.take() {
+            stop(running).await;
+        }
+    }
+
+    /// Starts a process manager, when none runs: it resumes from its
+    /// checkpoint.
+    pub async fn resume_process_manager(&mut self) {
+        assert!(
+            self.process_manager.is_none(),
+            "a process manager runs already"
+        );
+        self.start_process_manager()
+            .await
+            .expect("start process manager");
     }
 
     async fn start_admin_service(&mut self) -> Result<(), Error> {
@@ -354,6 +392,7 @@ impl TestApp {
             self.command_service.take(),
             self.query_service.take(),
             self.projector.take(),
+            self.process_manager.take(),
             self.admin_service.take(),
         ]
         .into_iter()

@@ -147,4 +147,14 @@ impl<S: CommandStore> CommandHandler<S> {
         self.execute::<Purchase>(meta, *id.as_uuid(), &command, Creates::Nothing)
             .await
     }
+
+    /// The purchase that placed order `order_id`, if one did (and the
+    /// order exists).
+    pub async fn purchase_of_order(
+        &self,
+        order_id: OrderId,
+    ) -> Result<Option<PurchaseId>, AppError> {
+        let order: Order = self.load(*order_id.as_uuid()).await?;
+        Ok(order.state.and_then(|state| state.purchase_id))
+    }
 }

@@ -144,6 +144,13 @@ fn definitions(tables: &Tables) -> Vec<TableDef> {
             ttl_attribute: None,
         },
         TableDef {
+            name: tables.process_checkpoints(),
+            key: vec![(checkpoints::STREAM_ARN, S), (checkpoints::SHARD_ID, S)],
+            indexes: vec![],
+            stream: false,
+            ttl_attribute: None,
+        },
+        TableDef {
             name: tables.parked(),
             key: vec![(parked::AGGREGATE_ID, S), (parked::VERSION, N)],
             indexes: vec![],

@@ -278,3 +278,32 @@ pub async fn latest_stream_arn(
         .map_err(|e| sdk_error("describing the event store", e))?;
     Ok(out.table.and_then(|t| t.latest_stream_arn))
 }
+
+/// The event store's stream ARN, waiting for the table to exist; `None` on
+/// shutdown. A table without a stream is an error no wait can fix.
+pub async fn find_stream(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    timing: &crate::control::Timing,
+    stop: &crate::control::Shutdown,
+) -> Result<Option<String>, NoStream> {
+    let mut retry = timing.retry_backoff();
+    loop {
+        crate::progress::beat();
+        match latest_stream_arn(client, table).await {
+            Ok(Some(arn)) => return Ok(Some(arn)),
+            Ok(None) => return Err(NoStream(table.to_owned())),
+            Err(err) => {
+                tracing::warn!(table, error = %err, "cannot describe the event store yet, retrying");
+                if !stop.sleep(retry.next_delay()).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// The event store has no stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the event store table {0} has no stream: enable a NEW_IMAGE stream on it")]
+pub struct NoStream(pub String);

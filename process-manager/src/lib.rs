@@ -1,0 +1,324 @@
+//! The process manager: the purchase process (seed 004) as a deployable of
+//! its own. It follows the event store's stream through the same reading
+//! code as the projector (`dynabridge-stream`: leases, checkpoints in a
+//! table of its own, lineage, trimmed windows caught up), and takes each
+//! purchase through its steps ([`process`]) with the command path's
+//! decisions across aggregates. Any number of instances may run; each shard
+//! is read by the one holding its lease.
+//!
+//! It writes only the event store (and the idempotency and snapshots tables
+//! the command path keeps): it touches no read model, publishes nothing,
+//! and answers no API but its health and metrics.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use command_service::commands::CommandHandler;
+use dynabridge::schema::idempotency;
+use dynabridge_aws::AwsArgs;
+use dynabridge_event_store::{EventStore, GroupCommitMetrics};
+use dynabridge_runtime::config::StoreArgs;
+use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
+use dynabridge_runtime::health::{HealthSpec, Readiness, StoreProbe};
+use dynabridge_runtime::service::{Host, Service};
+use dynabridge_stream::catchup::EventStoreCatchUp;
+use dynabridge_stream::checkpoint::{CheckpointStore, DynamoCheckpoints};
+use dynabridge_stream::config::{LeaseArgs, StreamHealth};
+use dynabridge_stream::control::{Shutdown, ShutdownTrigger, Timing};
+use dynabridge_stream::lease::{LeaseSettings, Leases};
+use dynabridge_stream::monitor::{HealthNames, Monitor};
+use dynabridge_stream::progress::Progress;
+use dynabridge_stream::shard::Pipeline;
+use dynabridge_stream::stream::{SdkStreams, find_stream};
+
+use crate::metrics::ProcessMetrics;
+use crate::process::PurchaseProcess;
+
+/// Readiness: SERVING once the stream is found, while the store is
+/// reachable and the lag is within `--max-lag-ms` (as is "").
+pub const HEALTH_SERVICE: &str = "dynabridge.v1.ProcessManager";
+
+/// Liveness: NOT_SERVING when a processing loop has made no progress
+/// within `--liveness-window-ms`.
+pub const LIVENESS_SERVICE: &str = "dynabridge.v1.ProcessManager.Liveness";
+
+pub const HEALTH_NAMES: HealthNames = HealthNames {
+    readiness: HEALTH_SERVICE,
+    liveness: LIVENESS_SERVICE,
+    consumer: "process manager",
+};
+
+/// Flags and environment of the process manager.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address of the gRPC health server.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROCESS_MANAGER_HEALTH_LISTEN",
+        default_value = "127.0.0.1:50055"
+    )]
+    pub health_listen: SocketAddr,
+    /// Longest pause between polls of an idle shard, in milliseconds.
+    #[arg(long, env = "DYNABRIDGE_IDLE_POLL_MAX_MS", default_value_t = 100)]
+    pub idle_poll_max_ms: u64,
+    /// Purchases a shard reader takes steps for at once within a batch (at
+    /// least 1); each purchase's steps stay in order.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROCESS_MANAGER_MAX_CONCURRENT_STEPS",
+        default_value_t = Config::DEFAULT_MAX_CONCURRENT_STEPS
+    )]
+    pub max_concurrent_steps: usize,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub health: StreamHealth,
+    /// Address of the Prometheus `/metrics` endpoint; none in a process
+    /// that serves its registry itself.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROCESS_MANAGER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9095"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    pub const DEFAULT_MAX_CONCURRENT_STEPS: usize = 32;
+
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), String> {
+        self.store.validate()?;
+        if self.idle_poll_max_ms == 0 {
+            return Err("idle poll max must be at least 1 millisecond".into());
+        }
+        if self.max_concurrent_steps == 0 {
+            return Err("max concurrent steps must be at least 1".into());
+        }
+        self.lease.validate()?;
+        self.health.validate()
+    }
+}
+
+/// The process manager, bound and set up, its health server answering.
+pub struct App {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    config: Config,
+    sdk: aws_config::SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    timing: Timing,
+    lease_settings: LeaseSettings,
+    metrics: ProcessMetrics,
+    process: Arc<PurchaseProcess>,
+    trigger: Arc<ShutdownTrigger>,
+    stop: Shutdown,
+    progress: Arc<Progress>,
+    stream_found: tokio::sync::watch::Sender<bool>,
+    recheck: dynabridge_runtime::health::Recheck,
+    server: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Service for App {
+    type Config = Config;
+    const NAME: &'static str = "process-manager";
+
+    fn validate(config: &Config) -> Result<(), String> {
+        config.validate()
+    }
+
+    fn aws(config: &Config) -> &AwsArgs {
+        &config.store.aws
+    }
+
+    fn listen(config: &Config) -> (SocketAddr, Option<SocketAddr>) {
+        (config.health_listen, config.metrics_listen)
+    }
+
+    async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
+        let registry = &host.registry;
+        let sdk = host.sdk.clone();
+        let tables = config.store.tables();
+        let dynamodb = dynabridge_aws::dynamodb_client(&sdk);
+        let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+        let lease_settings = config.lease.settings(&timing, "process-manager");
+        let metrics = ProcessMetrics::new().context("creating metrics")?;
+        metrics.register(registry).context("registering metrics")?;
+        let store = EventStore::new(dynamodb.clone(), tables.clone()).with_group_commit(
+            EventStore::DEFAULT_MAX_IN_FLIGHT,
+            GroupCommitMetrics::new().context("creating metrics")?,
+        );
+        store
+            .register_metrics(registry)
+            .context("registering metrics")?;
+        // Validated above; a caller that skipped that gets one at a time.
+        let max_concurrent =
+            NonZeroUsize::new(config.max_concurrent_steps).unwrap_or(NonZeroUsize::MIN);
+        let process = Arc::new(PurchaseProcess::new(
+            CommandHandler::new(store),
+            max_concurrent,
+            metrics.clone(),
+        ));
+
+        // The store check reads the idempotency table, which the command
+        // path reads (GetItem) for every retried step.
+        let health = HealthSpec {
+            service: HEALTH_SERVICE,
+            liveness: LIVENESS_SERVICE,
+            probe: StoreProbe::get_item(
+                dynamodb.clone(),
+                tables.idempotency(),
+                idempotency::REQUEST_ID,
+            ),
+            args: config.health.store.clone(),
+            readiness: Readiness::Reported,
+        };
+        let server = ApiServer::start(None, health, listeners, registry).await?;
+        let (addr, metrics_addr) = (server.addr(), server.metrics_addr());
+        let (trigger, stop) = Shutdown::new();
+        let recheck = server.health().rechecker();
+        let progress = Progress::new();
+        let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
+        let monitor = tokio::spawn(
+            Monitor {
+                names: HEALTH_NAMES,
+                progress: progress.clone(),
+                metrics: metrics.stream.clone(),
+                reporter: server.health().reporter(),
+                thresholds: config.health.thresholds(),
+                every: config.health.store.interval().min(Duration::from_secs(1)),
+                stream_found: stream_found_rx,
+                store_reachable: server.health().reachable(),
+                // It publishes nothing: no bus to wait for.
+                bus_found: tokio::sync::watch::channel(true).1,
+            }
+            .run(stop.clone()),
+        );
+        let server = tokio::spawn(server.serve_health({
+            let stop = stop.clone();
+            async move {
+                stop.wait().await;
+                let _ = monitor.await;
+            }
+        }));
+        tracing::info!(%addr, "process manager health listening");
+        Ok(Self {
+            addr,
+            metrics_addr,
+            config,
+            sdk,
+            dynamodb,
+            timing,
+            lease_settings,
+            metrics,
+            process,
+            trigger: Arc::new(trigger),
+            stop,
+            progress,
+            stream_found,
+            recheck,
+            server,
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            addr: _,
+            metrics_addr: _,
+            config,
+            sdk,
+            dynamodb,
+            timing,
+            lease_settings,
+            metrics,
+            process,
+            trigger,
+            stop,
+            progress,
+            stream_found,
+            recheck,
+            server,
+        } = self;
+        let waiter = tokio::spawn({
+            let trigger = trigger.clone();
+            async move {
+                shutdown.await;
+                trigger.trigger();
+            }
+        });
+        let tables = config.store.tables();
+        let outcome = progress
+            .clone()
+            .track("coordinator", async {
+                let Some(stream_arn) =
+                    find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
+                else {
+                    return Ok(());
+                };
+                tracing::info!(
+                    stream_arn,
+                    instance_id = %lease_settings.owner,
+                    lease_duration_ms = lease_settings.duration.as_millis(),
+                    "process manager started"
+                );
+                let checkpoints: Arc<dyn CheckpointStore> = Arc::new(DynamoCheckpoints::new(
+                    dynamodb.clone(),
+                    tables.process_checkpoints(),
+                ));
+                let pipeline = Arc::new(Pipeline {
+                    leases: Arc::new(Leases::new(
+                        lease_settings,
+                        stream_arn.clone(),
+                        checkpoints.clone(),
+                        metrics.stream.clone(),
+                    )),
+                    stream_arn,
+                    streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
+                    checkpoints,
+                    catch_up: Arc::new(EventStoreCatchUp::new(
+                        dynamodb.clone(),
+                        tables.event_store(),
+                    )),
+                    handler: process,
+                    timing: timing.clone(),
+                    shutdown: stop.clone(),
+                    progress: progress.clone(),
+                    metrics: metrics.stream.clone(),
+                });
+                stream_found.send_replace(true);
+                recheck.now();
+                dynabridge_stream::coordinator::run_stream(pipeline).await;
+                anyhow::Ok(())
+            })
+            .await;
+
+        trigger.trigger();
+        waiter.abort();
+        let served = server.await.context("the health server task failed")?;
+        outcome?;
+        served.context("the health server failed")?;
+        tracing::info!("process manager stopped");
+        Ok(())
+    }
+}
