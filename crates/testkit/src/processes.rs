@@ -135,6 +135,7 @@ fn start(
         .env("DYNABRIDGE_QUERY_METRICS_LISTEN", "127.0.0.1:0")
         .env("DYNABRIDGE_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
         .env("DYNABRIDGE_ADMIN_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DYNABRIDGE_PROCESS_MANAGER_METRICS_LISTEN", "127.0.0.1:0")
         // Only the endpoints the test sets.
         .env_remove("DYNABRIDGE_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL")
