@@ -5,12 +5,13 @@
 #   docker build --target command-service -t dynabridge/command-service:<tag> .
 #   docker build --target query-service   -t dynabridge/query-service:<tag> .
 #   docker build --target projector       -t dynabridge/projector:<tag> .
+#   docker build --target process-manager -t dynabridge/process-manager:<tag> .
 #   docker build --target admin-service   -t dynabridge/admin-service:<tag> .
 #
 # (Without --target the build stops at the last stage, the admin service.)
 #
-# The four builds share the builder stage, so after the first one the other
-# three only copy a binary. Dependencies are compiled in a layer of their own
+# The five builds share the builder stage, so after the first one the other
+# four only copy a binary. Dependencies are compiled in a layer of their own
 # (cargo-chef), which is rebuilt only when Cargo.toml or Cargo.lock change.
 #
 # The runtime image is Debian 12 slim with CA certificates and nothing else
@@ -35,14 +36,17 @@ ENV CARGO_TERM_COLOR=never
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer stays cached until the recipe changes.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
-        -p command-service -p query-service -p projector -p admin-service
+        -p command-service -p query-service -p projector -p process-manager \
+        -p admin-service
 COPY . .
 # local-stack (and the embedded store it links) is for laptops: not built.
 RUN cargo build --release --locked \
-        -p command-service -p query-service -p projector -p admin-service \
+        -p command-service -p query-service -p projector -p process-manager \
+        -p admin-service \
     && mkdir -p /out \
     && cp target/release/command-service target/release/query-service \
-        target/release/projector target/release/admin-service /out/
+        target/release/projector target/release/process-manager \
+        target/release/admin-service /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -72,6 +76,12 @@ COPY --from=builder /out/projector /usr/local/bin/projector
 ENV DYNABRIDGE_PROJECTOR_HEALTH_LISTEN=0.0.0.0:50053
 EXPOSE 50053
 ENTRYPOINT ["/usr/local/bin/projector"]
+
+FROM runtime AS process-manager
+COPY --from=builder /out/process-manager /usr/local/bin/process-manager
+ENV DYNABRIDGE_PROCESS_MANAGER_HEALTH_LISTEN=0.0.0.0:50055
+EXPOSE 50055
+ENTRYPOINT ["/usr/local/bin/process-manager"]
 
 FROM runtime AS admin-service
 COPY --from=builder /out/admin-service /usr/local/bin/admin-service

@@ -2,8 +2,8 @@
 #
 # start_local_stack LOG starts target/debug/local-stack in memory with every
 # port 0 (free ports chosen by the kernel), waits, with a deadline, for its
-# banner, and sets COMMAND_ADDR, QUERY_ADDR, PROJECTOR_ADDR, ADMIN_ADDR and
-# STACK_PID. The README's fixed ports lie inside Linux's ephemeral range, so
+# banner, and sets COMMAND_ADDR, QUERY_ADDR, PROJECTOR_ADDR, ADMIN_ADDR,
+# PROCESS_MANAGER_ADDR and STACK_PID. The README's fixed ports lie inside Linux's ephemeral range, so
 # on a busy machine a client socket of another process can hold one of them
 # for as long as its connection lives; CI must not depend on that.
 # check_readme_ports verifies that the README's addresses are the stack's
@@ -13,7 +13,8 @@ start_local_stack() {
   local log=$1 stack=target/debug/local-stack
   [ -x "$stack" ] || cargo build --locked -p local-stack
   "$stack" --in-memory --command-port 0 --query-port 0 --projector-health-port 0 \
-    --admin-port 0 --metrics-port 0 --dynamodb-port 0 >"$log" 2>&1 &
+    --admin-port 0 --process-manager-health-port 0 --metrics-port 0 --dynamodb-port 0 \
+    >"$log" 2>&1 &
   STACK_PID=$!
   local _
   for _ in $(seq 1 300); do
@@ -26,7 +27,8 @@ start_local_stack() {
   QUERY_ADDR=$(stack_addr "$log" "query service")
   PROJECTOR_ADDR=$(stack_addr "$log" "projector health")
   ADMIN_ADDR=$(stack_addr "$log" "admin service")
-  export COMMAND_ADDR QUERY_ADDR PROJECTOR_ADDR ADMIN_ADDR STACK_PID
+  PROCESS_MANAGER_ADDR=$(stack_addr "$log" "process manager")
+  export COMMAND_ADDR QUERY_ADDR PROJECTOR_ADDR ADMIN_ADDR PROCESS_MANAGER_ADDR STACK_PID
 }
 
 # The address after a banner label, e.g. "  command service    127.0.0.1:41235".
@@ -45,7 +47,8 @@ stop_local_stack() {
 check_readme_ports() {
   local help pair flag port
   help=$(target/debug/local-stack --help)
-  for pair in command-port:50051 query-port:50052 projector-health-port:50053 admin-port:50054; do
+  for pair in command-port:50051 query-port:50052 projector-health-port:50053 admin-port:50054 \
+    process-manager-health-port:50055; do
     flag=${pair%%:*}
     port=${pair##*:}
     # The flag's own help, up to the next flag.
@@ -60,5 +63,6 @@ onto_stack_ports() {
   sed -e "s/127\.0\.0\.1:50051/$COMMAND_ADDR/g" \
       -e "s/127\.0\.0\.1:50052/$QUERY_ADDR/g" \
       -e "s/127\.0\.0\.1:50053/$PROJECTOR_ADDR/g" \
-      -e "s/127\.0\.0\.1:50054/$ADMIN_ADDR/g" "$@"
+      -e "s/127\.0\.0\.1:50054/$ADMIN_ADDR/g" \
+      -e "s/127\.0\.0\.1:50055/$PROCESS_MANAGER_ADDR/g" "$@"
 }

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         query_port: 0,
         projector_health_port: 0,
         admin_port: 0,
+        process_manager_health_port: 0,
         metrics_port: 0,
         dynamodb_port: 0,
         ..local_stack::Options::default()

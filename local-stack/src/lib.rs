@@ -53,6 +53,7 @@ const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_SERVICE: &str = "command-service";
 const QUERY_SERVICE: &str = "query-service";
 const PROJECTOR: &str = "projector";
+const PROCESS_MANAGER: &str = "process-manager";
 const ADMIN_SERVICE: &str = "admin-service";
 const METRICS: &str = "metrics endpoint";
 const STORE: &str = "embedded DynamoDB";
@@ -153,6 +154,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
         query: services_at.query,
         projector_health: services_at.projector_health,
         admin: services_at.admin,
+        process_manager_health: services_at.process_manager_health,
         metrics: services_at.metrics,
         dynamodb: local_addr(&dynamodb_listener, STORE)?,
         table_prefix: table_prefix.clone(),
@@ -209,6 +211,7 @@ pub async fn start(options: Options) -> Result<LocalStack, StartError> {
             query = %endpoints.query,
             projector_health = %endpoints.projector_health,
             admin = %endpoints.admin,
+            process_manager_health = %endpoints.process_manager_health,
             metrics = %endpoints.metrics,
             "services started"
         );
@@ -432,6 +435,7 @@ mod tests {
             query: "127.0.0.1:50052".parse().unwrap(),
             projector_health: "127.0.0.1:50053".parse().unwrap(),
             admin: "127.0.0.1:50054".parse().unwrap(),
+            process_manager_health: "127.0.0.1:50055".parse().unwrap(),
             metrics: "127.0.0.1:9464".parse().unwrap(),
             dynamodb: "127.0.0.1:8000".parse().unwrap(),
             table_prefix: "dynabridge".to_owned(),

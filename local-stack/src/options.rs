@@ -41,7 +41,14 @@ pub struct Options {
     /// Port of the admin service (gRPC).
     #[arg(long, env = "DYNABRIDGE_ADMIN_PORT", default_value_t = 50054)]
     pub admin_port: u16,
-    /// Port of the Prometheus `/metrics` endpoint of all four services:
+    /// Port of the process manager's gRPC health server.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROCESS_MANAGER_HEALTH_PORT",
+        default_value_t = 50055
+    )]
+    pub process_manager_health_port: u16,
+    /// Port of the Prometheus `/metrics` endpoint of all five services:
     /// each service's series labelled `component`, the process's AWS call
     /// counters once.
     #[arg(long, env = "DYNABRIDGE_METRICS_PORT", default_value_t = 9464)]
@@ -60,8 +67,8 @@ pub struct Options {
     #[arg(long, env = "DYNABRIDGE_KEEP_TRANSACTION_TOKENS")]
     pub keep_transaction_tokens: bool,
     /// Run the embedded store with its tables provisioned, and no services:
-    /// for running the command service, query service and projector as
-    /// separate processes against `--endpoint-url`. The service and
+    /// for running the services (command, query, projector, process
+    /// manager, admin) as separate processes against `--endpoint-url`. The service and
     /// metrics ports are then not bound.
     #[arg(long, env = "DYNABRIDGE_STORE_ONLY")]
     pub store_only: bool,
@@ -78,6 +85,7 @@ impl Default for Options {
             query_port: 50052,
             projector_health_port: 50053,
             admin_port: 50054,
+            process_manager_health_port: 50055,
             metrics_port: 9464,
             dynamodb_port: 8000,
             no_stream_index: false,
@@ -97,7 +105,8 @@ pub struct Endpoints {
     pub query: SocketAddr,
     pub projector_health: SocketAddr,
     pub admin: SocketAddr,
-    /// The `/metrics` endpoint of the three services.
+    pub process_manager_health: SocketAddr,
+    /// The `/metrics` endpoint of the services.
     pub metrics: SocketAddr,
     pub dynamodb: SocketAddr,
     pub table_prefix: String,
@@ -136,6 +145,7 @@ impl Endpoints {
             let _ = writeln!(b, "  query service      {}", self.query);
             let _ = writeln!(b, "  projector health   {}", self.projector_health);
             let _ = writeln!(b, "  admin service      {}", self.admin);
+            let _ = writeln!(b, "  process manager    {}", self.process_manager_health);
             let _ = writeln!(b, "  metrics            {}", self.metrics_url());
         } else {
             let _ = writeln!(

@@ -1,4 +1,4 @@
-//! The four services in the stack's process, each built and run as its
+//! The five services in the stack's process, each built and run as its
 //! own binary would be (`Service::build_on`, `run_until`), each in its own
 //! task with a registry of its own, and one `/metrics` endpoint for all.
 
@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::{
-    ADMIN_SERVICE, COMMAND_SERVICE, Endpoints, METRICS, Options, PROJECTOR, QUERY_SERVICE,
-    StartError,
+    ADMIN_SERVICE, COMMAND_SERVICE, Endpoints, METRICS, Options, PROCESS_MANAGER, PROJECTOR,
+    QUERY_SERVICE, StartError,
 };
 use crate::{bind, local_addr, shutdown};
 
@@ -38,6 +38,7 @@ pub(crate) struct ServiceListeners {
     query: TcpListener,
     projector_health: TcpListener,
     admin: TcpListener,
+    process_manager_health: TcpListener,
     metrics: TcpListener,
 }
 
@@ -48,6 +49,7 @@ pub(crate) struct ServiceAddrs {
     pub(crate) query: SocketAddr,
     pub(crate) projector_health: SocketAddr,
     pub(crate) admin: SocketAddr,
+    pub(crate) process_manager_health: SocketAddr,
     pub(crate) metrics: SocketAddr,
 }
 
@@ -60,6 +62,7 @@ impl ServiceAddrs {
             query: unbound,
             projector_health: unbound,
             admin: unbound,
+            process_manager_health: unbound,
             metrics: unbound,
         }
     }
@@ -72,6 +75,8 @@ impl ServiceListeners {
             query: bind(QUERY_SERVICE, options.query_port).await?,
             projector_health: bind(PROJECTOR, options.projector_health_port).await?,
             admin: bind(ADMIN_SERVICE, options.admin_port).await?,
+            process_manager_health: bind(PROCESS_MANAGER, options.process_manager_health_port)
+                .await?,
             metrics: bind(METRICS, options.metrics_port).await?,
         })
     }
@@ -82,6 +87,7 @@ impl ServiceListeners {
             query: local_addr(&self.query, QUERY_SERVICE)?,
             projector_health: local_addr(&self.projector_health, PROJECTOR)?,
             admin: local_addr(&self.admin, ADMIN_SERVICE)?,
+            process_manager_health: local_addr(&self.process_manager_health, PROCESS_MANAGER)?,
             metrics: local_addr(&self.metrics, METRICS)?,
         })
     }
@@ -105,7 +111,7 @@ impl Services {
         }
     }
 
-    /// Spawns the metrics endpoint and the four services on `listeners`,
+    /// Spawns the metrics endpoint and the five services on `listeners`,
     /// against the store `store` names, with the flags' defaults.
     pub(crate) fn spawn(
         listeners: ServiceListeners,
@@ -119,16 +125,23 @@ impl Services {
             names: HashMap::new(),
             stop,
         };
-        // One endpoint for the four services, each registering in a
+        // One endpoint for the five services, each registering in a
         // registry of its own as its binary does.
         let mut metrics = CombinedMetrics::new().map_err(|err| StartError::Metrics(err.into()))?;
         let [
             command_registry,
             query_registry,
             projector_registry,
+            process_registry,
             admin_registry,
-        ] = [COMMAND_SERVICE, QUERY_SERVICE, PROJECTOR, ADMIN_SERVICE]
-            .map(|name| metrics.service(name));
+        ] = [
+            COMMAND_SERVICE,
+            QUERY_SERVICE,
+            PROJECTOR,
+            PROCESS_MANAGER,
+            ADMIN_SERVICE,
+        ]
+        .map(|name| metrics.service(name));
         let metrics_signal = signal.clone();
         let task = services.tasks.spawn(async move {
             serve_metrics(metrics, listeners.metrics, metrics_signal.wait())
@@ -161,6 +174,15 @@ impl Services {
             sink_path: endpoints.sink.clone(),
             idle_poll_max_ms: IDLE_POLL_MAX_MS,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
+            lease: projector::LeaseArgs::default(),
+            health: projector::StreamHealth::default(),
+            metrics_listen: None,
+        };
+        let process = process_manager::Config {
+            store: store.clone(),
+            health_listen: endpoints.process_manager_health,
+            idle_poll_max_ms: IDLE_POLL_MAX_MS,
+            max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
             lease: projector::LeaseArgs::default(),
             health: projector::StreamHealth::default(),
             metrics_listen: None,
@@ -199,6 +221,13 @@ impl Services {
             projector,
             host(projector_registry),
             listeners.projector_health,
+            &signal,
+        );
+        services.add::<process_manager::App>(
+            PROCESS_MANAGER,
+            process,
+            host(process_registry),
+            listeners.process_manager_health,
             &signal,
         );
         services.add::<admin_service::App>(

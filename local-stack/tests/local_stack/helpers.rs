@@ -27,6 +27,7 @@ pub fn free_ports() -> Options {
         query_port: 0,
         projector_health_port: 0,
         admin_port: 0,
+        process_manager_health_port: 0,
         metrics_port: 0,
         dynamodb_port: 0,
         ..Options::default()
@@ -63,6 +64,7 @@ impl TestStack {
             self.endpoints.command,
             self.endpoints.query,
             self.endpoints.projector_health,
+            self.endpoints.process_manager_health,
             self.endpoints.admin,
         ] {
             wait_serving(addr).await;

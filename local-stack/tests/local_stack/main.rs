@@ -23,6 +23,7 @@ fn expected_tables(prefix: &str) -> BTreeSet<String> {
         t.purchases(),
         t.snapshots(),
         t.checkpoints(),
+        t.process_checkpoints(),
         t.parked(),
         t.admin(),
         t.generations(),
@@ -72,6 +73,7 @@ async fn in_memory_stack_serves_on_every_port_and_stops_cleanly() {
         e.command.port(),
         e.query.port(),
         e.projector_health.port(),
+        e.process_manager_health.port(),
         e.admin.port(),
         e.dynamodb.port(),
     ];
