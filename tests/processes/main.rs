@@ -1,4 +1,4 @@
-//! The three real binaries as separate processes against one store (an
+//! The real binaries as separate processes against one store (an
 //! embedded store in this test process). The projector is killed with
 //! SIGKILL mid-stream and restarted; every read model must converge with
 //! each event applied exactly once. Two projectors run side by side, and
@@ -20,6 +20,7 @@ use dynabridge::schema::Tables;
 use processes::{Proc, spawn};
 
 mod faults;
+mod oversell;
 mod rebuild;
 
 /// An embedded store in this process, on loopback, with the tables of a
