@@ -183,6 +183,7 @@ impl Services {
             health_listen: endpoints.process_manager_health,
             idle_poll_max_ms: IDLE_POLL_MAX_MS,
             max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
+            step_batching: true,
             lease: projector::LeaseArgs::default(),
             health: projector::StreamHealth::default(),
             metrics_listen: None,

@@ -79,6 +79,16 @@ pub struct Config {
         default_value_t = Config::DEFAULT_MAX_CONCURRENT_STEPS
     )]
     pub max_concurrent_steps: usize,
+    /// Decide the reservations of a batch that ask for the same products
+    /// together, and append them in one transaction (`false`: each alone,
+    /// one store round trip each).
+    #[arg(
+        long,
+        env = "DYNABRIDGE_PROCESS_MANAGER_STEP_BATCHING",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub step_batching: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
     #[command(flatten)]
@@ -164,11 +174,13 @@ impl Service for App {
         // Validated above; a caller that skipped that gets one at a time.
         let max_concurrent =
             NonZeroUsize::new(config.max_concurrent_steps).unwrap_or(NonZeroUsize::MIN);
-        let process = Arc::new(PurchaseProcess::new(
-            CommandHandler::new(store),
-            max_concurrent,
-            metrics.clone(),
-        ));
+        let process =
+            PurchaseProcess::new(CommandHandler::new(store), max_concurrent, metrics.clone());
+        let process = Arc::new(if config.step_batching {
+            process
+        } else {
+            process.without_batching()
+        });
 
         // The store check reads the idempotency table, which the command
         // path reads (GetItem) for every retried step.

@@ -198,6 +198,7 @@ impl TestApp {
             health_listen: LOOPBACK,
             idle_poll_max_ms: 20,
             max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
+            step_batching: true,
             lease: dynabridge_stream::config::LeaseArgs::default(),
             health: dynabridge_stream::config::StreamHealth::default(),
             metrics_listen: None,

@@ -17,16 +17,154 @@ use uuid::Uuid;
 
 use dynabridge::pb::ErrorReason as Reason;
 use dynabridge_domain::{Coordinates, Decision, StoredEvent};
+use dynabridge_event_store::group_commit::MAX_ITEMS;
 use dynabridge_event_store::snapshot::crossed;
 use dynabridge_event_store::{
-    Append, AppendError, CommandOutcome, CommandStore, IdempotencyRecord, RecordIn, Snapshots,
-    StoredSnapshot, load_aggregate,
+    Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, RecordIn,
+    Snapshots, StoredSnapshot, load_aggregate,
 };
 use dynabridge_runtime::error::AppError;
 
 use super::{CommandHandler, CommandMeta, store_error};
 
+/// One step of a batch: its request, its aggregate, the step.
+pub struct BatchedStep<'a, St> {
+    pub meta: &'a CommandMeta,
+    pub id: Uuid,
+    pub step: &'a St,
+}
+
 impl<S: CommandStore> CommandHandler<S> {
+    /// Takes several steps that share participants (purchases of one
+    /// popular product) together: each decided on the participants' state
+    /// the steps before it left, and all appended in as few transactions as
+    /// fit (at most 100 items each), each step with its own idempotency
+    /// record and answered with its own outcome. One round trip for many
+    /// steps, where one at a time would take one each (Equinox calls this
+    /// batching). A transaction that fails (a writer outside the batch got
+    /// in first, a step already taken) is not retried as a whole: each of
+    /// its steps is taken again alone, on the one-step path.
+    pub(super) async fn execute_many_with<A, P>(
+        &self,
+        steps: &[BatchedStep<'_, <A as Coordinates<P>>::Step>],
+    ) -> Vec<Result<CommandOutcome, AppError>>
+    where
+        A: Coordinates<P> + Snapshots,
+        P: Snapshots,
+    {
+        if steps.len() <= 1 {
+            let mut answers = Vec::new();
+            for s in steps {
+                answers.push(self.execute_with::<A, P>(s.meta, s.id, s.step).await);
+            }
+            return answers;
+        }
+        // Every answer starts as "take it alone"; the batch fills in those
+        // it appended.
+        let mut answered: Vec<Option<Result<CommandOutcome, AppError>>> =
+            steps.iter().map(|_| None).collect();
+        if let Ok(batch) = self.decide_together::<A, P>(steps).await {
+            for chunk in batch {
+                let appends: Vec<Append> = chunk.iter().map(|(_, append)| append.clone()).collect();
+                match self.store.append_together(&appends).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            aggregate_type = A::TYPE.as_str(),
+                            steps = appends.len(),
+                            events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
+                            "steps appended together"
+                        );
+                        for (index, append) in chunk {
+                            answered[index] = Some(Ok(append.idempotency.outcome));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, steps = chunk.len(), "a batch did not land; its steps go alone");
+                    }
+                }
+            }
+        }
+        let mut answers = Vec::with_capacity(steps.len());
+        for (s, answer) in steps.iter().zip(answered) {
+            answers.push(match answer {
+                Some(answer) => answer,
+                None => self.execute_with::<A, P>(s.meta, s.id, s.step).await,
+            });
+        }
+        answers
+    }
+
+    /// The appends of `steps` decided one after another on the states the
+    /// earlier ones leave, in chunks of at most 100 items, each append with
+    /// the index of its step. A step that decides nothing or is refused is
+    /// left out, to be taken alone.
+    async fn decide_together<A, P>(
+        &self,
+        steps: &[BatchedStep<'_, <A as Coordinates<P>>::Step>],
+    ) -> Result<Vec<Vec<(usize, Append)>>, AppError>
+    where
+        A: Coordinates<P> + Snapshots,
+        P: Snapshots,
+    {
+        let deciders: Vec<A> = try_join_all(steps.iter().map(|s| async move {
+            load_aggregate::<S, A>(&self.store, s.id)
+                .await
+                .map(|loaded| loaded.aggregate)
+        }))
+        .await
+        .map_err(store_error)?;
+        let mut ids: Vec<Uuid> = deciders
+            .iter()
+            .zip(steps)
+            .flat_map(|(decider, s)| decider.participants(s.step))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut states: std::collections::HashMap<Uuid, P> =
+            try_join_all(ids.iter().map(|id| async move {
+                load_aggregate::<S, P>(&self.store, *id)
+                    .await
+                    .map(|loaded| (*id, loaded.aggregate))
+            }))
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
+        let mut chunks: Vec<Vec<(usize, Append)>> = vec![Vec::new()];
+        let mut items = 0;
+        for (index, (decider, s)) in deciders.iter().zip(steps).enumerate() {
+            let participants: Vec<(Uuid, P)> = decider
+                .participants(s.step)
+                .into_iter()
+                .filter_map(|id| states.get(&id).map(|state| (id, state.clone())))
+                .collect();
+            let Ok(decision) = decider.decide_with(s.step, &participants) else {
+                continue;
+            };
+            if decision.own.is_empty() && decision.others.is_empty() {
+                continue;
+            }
+            let append = build_across(s.meta, s.id, decider, &participants, decision);
+            // The participants as this step leaves them, for the next.
+            for event in &append.events {
+                if let Some(state) = states.remove(&event.event.aggregate_id()) {
+                    states.insert(event.event.aggregate_id(), state.apply(&event.event));
+                }
+            }
+            let size = EventStore::item_count(&append);
+            if items + size > MAX_ITEMS {
+                chunks.push(Vec::new());
+                items = 0;
+            }
+            items += size;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push((index, append));
+            }
+        }
+        chunks.retain(|chunk| !chunk.is_empty());
+        Ok(chunks)
+    }
+
     /// Decides `step` on aggregate `id` of type `A` and the participants of
     /// type `P` it names, and appends every event in one transaction. A step
     /// that decides nothing (done already) is recorded, as any request that

@@ -111,6 +111,24 @@ impl<S: CommandStore> CommandHandler<S> {
             .await
     }
 
+    /// The first step of several purchases at once (`purchases`: each
+    /// with its request): decided one after another, appended together,
+    /// each answered with its own outcome (see `execute_many_with`).
+    pub async fn reserve_purchases(
+        &self,
+        purchases: &[(CommandMeta, PurchaseId)],
+    ) -> Vec<Result<CommandOutcome, AppError>> {
+        let steps: Vec<_> = purchases
+            .iter()
+            .map(|(meta, id)| super::across::BatchedStep {
+                meta,
+                id: *id.as_uuid(),
+                step: &StockStep::Reserve,
+            })
+            .collect();
+        self.execute_many_with::<Purchase, Product>(&steps).await
+    }
+
     /// The second: the order created, and the purchase completed, in one
     /// transaction.
     pub async fn complete_purchase(

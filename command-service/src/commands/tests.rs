@@ -15,7 +15,7 @@ use dynabridge_domain::{
 use super::*;
 
 /// What the fake does to the next append instead of applying it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Injected {
     /// Another writer appends this user event first (at the next version).
     WriterFirst(Event),
@@ -23,7 +23,7 @@ enum Injected {
     Unreachable,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     events: HashMap<String, Vec<StoredEvent>>,
     records: HashMap<String, (String, CommandOutcome)>,
@@ -113,6 +113,69 @@ fn unreachable() -> StoreError {
     ))
 }
 
+/// Applies `append` to `state` if every condition holds, as the real
+/// store's transaction does.
+fn apply(state: &mut State, append: &Append) -> Result<(), AppendError> {
+    // The conditions, in the order the real store's cancellation
+    // reasons are read.
+    let in_table = append.record == RecordIn::IdempotencyTable || append.events.is_empty();
+    if in_table && state.records.contains_key(&append.idempotency.request_id) {
+        return Err(AppendError::DuplicateRequest);
+    }
+    let unmet = |state: &State, wanted: fn(&Requirement) -> bool| {
+        append
+            .requirements
+            .iter()
+            .position(|r| wanted(r) && !state.holds(r))
+    };
+    if let Some(index) = unmet(state, |r| {
+        matches!(
+            r,
+            Requirement::Exists { .. } | Requirement::Unchanged { .. }
+        )
+    }) {
+        return Err(AppendError::Unmet(index));
+    }
+    for event in &append.events {
+        let have = state
+            .events
+            .get(&event.event.aggregate_id().to_string())
+            .map_or(0, Vec::len) as Version;
+        if event.version <= have {
+            return Err(AppendError::Conflict);
+        }
+    }
+    if let Some(index) = unmet(state, |r| matches!(r, Requirement::Claim { .. })) {
+        return Err(AppendError::Unmet(index));
+    }
+    for event in &append.events {
+        let id = event.event.aggregate_id().to_string();
+        state.events.entry(id).or_default().push(event.clone());
+    }
+    for requirement in &append.requirements {
+        match requirement {
+            Requirement::Claim { value, owner, .. } => {
+                state.unique.insert(value.clone(), *owner);
+            }
+            Requirement::Release { value, .. } => {
+                state.unique.remove(value);
+            }
+            Requirement::Exists { .. } | Requirement::Unchanged { .. } => {}
+        }
+    }
+    let record = &append.idempotency;
+    if in_table {
+        state.records.insert(
+            record.request_id.clone(),
+            (record.request_hash.clone(), record.outcome.clone()),
+        );
+    } else {
+        let id = append.events[0].event.aggregate_id().to_string();
+        state.created_by.insert(id, record.request_hash.clone());
+    }
+    Ok(())
+}
+
 impl CommandStore for FakeStore {
     async fn load(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let mut state = self.state();
@@ -170,63 +233,27 @@ impl CommandStore for FakeStore {
             }
             None => {}
         }
-        // The conditions, in the order the real store's cancellation
-        // reasons are read.
-        let in_table = append.record == RecordIn::IdempotencyTable || append.events.is_empty();
-        if in_table && state.records.contains_key(&append.idempotency.request_id) {
-            return Err(AppendError::DuplicateRequest);
-        }
-        let unmet = |state: &State, wanted: fn(&Requirement) -> bool| {
-            append
-                .requirements
-                .iter()
-                .position(|r| wanted(r) && !state.holds(r))
-        };
-        if let Some(index) = unmet(&state, |r| {
-            matches!(
-                r,
-                Requirement::Exists { .. } | Requirement::Unchanged { .. }
-            )
-        }) {
-            return Err(AppendError::Unmet(index));
-        }
-        for event in &append.events {
-            let have = state
-                .events
-                .get(&event.event.aggregate_id().to_string())
-                .map_or(0, Vec::len) as Version;
-            if event.version <= have {
-                return Err(AppendError::Conflict);
+        apply(&mut state, append)
+    }
+
+    async fn append_together(&self, appends: &[Append]) -> Result<(), AppendError> {
+        let mut state = self.state();
+        state.appends += 1;
+        match state.injected.pop_front() {
+            Some(Injected::Unreachable) => return Err(AppendError::Store(unreachable())),
+            Some(Injected::WriterFirst(event)) => {
+                drop(state);
+                self.append_directly(event);
+                state = self.state();
             }
+            None => {}
         }
-        if let Some(index) = unmet(&state, |r| matches!(r, Requirement::Claim { .. })) {
-            return Err(AppendError::Unmet(index));
+        // All or none, as one transaction.
+        let mut trial = state.clone();
+        for append in appends {
+            apply(&mut trial, append)?;
         }
-        for event in &append.events {
-            let id = event.event.aggregate_id().to_string();
-            state.events.entry(id).or_default().push(event.clone());
-        }
-        for requirement in &append.requirements {
-            match requirement {
-                Requirement::Claim { value, owner, .. } => {
-                    state.unique.insert(value.clone(), *owner);
-                }
-                Requirement::Release { value, .. } => {
-                    state.unique.remove(value);
-                }
-                Requirement::Exists { .. } | Requirement::Unchanged { .. } => {}
-            }
-        }
-        let record = &append.idempotency;
-        if in_table {
-            state.records.insert(
-                record.request_id.clone(),
-                (record.request_hash.clone(), record.outcome.clone()),
-            );
-        } else {
-            let id = append.events[0].event.aggregate_id().to_string();
-            state.created_by.insert(id, record.request_hash.clone());
-        }
+        *state = trial;
         Ok(())
     }
 
@@ -998,4 +1025,74 @@ async fn a_purchase_for_no_user_is_refused_and_writes_nothing() {
         Some(dynabridge::pb::ErrorReason::AggregateNotFound)
     );
     assert_eq!(store.state().events.len(), before);
+}
+
+#[tokio::test]
+async fn reservations_of_one_product_are_decided_together_and_appended_in_one_transaction() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let user = given_user(&handler, "u", "ann@example.com").await;
+    let mug = given_stock(&handler, "MUG", 3).await;
+    let mut purchases = Vec::new();
+    for n in 0..5 {
+        purchases.push(given_purchase(&handler, &format!("buy-{n}"), user, &[("MUG", 1)]).await);
+    }
+    let steps: Vec<(CommandMeta, dynabridge_domain::PurchaseId)> = purchases
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (meta(&format!("buy-{n}/reserve")), *id))
+        .collect();
+    let appends = store.calls().1;
+    let answers = handler.reserve_purchases(&steps).await;
+    assert_eq!(store.calls().1, appends + 1, "one transaction for the five");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    // Each decided on what the ones before it left: three reserved, at the
+    // product's versions 2, 3, 4, then two rejected with nothing left.
+    assert_eq!(stock_of(&store, mug).await, (0, 3));
+    let versions: Vec<Version> = store.state().events[&mug.to_string()]
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let mut statuses = Vec::new();
+    for id in &purchases {
+        statuses.push(purchase_state(&store, *id).await.status);
+    }
+    use dynabridge_domain::PurchaseStatus::{Rejected, Reserved};
+    assert_eq!(statuses, [Reserved, Reserved, Reserved, Rejected, Rejected]);
+    // Each answered with its own outcome, and its retry alone the same.
+    let again = handler
+        .reserve_purchase(&steps[1].0, steps[1].1)
+        .await
+        .unwrap();
+    assert_eq!(&again, answers[1].as_ref().unwrap());
+}
+
+#[tokio::test]
+async fn a_batch_that_meets_another_writer_falls_back_to_one_step_at_a_time() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let user = given_user(&handler, "u", "ann@example.com").await;
+    let mug = given_stock(&handler, "MUG", 3).await;
+    let a = given_purchase(&handler, "buy-a", user, &[("MUG", 1)]).await;
+    let b = given_purchase(&handler, "buy-b", user, &[("MUG", 1)]).await;
+    // Another writer takes two units first: the batch fails as a whole,
+    // and each step is taken again alone, on what is left.
+    store.inject(Injected::WriterFirst(Event::StockReserved {
+        product_id: dynabridge_domain::ProductId::from_uuid(mug),
+        purchase_id: dynabridge_domain::PurchaseId::new_random(),
+        quantity: dynabridge_domain::Quantity::parse(2).unwrap(),
+    }));
+    let steps = vec![(meta("buy-a/reserve"), a), (meta("buy-b/reserve"), b)];
+    let answers = handler.reserve_purchases(&steps).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(stock_of(&store, mug).await, (0, 3));
+    assert_eq!(
+        purchase_state(&store, a).await.status,
+        dynabridge_domain::PurchaseStatus::Reserved
+    );
+    assert_eq!(
+        purchase_state(&store, b).await.status,
+        dynabridge_domain::PurchaseStatus::Rejected
+    );
 }

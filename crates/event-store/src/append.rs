@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use prometheus::Registry;
 
 use super::codec::event_to_item;
-use super::group_commit::{GroupCommit, GroupCommitMetrics};
+use super::group_commit::{GroupCommit, GroupCommitMetrics, MAX_ITEMS};
 use crate::error::StoreError;
 use dynabridge::schema::{Tables, event_store, idempotency};
 use dynabridge_domain::{Money, Requirement, StoredEvent, Version};
@@ -210,6 +210,37 @@ impl EventStore {
     pub async fn append(&self, append: &Append) -> Result<(), AppendError> {
         let (items, parts, keys) = self.transaction(append)?;
         self.group.append(items, parts, keys).await
+    }
+
+    /// Appends several appends in one transaction: all of them land, or none
+    /// does (decisions made one after another on the same aggregates, each
+    /// on the state the previous ones left). At most
+    /// [`MAX_ITEMS`] items in all. An error is the
+    /// whole transaction's: the caller takes each append again alone to
+    /// learn its own.
+    pub async fn append_together(&self, appends: &[Append]) -> Result<(), AppendError> {
+        let (mut items, mut parts, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        for append in appends {
+            let (i, p, k) = self.transaction(append)?;
+            items.extend(i);
+            parts.extend(p);
+            keys.extend(k);
+        }
+        if items.len() > MAX_ITEMS {
+            return Err(AppendError::Store(StoreError::Inconsistent(format!(
+                "{} items in one transaction; at most {MAX_ITEMS}",
+                items.len()
+            ))));
+        }
+        self.group.append_alone(items, parts, keys).await
+    }
+
+    /// The items of `append`'s transaction: its events, its record, one per
+    /// requirement. For sizing appends sent together.
+    pub fn item_count(append: &Append) -> usize {
+        let record =
+            usize::from(append.record == RecordIn::IdempotencyTable || append.events.is_empty());
+        append.events.len() + record + append.requirements.len()
     }
 
     /// The items of the append's `TransactWriteItems`, in order: the events,

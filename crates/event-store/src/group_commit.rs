@@ -184,6 +184,32 @@ impl GroupCommit {
         })
     }
 
+    /// Sends `items` in a transaction of their own (one of the slots), and
+    /// waits for it: appends that must land together or not at all.
+    pub async fn append_alone(
+        self: &Arc<Self>,
+        items: Vec<TransactWriteItem>,
+        parts: Vec<Part>,
+        keys: Vec<String>,
+    ) -> Result<(), AppendError> {
+        let (reply, answer) = oneshot::channel();
+        let bytes = items.iter().map(item_bytes).sum();
+        self.lock().push_back(Pending {
+            items,
+            parts,
+            keys,
+            bytes,
+            alone: true,
+            reply,
+        });
+        self.pump();
+        answer.await.unwrap_or_else(|_| {
+            Err(AppendError::Store(StoreError::Inconsistent(
+                "the appends' transaction ended without an answer".into(),
+            )))
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
         self.queue
             .lock()

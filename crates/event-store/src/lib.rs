@@ -103,6 +103,13 @@ pub trait CommandStore: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// all or nothing; see [`EventStore::append`].
     fn append(&self, append: &Append) -> impl Future<Output = Result<(), AppendError>> + Send;
 
+    /// Several appends in one transaction, all or none; see
+    /// [`EventStore::append_together`].
+    fn append_together(
+        &self,
+        appends: &[Append],
+    ) -> impl Future<Output = Result<(), AppendError>> + Send;
+
     /// The request that created an aggregate, from its first events; see
     /// [`EventStore::creation`].
     fn creation(
@@ -140,6 +147,10 @@ impl CommandStore for EventStore {
 
     async fn append(&self, append: &Append) -> Result<(), AppendError> {
         EventStore::append(self, append).await
+    }
+
+    async fn append_together(&self, appends: &[Append]) -> Result<(), AppendError> {
+        EventStore::append_together(self, appends).await
     }
 
     async fn creation(&self, aggregate_id: &str) -> Result<Option<Creation>, StoreError> {
