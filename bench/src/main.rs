@@ -15,7 +15,9 @@
 
 mod capacity;
 mod ceiling;
+mod delay;
 mod echo;
+mod hot_sku;
 mod library;
 mod load;
 mod ops;
@@ -61,6 +63,9 @@ enum Command {
     Rebuild(rebuild::RebuildArgs),
     /// Loading a product of many events with and without its snapshot.
     Snapshots(snapshots::SnapshotArgs),
+    /// Purchases of one popular product, with and without batching, beside
+    /// the bound of one append per store round trip.
+    HotSku(hot_sku::HotSkuArgs),
     /// One part of the system in this process (used by `suite`).
     #[command(hide = true)]
     Serve {
@@ -260,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Snapshots(args) => snapshots::run(args).await,
+        Command::HotSku(args) => hot_sku::run(args).await,
     }
 }
 

@@ -21,7 +21,7 @@ use dynabridge_event_store::group_commit::MAX_ITEMS;
 use dynabridge_event_store::snapshot::crossed;
 use dynabridge_event_store::{
     Append, AppendError, CommandOutcome, CommandStore, EventStore, IdempotencyRecord, RecordIn,
-    Snapshots, StoredSnapshot, load_aggregate,
+    Snapshots, StoreError, StoredSnapshot, load_aggregate,
 };
 use dynabridge_runtime::error::AppError;
 
@@ -63,7 +63,7 @@ impl<S: CommandStore> CommandHandler<S> {
         // it appended.
         let mut answered: Vec<Option<Result<CommandOutcome, AppError>>> =
             steps.iter().map(|_| None).collect();
-        if let Ok(batch) = self.decide_together::<A, P>(steps).await {
+        if let Ok((read, batch)) = self.decide_together::<A, P>(steps).await {
             for chunk in batch {
                 let appends: Vec<Append> = chunk.iter().map(|(_, append)| append.clone()).collect();
                 match self.store.append_together(&appends).await {
@@ -74,6 +74,7 @@ impl<S: CommandStore> CommandHandler<S> {
                             events = appends.iter().map(|a| a.events.len()).sum::<usize>(),
                             "steps appended together"
                         );
+                        self.snapshot_participants(&read, &appends);
                         for (index, append) in chunk {
                             answered[index] = Some(Ok(append.idempotency.outcome));
                         }
@@ -101,18 +102,14 @@ impl<S: CommandStore> CommandHandler<S> {
     async fn decide_together<A, P>(
         &self,
         steps: &[BatchedStep<'_, <A as Coordinates<P>>::Step>],
-    ) -> Result<Vec<Vec<(usize, Append)>>, AppError>
+    ) -> Result<(Vec<(Uuid, P)>, Vec<Vec<(usize, Append)>>), AppError>
     where
         A: Coordinates<P> + Snapshots,
         P: Snapshots,
     {
-        let deciders: Vec<A> = try_join_all(steps.iter().map(|s| async move {
-            load_aggregate::<S, A>(&self.store, s.id)
-                .await
-                .map(|loaded| loaded.aggregate)
-        }))
-        .await
-        .map_err(store_error)?;
+        let deciders: Vec<A> = try_join_all(steps.iter().map(|s| self.load_fresh::<A>(s.id)))
+            .await
+            .map_err(store_error)?;
         let mut ids: Vec<Uuid> = deciders
             .iter()
             .zip(steps)
@@ -120,16 +117,13 @@ impl<S: CommandStore> CommandHandler<S> {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut states: std::collections::HashMap<Uuid, P> =
+        let read: Vec<(Uuid, P)> =
             try_join_all(ids.iter().map(|id| async move {
-                load_aggregate::<S, P>(&self.store, *id)
-                    .await
-                    .map(|loaded| (*id, loaded.aggregate))
+                self.load_fresh::<P>(*id).await.map(|state| (*id, state))
             }))
             .await
-            .map_err(store_error)?
-            .into_iter()
-            .collect();
+            .map_err(store_error)?;
+        let mut states: std::collections::HashMap<Uuid, P> = read.iter().cloned().collect();
         let mut chunks: Vec<Vec<(usize, Append)>> = vec![Vec::new()];
         let mut items = 0;
         for (index, (decider, s)) in deciders.iter().zip(steps).enumerate() {
@@ -162,7 +156,7 @@ impl<S: CommandStore> CommandHandler<S> {
             }
         }
         chunks.retain(|chunk| !chunk.is_empty());
-        Ok(chunks)
+        Ok((read, chunks))
     }
 
     /// Decides `step` on aggregate `id` of type `A` and the participants of
@@ -180,16 +174,13 @@ impl<S: CommandStore> CommandHandler<S> {
         P: Snapshots,
     {
         for attempt in 1..=self.max_attempts {
-            let aggregate = load_aggregate::<S, A>(&self.store, id)
-                .await
-                .map_err(store_error)?
-                .aggregate;
+            let aggregate: A = self.load_fresh(id).await.map_err(store_error)?;
             let ids = aggregate.participants(step);
             let participants: Vec<(Uuid, P)> =
                 try_join_all(ids.iter().map(|participant| async move {
-                    load_aggregate::<S, P>(&self.store, *participant)
+                    self.load_fresh::<P>(*participant)
                         .await
-                        .map(|loaded| (*participant, loaded.aggregate))
+                        .map(|state| (*participant, state))
                 }))
                 .await
                 .map_err(store_error)?;
@@ -211,7 +202,7 @@ impl<S: CommandStore> CommandHandler<S> {
                         events = append.events.len(),
                         "events appended across aggregates"
                     );
-                    self.snapshot_participants(&participants, &append);
+                    self.snapshot_participants(&participants, std::slice::from_ref(&append));
                     return Ok(append.idempotency.outcome);
                 }
                 Err(AppendError::Conflict) => {
@@ -244,23 +235,32 @@ impl<S: CommandStore> CommandHandler<S> {
         .with("aggregate_id", id))
     }
 
-    /// Takes a snapshot of each participant the append took past a
-    /// multiple of its interval, in the background.
-    fn snapshot_participants<P: Snapshots>(&self, participants: &[(Uuid, P)], append: &Append) {
+    /// Loads aggregate `id` for a decision across aggregates, consistently
+    /// (from its snapshot, when it takes them), and takes a snapshot in the
+    /// background when one is due.
+    async fn load_fresh<P: Snapshots>(&self, id: Uuid) -> Result<P, StoreError> {
+        let loaded = load_aggregate::<S, P>(&self.store, id).await?;
+        if let Some(snapshot) = loaded.snapshot_due(id, Utc::now()) {
+            self.save_snapshot(snapshot);
+        }
+        Ok(loaded.aggregate)
+    }
+
+    /// Takes a snapshot of each participant that `appends` (landed, in
+    /// order) took past a multiple of its interval, from `read`, the
+    /// states before them; in the background.
+    fn snapshot_participants<P: Snapshots>(&self, read: &[(Uuid, P)], appends: &[Append]) {
         let Some(every) = P::EVERY else {
             return;
         };
-        for (id, before) in participants {
-            let events: Vec<&StoredEvent> = append
-                .events
+        for (id, before) in read {
+            let after = appends
                 .iter()
+                .flat_map(|append| &append.events)
                 .filter(|e| e.event.aggregate_id() == *id)
-                .collect();
-            let after = events
-                .iter()
                 .fold(before.clone(), |agg, e| agg.apply(&e.event));
             if crossed(every, before.version(), after.version())
-                && let Some(snapshot) = StoredSnapshot::of(*id, &after, append.now)
+                && let Some(snapshot) = StoredSnapshot::of(*id, &after, Utc::now())
             {
                 self.save_snapshot(snapshot);
             }
