@@ -33,10 +33,7 @@ pub async fn start(upstream: SocketAddr, delay: Duration) -> std::io::Result<Soc
                 });
                 // Responses: each chunk passed on `delay` after it arrived.
                 let mut buffer = vec![0_u8; 64 * 1024];
-                loop {
-                    let Ok(read) = server_read.read(&mut buffer).await else {
-                        break;
-                    };
+                while let Ok(read) = server_read.read(&mut buffer).await {
                     if read == 0 {
                         break;
                     }

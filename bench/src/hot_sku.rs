@@ -114,10 +114,8 @@ struct Services {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-fn until(mut rx: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn until(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// A command service on fresh tables, a buyer and the hot product.
