@@ -94,6 +94,9 @@ pub struct Timing {
     /// First and longest pause before retrying a failed call.
     pub retry_start: Duration,
     pub retry_max: Duration,
+    /// How long a shard may stay idle before its reader takes a fresh
+    /// iterator from its last position (see `shard`).
+    pub renew_idle_iterator_after: Duration,
 }
 
 impl Timing {
@@ -104,6 +107,7 @@ impl Timing {
             rediscover_every: Duration::from_secs(5),
             retry_start: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            renew_idle_iterator_after: Duration::from_secs(1),
         }
     }
 

@@ -6,6 +6,10 @@
 //! handling fails is retried with capped backoff until it succeeds or the
 //! projector shuts down; the shard never moves past an unprocessed event.
 //!
+//! An idle reader takes a fresh iterator from its last position every
+//! `renew_idle_iterator_after` (a second): the records after it are read
+//! from there, whatever became of the old cursor.
+//!
 //! A reader holds its shard's lease ([`crate::lease`]) and stops as soon as
 //! it is lost, whatever it is doing: a batch cut short is redone by the new
 //! holder, from the last checkpoint. Each checkpoint write is conditional on
@@ -215,6 +219,8 @@ impl Pipeline {
         };
         let mut idle = self.timing.idle_backoff();
         let mut retry = self.timing.retry_backoff();
+        // Since when the shard has shown nothing new, on this iterator.
+        let mut idle_since: Option<tokio::time::Instant> = None;
         loop {
             progress::beat();
             if self.shutdown.is_triggered() {
@@ -306,7 +312,32 @@ impl Pipeline {
                 return Ok(ShardEnd::Finished);
             };
             iterator = next;
-            if page.records.is_empty() && !self.shutdown.sleep(idle.next_delay()).await {
+            if !page.records.is_empty() {
+                idle_since = None;
+                continue;
+            }
+            // An iterator is only a cursor: an idle reader takes a fresh one
+            // from its last position now and then. On DynamoDB it costs one
+            // GetShardIterator a second per idle shard; an emulator that
+            // orphans open iterators (moto does, on a cancelled transaction
+            // on the table) then delays records by that much, not forever.
+            let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= self.timing.renew_idle_iterator_after {
+                idle_since = None;
+                let position = StartPosition::after(last_sequence_number.as_deref());
+                match self.iterator(shard_id, position).await? {
+                    Some(Positioned::At(renewed)) => iterator = renewed,
+                    Some(Positioned::Trimmed) => {
+                        pending = self.catch_up(lease, last_event_time).await?;
+                        if pending.is_none() {
+                            return Ok(ShardEnd::Shutdown);
+                        }
+                        continue;
+                    }
+                    None => return Ok(ShardEnd::Shutdown),
+                }
+            }
+            if !self.shutdown.sleep(idle.next_delay()).await {
                 return Ok(ShardEnd::Shutdown);
             }
         }
@@ -1097,5 +1128,39 @@ mod tests {
             h.trigger.trigger();
             task.await.unwrap();
         }
+    }
+    #[tokio::test]
+    async fn an_idle_reader_renews_its_iterator_and_finds_records_an_orphaned_one_would_not() {
+        let h = Harness::new();
+        let events = user_events(3);
+        let records = h.records(&events);
+        h.streams.add_shard("A", None, records[..1].to_vec(), false);
+        let mut pipeline = h.pipeline();
+        pipeline.timing.renew_idle_iterator_after = std::time::Duration::from_millis(30);
+        let pipeline = std::sync::Arc::new(pipeline);
+        let task = tokio::spawn({
+            let pipeline = pipeline.clone();
+            async move { crate::testing::read(&pipeline, "A", Checkpoint::default()).await }
+        });
+        crate::testing::wait_until("the first record", || {
+            handled_versions(&h.journal.entries()) == vec![1]
+        })
+        .await;
+        // The cursor the reader holds goes dead, and records arrive after
+        // it: only a fresh iterator from the last position reads them.
+        h.streams.orphan_open_iterators();
+        h.streams.push_records("A", records[1..].to_vec());
+        crate::testing::wait_until("the records after the dead cursor", || {
+            handled_versions(&h.journal.entries()) == vec![1, 2, 3]
+        })
+        .await;
+        assert!(
+            h.journal.entries().iter().any(
+                |e| matches!(e, Entry::Iterator(_, StartPosition::After(seq)) if *seq == h.seq(1))
+            ),
+            "renewed from the last record read"
+        );
+        h.trigger.trigger();
+        task.await.unwrap().unwrap();
     }
 }

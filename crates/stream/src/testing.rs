@@ -43,6 +43,8 @@ pub fn fast_timing() -> Timing {
         rediscover_every: Duration::from_millis(10),
         retry_start: Duration::from_millis(1),
         retry_max: Duration::from_millis(4),
+        // Never, unless a test says: renewals would show in the journal.
+        renew_idle_iterator_after: Duration::from_secs(3600),
     }
 }
 
@@ -208,6 +210,9 @@ struct StreamsState {
     trimmed_before: HashMap<String, usize>,
     get_records_calls: usize,
     describe_calls: usize,
+    /// Iterators handed out before the last `orphan_open_iterators` read
+    /// nothing more, ever (as moto's do after a cancelled transaction).
+    epoch: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -228,6 +233,7 @@ impl FakeStreams {
                 trimmed_before: HashMap::new(),
                 get_records_calls: 0,
                 describe_calls: 0,
+                epoch: 0,
             })),
             journal,
         }
@@ -283,6 +289,11 @@ impl FakeStreams {
     /// trimmed, and the trim horizon is the record after them.
     pub fn trim_before(&self, shard: &str, count: usize) {
         lock(&self.state).trimmed_before.insert(shard.into(), count);
+    }
+
+    /// From now on, every iterator handed out before reads nothing more.
+    pub fn orphan_open_iterators(&self) {
+        lock(&self.state).epoch += 1;
     }
 
     pub fn get_records_calls(&self) -> usize {
@@ -366,16 +377,27 @@ impl StreamApi for FakeStreams {
         if index < horizon {
             return Err(StreamError::Trimmed);
         }
-        Ok(format!("{shard_id}#{index}"))
+        Ok(format!("{shard_id}#{index}@{}", state.epoch))
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordPage, StreamError> {
         let mut state = lock(&self.state);
         state.get_records_calls += 1;
+        let (iterator, epoch) = iterator
+            .rsplit_once('@')
+            .ok_or_else(|| not_found("iterator"))?;
+        let epoch: usize = epoch.parse().map_err(|_| not_found("iterator"))?;
         let (shard_id, index) = iterator
             .rsplit_once('#')
             .ok_or_else(|| not_found("iterator"))?;
         let index: usize = index.parse().map_err(|_| not_found("iterator"))?;
+        if epoch < state.epoch {
+            // Orphaned: an empty page, and the same cursor again.
+            return Ok(RecordPage {
+                records: Vec::new(),
+                next_iterator: Some(format!("{iterator}@{epoch}")),
+            });
+        }
         let key = (shard_id.to_owned(), index);
         if state.expire.remove(&key) {
             return Err(StreamError::ExpiredIterator);
@@ -399,7 +421,7 @@ impl StreamApi for FakeStreams {
         };
         Ok(RecordPage {
             records: shard.records[index..end].to_vec(),
-            next_iterator: (!(shard.closed && at_end)).then(|| format!("{shard_id}#{end}")),
+            next_iterator: (!(shard.closed && at_end)).then(|| format!("{shard_id}#{end}@{epoch}")),
         })
     }
 }
