@@ -180,6 +180,13 @@ impl Queries {
         let what = format!("purchase {purchase_id}");
         let read = || self.read_models.purchase(purchase_id);
         let until = self.wait_until(call_deadline);
+        // Waiting for the outcome waits for the purchase to show first: a
+        // client asks right after PurchaseProducts, before the projector
+        // may have written its row.
+        let freshness = match freshness {
+            Freshness::Latest if wait_for_outcome => Freshness::AtLeast(1),
+            other => other,
+        };
         let row = match freshness {
             Freshness::Latest => read()
                 .await?

@@ -34,11 +34,13 @@ async fn purchase(app: &mut TestApp, user_id: &str, items: Vec<pb::PurchaseItem>
         .purchase_id
 }
 
-/// The purchase once the process has decided it.
+/// The purchase once the process has decided it, asked for right after
+/// the purchase, as a client would: waiting for the outcome waits for the
+/// purchase to show first.
 async fn outcome(app: &mut TestApp, purchase_id: &str) -> pb::Purchase {
     let mut request = tonic::Request::new(pb::GetPurchaseRequest {
         purchase_id: purchase_id.into(),
-        min_version: 1,
+        min_version: 0,
         wait_for_outcome: true,
     });
     request.set_timeout(Duration::from_secs(10));
