@@ -18,7 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use command_service::parse::{
-    CreateOrder, CreateUser, Origin, ProductRequest, UpdateOrderStatus, UpdateUserProfile,
+    CreateOrder, CreateUser, Origin, ProductRequest, PurchaseProducts, UpdateOrderStatus,
+    UpdateUserProfile,
 };
 use dynabridge::codec::malformed_request;
 use dynabridge::pb;
@@ -114,6 +115,14 @@ fn change_product_price(bytes: &[u8]) -> Result<(), Status> {
     )
 }
 
+fn purchase_products(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::PurchaseProductsRequest| &r.correlation_id,
+        |r, o| PurchaseProducts::parse(r, o).map(drop),
+    )
+}
+
 /// An RPC: its answer, and the top-level fields of its request, which every
 /// field violation must be under.
 struct Rpc {
@@ -189,6 +198,10 @@ const CHANGE_PRODUCT_PRICE: Rpc = Rpc {
         "expected_version",
         "unit_price",
     ],
+};
+const PURCHASE_PRODUCTS: Rpc = Rpc {
+    answer: purchase_products,
+    fields: &["request_id", "correlation_id", "user_id", "items"],
 };
 
 /// The top-level field of a violation's path: `items` of `items[2].sku`.
@@ -394,6 +407,38 @@ fn items() -> impl Strategy<Value = Vec<pb::OrderItem>> {
     ]
 }
 
+/// A quantity: arbitrary, or about the allowed 1 to 1,000,000.
+fn quantity() -> impl Strategy<Value = i64> {
+    prop_oneof![int64(), 999_990i64..1_000_010]
+}
+
+fn purchase_item() -> impl Strategy<Value = pb::PurchaseItem> {
+    let arbitrary =
+        (sku(), quantity()).prop_map(|(sku, quantity)| pb::PurchaseItem { sku, quantity });
+    prop_oneof![arbitrary, valid_purchase_item()]
+}
+
+/// Purchase items: a few, valid ones of which two mostly name the same sku,
+/// or about the most a purchase may have (25), valid so that the count is
+/// what is checked.
+fn purchase_items() -> impl Strategy<Value = Vec<pb::PurchaseItem>> {
+    let repeated = (valid_purchase_items(2..6), any::<Index>(), any::<Index>()).prop_map(
+        |(mut items, from, to)| {
+            let len = items.len();
+            let (from, to) = (from.index(len), to.index(len));
+            if from != to {
+                items[to].sku = items[from].sku.clone();
+            }
+            items
+        },
+    );
+    prop_oneof![
+        4 => prop::collection::vec(purchase_item(), 0..5),
+        1 => repeated,
+        1 => valid_purchase_items(24..27),
+    ]
+}
+
 fn field_mask() -> impl Strategy<Value = Option<pbjson_types::FieldMask>> {
     prop::option::of(
         prop::collection::vec(
@@ -517,6 +562,17 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn any_purchase_products()(
+        request_id in key(),
+        correlation_id in correlation(),
+        user_id in id(),
+        items in purchase_items(),
+    ) -> pb::PurchaseProductsRequest {
+        pb::PurchaseProductsRequest { request_id, correlation_id, user_id, items }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Valid requests, and their mutations
 
@@ -588,6 +644,28 @@ fn valid_item() -> impl Strategy<Value = pb::OrderItem> {
         quantity,
         unit_price: Some(unit_price),
     })
+}
+
+fn valid_quantity() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(1), Just(1_000_000), 1i64..1000, 1i64..=1_000_000]
+}
+
+fn valid_purchase_item() -> impl Strategy<Value = pb::PurchaseItem> {
+    (valid_sku(), valid_quantity()).prop_map(|(sku, quantity)| pb::PurchaseItem { sku, quantity })
+}
+
+/// `len` purchase items of distinct skus, in any order.
+fn valid_purchase_items(
+    len: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<pb::PurchaseItem>> {
+    prop::collection::btree_map(valid_sku(), valid_quantity(), len)
+        .prop_map(|items| {
+            items
+                .into_iter()
+                .map(|(sku, quantity)| pb::PurchaseItem { sku, quantity })
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
 }
 
 prop_compose! {
@@ -707,6 +785,17 @@ prop_compose! {
             expected_version,
             unit_price: Some(unit_price),
         }
+    }
+}
+
+prop_compose! {
+    fn valid_purchase_products()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        user_id in valid_id(),
+        items in valid_purchase_items(1..26),
+    ) -> pb::PurchaseProductsRequest {
+        pb::PurchaseProductsRequest { request_id, correlation_id, user_id, items }
     }
 }
 
@@ -894,6 +983,26 @@ proptest! {
         check_valid(&CHANGE_PRODUCT_PRICE, &bytes)?;
         check(&CHANGE_PRODUCT_PRICE, &mutate(bytes, &m), DECODE_OR_PARSE)?;
     }
+
+    #[test]
+    fn purchase_products_answers_any_bytes(bytes in fuzz::bytes(10)) {
+        check(&PURCHASE_PRODUCTS, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn purchase_products_answers_any_message(req in any_purchase_products()) {
+        check(&PURCHASE_PRODUCTS, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn purchase_products_answers_a_mutated_request(
+        req in valid_purchase_products(),
+        m in mutations(),
+    ) {
+        let bytes = req.encode_to_vec();
+        check_valid(&PURCHASE_PRODUCTS, &bytes)?;
+        check(&PURCHASE_PRODUCTS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -922,6 +1031,7 @@ fn the_answer_tells_undecodable_from_invalid() {
         &CREATE_PRODUCT,
         &RESTOCK_PRODUCT,
         &CHANGE_PRODUCT_PRICE,
+        &PURCHASE_PRODUCTS,
     ] {
         assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
         assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");

@@ -36,7 +36,7 @@ use prost::Message;
 use query_service::page_token::PageTokens;
 use query_service::reader::{OrderListing, PageKey, ProductListing};
 use query_service::request::{
-    GetOrder, GetProduct, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
+    GetOrder, GetProduct, GetPurchase, GetUserByEmail, GetUserProfile, ListOrders, ListProducts,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -121,6 +121,13 @@ fn get_product(bytes: &[u8]) -> Result<(), Status> {
     })
 }
 
+fn get_purchase(bytes: &[u8]) -> Result<(), Status> {
+    answer(bytes, |r: pb::GetPurchaseRequest| {
+        GetPurchase::try_from(r)?;
+        Ok(())
+    })
+}
+
 fn list_products(bytes: &[u8]) -> Result<(), Status> {
     answer(bytes, |r: pb::ListProductsRequest| {
         open_products_page(ListProducts::try_from(r)?)
@@ -163,6 +170,10 @@ const LIST_ORDERS_BY_STATUS: Rpc = Rpc {
 const GET_PRODUCT: Rpc = Rpc {
     answer: get_product,
     fields: &["sku", "min_version"],
+};
+const GET_PURCHASE: Rpc = Rpc {
+    answer: get_purchase,
+    fields: &["purchase_id", "min_version", "wait_for_outcome"],
 };
 const LIST_PRODUCTS: Rpc = Rpc {
     answer: list_products,
@@ -462,6 +473,14 @@ prop_compose! {
 }
 
 prop_compose! {
+    fn any_get_purchase()(
+        purchase_id in id(), min_version in int64(), wait_for_outcome in any::<bool>(),
+    ) -> pb::GetPurchaseRequest {
+        pb::GetPurchaseRequest { purchase_id, min_version, wait_for_outcome }
+    }
+}
+
+prop_compose! {
     fn any_list_products()(
         page_size in page_size(), page_token in page_token(),
     ) -> pb::ListProductsRequest {
@@ -576,6 +595,14 @@ fn valid_list_orders_by_status() -> impl Strategy<Value = pb::ListOrdersByStatus
 prop_compose! {
     fn valid_get_product()(sku in valid_sku(), min_version in 0i64..1000) -> pb::GetProductRequest {
         pb::GetProductRequest { sku, min_version }
+    }
+}
+
+prop_compose! {
+    fn valid_get_purchase()(
+        purchase_id in valid_id(), min_version in 0i64..1000, wait_for_outcome in any::<bool>(),
+    ) -> pb::GetPurchaseRequest {
+        pb::GetPurchaseRequest { purchase_id, min_version, wait_for_outcome }
     }
 }
 
@@ -766,6 +793,23 @@ proptest! {
     }
 
     #[test]
+    fn get_purchase_answers_any_bytes(bytes in fuzz::bytes(6)) {
+        check(&GET_PURCHASE, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn get_purchase_answers_any_message(req in any_get_purchase()) {
+        check(&GET_PURCHASE, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn get_purchase_answers_a_mutated_request(req in valid_get_purchase(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&GET_PURCHASE, &bytes)?;
+        check(&GET_PURCHASE, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
+
+    #[test]
     fn list_products_answers_any_bytes(bytes in fuzz::bytes(6)) {
         check(&LIST_PRODUCTS, &bytes, DECODE_OR_PARSE)?;
     }
@@ -830,6 +874,7 @@ fn the_answer_tells_undecodable_from_invalid() {
         &LIST_ORDERS_BY_USER,
         &LIST_ORDERS_BY_STATUS,
         &GET_PRODUCT,
+        &GET_PURCHASE,
     ] {
         assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
         assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");
