@@ -390,36 +390,15 @@ pub async fn run(args: HotSkuArgs) -> anyhow::Result<()> {
     {
         bail!("--clients must be 1 to 1024, --appends 10 to 10000, --store-latency-ms 0 to 1000");
     }
-    let stack = local_stack::start(local_stack::Options {
-        in_memory: true,
-        store_only: true,
-        table_prefix: "hot".into(),
-        dynamodb_port: 0,
-        metrics_port: 0,
-        ..local_stack::Options::default()
-    })
-    .await
-    .context("starting the embedded store")?;
-    let endpoints = stack.endpoints().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(stack.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let embedded = crate::embedded::EmbeddedStore::start("hot").await?;
     let store = if args.store_latency_ms == 0 {
-        endpoints.dynamodb
+        embedded.addr
     } else {
-        crate::delay::start(
-            endpoints.dynamodb,
-            Duration::from_millis(args.store_latency_ms),
-        )
-        .await
-        .context("starting the latency proxy")?
+        crate::delay::start(embedded.addr, Duration::from_millis(args.store_latency_ms))
+            .await
+            .context("starting the latency proxy")?
     };
-    let aws = dynabridge_aws::AwsArgs {
-        endpoint_url: Some(format!("http://{store}")),
-        region: Some("us-east-1".into()),
-    };
-    let sdk = local_stack::embedded_sdk_config(&aws, true).await;
+    let (aws, sdk) = crate::embedded::EmbeddedStore::sdk_config(store).await;
 
     let round_trip = append_round_trip(&sdk, "bound", args.appends).await?;
     let bound = 1.0 / round_trip.as_secs_f64();
@@ -451,7 +430,5 @@ pub async fn run(args: HotSkuArgs) -> anyhow::Result<()> {
             run.end_to_end_per_second() / bound
         );
     }
-    let _ = stop.send(());
-    running.await.context("the store's task")??;
-    Ok(())
+    embedded.stop().await
 }

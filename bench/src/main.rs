@@ -17,6 +17,7 @@ mod capacity;
 mod ceiling;
 mod delay;
 mod echo;
+mod embedded;
 mod hot_sku;
 mod library;
 mod load;

@@ -135,26 +135,8 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
         bail!("--rounds must be 1 to {MAX_ROUNDS}");
     }
     let prefix = "snapshots";
-    let stack = local_stack::start(local_stack::Options {
-        in_memory: true,
-        store_only: true,
-        table_prefix: prefix.into(),
-        dynamodb_port: 0,
-        metrics_port: 0,
-        ..local_stack::Options::default()
-    })
-    .await
-    .context("starting the embedded store")?;
-    let endpoints = stack.endpoints().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(stack.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let aws = dynabridge_aws::AwsArgs {
-        endpoint_url: Some(endpoints.dynamodb_url()),
-        region: Some("us-east-1".into()),
-    };
-    let sdk = local_stack::embedded_sdk_config(&aws, true).await;
+    let embedded = crate::embedded::EmbeddedStore::start(prefix).await?;
+    let (_, sdk) = crate::embedded::EmbeddedStore::sdk_config(embedded.addr).await;
     let client = dynabridge_aws::dynamodb_client(&sdk);
     let tables = Tables::new(prefix);
     let store = EventStore::new(client.clone(), tables.clone());
@@ -230,7 +212,5 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
             kind.median().as_secs_f64() / base
         );
     }
-    let _ = stop.send(());
-    running.await.context("the store's task")??;
-    Ok(())
+    embedded.stop().await
 }

@@ -16,23 +16,7 @@ impl ProductName {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(ValidationError::single("", "must not be empty"));
-        }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::single(
-                "",
-                "must be at most 200 characters",
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValidationError::single(
-                "",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        super::values::display_name(raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

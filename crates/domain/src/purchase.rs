@@ -218,6 +218,18 @@ impl Purchase {
         })
     }
 
+    /// Its state and id, for a step of the process: a purchase never asked
+    /// for has none to take.
+    fn asked(&self) -> Result<(&PurchaseState, String), DomainError> {
+        self.state
+            .as_ref()
+            .map(|state| (state, state.id.to_string()))
+            .ok_or(DomainError::NotFound {
+                kind: "purchase",
+                id: String::new(),
+            })
+    }
+
     pub fn decide(&self, command: &PurchaseCommand) -> Result<Vec<Event>, DomainError> {
         match command {
             PurchaseCommand::Request { id, user_id, items } => {
@@ -321,11 +333,7 @@ impl Coordinates<Product> for Purchase {
         step: &StockStep,
         products: &[(Uuid, Product)],
     ) -> Result<Decision, DomainError> {
-        let id = self
-            .state
-            .as_ref()
-            .map_or_else(String::new, |s| s.id.to_string());
-        let state = self.state(&id)?;
+        let (state, id) = self.asked()?;
         let purchase_id = state.id;
         match (step, state.status) {
             (StockStep::Reserve, PurchaseStatus::Requested) => {}
@@ -441,11 +449,7 @@ impl Coordinates<Order> for Purchase {
         _: &CreateOrder,
         orders: &[(Uuid, Order)],
     ) -> Result<Decision, DomainError> {
-        let id = self
-            .state
-            .as_ref()
-            .map_or_else(String::new, |s| s.id.to_string());
-        let state = self.state(&id)?;
+        let (state, id) = self.asked()?;
         match state.status {
             PurchaseStatus::Reserved => {}
             PurchaseStatus::Completed | PurchaseStatus::Cancelled => {

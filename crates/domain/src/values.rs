@@ -64,27 +64,33 @@ impl fmt::Display for Email {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserName(String);
 
+/// A name shown to people (a user's, a product's): trimmed, 1 to
+/// `max_chars` characters, no control characters.
+pub(crate) fn display_name(raw: &str, max_chars: usize) -> Result<String, ValidationError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(ValidationError::single("", "must not be empty"));
+    }
+    if name.chars().count() > max_chars {
+        return Err(ValidationError::single(
+            "",
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::single(
+            "",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 impl UserName {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(ValidationError::single("", "must not be empty"));
-        }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::single(
-                "",
-                "must be at most 200 characters",
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValidationError::single(
-                "",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        display_name(raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

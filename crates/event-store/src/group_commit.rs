@@ -164,24 +164,7 @@ impl GroupCommit {
         parts: Vec<Part>,
         keys: Vec<String>,
     ) -> Result<(), AppendError> {
-        let (reply, answer) = oneshot::channel();
-        let bytes = items.iter().map(item_bytes).sum();
-        self.lock().push_back(Pending {
-            items,
-            parts,
-            keys,
-            bytes,
-            alone: false,
-            reply,
-        });
-        self.pump();
-        // The transaction runs in a task of its own, so it completes (and
-        // this append is answered or dropped) even if the caller gives up.
-        answer.await.unwrap_or_else(|_| {
-            Err(AppendError::Store(StoreError::Inconsistent(
-                "the append's transaction ended without an answer".into(),
-            )))
-        })
+        self.queue_and_wait(items, parts, keys, false).await
     }
 
     /// Sends `items` in a transaction of their own (one of the slots), and
@@ -192,6 +175,16 @@ impl GroupCommit {
         parts: Vec<Part>,
         keys: Vec<String>,
     ) -> Result<(), AppendError> {
+        self.queue_and_wait(items, parts, keys, true).await
+    }
+
+    async fn queue_and_wait(
+        self: &Arc<Self>,
+        items: Vec<TransactWriteItem>,
+        parts: Vec<Part>,
+        keys: Vec<String>,
+        alone: bool,
+    ) -> Result<(), AppendError> {
         let (reply, answer) = oneshot::channel();
         let bytes = items.iter().map(item_bytes).sum();
         self.lock().push_back(Pending {
@@ -199,13 +192,15 @@ impl GroupCommit {
             parts,
             keys,
             bytes,
-            alone: true,
+            alone,
             reply,
         });
         self.pump();
+        // The transaction runs in a task of its own, so it completes (and
+        // this append is answered or dropped) even if the caller gives up.
         answer.await.unwrap_or_else(|_| {
             Err(AppendError::Store(StoreError::Inconsistent(
-                "the appends' transaction ended without an answer".into(),
+                "the append's transaction ended without an answer".into(),
             )))
         })
     }
