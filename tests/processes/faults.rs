@@ -43,6 +43,23 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
+    /// From `DYNABRIDGE_FAULT_SEED` when set, to replay a failing run, else
+    /// from the clock; printed either way.
+    pub(crate) fn seeded() -> Self {
+        let seed = std::env::var("DYNABRIDGE_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("fault seed: {seed} (DYNABRIDGE_FAULT_SEED={seed} replays it)");
+        Self(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -304,18 +321,7 @@ async fn stored_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_nothing_acknowledged_is_lost_or_applied_twice() {
-    let seed = std::env::var("DYNABRIDGE_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("fault seed: {seed} (DYNABRIDGE_FAULT_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
 
     let crate::Store {
         endpoint,

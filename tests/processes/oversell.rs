@@ -165,18 +165,7 @@ async fn events_by_aggregate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_when_the_process_manager_and_command_service_die_at_random_moments() {
-    let seed = std::env::var("DYNABRIDGE_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("fault seed: {seed} (DYNABRIDGE_FAULT_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
 
     let crate::Store {
         endpoint,
