@@ -36,43 +36,81 @@ async fn purchase(app: &mut TestApp, user_id: &str, items: Vec<pb::PurchaseItem>
 
 /// The purchase once the process has decided it, asked for right after
 /// the purchase, as a client would: waiting for the outcome waits for the
-/// purchase to show first.
+/// purchase to show first, and a wait that ends with it still PENDING (the
+/// server's cap, 5 s) is asked again, up to a deadline (moto under the
+/// whole suite's load is slow).
 async fn outcome(app: &mut TestApp, purchase_id: &str) -> pb::Purchase {
-    let mut request = tonic::Request::new(pb::GetPurchaseRequest {
-        purchase_id: purchase_id.into(),
-        min_version: 0,
-        wait_for_outcome: true,
-    });
-    request.set_timeout(Duration::from_secs(10));
-    let purchase = app
-        .query
-        .get_purchase(request)
-        .await
-        .expect("get purchase")
-        .into_inner()
-        .purchase
-        .expect("a purchase");
-    assert_ne!(
-        purchase.status,
-        pb::PurchaseStatus::Pending as i32,
-        "decided: {purchase:?}"
-    );
-    purchase
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut request = tonic::Request::new(pb::GetPurchaseRequest {
+            purchase_id: purchase_id.into(),
+            min_version: 0,
+            wait_for_outcome: true,
+        });
+        request.set_timeout(Duration::from_secs(10));
+        let purchase = app
+            .query
+            .get_purchase(request)
+            .await
+            .expect("get purchase")
+            .into_inner()
+            .purchase
+            .expect("a purchase");
+        if purchase.status != pb::PurchaseStatus::Pending as i32 {
+            return purchase;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never decided: {purchase:?}"
+        );
+    }
 }
 
+/// A product's (stock, reserved) at `min_version` or later; a wait that
+/// runs out (the server's cap) is asked again, up to a deadline.
 async fn stock(app: &mut TestApp, sku: &str, min_version: i64) -> (i64, i64) {
-    let product = app
-        .query
-        .get_product(pb::GetProductRequest {
-            sku: sku.into(),
-            min_version,
-        })
-        .await
-        .expect("get product")
-        .into_inner()
-        .product
-        .expect("a product");
-    (product.stock, product.reserved)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match app
+            .query
+            .get_product(pb::GetProductRequest {
+                sku: sku.into(),
+                min_version,
+            })
+            .await
+        {
+            Ok(answer) => {
+                let product = answer.into_inner().product.expect("a product");
+                return (product.stock, product.reserved);
+            }
+            Err(status)
+                if status.code() == Code::DeadlineExceeded
+                    && tokio::time::Instant::now() < deadline => {}
+            Err(status) => panic!("get product {sku}: {status:?}"),
+        }
+    }
+}
+
+/// A purchase at `min_version` or later, as `stock` waits.
+async fn purchase_at(app: &mut TestApp, purchase_id: &str, min_version: i64) -> pb::Purchase {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match app
+            .query
+            .get_purchase(pb::GetPurchaseRequest {
+                purchase_id: purchase_id.into(),
+                min_version,
+                wait_for_outcome: false,
+            })
+            .await
+        {
+            Ok(answer) => return answer.into_inner().purchase.expect("a purchase"),
+            Err(status)
+                if status.code() == Code::DeadlineExceeded
+                    && tokio::time::Instant::now() < deadline => {}
+            Err(status) => panic!("get purchase {purchase_id}: {status:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -223,18 +261,7 @@ async fn cancelling_a_purchased_order_releases_its_stock() {
         .unwrap();
     // Released in one transaction with the purchase's cancellation.
     assert_eq!(stock(&mut app, "LAMP", 3).await, (4, 0));
-    let cancelled = app
-        .query
-        .get_purchase(pb::GetPurchaseRequest {
-            purchase_id: bought.clone(),
-            min_version: done.version + 1,
-            wait_for_outcome: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .purchase
-        .unwrap();
+    let cancelled = purchase_at(&mut app, &bought, done.version + 1).await;
     assert_eq!(cancelled.status, pb::PurchaseStatus::Cancelled as i32);
     // An order placed without a purchase releases nothing when cancelled.
     let order =
