@@ -26,18 +26,12 @@ use dynabridge::schema::idempotency;
 use dynabridge_aws::AwsArgs;
 use dynabridge_event_store::{EventStore, GroupCommitMetrics};
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
-use dynabridge_runtime::health::{HealthSpec, Readiness, StoreProbe};
+use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::health::StoreProbe;
 use dynabridge_runtime::service::{Host, Service};
-use dynabridge_stream::catchup::EventStoreCatchUp;
-use dynabridge_stream::checkpoint::{CheckpointStore, DynamoCheckpoints};
 use dynabridge_stream::config::{LeaseArgs, StreamHealth};
-use dynabridge_stream::control::{Shutdown, ShutdownTrigger, Timing};
-use dynabridge_stream::lease::{LeaseSettings, Leases};
-use dynabridge_stream::monitor::{HealthNames, Monitor};
-use dynabridge_stream::progress::Progress;
-use dynabridge_stream::shard::Pipeline;
-use dynabridge_stream::stream::{SdkStreams, find_stream};
+use dynabridge_stream::host::{ConsumerHost, ConsumerSpec, Wiring};
+use dynabridge_stream::monitor::HealthNames;
 
 use crate::metrics::ProcessMetrics;
 use crate::process::PurchaseProcess;
@@ -122,21 +116,8 @@ impl Config {
 
 /// The process manager, bound and set up, its health server answering.
 pub struct App {
-    addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
-    config: Config,
-    sdk: aws_config::SdkConfig,
-    dynamodb: aws_sdk_dynamodb::Client,
-    timing: Timing,
-    lease_settings: LeaseSettings,
-    metrics: ProcessMetrics,
+    host: ConsumerHost,
     process: Arc<PurchaseProcess>,
-    trigger: Arc<ShutdownTrigger>,
-    stop: Shutdown,
-    progress: Arc<Progress>,
-    stream_found: tokio::sync::watch::Sender<bool>,
-    recheck: dynabridge_runtime::health::Recheck,
-    server: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 impl Service for App {
@@ -157,11 +138,8 @@ impl Service for App {
 
     async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
         let registry = &host.registry;
-        let sdk = host.sdk.clone();
         let tables = config.store.tables();
-        let dynamodb = dynabridge_aws::dynamodb_client(&sdk);
-        let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
-        let lease_settings = config.lease.settings(&timing, "process-manager");
+        let dynamodb = dynabridge_aws::dynamodb_client(&host.sdk);
         let metrics = ProcessMetrics::new().context("creating metrics")?;
         metrics.register(registry).context("registering metrics")?;
         let store = EventStore::new(dynamodb.clone(), tables.clone()).with_group_commit(
@@ -181,156 +159,42 @@ impl Service for App {
         } else {
             process.without_batching()
         });
-
-        // The store check reads the idempotency table, which the command
-        // path reads (GetItem) for every retried step.
-        let health = HealthSpec {
-            service: HEALTH_SERVICE,
-            liveness: LIVENESS_SERVICE,
-            probe: StoreProbe::get_item(
-                dynamodb.clone(),
-                tables.idempotency(),
-                idempotency::REQUEST_ID,
-            ),
-            args: config.health.store.clone(),
-            readiness: Readiness::Reported,
+        let spec = ConsumerSpec {
+            names: HEALTH_NAMES,
+            lease_name: "process-manager",
+            // The store check reads the idempotency table, which the
+            // command path reads (GetItem) for every retried step.
+            probe: StoreProbe::get_item(dynamodb, tables.idempotency(), idempotency::REQUEST_ID),
+            health: config.health,
+            lease: config.lease,
+            idle_poll_max: Duration::from_millis(config.idle_poll_max_ms),
+            metrics: metrics.stream.clone(),
+            // It publishes nothing: no bus to wait for.
+            output_found: None,
+            event_store_table: tables.event_store(),
+            checkpoints_table: tables.process_checkpoints(),
         };
-        let server = ApiServer::start(None, health, listeners, registry).await?;
-        let (addr, metrics_addr) = (server.addr(), server.metrics_addr());
-        let (trigger, stop) = Shutdown::new();
-        let recheck = server.health().rechecker();
-        let progress = Progress::new();
-        let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
-        let monitor = tokio::spawn(
-            Monitor {
-                names: HEALTH_NAMES,
-                progress: progress.clone(),
-                metrics: metrics.stream.clone(),
-                reporter: server.health().reporter(),
-                thresholds: config.health.thresholds(),
-                every: config.health.store.interval().min(Duration::from_secs(1)),
-                stream_found: stream_found_rx,
-                store_reachable: server.health().reachable(),
-                // It publishes nothing: no bus to wait for.
-                bus_found: tokio::sync::watch::channel(true).1,
-            }
-            .run(stop.clone()),
-        );
-        let server = tokio::spawn(server.serve_health({
-            let stop = stop.clone();
-            async move {
-                stop.wait().await;
-                let _ = monitor.await;
-            }
-        }));
-        tracing::info!(%addr, "process manager health listening");
-        Ok(Self {
-            addr,
-            metrics_addr,
-            config,
-            sdk,
-            dynamodb,
-            timing,
-            lease_settings,
-            metrics,
-            process,
-            trigger: Arc::new(trigger),
-            stop,
-            progress,
-            stream_found,
-            recheck,
-            server,
-        })
+        let host = ConsumerHost::start(spec, host, listeners).await?;
+        Ok(Self { host, process })
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.host.addr()
     }
 
     fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.host.metrics_addr()
     }
 
     async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self {
-            addr: _,
-            metrics_addr: _,
-            config,
-            sdk,
-            dynamodb,
-            timing,
-            lease_settings,
-            metrics,
-            process,
-            trigger,
-            stop,
-            progress,
-            stream_found,
-            recheck,
-            server,
-        } = self;
-        let waiter = tokio::spawn({
-            let trigger = trigger.clone();
-            async move {
-                shutdown.await;
-                trigger.trigger();
-            }
-        });
-        let tables = config.store.tables();
-        let outcome = progress
-            .clone()
-            .track("coordinator", async {
-                let Some(stream_arn) =
-                    find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
-                else {
-                    return Ok(());
-                };
-                tracing::info!(
-                    stream_arn,
-                    instance_id = %lease_settings.owner,
-                    lease_duration_ms = lease_settings.duration.as_millis(),
-                    "process manager started"
-                );
-                let checkpoints: Arc<dyn CheckpointStore> = Arc::new(DynamoCheckpoints::new(
-                    dynamodb.clone(),
-                    tables.process_checkpoints(),
-                ));
-                let pipeline = Arc::new(Pipeline {
-                    leases: Arc::new(Leases::new(
-                        lease_settings,
-                        stream_arn.clone(),
-                        checkpoints.clone(),
-                        metrics.stream.clone(),
-                    )),
-                    stream_arn,
-                    streams: Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk))),
-                    checkpoints,
-                    catch_up: Arc::new(EventStoreCatchUp::new(
-                        dynamodb.clone(),
-                        tables.event_store(),
-                    )),
-                    handler: process,
-                    timing: timing.clone(),
-                    shutdown: stop.clone(),
-                    progress: progress.clone(),
-                    metrics: metrics.stream.clone(),
-                });
-                stream_found.send_replace(true);
-                recheck.now();
-                dynabridge_stream::coordinator::run_stream(pipeline).await;
-                anyhow::Ok(())
-            })
-            .await;
-
-        trigger.trigger();
-        waiter.abort();
-        let served = server.await.context("the health server task failed")?;
-        outcome?;
-        served.context("the health server failed")?;
-        tracing::info!("process manager stopped");
-        Ok(())
+        let Self { host, process } = self;
+        host.run_until(
+            shutdown,
+            |_found| async move { Ok(Wiring::handler(process)) },
+        )
+        .await
     }
 }

@@ -18,6 +18,8 @@
 //!   read back from the event store;
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
+//! - [`host`]: the health server, monitor and reader wiring every
+//!   consumer of the stream runs in;
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
 //!   health (readiness, liveness) made of them;
 //! - [`metrics`]: the projector's Prometheus metrics.
@@ -46,8 +48,8 @@ pub mod writer;
 // process; re-exported so that its modules read as the projector's own.
 pub use dynabridge_stream::config::{LeaseArgs, StreamHealth};
 pub use dynabridge_stream::{
-    attribute, catchup, checkpoint, control, coordinator, error, lease, monitor, progress, shard,
-    stream,
+    attribute, catchup, checkpoint, control, coordinator, error, host, lease, monitor, progress,
+    shard, stream,
 };
 
 use std::future::Future;
@@ -61,24 +63,19 @@ use anyhow::Context as _;
 use dynabridge::schema::user_profiles;
 use dynabridge_aws::AwsArgs;
 use dynabridge_runtime::config::StoreArgs;
-use dynabridge_runtime::grpc::{ApiServer, Listeners, ServeError};
-use dynabridge_runtime::health::{HealthSpec, Readiness, StoreProbe};
+use dynabridge_runtime::grpc::Listeners;
+use dynabridge_runtime::health::StoreProbe;
 use dynabridge_runtime::service::{Host, Service};
 
-use crate::catchup::EventStoreCatchUp;
-use crate::checkpoint::DynamoCheckpoints;
-use crate::control::{Shutdown, Timing};
+use crate::control::Timing;
 use crate::generations::GenerationWatch;
 use crate::handler::Projection;
-use crate::lease::{LeaseSettings, Leases};
+use crate::host::{ConsumerHost, ConsumerSpec, Found, Wiring};
 use crate::metrics::ProjectorMetrics;
-use crate::monitor::Monitor;
 use crate::parking::{DynamoParking, Parking};
-use crate::progress::Progress;
 use crate::publish::{BusCheck, BusPublisher, EventBusApi, JsonLinesSink, Publisher, SdkEventBus};
 use crate::replay::DynamoReplays;
-use crate::shard::Pipeline;
-use crate::stream::{SdkStreams, StreamApi};
+use crate::stream::StreamApi;
 use crate::writer::{CACHE_CAPACITY, DynamoRows, ReadModelWriter};
 
 /// The name the projector reports its readiness under, besides "":
@@ -170,24 +167,12 @@ impl Config {
 /// The projector, bound and set up, its health server answering:
 /// [`App::build`], then [`App::run_until`].
 pub struct App {
-    addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
+    host: ConsumerHost,
     config: Config,
-    sdk: aws_config::SdkConfig,
     dynamodb: aws_sdk_dynamodb::Client,
-    timing: Timing,
-    lease_settings: LeaseSettings,
     max_concurrent_writes: NonZeroUsize,
     metrics: ProjectorMetrics,
     publisher: Arc<dyn Publisher>,
-    trigger: Arc<control::ShutdownTrigger>,
-    stop: Shutdown,
-    progress: Arc<Progress>,
-    stream_found: tokio::sync::watch::Sender<bool>,
-    recheck: dynabridge_runtime::health::Recheck,
-    server: tokio::task::JoinHandle<Result<(), ServeError>>,
-    /// The stream API the shard readers use; the SDK's unless replaced.
-    streams: Option<Arc<dyn StreamApi>>,
 }
 
 impl App {
@@ -196,7 +181,7 @@ impl App {
     /// trimmed window's catch-up).
     #[must_use]
     pub fn with_streams(mut self, streams: Arc<dyn StreamApi>) -> Self {
-        self.streams = Some(streams);
+        self.host = self.host.with_streams(streams);
         self
     }
 }
@@ -242,33 +227,19 @@ async fn open_publisher(
     })
 }
 
-/// The projector's first line of the run: what it reads and where it
-/// publishes.
-fn log_start(
-    config: &Config,
-    stream_arn: &str,
-    max_concurrent_writes: NonZeroUsize,
-    lease: &LeaseSettings,
-) {
-    let instance_id = lease.owner.as_str();
-    let lease_duration_ms = lease.duration.as_millis();
+/// The projector's first line of the run: where it publishes.
+fn log_start(config: &Config, max_concurrent_writes: NonZeroUsize) {
     match &config.event_bus {
         Some(bus) => tracing::info!(
-            stream_arn,
             event_bus = %bus,
             event_source = %config.event_source,
             max_concurrent_writes,
-            instance_id,
-            lease_duration_ms,
             "projector started"
         ),
         None => tracing::info!(
-            stream_arn,
             sink = %config.sink_path.display(),
             event_source = %config.event_source,
             max_concurrent_writes,
-            instance_id,
-            lease_duration_ms,
             "projector started"
         ),
     }
@@ -292,11 +263,9 @@ impl Service for App {
 
     async fn start_on(config: Config, host: &Host, listeners: Listeners) -> anyhow::Result<Self> {
         let registry = &host.registry;
-        let sdk = host.sdk.clone();
         let tables = config.store.tables();
-        let dynamodb = dynabridge_aws::dynamodb_client(&sdk);
+        let dynamodb = dynabridge_aws::dynamodb_client(&host.sdk);
         let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
-        let lease_settings = config.lease.settings(&timing, "projector");
         // Validated above; a caller that skipped that gets one at a time
         // rather than a batch that never ends.
         let max_concurrent_writes =
@@ -306,83 +275,45 @@ impl Service for App {
         // Opened first: a sink that cannot be written is a configuration
         // error worth failing on before anything else starts.
         let (publisher, bus_found, bus_check) =
-            open_publisher(&config, &sdk, &timing, &metrics).await?;
-
-        // Readiness is the monitor's to report: it needs the stream and the
-        // lag besides the store. The check reads a read-model table, the
-        // projector's own, which its role may GetItem.
-        let health = HealthSpec {
-            service: HEALTH_SERVICE,
-            liveness: LIVENESS_SERVICE,
+            open_publisher(&config, &host.sdk, &timing, &metrics).await?;
+        let spec = ConsumerSpec {
+            names: HEALTH_NAMES,
+            lease_name: "projector",
+            // A read-model table, the projector's own, which its role may
+            // GetItem.
             probe: StoreProbe::get_item(
                 dynamodb.clone(),
                 tables.user_profiles(),
                 user_profiles::USER_ID,
             ),
-            args: config.health.store.clone(),
-            readiness: Readiness::Reported,
+            health: config.health.clone(),
+            lease: config.lease.clone(),
+            idle_poll_max: Duration::from_millis(config.idle_poll_max_ms),
+            metrics: metrics.stream.clone(),
+            output_found: Some(bus_found),
+            event_store_table: tables.event_store(),
+            checkpoints_table: tables.checkpoints(),
         };
-        // No API: reflection lists health alone.
-        let server = ApiServer::start(None, health, listeners, registry).await?;
-        let (addr, metrics_addr) = (server.addr(), server.metrics_addr());
-        let (trigger, stop) = Shutdown::new();
-        let recheck = server.health().rechecker();
-        let progress = Progress::new();
-        let (stream_found, stream_found_rx) = tokio::sync::watch::channel(false);
-        let monitor = tokio::spawn(
-            Monitor {
-                names: HEALTH_NAMES,
-                progress: progress.clone(),
-                metrics: metrics.stream.clone(),
-                reporter: server.health().reporter(),
-                thresholds: config.health.thresholds(),
-                every: config.health.store.interval().min(Duration::from_secs(1)),
-                stream_found: stream_found_rx,
-                store_reachable: server.health().reachable(),
-                bus_found,
-            }
-            .run(stop.clone()),
-        );
+        let consumer = ConsumerHost::start(spec, host, listeners).await?;
         if let Some(check) = bus_check {
-            tokio::spawn(check.run(config.health.store.interval(), stop.clone()));
+            tokio::spawn(check.run(config.health.store.interval(), consumer.stop().clone()));
         }
-        // The monitor ends before the health names turn NOT_SERVING: nothing
-        // turns SERVING again once shutdown has begun.
-        let server = tokio::spawn(server.serve_health({
-            let stop = stop.clone();
-            async move {
-                stop.wait().await;
-                let _ = monitor.await;
-            }
-        }));
-        tracing::info!(%addr, "projector health listening");
         Ok(Self {
-            addr,
-            metrics_addr,
+            host: consumer,
             config,
-            sdk,
             dynamodb,
-            timing,
-            lease_settings,
             max_concurrent_writes,
             metrics,
             publisher,
-            trigger: Arc::new(trigger),
-            stop,
-            progress,
-            stream_found,
-            recheck,
-            server,
-            streams: None,
         })
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.host.addr()
     }
 
     fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.host.metrics_addr()
     }
 
     async fn run_until(
@@ -390,145 +321,78 @@ impl Service for App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            addr: _,
-            metrics_addr: _,
+            host,
             config,
-            sdk,
             dynamodb,
-            timing,
-            lease_settings,
             max_concurrent_writes,
             metrics,
             publisher,
-            trigger,
-            stop,
-            progress,
-            stream_found,
-            recheck,
-            server,
-            streams,
         } = self;
-        let waiter = tokio::spawn({
-            let trigger = trigger.clone();
-            async move {
-                shutdown.await;
-                trigger.trigger();
-            }
-        });
         let tables = config.store.tables();
-        let outcome = progress
-            .clone()
-            .track("coordinator", async {
-                let Some(stream_arn) =
-                    stream::find_stream(&dynamodb, &tables.event_store(), &timing, &stop).await?
-                else {
-                    return Ok(());
-                };
-                log_start(&config, &stream_arn, max_concurrent_writes, &lease_settings);
-                let checkpoints: Arc<dyn checkpoint::CheckpointStore> = Arc::new(
-                    DynamoCheckpoints::new(dynamodb.clone(), tables.checkpoints()),
-                );
-                let rows = DynamoRows::new(dynamodb.clone(), tables.clone());
-                // The read-model generations to write, read every second.
-                let generations = GenerationWatch::dynamo(dynamodb.clone(), tables.generations());
-                let refresh = tokio::spawn({
-                    let generations = generations.clone();
-                    let stop = stop.clone();
-                    async move { generations.refresh_until(stop).await }
-                });
-                let writer = Arc::new(
-                    ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone())
-                        .with_generations(generations.clone()),
-                );
-                // Which event each read model applied last, for the
-                // projection status.
-                let applied = tokio::spawn({
-                    let applied = writer.last_applied().clone();
-                    let (client, table) = (dynamodb.clone(), tables.checkpoints());
-                    let stop = stop.clone();
-                    async move { applied.flush_until(client, table, stop).await }
-                });
-                let parking = Arc::new(Parking::new(
-                    Arc::new(DynamoParking::new(dynamodb.clone(), tables.parked())),
-                    metrics.clone(),
-                ));
-                // The aggregates parked before this start, so that the first
-                // batches queue their events behind them. Without it they
-                // would be parked all the same, by the gap before them; the
-                // requests' loop reads them again every second.
-                if let Err(err) = parking.refresh().await {
-                    tracing::warn!(error = %err, "reading the parked aggregates failed; reading them again shortly");
-                }
-                let requests = tokio::spawn(parking::run_requests(
-                    parking.clone(),
-                    writer.clone(),
-                    publisher.clone(),
-                    stop.clone(),
-                ));
-                // Replays asked for through the admin service, published
-                // again through the same publisher, marked.
-                let replays = tokio::spawn(replay::run_replays(
-                    DynamoReplays::new(
-                        dynamodb.clone(),
-                        tables.replays(),
-                        tables.event_store(),
-                        lease_settings.owner.clone(),
-                    ),
-                    publisher.clone(),
-                    stop.clone(),
-                ));
-                let pipeline = Arc::new(Pipeline {
-                    leases: Arc::new(
-                        Leases::new(
-                            lease_settings,
-                            stream_arn.clone(),
-                            checkpoints.clone(),
-                            metrics.stream.clone(),
-                        )
-                        .with_record(generations),
-                    ),
-                    stream_arn,
-                    streams: streams.unwrap_or_else(|| {
-                        Arc::new(SdkStreams::new(dynabridge_aws::streams_client(&sdk)))
-                    }),
-                    checkpoints,
-                    catch_up: Arc::new(EventStoreCatchUp::new(
-                        dynamodb.clone(),
-                        tables.event_store(),
-                    )),
-                    handler: Arc::new(Projection::new(
-                        writer,
-                        publisher,
-                        parking,
-                        max_concurrent_writes,
-                    )),
-                    timing: timing.clone(),
-                    shutdown: stop.clone(),
-                    progress: progress.clone(),
-                    metrics: metrics.stream.clone(),
-                });
-                stream_found.send_replace(true);
-                // The tables may have just appeared: no need to wait for the
-                // next check to say so.
-                recheck.now();
-                coordinator::run_stream(pipeline).await;
-                let _ = requests.await;
-                let _ = replays.await;
-                let _ = refresh.await;
-                let _ = applied.await;
-                anyhow::Ok(())
+        host.run_until(shutdown, |found| async move {
+            let Found { lease, stop, .. } = found;
+            log_start(&config, max_concurrent_writes);
+            let rows = DynamoRows::new(dynamodb.clone(), tables.clone());
+            // The read-model generations to write, read every second.
+            let generations = GenerationWatch::dynamo(dynamodb.clone(), tables.generations());
+            let refresh = tokio::spawn({
+                let generations = generations.clone();
+                let stop = stop.clone();
+                async move { generations.refresh_until(stop).await }
+            });
+            let writer = Arc::new(
+                ReadModelWriter::new(Box::new(rows), CACHE_CAPACITY, metrics.clone())
+                    .with_generations(generations.clone()),
+            );
+            // Which event each read model applied last, for the projection
+            // status.
+            let applied = tokio::spawn({
+                let applied = writer.last_applied().clone();
+                let (client, table) = (dynamodb.clone(), tables.checkpoints());
+                let stop = stop.clone();
+                async move { applied.flush_until(client, table, stop).await }
+            });
+            let parking = Arc::new(Parking::new(
+                Arc::new(DynamoParking::new(dynamodb.clone(), tables.parked())),
+                metrics.clone(),
+            ));
+            // The aggregates parked before this start, so that the first
+            // batches queue their events behind them. Without it they would
+            // be parked all the same, by the gap before them; the requests'
+            // loop reads them again every second.
+            if let Err(err) = parking.refresh().await {
+                tracing::warn!(error = %err, "reading the parked aggregates failed; reading them again shortly");
+            }
+            let requests = tokio::spawn(parking::run_requests(
+                parking.clone(),
+                writer.clone(),
+                publisher.clone(),
+                stop.clone(),
+            ));
+            // Replays asked for through the admin service, published again
+            // through the same publisher, marked.
+            let replays = tokio::spawn(replay::run_replays(
+                DynamoReplays::new(
+                    dynamodb.clone(),
+                    tables.replays(),
+                    tables.event_store(),
+                    lease.owner.clone(),
+                ),
+                publisher.clone(),
+                stop,
+            ));
+            Ok(Wiring {
+                handler: Arc::new(Projection::new(
+                    writer,
+                    publisher,
+                    parking,
+                    max_concurrent_writes,
+                )),
+                lease_record: Some(generations),
+                tasks: vec![requests, replays, refresh, applied],
             })
-            .await;
-
-        // Whatever ended the run, the health server goes NOT_SERVING and
-        // stops.
-        trigger.trigger();
-        waiter.abort();
-        let served = server.await.context("the health server task failed")?;
-        outcome?;
-        served.context("the health server failed")?;
-        tracing::info!("projector stopped");
-        Ok(())
+        })
+        .await
     }
 }
 

@@ -19,6 +19,8 @@
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
 //! - [`config`]: the flags every consumer shares (leases, health);
+//! - [`host`]: what a consumer runs in: its health server, monitor,
+//!   shutdown and the wiring of the readers once the stream is found;
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the
 //!   health (readiness, liveness) made of them;
 //! - [`metrics`]: the Prometheus metrics of all of it, under each
@@ -42,6 +44,7 @@ pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod error;
+pub mod host;
 pub mod lease;
 pub mod metrics;
 pub mod monitor;
