@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::pb;
 use dynabridge_domain::{
     AddressParts, FieldViolation, Money, OrderLine, OrderStatus, PurchaseItem, Quantity, Rejection,
-    ShippingAddress, Sku, ValidationError,
+    RouteStop, RouteStops, ShippingAddress, Sku, ValidationError,
 };
 
 pub fn money_to_pb(money: Money) -> pb::Money {
@@ -53,6 +53,59 @@ pub fn purchase_items_from_pb(
     }
     errors.into_result()?;
     Ok(parsed)
+}
+
+pub fn route_stop_to_pb(stop: &RouteStop) -> pb::RouteStop {
+    let (sku, quantity) = match &stop.pick {
+        Some((sku, quantity)) => (sku.as_str().to_owned(), quantity.get()),
+        None => (String::new(), 0),
+    };
+    pb::RouteStop {
+        location: stop.location.clone(),
+        sku,
+        quantity,
+    }
+}
+
+/// A route's stops; each violation names its field (`stops[1].sku`). A
+/// stop without a sku is the delivery, and has no quantity.
+pub fn route_stops_from_pb(stops: &[pb::RouteStop]) -> Result<RouteStops, ValidationError> {
+    let mut errors = ValidationError::default();
+    let mut parsed = Vec::with_capacity(stops.len());
+    for (
+        i,
+        pb::RouteStop {
+            location,
+            sku,
+            quantity,
+        },
+    ) in stops.iter().enumerate()
+    {
+        let at = |field: &str| format!("stops[{i}].{field}");
+        let pick = if sku.is_empty() {
+            if *quantity != 0 {
+                errors.push(FieldViolation::new(
+                    at("quantity"),
+                    "must be 0 for the delivery (a stop without a sku)",
+                ));
+            }
+            None
+        } else {
+            let sku = errors.check(Sku::parse(sku).map_err(|e| e.under(&at("sku"))));
+            let quantity =
+                errors.check(Quantity::parse(*quantity).map_err(|e| e.under(&at("quantity"))));
+            match (sku, quantity) {
+                (Some(sku), Some(quantity)) => Some((sku, quantity)),
+                _ => continue,
+            }
+        };
+        parsed.push(RouteStop {
+            location: location.clone(),
+            pick,
+        });
+    }
+    errors.into_result()?;
+    RouteStops::parse(parsed)
 }
 
 pub fn rejection_to_pb(rejection: &Rejection) -> pb::PurchaseRejection {

@@ -6,12 +6,13 @@ use uuid::Uuid;
 use crate::convert::{
     address_from_pb, address_to_pb, money_from_pb, money_to_pb, order_line_to_pb,
     order_lines_from_pb, purchase_item_to_pb, purchase_items_from_pb, rejection_from_pb,
-    rejection_to_pb, status_from_pb, status_to_pb, timestamp_from_pb, timestamp_to_pb,
+    rejection_to_pb, route_stop_to_pb, route_stops_from_pb, status_from_pb, status_to_pb,
+    timestamp_from_pb, timestamp_to_pb,
 };
 use crate::pb::{self, event_envelope::Payload};
 use dynabridge_domain::{
-    AggregateType, Email, Event, OrderId, ProductId, ProductName, PurchaseId, Quantity, Sku,
-    StockLevel, StoredEvent, UserId, UserName,
+    AggregateType, Distance, Email, Event, OrderId, ProductId, ProductName, PurchaseId, Quantity,
+    RouteId, Sku, StockLevel, StoredEvent, UserId, UserName,
 };
 
 /// A stored or published event that this build cannot read.
@@ -154,6 +155,17 @@ pub fn payload_of(event: &Event) -> Payload {
         } => Payload::PurchaseCancelled(pb::PurchaseCancelled {
             purchase_id: purchase_id.to_string(),
             order_id: order_id.to_string(),
+        }),
+        Event::RouteCreated {
+            route_id,
+            order_id,
+            stops,
+            distance,
+        } => Payload::RouteCreated(pb::RouteCreated {
+            route_id: route_id.to_string(),
+            order_id: order_id.to_string(),
+            stops: stops.as_slice().iter().map(route_stop_to_pb).collect(),
+            distance_metres: distance.metres().into(),
         }),
     }
 }
@@ -306,6 +318,17 @@ pub fn event_from_payload(payload: &Payload) -> Result<Event, DecodeError> {
             purchase_id: PurchaseId::parse("purchase_id", purchase_id).map_err(bad)?,
             order_id: OrderId::parse("order_id", order_id).map_err(bad)?,
         },
+        Payload::RouteCreated(pb::RouteCreated {
+            route_id,
+            order_id,
+            stops,
+            distance_metres,
+        }) => Event::RouteCreated {
+            route_id: RouteId::parse("route_id", route_id).map_err(bad)?,
+            order_id: OrderId::parse("order_id", order_id).map_err(bad)?,
+            stops: route_stops_from_pb(stops).map_err(bad)?,
+            distance: Distance::parse(*distance_metres).map_err(bad)?,
+        },
     })
 }
 
@@ -328,6 +351,7 @@ pub fn payload_to_json(payload: &Payload) -> String {
         Payload::PurchaseCompleted(m) => serde_json::to_string(m),
         Payload::PurchaseRejected(m) => serde_json::to_string(m),
         Payload::PurchaseCancelled(m) => serde_json::to_string(m),
+        Payload::RouteCreated(m) => serde_json::to_string(m),
     };
     json.unwrap_or_default()
 }

@@ -8,9 +8,9 @@ use chrono::TimeZone;
 use uuid::Uuid;
 
 use dynabridge_domain::{
-    AddressParts, Email, Event, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName,
-    PurchaseId, PurchaseItem, Quantity, Rejection, ShippingAddress, Sku, StockLevel, StoredEvent,
-    UserId, UserName,
+    AddressParts, Distance, Email, Event, Money, OrderId, OrderLine, OrderStatus, ProductId,
+    ProductName, PurchaseId, PurchaseItem, Quantity, Rejection, RouteStop, RouteStops,
+    ShippingAddress, Sku, StockLevel, StoredEvent, UserId, UserName,
 };
 
 /// A fixture: `<EventType>.v<schema version>`, its published envelope
@@ -50,6 +50,7 @@ pub const FIXTURES: &[Fixture] = &[
     fixture!("PurchaseCompleted.v1"),
     fixture!("PurchaseRejected.v1"),
     fixture!("PurchaseCancelled.v1"),
+    fixture!("RouteCreated.v1"),
 ];
 
 impl Fixture {
@@ -264,6 +265,26 @@ pub fn current() -> Vec<StoredEvent> {
             Event::PurchaseCancelled {
                 purchase_id,
                 order_id,
+            },
+        ),
+        stored(
+            "5f0d7a52-3c1e-4b8e-8a0d-6b1f2c3d4e15",
+            1,
+            Event::RouteCreated {
+                route_id: dynabridge_domain::route_id_for(order_id),
+                order_id,
+                stops: RouteStops::parse(vec![
+                    RouteStop {
+                        location: "A03-12".into(),
+                        pick: Some((sku.clone(), Quantity::parse(2).expect("a golden quantity"))),
+                    },
+                    RouteStop {
+                        location: "Berlin, DE".into(),
+                        pick: None,
+                    },
+                ])
+                .expect("golden stops"),
+                distance: Distance::parse(64).expect("a golden distance"),
             },
         ),
     ]

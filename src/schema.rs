@@ -183,7 +183,18 @@ pub mod event_rules {
     pub const ORDER_EVENTS: &str = "order-events";
     /// `OrderStatusUpdated` to one status.
     pub const ORDERS_WITH_STATUS: &str = "orders-with-status";
-    pub const ALL: [&str; 3] = [USER_EVENTS, ORDER_EVENTS, ORDERS_WITH_STATUS];
+    /// `OrderCreated`, for the route planner (its queue has a dead-letter
+    /// queue of its own).
+    pub const ROUTE_PLANNER: &str = "route-planner";
+    /// `RouteCreated`, for whatever follows a route.
+    pub const ROUTE_EVENTS: &str = "route-events";
+    pub const ALL: [&str; 5] = [
+        USER_EVENTS,
+        ORDER_EVENTS,
+        ORDERS_WITH_STATUS,
+        ROUTE_PLANNER,
+        ROUTE_EVENTS,
+    ];
 }
 
 /// The event store table.

@@ -105,6 +105,11 @@ pub const SHAPES: &[Shape] = &[
         schema_version: 1,
         message: "PurchaseCancelled",
     },
+    Shape {
+        event_type: "RouteCreated",
+        schema_version: 1,
+        message: "RouteCreated",
+    },
 ];
 
 /// The schema version written for `event_type`, or `None` for a type this
@@ -145,6 +150,7 @@ pub fn payload_from_json(
         ("PurchaseCompleted", 1) => Payload::PurchaseCompleted(parse(json)?),
         ("PurchaseRejected", 1) => Payload::PurchaseRejected(parse(json)?),
         ("PurchaseCancelled", 1) => Payload::PurchaseCancelled(parse(json)?),
+        ("RouteCreated", 1) => Payload::RouteCreated(parse(json)?),
         (event_type, schema_version) => {
             return Err(DecodeError(match current_schema_version(event_type) {
                 Some(current) => format!(

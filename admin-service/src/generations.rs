@@ -941,7 +941,10 @@ impl SegmentScan {
                 Folded::Unchanged
             });
         };
-        let model = Model::of(first);
+        let Some(model) = Model::of(first) else {
+            // No read model takes its events (a route's).
+            return Ok(Folded::Unchanged);
+        };
         let mut row = if first.version > 1 {
             self.row(model, id).await?
         } else {

@@ -6,13 +6,14 @@ use sha2::{Digest, Sha256};
 
 use crate::commands::{CommandMeta, RequestId};
 use dynabridge::convert::{
-    address_from_pb, money_from_pb, order_lines_from_pb, purchase_items_from_pb, status_from_pb,
+    address_from_pb, money_from_pb, order_lines_from_pb, purchase_items_from_pb,
+    route_stops_from_pb, status_from_pb,
 };
 use dynabridge::pb;
 use dynabridge_domain::{
-    Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ProductCommand, ProductName,
-    PurchaseItems, Quantity, ShippingAddress, Sku, StockLevel, UserId, UserName, ValidationError,
-    Version,
+    Distance, Email, FieldViolation, Money, OrderId, OrderLines, OrderStatus, ProductCommand,
+    ProductName, PurchaseItems, Quantity, RouteStops, ShippingAddress, Sku, StockLevel, UserId,
+    UserName, ValidationError, Version,
 };
 
 /// SHA-256 of the request with its idempotency key and correlation id
@@ -289,6 +290,51 @@ impl PurchaseProducts {
                 user_id,
                 items,
             }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub struct CreateRoute {
+    pub meta: CommandMeta,
+    pub order_id: OrderId,
+    pub stops: RouteStops,
+    pub distance: Distance,
+}
+
+impl CreateRoute {
+    pub fn parse(req: &pb::CreateRouteRequest, origin: &Origin) -> Result<Self, ValidationError> {
+        let pb::CreateRouteRequest {
+            request_id,
+            correlation_id: _,
+            order_id,
+            stops,
+            distance_metres,
+        } = req;
+        let mut errors = ValidationError::default();
+        let request_id = errors.check(RequestId::parse(request_id));
+        let order_id = errors.check(OrderId::parse("order_id", order_id));
+        let stops = errors.check(route_stops_from_pb(stops));
+        let distance =
+            errors.check(Distance::parse(*distance_metres).map_err(|e| e.under("distance_metres")));
+        let hash = request_hash(req, |r| {
+            r.request_id.clear();
+            r.correlation_id.clear();
+        });
+        match (
+            meta(request_id, hash, origin, None),
+            order_id,
+            stops,
+            distance,
+        ) {
+            (Some(meta), Some(order_id), Some(stops), Some(distance)) if errors.is_empty() => {
+                Ok(Self {
+                    meta,
+                    order_id,
+                    stops,
+                    distance,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -655,5 +701,191 @@ mod tests {
         };
         let err = PurchaseProducts::parse(&none, &origin("c")).err().unwrap();
         assert_eq!(fields(&err), ["items"]);
+    }
+    fn stop(location: &str, sku: &str, quantity: i64) -> pb::RouteStop {
+        pb::RouteStop {
+            location: location.into(),
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    fn route(stops: Vec<pb::RouteStop>) -> pb::CreateRouteRequest {
+        pb::CreateRouteRequest {
+            request_id: "r".into(),
+            order_id: uuid::Uuid::new_v4().to_string(),
+            stops,
+            distance_metres: 420,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_route_reports_every_bad_field() {
+        let req = pb::CreateRouteRequest {
+            request_id: String::new(),
+            order_id: "not-a-uuid".into(),
+            stops: vec![stop("A01-01", "bad sku", 0), stop("Berlin, DE", "", 2)],
+            distance_metres: 100_001,
+            ..Default::default()
+        };
+        let err = CreateRoute::parse(&req, &origin("c")).err().unwrap();
+        assert_eq!(
+            fields(&err),
+            [
+                "request_id",
+                "order_id",
+                "stops[0].sku",
+                "stops[0].quantity",
+                "stops[1].quantity",
+                "distance_metres",
+            ]
+        );
+        // The stops' own rules, once each stop is a pick or the delivery.
+        let err = CreateRoute::parse(
+            &pb::CreateRouteRequest {
+                stops: vec![
+                    stop("Berlin, DE", "", 0),
+                    stop(" ", "MUG", 1),
+                    stop("A01-01\n", "CUP", 1),
+                    stop(&"x".repeat(201), "PLATE", 1),
+                ],
+                distance_metres: -1,
+                ..req.clone()
+            },
+            &origin("c"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            fields(&err),
+            [
+                "request_id",
+                "order_id",
+                "stops[0]",
+                "stops[1].location",
+                "stops[2].location",
+                "stops[3].location",
+                "distance_metres",
+            ]
+        );
+        let none = CreateRoute::parse(&route(vec![]), &origin("c"))
+            .err()
+            .unwrap();
+        assert_eq!(fields(&none), ["stops"]);
+        let too_many = (0..=RouteStops::MAX)
+            .map(|i| stop("A01-01", &format!("S-{i}"), 1))
+            .collect();
+        let err = CreateRoute::parse(&route(too_many), &origin("c"))
+            .err()
+            .unwrap();
+        assert_eq!(fields(&err), ["stops"]);
+    }
+
+    #[test]
+    fn a_good_route_parses_keeping_its_stops_and_distance() {
+        let req = pb::CreateRouteRequest {
+            correlation_id: "c".into(),
+            ..route(vec![
+                stop("A01-01", "MUG", 2),
+                stop("B02-07", "CUP", 1_000_000),
+                stop("Berlin, DE", "", 0),
+            ])
+        };
+        let cmd = CreateRoute::parse(&req, &origin("c")).ok().unwrap();
+        assert_eq!(cmd.meta.request_id.as_str(), "r");
+        assert_eq!(cmd.meta.correlation_id, "c");
+        assert_eq!(cmd.order_id.to_string(), req.order_id);
+        assert_eq!(cmd.distance.metres(), 420);
+        let stops: Vec<_> = cmd
+            .stops
+            .as_slice()
+            .iter()
+            .map(|s| {
+                let (sku, quantity) = s
+                    .pick
+                    .as_ref()
+                    .map_or(("", 0), |(sku, n)| (sku.as_str(), n.get()));
+                (s.location.as_str(), sku, quantity)
+            })
+            .collect();
+        assert_eq!(
+            stops,
+            [
+                ("A01-01", "MUG", 2),
+                ("B02-07", "CUP", 1_000_000),
+                ("Berlin, DE", "", 0),
+            ]
+        );
+        // The limits themselves: 26 stops, 0 and 100,000 metres; a route
+        // of picks only, or of the delivery only.
+        let most: Vec<_> = (0..RouteStops::MAX)
+            .map(|i| stop("A01-01", &format!("S-{i}"), 1))
+            .collect();
+        for (stops, distance_metres) in [
+            (most, 100_000),
+            (vec![stop("A01-01", "MUG", 1)], 0),
+            (vec![stop("Berlin, DE", "", 0)], 0),
+        ] {
+            let req = pb::CreateRouteRequest {
+                distance_metres,
+                ..route(stops)
+            };
+            assert!(CreateRoute::parse(&req, &origin("c")).is_ok(), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn the_delivery_has_no_quantity_and_comes_last() {
+        let err = CreateRoute::parse(
+            &route(vec![stop("A01-01", "MUG", 1), stop("Berlin, DE", "", 1)]),
+            &origin("c"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["stops[1].quantity"]);
+        let err = CreateRoute::parse(
+            &route(vec![stop("Berlin, DE", "", 0), stop("A01-01", "MUG", 1)]),
+            &origin("c"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["stops[0]"]);
+        // Two deliveries: the first is not last.
+        let err = CreateRoute::parse(
+            &route(vec![
+                stop("A01-01", "MUG", 1),
+                stop("Berlin, DE", "", 0),
+                stop("Paris, FR", "", 0),
+            ]),
+            &origin("c"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["stops[1]"]);
+    }
+
+    #[test]
+    fn a_route_picks_each_sku_once() {
+        let err = CreateRoute::parse(
+            &route(vec![
+                stop("A01-01", "MUG", 1),
+                stop("B02-07", "CUP", 1),
+                stop("C03-01", "MUG", 2),
+                stop("Berlin, DE", "", 0),
+            ]),
+            &origin("c"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(fields(&err), ["stops[2].sku"]);
+        // Skus are case-sensitive, as a product's are.
+        assert!(
+            CreateRoute::parse(
+                &route(vec![stop("A01-01", "MUG", 1), stop("B02-07", "mug", 1)]),
+                &origin("c"),
+            )
+            .is_ok()
+        );
     }
 }

@@ -10,8 +10,8 @@ use dynabridge::pb::command_service_server::CommandService;
 use dynabridge_runtime::grpc::{Call, unary};
 
 use crate::parse::{
-    CreateOrder, CreateUser, Origin, ProductRequest, PurchaseProducts, UpdateOrderStatus,
-    UpdateUserProfile,
+    CreateOrder, CreateRoute, CreateUser, Origin, ProductRequest, PurchaseProducts,
+    UpdateOrderStatus, UpdateUserProfile,
 };
 
 #[derive(Clone, Debug)]
@@ -229,6 +229,31 @@ impl CommandService for CommandApi {
                     .await?;
                 Ok(pb::PurchaseProductsResponse {
                     purchase_id: out.aggregate_id,
+                    version: out.version,
+                    event_ids: out.event_ids,
+                    correlation_id: out.correlation_id,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn create_route(
+        &self,
+        request: Request<pb::CreateRouteRequest>,
+    ) -> Result<Response<pb::CreateRouteResponse>, Status> {
+        unary(
+            "CreateRoute",
+            request,
+            |r| &r.correlation_id,
+            |req, call| async move {
+                let cmd = CreateRoute::parse(&req, &origin(call))?;
+                let out = self
+                    .handler
+                    .create_route(&cmd.meta, cmd.order_id, cmd.stops, cmd.distance)
+                    .await?;
+                Ok(pb::CreateRouteResponse {
+                    route_id: out.aggregate_id,
                     version: out.version,
                     event_ids: out.event_ids,
                     correlation_id: out.correlation_id,

@@ -18,8 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use command_service::parse::{
-    CreateOrder, CreateUser, Origin, ProductRequest, PurchaseProducts, UpdateOrderStatus,
-    UpdateUserProfile,
+    CreateOrder, CreateRoute, CreateUser, Origin, ProductRequest, PurchaseProducts,
+    UpdateOrderStatus, UpdateUserProfile,
 };
 use dynabridge::codec::malformed_request;
 use dynabridge::pb;
@@ -123,6 +123,14 @@ fn purchase_products(bytes: &[u8]) -> Result<(), Status> {
     )
 }
 
+fn create_route(bytes: &[u8]) -> Result<(), Status> {
+    answer(
+        bytes,
+        |r: &pb::CreateRouteRequest| &r.correlation_id,
+        |r, o| CreateRoute::parse(r, o).map(drop),
+    )
+}
+
 /// An RPC: its answer, and the top-level fields of its request, which every
 /// field violation must be under.
 struct Rpc {
@@ -202,6 +210,16 @@ const CHANGE_PRODUCT_PRICE: Rpc = Rpc {
 const PURCHASE_PRODUCTS: Rpc = Rpc {
     answer: purchase_products,
     fields: &["request_id", "correlation_id", "user_id", "items"],
+};
+const CREATE_ROUTE: Rpc = Rpc {
+    answer: create_route,
+    fields: &[
+        "request_id",
+        "correlation_id",
+        "order_id",
+        "stops",
+        "distance_metres",
+    ],
 };
 
 /// The top-level field of a violation's path: `items` of `items[2].sku`.
@@ -439,6 +457,68 @@ fn purchase_items() -> impl Strategy<Value = Vec<pb::PurchaseItem>> {
     ]
 }
 
+/// A stop's location: arbitrary text, or valid, of the allowed length
+/// (200 characters) or about it.
+fn location() -> impl Strategy<Value = String> {
+    prop_oneof![text(), valid_location(), "[A-Z0-9-]{195,205}"]
+}
+
+/// A route stop: of arbitrary values (a sku, or none as the delivery has,
+/// and any quantity), or a valid pick or delivery.
+fn route_stop() -> impl Strategy<Value = pb::RouteStop> {
+    let arbitrary = (
+        location(),
+        prop_oneof![1 => Just(String::new()), 3 => sku()],
+        prop_oneof![3 => quantity(), 1 => Just(0)],
+    )
+        .prop_map(|(location, sku, quantity)| pb::RouteStop {
+            location,
+            sku,
+            quantity,
+        });
+    prop_oneof![2 => arbitrary, 1 => valid_pick(), 1 => valid_delivery()]
+}
+
+/// Route stops: a few; valid ones but for a sku picked twice (mostly) or a
+/// delivery before the last stop; or about the most a route may have (26),
+/// valid so that the count is what is checked.
+fn route_stops() -> impl Strategy<Value = Vec<pb::RouteStop>> {
+    let repeated = (
+        valid_picks(2..6),
+        any::<Index>(),
+        any::<Index>(),
+        prop::option::of(valid_delivery()),
+    )
+        .prop_map(|(mut stops, from, to, delivery)| {
+            let len = stops.len();
+            let (from, to) = (from.index(len), to.index(len));
+            if from != to {
+                stops[to].sku = stops[from].sku.clone();
+            }
+            stops.extend(delivery);
+            stops
+        });
+    // Before the last stop, which may be a delivery too.
+    let delivery_not_last = (valid_route_stops(1..6), any::<Index>(), valid_delivery()).prop_map(
+        |(mut stops, at, delivery)| {
+            let at = at.index(stops.len());
+            stops.insert(at, delivery);
+            stops
+        },
+    );
+    prop_oneof![
+        4 => prop::collection::vec(route_stop(), 0..5),
+        1 => repeated,
+        1 => delivery_not_last,
+        1 => valid_route_stops(24..27),
+    ]
+}
+
+/// A distance: arbitrary, or about the allowed 0 to 100,000 metres.
+fn distance() -> impl Strategy<Value = i64> {
+    prop_oneof![int64(), 99_990i64..100_010]
+}
+
 fn field_mask() -> impl Strategy<Value = Option<pbjson_types::FieldMask>> {
     prop::option::of(
         prop::collection::vec(
@@ -573,6 +653,18 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn any_create_route()(
+        request_id in key(),
+        correlation_id in correlation(),
+        order_id in id(),
+        stops in route_stops(),
+        distance_metres in distance(),
+    ) -> pb::CreateRouteRequest {
+        pb::CreateRouteRequest { request_id, correlation_id, order_id, stops, distance_metres }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Valid requests, and their mutations
 
@@ -666,6 +758,64 @@ fn valid_purchase_items(
                 .collect::<Vec<_>>()
         })
         .prop_shuffle()
+}
+
+/// A warehouse location or a delivery's place: not blank, no control
+/// characters, up to the allowed 200 characters.
+fn valid_location() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Z][0-9]{2}-[0-9]{2}",
+        valid_name(),
+        "[^\\p{C}\\s][^\\p{Cc}]{0,199}",
+        "[A-Z0-9-]{200}",
+    ]
+}
+
+fn valid_pick() -> impl Strategy<Value = pb::RouteStop> {
+    (valid_location(), valid_sku(), valid_quantity()).prop_map(|(location, sku, quantity)| {
+        pb::RouteStop {
+            location,
+            sku,
+            quantity,
+        }
+    })
+}
+
+/// The delivery: a place, no sku, no quantity.
+fn valid_delivery() -> impl Strategy<Value = pb::RouteStop> {
+    valid_location().prop_map(|location| pb::RouteStop {
+        location,
+        sku: String::new(),
+        quantity: 0,
+    })
+}
+
+/// `len` picks of distinct skus, in any order.
+fn valid_picks(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<pb::RouteStop>> {
+    prop::collection::btree_map(valid_sku(), (valid_location(), valid_quantity()), len)
+        .prop_map(|picks| {
+            picks
+                .into_iter()
+                .map(|(sku, (location, quantity))| pb::RouteStop {
+                    location,
+                    sku,
+                    quantity,
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
+}
+
+/// `picks` picks of distinct skus, then the delivery or not.
+fn valid_route_stops(picks: std::ops::Range<usize>) -> impl Strategy<Value = Vec<pb::RouteStop>> {
+    (valid_picks(picks), prop::option::of(valid_delivery())).prop_map(|(mut stops, delivery)| {
+        stops.extend(delivery);
+        stops
+    })
+}
+
+fn valid_distance() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(0), Just(100_000), 0i64..1000, 0i64..=100_000]
 }
 
 prop_compose! {
@@ -796,6 +946,21 @@ prop_compose! {
         items in valid_purchase_items(1..26),
     ) -> pb::PurchaseProductsRequest {
         pb::PurchaseProductsRequest { request_id, correlation_id, user_id, items }
+    }
+}
+
+prop_compose! {
+    fn valid_create_route()(
+        request_id in valid_key(),
+        correlation_id in valid_correlation(),
+        order_id in valid_id(),
+        stops in prop_oneof![
+            4 => valid_route_stops(1..26),
+            1 => valid_delivery().prop_map(|delivery| vec![delivery]),
+        ],
+        distance_metres in valid_distance(),
+    ) -> pb::CreateRouteRequest {
+        pb::CreateRouteRequest { request_id, correlation_id, order_id, stops, distance_metres }
     }
 }
 
@@ -1003,6 +1168,23 @@ proptest! {
         check_valid(&PURCHASE_PRODUCTS, &bytes)?;
         check(&PURCHASE_PRODUCTS, &mutate(bytes, &m), DECODE_OR_PARSE)?;
     }
+
+    #[test]
+    fn create_route_answers_any_bytes(bytes in fuzz::bytes(10)) {
+        check(&CREATE_ROUTE, &bytes, DECODE_OR_PARSE)?;
+    }
+
+    #[test]
+    fn create_route_answers_any_message(req in any_create_route()) {
+        check(&CREATE_ROUTE, &req.encode_to_vec(), PARSE)?;
+    }
+
+    #[test]
+    fn create_route_answers_a_mutated_request(req in valid_create_route(), m in mutations()) {
+        let bytes = req.encode_to_vec();
+        check_valid(&CREATE_ROUTE, &bytes)?;
+        check(&CREATE_ROUTE, &mutate(bytes, &m), DECODE_OR_PARSE)?;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1032,6 +1214,7 @@ fn the_answer_tells_undecodable_from_invalid() {
         &RESTOCK_PRODUCT,
         &CHANGE_PRODUCT_PRICE,
         &PURCHASE_PRODUCTS,
+        &CREATE_ROUTE,
     ] {
         assert_eq!(reason_of((rpc.answer)(&not_utf8)), "MALFORMED_MESSAGE");
         assert_eq!(reason_of((rpc.answer)(&[])), "INVALID_FIELD");

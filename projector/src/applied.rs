@@ -54,7 +54,9 @@ pub fn model_name(model: Model) -> &'static str {
 impl LastApplied {
     /// Notes that `event` is applied to every generation written.
     pub fn note(&self, event: &StoredEvent) {
-        let model = Model::of(event);
+        let Some(model) = Model::of(event) else {
+            return;
+        };
         let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         if latest
             .get(&model)

@@ -47,7 +47,7 @@ fn model_of(parked: &ParkedEvent) -> Option<Model> {
         .aggregate_type
         .as_deref()
         .and_then(AggregateType::parse)
-        .map(Model::for_type)
+        .and_then(Model::for_type)
 }
 
 /// What was asked of a parked aggregate.

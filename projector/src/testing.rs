@@ -171,7 +171,7 @@ impl FakeRows {
             .rows
             .get(&(
                 generation,
-                Model::of(event),
+                Model::of(event)?,
                 event.event.aggregate_id().to_string(),
             ))
             .cloned()

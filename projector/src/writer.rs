@@ -47,11 +47,12 @@ pub struct RowKey {
 }
 
 impl RowKey {
-    pub fn of(event: &StoredEvent) -> Self {
-        Self {
-            model: Model::of(event),
+    /// The row `event` writes; none for an event no read model takes.
+    pub fn of(event: &StoredEvent) -> Option<Self> {
+        Some(Self {
+            model: Model::of(event)?,
             id: event.event.aggregate_id().to_string(),
-        }
+        })
     }
 }
 
@@ -195,11 +196,15 @@ impl ReadModelWriter {
     /// The event goes to every generation written, one after another, the
     /// served one last: a row a query sees is already in every other
     /// generation.
+    /// An event no read model takes (a route's) is done at once.
     pub async fn project(&self, event: &StoredEvent) -> Result<(), StoreError> {
+        let Some(key) = RowKey::of(event) else {
+            return Ok(());
+        };
         let generations = self.generations.written().await?;
         let serving = generations.last().copied();
         for &generation in generations.iter() {
-            self.project_to(generation, Some(generation) == serving, event)
+            self.project_to(generation, Some(generation) == serving, &key, event)
                 .await?;
         }
         self.applied.note(event);
@@ -210,9 +215,10 @@ impl ReadModelWriter {
         &self,
         generation: u32,
         served: bool,
+        key: &RowKey,
         event: &StoredEvent,
     ) -> Result<(), StoreError> {
-        let RowKey { model, id } = RowKey::of(event);
+        let RowKey { model, id } = key.clone();
         let cached = self.cache().get(generation, model, &id);
         let mut from_cache = cached.is_some();
         let mut current = match cached {

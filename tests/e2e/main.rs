@@ -14,6 +14,7 @@ mod purchases;
 mod queries;
 mod rebuild;
 mod replay;
+mod route_chain;
 mod schema_versions;
 mod validation;
 mod walkthrough;

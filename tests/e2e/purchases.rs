@@ -13,14 +13,18 @@ use crate::helpers::{TestApp, spawn_app};
 use crate::products::create_product;
 use crate::{create_user, new_request_id, reason_of, violated_fields};
 
-fn item(sku: &str, quantity: i64) -> pb::PurchaseItem {
+pub(crate) fn item(sku: &str, quantity: i64) -> pb::PurchaseItem {
     pb::PurchaseItem {
         sku: sku.into(),
         quantity,
     }
 }
 
-async fn purchase(app: &mut TestApp, user_id: &str, items: Vec<pb::PurchaseItem>) -> String {
+pub(crate) async fn purchase(
+    app: &mut TestApp,
+    user_id: &str,
+    items: Vec<pb::PurchaseItem>,
+) -> String {
     app.command
         .purchase_products(pb::PurchaseProductsRequest {
             request_id: new_request_id(),
@@ -39,7 +43,7 @@ async fn purchase(app: &mut TestApp, user_id: &str, items: Vec<pb::PurchaseItem>
 /// purchase to show first, and a wait that ends with it still PENDING (the
 /// server's cap, 5 s) is asked again, up to a deadline (moto under the
 /// whole suite's load is slow).
-async fn outcome(app: &mut TestApp, purchase_id: &str) -> pb::Purchase {
+pub(crate) async fn outcome(app: &mut TestApp, purchase_id: &str) -> pb::Purchase {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut request = tonic::Request::new(pb::GetPurchaseRequest {

@@ -4,9 +4,10 @@
 //! a retry names the same aggregate.
 
 use dynabridge_domain::{
-    CreateOrder, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus, Product,
-    ProductCommand, ProductId, Purchase, PurchaseCommand, PurchaseId, PurchaseItems, Rejection,
-    ShippingAddress, StockStep, User, UserCommand, UserId, UserName,
+    CreateOrder, Distance, Email, Money, Order, OrderCommand, OrderId, OrderLines, OrderStatus,
+    Product, ProductCommand, ProductId, Purchase, PurchaseCommand, PurchaseId, PurchaseItems,
+    Rejection, Route, RouteCommand, RouteStops, ShippingAddress, StockStep, User, UserCommand,
+    UserId, UserName, route_id_for,
 };
 use dynabridge_event_store::{CommandOutcome, CommandStore};
 use dynabridge_runtime::error::AppError;
@@ -81,6 +82,26 @@ impl<S: CommandStore> CommandHandler<S> {
     ) -> Result<CommandOutcome, AppError> {
         let id = ProductId::for_sku(command.sku());
         self.execute::<Product>(meta, *id.as_uuid(), command, Creates::Nothing)
+            .await
+    }
+
+    /// Records an order's route. Its id derives from the order's: a second
+    /// route for the order is refused (`AGGREGATE_EXISTS`); the order must
+    /// exist (a condition of the same transaction).
+    pub async fn create_route(
+        &self,
+        meta: &CommandMeta,
+        order_id: OrderId,
+        stops: RouteStops,
+        distance: Distance,
+    ) -> Result<CommandOutcome, AppError> {
+        let id = route_id_for(order_id);
+        let command = RouteCommand::Create {
+            order_id,
+            stops,
+            distance,
+        };
+        self.execute::<Route>(meta, *id.as_uuid(), &command, Creates::Nothing)
             .await
     }
 

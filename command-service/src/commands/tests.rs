@@ -1096,3 +1096,167 @@ async fn a_batch_that_meets_another_writer_falls_back_to_one_step_at_a_time() {
         dynabridge_domain::PurchaseStatus::Rejected
     );
 }
+
+// ---------------------------------------------------------------------------
+// Routes: one per order, under an id the order's derives
+
+async fn given_order(handler: &CommandHandler<FakeStore>) -> dynabridge_domain::OrderId {
+    let user = given_user(handler, "u", "ann@example.com").await;
+    let lines = OrderLines::new(vec![dynabridge_domain::OrderLine {
+        sku: sku("MUG"),
+        quantity: dynabridge_domain::Quantity::parse(2).unwrap(),
+        unit_price: Money::parse("EUR", 500).unwrap(),
+    }])
+    .unwrap();
+    let outcome = handler
+        .create_order(&meta("order-1"), user, lines, None, None)
+        .await
+        .unwrap();
+    dynabridge_domain::OrderId::parse("order_id", &outcome.aggregate_id).unwrap()
+}
+
+/// A pick of two MUGs, then the delivery.
+fn stops() -> dynabridge_domain::RouteStops {
+    dynabridge_domain::RouteStops::parse(vec![
+        dynabridge_domain::RouteStop {
+            location: "A01-01".into(),
+            pick: Some((sku("MUG"), dynabridge_domain::Quantity::parse(2).unwrap())),
+        },
+        dynabridge_domain::RouteStop {
+            location: "Berlin, DE".into(),
+            pick: None,
+        },
+    ])
+    .unwrap()
+}
+
+fn distance(metres: i64) -> dynabridge_domain::Distance {
+    dynabridge_domain::Distance::parse(metres).unwrap()
+}
+
+#[tokio::test]
+async fn a_route_for_an_order_is_one_route_created_under_the_id_the_order_derives() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let order_id = given_order(&handler).await;
+    let appends = store.calls().1;
+
+    let outcome = handler
+        .create_route(&meta("route-1"), order_id, stops(), distance(420))
+        .await
+        .unwrap();
+
+    let route_id = dynabridge_domain::route_id_for(order_id);
+    assert_eq!(outcome.aggregate_id, route_id.to_string());
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.event_ids.len(), 1);
+    assert_eq!(outcome.correlation_id, "corr-route-1");
+    assert_eq!(store.calls().1, appends + 1, "one append");
+    let events = store.state().events[&route_id.to_string()].clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_id.to_string(), outcome.event_ids[0]);
+    assert_eq!(events[0].request_id, "route-1");
+    assert_eq!(
+        events[0].event,
+        Event::RouteCreated {
+            route_id,
+            order_id,
+            stops: stops(),
+            distance: distance(420),
+        }
+    );
+    assert!(
+        store.state().records.contains_key("route-1"),
+        "the id derives from the order, not the request: the request is recorded"
+    );
+    assert_eq!(store.version_of(order_id), 1, "the order is untouched");
+}
+
+#[tokio::test]
+async fn a_retried_route_returns_the_original_outcome_and_appends_nothing() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let order_id = given_order(&handler).await;
+    let first = handler
+        .create_route(&meta("route-1"), order_id, stops(), distance(420))
+        .await
+        .unwrap();
+    let appends = store.calls().1;
+
+    let mut retry_meta = meta("route-1");
+    retry_meta.correlation_id = "corr-of-the-retry".into();
+    let retry = handler
+        .create_route(&retry_meta, order_id, stops(), distance(420))
+        .await
+        .unwrap();
+
+    assert_eq!(retry, first);
+    assert_eq!(store.calls().1, appends, "nothing appended");
+    assert_eq!(
+        store.version_of(dynabridge_domain::route_id_for(order_id)),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_second_route_for_an_order_is_already_exists() {
+    let store = FakeStore::default();
+    let handler = handler(&store);
+    let order_id = given_order(&handler).await;
+    handler
+        .create_route(&meta("route-1"), order_id, stops(), distance(420))
+        .await
+        .unwrap();
+    let appends = store.calls().1;
+
+    // Another request id: another plan of the same order.
+    let err = handler
+        .create_route(&meta("route-2"), order_id, stops(), distance(99))
+        .await
+        .unwrap_err();
+
+    let AppError::Refused(refusal) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(refusal.reason, Reason::AggregateExists);
+    assert_eq!(refusal.get("aggregate_type"), Some("route"));
+    assert_eq!(store.calls().1, appends, "nothing appended");
+    assert_eq!(
+        store.version_of(dynabridge_domain::route_id_for(order_id)),
+        1
+    );
+    assert!(!store.state().records.contains_key("route-2"));
+
+    // The first request id reused for another route is refused as such.
+    let mut reused = meta("route-1");
+    reused.request_hash = "another request".into();
+    let err = handler
+        .create_route(&reused, order_id, stops(), distance(99))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::RequestIdReused), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_route_for_an_order_that_does_not_exist_is_not_found_and_writes_nothing() {
+    let store = FakeStore::default();
+    let nobody = dynabridge_domain::OrderId::new_random();
+
+    let err = handler(&store)
+        .create_route(&meta("route-1"), nobody, stops(), distance(420))
+        .await
+        .unwrap_err();
+
+    let AppError::Refused(refusal) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(refusal.reason, Reason::AggregateNotFound);
+    assert_eq!(refusal.get("aggregate_type"), Some("order"));
+    assert_eq!(
+        refusal.get("aggregate_id"),
+        Some(nobody.to_string().as_str())
+    );
+    assert_eq!(store.calls().1, 1, "the one append, refused");
+    assert!(store.state().events.is_empty());
+    assert!(store.state().records.is_empty());
+}

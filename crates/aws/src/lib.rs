@@ -124,3 +124,14 @@ pub fn eventbridge_client(sdk: &SdkConfig) -> aws_sdk_eventbridge::Client {
     }
     aws_sdk_eventbridge::Client::from_conf(config.build())
 }
+
+/// An SQS client for `sdk` (the route planner's), counting its calls, and
+/// recording them if [`record_calls_to`] was called.
+pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+    let mut config =
+        aws_sdk_sqs::config::Builder::from(sdk).interceptor(AwsCallMetrics::global().interceptor());
+    if let Some(recorder) = recorder::recorder() {
+        config = config.interceptor(recorder);
+    }
+    aws_sdk_sqs::Client::from_conf(config.build())
+}

@@ -2,8 +2,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Email, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName, PurchaseId,
-    PurchaseItem, Quantity, Rejection, ShippingAddress, Sku, StockLevel, UserId, UserName, Version,
+    Distance, Email, Money, OrderId, OrderLine, OrderStatus, ProductId, ProductName, PurchaseId,
+    PurchaseItem, Quantity, Rejection, RouteId, RouteStops, ShippingAddress, Sku, StockLevel,
+    UserId, UserName, Version,
 };
 
 /// The kind of aggregate an event belongs to.
@@ -13,6 +14,7 @@ pub enum AggregateType {
     Order,
     Product,
     Purchase,
+    Route,
 }
 
 impl AggregateType {
@@ -22,6 +24,7 @@ impl AggregateType {
             Self::Order => "Order",
             Self::Product => "Product",
             Self::Purchase => "Purchase",
+            Self::Route => "Route",
         }
     }
 
@@ -32,6 +35,7 @@ impl AggregateType {
             Self::Order => "order",
             Self::Product => "product",
             Self::Purchase => "purchase",
+            Self::Route => "route",
         }
     }
 
@@ -41,6 +45,7 @@ impl AggregateType {
             "Order" => Some(Self::Order),
             "Product" => Some(Self::Product),
             "Purchase" => Some(Self::Purchase),
+            "Route" => Some(Self::Route),
             _ => None,
         }
     }
@@ -132,11 +137,18 @@ pub enum Event {
         purchase_id: PurchaseId,
         order_id: OrderId,
     },
+    /// The route an order takes, planned downstream of the bus.
+    RouteCreated {
+        route_id: RouteId,
+        order_id: OrderId,
+        stops: RouteStops,
+        distance: Distance,
+    },
 }
 
 impl Event {
     /// Every event type, as [`Event::event_type`] names them.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 15] = [
         "UserCreated",
         "UserProfileUpdated",
         "OrderCreated",
@@ -151,6 +163,7 @@ impl Event {
         "PurchaseCompleted",
         "PurchaseRejected",
         "PurchaseCancelled",
+        "RouteCreated",
     ];
 
     /// The event's type name: also its protobuf message name and its
@@ -171,6 +184,7 @@ impl Event {
             Self::PurchaseCompleted { .. } => "PurchaseCompleted",
             Self::PurchaseRejected { .. } => "PurchaseRejected",
             Self::PurchaseCancelled { .. } => "PurchaseCancelled",
+            Self::RouteCreated { .. } => "RouteCreated",
         }
     }
 
@@ -192,7 +206,8 @@ impl Event {
             | Self::PurchaseReserved { .. }
             | Self::PurchaseCompleted { .. }
             | Self::PurchaseRejected { .. }
-            | Self::PurchaseCancelled { .. } => 1,
+            | Self::PurchaseCancelled { .. }
+            | Self::RouteCreated { .. } => 1,
         }
     }
 
@@ -210,6 +225,7 @@ impl Event {
             | Self::PurchaseCompleted { .. }
             | Self::PurchaseRejected { .. }
             | Self::PurchaseCancelled { .. } => AggregateType::Purchase,
+            Self::RouteCreated { .. } => AggregateType::Route,
         }
     }
 
@@ -232,6 +248,7 @@ impl Event {
             | Self::PurchaseCompleted { purchase_id, .. }
             | Self::PurchaseRejected { purchase_id, .. }
             | Self::PurchaseCancelled { purchase_id, .. } => *purchase_id.as_uuid(),
+            Self::RouteCreated { route_id, .. } => *route_id.as_uuid(),
         }
     }
 }

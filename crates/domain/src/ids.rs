@@ -73,6 +73,11 @@ aggregate_id!(
     /// The id of a purchase: derived from the request that asked for it.
     PurchaseId
 );
+aggregate_id!(
+    /// The id of an order's route: derived from the order's
+    /// ([`crate::route_id_for`]).
+    RouteId
+);
 
 /// The namespace of the ids products derive from their skus. Fixed forever:
 /// a new one would give every sku a second product.

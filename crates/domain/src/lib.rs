@@ -16,13 +16,16 @@ mod order;
 mod product;
 mod purchase;
 mod requirement;
+mod route;
 mod user;
 mod values;
 
 pub use address::{AddressParts, ShippingAddress};
 pub use error::{DomainError, FieldViolation, ValidationError};
 pub use event::{AggregateType, Event, StoredEvent};
-pub use ids::{CREATE_NAMESPACE, OrderId, PRODUCT_NAMESPACE, ProductId, PurchaseId, UserId};
+pub use ids::{
+    CREATE_NAMESPACE, OrderId, PRODUCT_NAMESPACE, ProductId, PurchaseId, RouteId, UserId,
+};
 pub use order::{Order, OrderCommand, OrderLine, OrderLines, OrderState, OrderStatus};
 pub use product::{Product, ProductCommand, ProductName, ProductState, StockLevel};
 pub use purchase::{
@@ -30,6 +33,7 @@ pub use purchase::{
     PurchaseState, PurchaseStatus, Rejection, StockStep,
 };
 pub use requirement::{Requirement, UniqueScope};
+pub use route::{Distance, Route, RouteCommand, RouteState, RouteStop, RouteStops, route_id_for};
 pub use user::{User, UserCommand, UserState};
 pub use values::{Currency, Email, Money, Quantity, Sku, UserName};
 
@@ -141,6 +145,33 @@ impl Aggregate for Product {
     }
     fn apply(self, event: &Event) -> Self {
         Product::apply(self, event)
+    }
+}
+
+impl Aggregate for Route {
+    type Command = RouteCommand;
+    const TYPE: AggregateType = AggregateType::Route;
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn decide(&self, command: &RouteCommand) -> Result<Vec<Event>, DomainError> {
+        Route::decide(self, command)
+    }
+    fn apply(self, event: &Event) -> Self {
+        Route::apply(self, event)
+    }
+    fn requirements(&self, events: &[Event]) -> Vec<Requirement> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                // A route is planned for an order that exists.
+                Event::RouteCreated { order_id, .. } => Some(Requirement::Exists {
+                    aggregate_type: AggregateType::Order,
+                    id: *order_id.as_uuid(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -26,7 +26,7 @@ use dynabridge::convert::format_time;
 use dynabridge::schema::snapshots as attr;
 use dynabridge_aws::item::{Item, get_n, get_s};
 use dynabridge_domain::{
-    Aggregate, Money, Order, Product, ProductId, ProductName, ProductState, Purchase, Sku,
+    Aggregate, Money, Order, Product, ProductId, ProductName, ProductState, Purchase, Route, Sku,
     StockLevel, User, Version,
 };
 
@@ -62,7 +62,7 @@ macro_rules! never_snapshotted {
     )*};
 }
 
-never_snapshotted!(User, Order, Purchase);
+never_snapshotted!(User, Order, Purchase, Route);
 
 /// A product's state, schema version 1.
 #[derive(Debug, Serialize, Deserialize)]

@@ -79,13 +79,19 @@ pub enum BusRule {
     OrderEvents,
     /// `OrderStatusUpdated` to the configured status.
     OrdersWithStatus,
+    /// `OrderCreated`, for the route planner.
+    RoutePlanner,
+    /// `RouteCreated`.
+    RouteEvents,
 }
 
 impl BusRule {
-    pub const ALL: [BusRule; 3] = [
+    pub const ALL: [BusRule; 5] = [
         BusRule::UserEvents,
         BusRule::OrderEvents,
         BusRule::OrdersWithStatus,
+        BusRule::RoutePlanner,
+        BusRule::RouteEvents,
     ];
 
     /// Its name in [`event_rules`].
@@ -94,6 +100,8 @@ impl BusRule {
             BusRule::UserEvents => event_rules::USER_EVENTS,
             BusRule::OrderEvents => event_rules::ORDER_EVENTS,
             BusRule::OrdersWithStatus => event_rules::ORDERS_WITH_STATUS,
+            BusRule::RoutePlanner => event_rules::ROUTE_PLANNER,
+            BusRule::RouteEvents => event_rules::ROUTE_EVENTS,
         }
     }
 
@@ -111,6 +119,8 @@ impl BusRule {
                 "Orders that moved to {}.",
                 options.filtered_order_status.as_str_name()
             ),
+            BusRule::RoutePlanner => "Every order placed, for the route planner.".into(),
+            BusRule::RouteEvents => "Every route planned.".into(),
         }
     }
 
@@ -135,6 +145,14 @@ impl BusRule {
                         "status": [options.filtered_order_status.as_str_name()],
                     },
                 },
+            }),
+            BusRule::RoutePlanner => json!({
+                "source": [source],
+                "detail-type": ["OrderCreated"],
+            }),
+            BusRule::RouteEvents => json!({
+                "source": [source],
+                "detail-type": ["RouteCreated"],
             }),
         }
     }
@@ -661,6 +679,20 @@ mod tests {
             ("FilteredOrderStatus", "ORDER_STATUS_DELIVERED"),
             ("ArchiveRetentionDays", "90"),
         ]);
+    }
+
+    #[test]
+    fn the_template_deploys_without_a_bucket() {
+        // `aws cloudformation deploy --template-file` sends the body
+        // inline, which CloudFormation caps at 51,200 bytes; past it, the
+        // README's command fails. A template that must grow moves a part
+        // to a stack of its own.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/cloudformation/dynabridge.yaml"
+        );
+        let size = std::fs::metadata(path).unwrap().len();
+        assert!(size <= 51_200, "the template is {size} bytes");
     }
 
     #[test]

@@ -16,17 +16,20 @@ pub enum Model {
 }
 
 impl Model {
-    pub fn of(event: &StoredEvent) -> Self {
+    /// The model `event` feeds, if any.
+    pub fn of(event: &StoredEvent) -> Option<Self> {
         Self::for_type(event.event.aggregate_type())
     }
 
-    /// The model an aggregate type's row is in.
-    pub fn for_type(aggregate_type: AggregateType) -> Self {
+    /// The model an aggregate type's row is in; none for a type no query
+    /// reads (a route: its consumers are on the bus).
+    pub fn for_type(aggregate_type: AggregateType) -> Option<Self> {
         match aggregate_type {
-            AggregateType::User => Self::UserProfiles,
-            AggregateType::Order => Self::OrderSummaries,
-            AggregateType::Product => Self::Products,
-            AggregateType::Purchase => Self::Purchases,
+            AggregateType::User => Some(Self::UserProfiles),
+            AggregateType::Order => Some(Self::OrderSummaries),
+            AggregateType::Product => Some(Self::Products),
+            AggregateType::Purchase => Some(Self::Purchases),
+            AggregateType::Route => None,
         }
     }
 
