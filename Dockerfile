@@ -7,11 +7,12 @@
 #   docker build --target projector       -t dynabridge/projector:<tag> .
 #   docker build --target process-manager -t dynabridge/process-manager:<tag> .
 #   docker build --target admin-service   -t dynabridge/admin-service:<tag> .
+#   docker build --target route-planner   -t dynabridge/route-planner:<tag> .
 #
 # (Without --target the build stops at the last stage, the admin service.)
 #
-# The five builds share the builder stage, so after the first one the other
-# four only copy a binary. Dependencies are compiled in a layer of their own
+# The builds share the builder stage, so after the first one the others
+# only copy a binary. Dependencies are compiled in a layer of their own
 # (cargo-chef), which is rebuilt only when Cargo.toml or Cargo.lock change.
 #
 # The runtime image is Debian 12 slim with CA certificates and nothing else
@@ -37,16 +38,16 @@ COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer stays cached until the recipe changes.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
         -p command-service -p query-service -p projector -p process-manager \
-        -p admin-service
+        -p admin-service -p route-planner
 COPY . .
 # local-stack (and the embedded store it links) is for laptops: not built.
 RUN cargo build --release --locked \
         -p command-service -p query-service -p projector -p process-manager \
-        -p admin-service \
+        -p admin-service -p route-planner \
     && mkdir -p /out \
     && cp target/release/command-service target/release/query-service \
         target/release/projector target/release/process-manager \
-        target/release/admin-service /out/
+        target/release/admin-service target/release/route-planner /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -82,6 +83,14 @@ COPY --from=builder /out/process-manager /usr/local/bin/process-manager
 ENV DYNABRIDGE_PROCESS_MANAGER_HEALTH_LISTEN=0.0.0.0:50055
 EXPOSE 50055
 ENTRYPOINT ["/usr/local/bin/process-manager"]
+
+# The example downstream service (examples/route-planner): its queue's URL
+# and the command service's address come from its Deployment.
+FROM runtime AS route-planner
+COPY --from=builder /out/route-planner /usr/local/bin/route-planner
+ENV DYNABRIDGE_ROUTE_PLANNER_HEALTH_LISTEN=0.0.0.0:50056
+EXPOSE 50056
+ENTRYPOINT ["/usr/local/bin/route-planner"]
 
 FROM runtime AS admin-service
 COPY --from=builder /out/admin-service /usr/local/bin/admin-service

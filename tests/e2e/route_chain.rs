@@ -41,6 +41,8 @@ struct Chain {
     planner: Queue,
     planner_dlq: Queue,
     routes: Queue,
+    /// Where EventBridge puts what it could not deliver to either queue.
+    events_dlq: Queue,
 }
 
 async fn provision_chain(app: &TestApp) -> Chain {
@@ -55,6 +57,7 @@ async fn provision_chain(app: &TestApp) -> Chain {
         .expect("provision the bus");
     let planner_rule = bus.rule(BusRule::RoutePlanner).expect("the planner's rule");
     let routes_rule = bus.rule(BusRule::RouteEvents).expect("the routes' rule");
+    let events_dlq = create_queue(&sqs, &format!("{}-events-dlq", app.tables.prefix)).await;
     let planner_dlq = create_queue(&sqs, &format!("{}-dlq", planner_rule.name)).await;
     let planner = create_queue(&sqs, &planner_rule.name).await;
     sqs.set_queue_attributes()
@@ -71,14 +74,11 @@ async fn provision_chain(app: &TestApp) -> Chain {
         .await
         .expect("the planner queue's redrive policy");
     allow_rules(&sqs, &planner, &[&planner_rule.arn]).await;
-    allow_rules(&sqs, &planner_dlq, &[&planner_rule.arn]).await;
+    allow_rules(&sqs, &events_dlq, &[&planner_rule.arn, &routes_rule.arn]).await;
     let routes = create_queue(&sqs, &routes_rule.name).await;
     allow_rules(&sqs, &routes, &[&routes_rule.arn]).await;
-    for (rule, queue, dead_letters) in [
-        (planner_rule, &planner, &planner_dlq),
-        (routes_rule, &routes, &planner_dlq),
-    ] {
-        let target = RuleTarget::queue(rule.rule, &queue.arn, Some(&dead_letters.arn));
+    for (rule, queue) in [(planner_rule, &planner), (routes_rule, &routes)] {
+        let target = RuleTarget::queue(rule.rule, &queue.arn, Some(&events_dlq.arn));
         ensure_rule_target(&events, rule, &target)
             .await
             .expect("target the queue");
@@ -111,6 +111,7 @@ async fn provision_chain(app: &TestApp) -> Chain {
         planner,
         planner_dlq,
         routes,
+        events_dlq,
     }
 }
 
@@ -126,6 +127,8 @@ fn start_planner(app: &TestApp, chain: &Chain) -> tokio::sync::oneshot::Sender<(
         // the dead-letter queue is reached in a few receives.
         retry_after_ms: 1,
         call_timeout_ms: 5_000,
+        // Not bound: the planner is built here without its health server.
+        health_listen: "127.0.0.1:0".parse().unwrap(),
     };
     let channel = tonic::transport::Channel::from_shared(config.command_endpoint.clone())
         .unwrap()
@@ -298,6 +301,7 @@ async fn a_purchase_becomes_an_order_the_order_a_route_and_each_route_is_publish
     app.shutdown().await;
     assert_empty(&chain.sqs, &chain.routes).await;
     assert_empty(&chain.sqs, &chain.planner_dlq).await;
+    assert_empty(&chain.sqs, &chain.events_dlq).await;
 }
 
 /// The `OrderCreated` of `order_id` as the bus delivers it, read back from
@@ -404,6 +408,7 @@ async fn an_order_event_the_planner_cannot_handle_waits_in_the_dead_letter_queue
     app.shutdown().await;
     assert_empty(&chain.sqs, &chain.routes).await;
     assert_empty(&chain.sqs, &chain.planner_dlq).await;
+    assert_empty(&chain.sqs, &chain.events_dlq).await;
 }
 
 /// The body of the first message visible in `queue`, left there (hidden

@@ -8,7 +8,9 @@
 //! this one the projector publishes through its real bus client (the SDK's
 //! `AWS_ENDPOINT_URL_EVENTBRIDGE` points it here), so that its
 //! `events:PutEvents` calls are recorded like every other call, and the
-//! entries can be matched against the template's rules.
+//! entries can be matched against the template's rules. A rule added with
+//! [`FakeEventBridge::add_rule`] delivers the events it matches to its
+//! target as EventBridge does, in the shape of [`delivered`].
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -19,13 +21,20 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// Where a rule delivers an event it matches.
+type Target = Arc<dyn Fn(Value) + Send + Sync>;
+
 #[derive(Clone, Default)]
 struct Buses {
     entries: Arc<Mutex<Vec<Value>>>,
     deleted: Arc<Mutex<BTreeSet<String>>>,
     replays: Arc<Mutex<BTreeSet<String>>>,
+    /// (bus, event pattern, target) of each rule added.
+    rules: Arc<Mutex<Vec<(String, Value, Target)>>>,
 }
 
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "000000000000";
 const ARN: &str = "arn:aws:events:us-east-1:000000000000";
 
 fn json_answer(body: Value) -> Response {
@@ -71,6 +80,22 @@ impl FakeEventBridge {
         } else {
             deleted.insert(name.to_owned());
         }
+    }
+
+    /// A rule on bus `bus`: from now on, every event kept on it that
+    /// `pattern` matches (see [`matches`]) is delivered to `target`, in the
+    /// shape of [`delivered`], before `PutEvents` answers.
+    pub fn add_rule(
+        &self,
+        bus: &str,
+        pattern: Value,
+        target: impl Fn(Value) + Send + Sync + 'static,
+    ) {
+        self.buses
+            .rules
+            .lock()
+            .unwrap()
+            .push((bus.to_owned(), pattern, Arc::new(target)));
     }
 
     /// Every entry received so far, as sent (`Source`, `DetailType`,
@@ -167,14 +192,25 @@ async fn answer(State(buses): State<Buses>, headers: HeaderMap, body: Bytes) -> 
         }
     }
     let received = request["Entries"].as_array().cloned().unwrap_or_default();
-    let results: Vec<Value> = (0..received.len())
-        .map(|_| json!({ "EventId": uuid::Uuid::new_v4().to_string() }))
+    let ids: Vec<String> = (0..received.len())
+        .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
-    // Entries for a bus that does not exist are accepted and dropped.
-    let kept = received
-        .into_iter()
-        .filter(|e| exists(e["EventBusName"].as_str().unwrap_or("default")));
-    buses.entries.lock().unwrap().extend(kept);
+    let results: Vec<Value> = ids.iter().map(|id| json!({ "EventId": id })).collect();
+    let rules = buses.rules.lock().unwrap().clone();
+    for (entry, id) in received.into_iter().zip(&ids) {
+        // Entries for a bus that does not exist are accepted and dropped.
+        let bus = entry["EventBusName"].as_str().unwrap_or("default");
+        if !exists(bus) {
+            continue;
+        }
+        let event = delivered(&entry, id);
+        for (_, pattern, target) in rules.iter().filter(|(b, _, _)| b == bus) {
+            if matches(pattern, &event) {
+                target(event.clone());
+            }
+        }
+        buses.entries.lock().unwrap().push(entry);
+    }
     (
         [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
         json!({ "FailedEntryCount": 0, "Entries": results }).to_string(),
@@ -209,4 +245,35 @@ pub fn as_event(entry: &Value) -> Value {
         "detail-type": entry["DetailType"],
         "detail": detail,
     })
+}
+
+/// An entry of `PutEvents` as EventBridge delivers it to a rule's target
+/// (an SQS queue's message body): the event's envelope, with `id` the
+/// event id `PutEvents` answered, and the entry's `Detail` as JSON.
+pub fn delivered(entry: &Value, id: &str) -> Value {
+    // The SDK sends an entry's time as epoch seconds; EventBridge's own,
+    // the time it received the entry, otherwise.
+    let time = entry["Time"]
+        .as_f64()
+        .and_then(|seconds| chrono::DateTime::from_timestamp(seconds.trunc() as i64, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    let mut event = as_event(entry);
+    let fields = event.as_object_mut().expect("an event");
+    for (key, value) in [
+        ("version", json!("0")),
+        ("id", json!(id)),
+        ("account", json!(ACCOUNT)),
+        (
+            "time",
+            json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ),
+        ("region", json!(REGION)),
+        (
+            "resources",
+            entry.get("Resources").cloned().unwrap_or(json!([])),
+        ),
+    ] {
+        fields.insert(key.to_owned(), value);
+    }
+    event
 }

@@ -1,24 +1,33 @@
 //! The IAM roles of `deploy/cloudformation/dynabridge.yaml` against the
-//! calls the binaries really make: every DynamoDB and EventBridge action a
-//! binary calls is allowed to its role, and nothing more is.
+//! calls the binaries really make: every DynamoDB, EventBridge and SQS
+//! action a binary calls is allowed to its role, and nothing more is.
 //!
-//! The three real binaries run as separate processes against an embedded
-//! store, each recording its AWS calls (`DYNABRIDGE_AWS_CALL_LOG`), through
-//! a flow that takes every code path that calls AWS. The projector publishes
-//! to a stand-in for EventBridge's `PutEvents` through its real bus client,
-//! so that publishing is recorded too, and the published entries are run
-//! through the template's event rules. What the stand-in cannot show is
-//! that AWS accepts the calls; the moto run covers the bus API itself.
+//! The real binaries ([`BINARIES`]) run as separate processes against an
+//! embedded store, each recording its AWS calls (`DYNABRIDGE_AWS_CALL_LOG`),
+//! through a flow that takes every code path that calls AWS. The projector
+//! publishes to a stand-in for EventBridge's `PutEvents` through its real
+//! bus client, so that publishing is recorded too, and the published
+//! entries are run through the template's event rules. The template's
+//! route-planner rule delivers the events it matches, as EventBridge
+//! delivers them, to a stand-in for SQS holding the template's queue (with
+//! its redrive policy); the route planner reads them from there through its
+//! real SQS client, records each order's route through the command service
+//! (whose `RouteCreated` the projector publishes in turn), and hides a
+//! message it cannot read again until the queue's redrive moves it to the
+//! dead-letter queue. What the stand-ins cannot show is that AWS accepts
+//! the calls; the moto run covers the bus and queue APIs themselves.
 //!
 //! Beside it, checks of the template alone: the tables are the ones
 //! `src/provision.rs` creates, the roles keep the write and read sides
-//! apart and trust only their binary's ServiceAccount, the rules deliver to
-//! their queues with retries and a dead-letter queue, and an alarm watches
-//! that queue.
+//! apart (the route planner's touches no table, only its queue) and trust
+//! only their binary's ServiceAccount, the rules deliver to their queues
+//! with retries and a dead-letter queue, and an alarm watches each
+//! dead-letter queue.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_eventbridge;
+mod fake_sqs;
 mod policy;
 // Shared with the other crates that run the binaries; each uses part of it.
 #[allow(dead_code)]
@@ -40,6 +49,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::fake_eventbridge::FakeEventBridge;
+use crate::fake_sqs::FakeSqs;
 use crate::policy::{Allow, Request, Role};
 use crate::template::Template;
 
@@ -51,12 +61,13 @@ const NAMESPACE: &str = "shop";
 const OIDC_ISSUER: &str = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
 /// Each binary, and the logical id of its role in the template.
-const BINARIES: [(&str, &str); 5] = [
+const BINARIES: [(&str, &str); 6] = [
     ("command-service", "CommandServiceRole"),
     ("projector", "ProjectorRole"),
     ("process-manager", "ProcessManagerRole"),
     ("query-service", "QueryServiceRole"),
     ("admin-service", "AdminServiceRole"),
+    ("route-planner", "RoutePlannerRole"),
 ];
 
 /// Allowances the flow cannot reach: (binary, action, resource glob,
@@ -131,6 +142,8 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
         .await
         .unwrap();
     let bus = FakeEventBridge::start().await;
+    let sqs = FakeSqs::start().await;
+    let planner_queue = PlannerQueue::from_template(&load_template(&prefix), &bus, &sqs);
     let dir = tempfile::tempdir().unwrap();
     let log = |binary: &str| dir.path().join(format!("{binary}.calls"));
 
@@ -206,6 +219,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
             .await
             .unwrap(),
         events: 0,
+        orders: 0,
     };
     let state = flow.before_restart(&dynamo, &tables).await;
     // The restarted projector resumes from its checkpoint, with an empty
@@ -222,6 +236,29 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     flow.commands = CommandServiceClient::connect(format!("http://{}", command_proc.addr))
         .await
         .unwrap();
+    // The route planner, on the restarted command service: the orders
+    // placed so far wait in its queue, and a message it cannot read, which
+    // it hides again for 0 s (1 ms, doubling) each time it fails.
+    let unreadable = sqs.send(&planner_queue.url, PlannerQueue::unreadable());
+    let command_endpoint = format!("http://{}", command_proc.addr);
+    let planner_args = [
+        "--queue-url",
+        &planner_queue.url,
+        "--command-endpoint",
+        &command_endpoint,
+        "--wait-seconds",
+        "1",
+        "--retry-after-ms",
+        "1",
+        "--health-listen",
+        "127.0.0.1:0",
+    ];
+    let route_planner = processes::spawn_recording_without_tables(
+        "route-planner",
+        &log("route-planner"),
+        &planner_args,
+        &[("AWS_ENDPOINT_URL_SQS", sqs.endpoint.as_str())],
+    );
     flow.after_restart(&state).await;
 
     // The admin service, started after an event of an older version (one
@@ -266,6 +303,11 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     let watched = load_template_with(&prefix, &[("ProjectorLogGroupName", "/eks/shop/projector")]);
     assert!(watched.condition("WatchesParking"));
     check_parked_alarm(&watched, &projector);
+
+    // Every order planned, its route recorded as an event.
+    flow.events += planner_queue
+        .wait_until_planned(&bus, &sqs, flow.orders, &unreadable)
+        .await;
 
     // Every event was published, to the template's bus.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -322,6 +364,7 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
     query_proc.terminate();
     projector.terminate();
     process_manager.terminate();
+    route_planner.terminate();
 
     let template = load_template(&prefix);
     assert_eq!(template.property("EventBus", "Name"), event_bus);
@@ -372,6 +415,173 @@ async fn every_call_of_each_binary_is_allowed_to_its_role_and_nothing_more_is() 
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The route planner's queue and its dead-letter queue, by their URLs, in
+/// the stand-in for SQS.
+struct PlannerQueue {
+    url: String,
+    dead_letters: String,
+    /// The receives before SQS moves a message to the dead-letter queue.
+    max_receives: u32,
+}
+
+impl PlannerQueue {
+    /// The template's route-planner queue, made in `sqs` as the template
+    /// makes it (visibility timeout, redrive policy), and its rule on
+    /// `bus`, delivering there.
+    fn from_template(template: &Template, bus: &FakeEventBridge, sqs: &FakeSqs) -> Self {
+        let url = |id: &str| {
+            template
+                .resolve(&json!({ "Ref": id }))
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let arn = |id: &str| template.resolve(&json!({ "Fn::GetAtt": [id, "Arn"] }));
+        let queue = template.resolve(&template.resource("RoutePlannerQueue")["Properties"]);
+        let redrive = &queue["RedrivePolicy"];
+        assert_eq!(
+            redrive["deadLetterTargetArn"],
+            arn("RoutePlannerDeadLetterQueue")
+        );
+        let planner = Self {
+            url: url("RoutePlannerQueue"),
+            dead_letters: url("RoutePlannerDeadLetterQueue"),
+            max_receives: redrive["maxReceiveCount"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .expect("a maxReceiveCount"),
+        };
+        let visibility = queue["VisibilityTimeout"].as_u64().unwrap_or(30);
+        sqs.create_queue(
+            &planner.url,
+            Duration::from_secs(visibility),
+            Some((&planner.dead_letters, planner.max_receives)),
+        );
+        let rule = template.resolve(&template.resource("RoutePlannerRule")["Properties"]);
+        assert_eq!(rule["Targets"][0]["Arn"], arn("RoutePlannerQueue"));
+        let (sqs, queue_url) = (sqs.clone(), planner.url.clone());
+        bus.add_rule(
+            rule["EventBusName"].as_str().unwrap(),
+            rule["EventPattern"].clone(),
+            move |event| {
+                sqs.send(&queue_url, event.to_string());
+            },
+        );
+        planner
+    }
+
+    /// A message the route planner cannot read: an event whose detail is
+    /// no event envelope.
+    fn unreadable() -> String {
+        json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": "OrderCreated",
+            "source": "dynabridge",
+            "account": ACCOUNT,
+            "time": "2030-01-01T00:00:00Z",
+            "region": REGION,
+            "resources": [],
+            "detail": { "eventId": 1 },
+        })
+        .to_string()
+    }
+
+    /// Waits until the route planner planned each of the `orders` orders
+    /// placed, each once: a `RouteCreated` published for each, recorded
+    /// with the request id of its order's event; every message the rule
+    /// delivered (a replayed copy too, answered from the command side's
+    /// record of the first) deleted; and the `unreadable` message hidden
+    /// again at each of its receives until SQS moved it to the dead-letter
+    /// queue. Returns the routes recorded.
+    async fn wait_until_planned(
+        &self,
+        bus: &FakeEventBridge,
+        sqs: &FakeSqs,
+        orders: usize,
+        unreadable: &str,
+    ) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let events: Vec<Value> = bus
+                .entries()
+                .iter()
+                .map(fake_eventbridge::as_event)
+                .collect();
+            let of_type = |detail_type: &'static str| {
+                events
+                    .iter()
+                    .filter(move |e| e["detail-type"] == detail_type)
+                    .map(|e| &e["detail"])
+            };
+            let text = |value: &Value| value.as_str().unwrap().to_owned();
+            // Order id to the event id of its `OrderCreated`, and to the
+            // request id of its `RouteCreated`.
+            let placed: BTreeMap<String, String> = of_type("OrderCreated")
+                .map(|d| (text(&d["aggregateId"]), text(&d["eventId"])))
+                .collect();
+            let routes: Vec<(String, String)> = of_type("RouteCreated")
+                .filter(|d| d.get("replayId").is_none())
+                .map(|d| (text(&d["routeCreated"]["orderId"]), text(&d["requestId"])))
+                .collect();
+            let delivered = of_type("OrderCreated").count();
+            let deleted = sqs.deleted(&self.url);
+            let waiting = sqs.messages(&self.url);
+            let dead = sqs.messages(&self.dead_letters);
+            if placed.len() == orders
+                && routes.len() == orders
+                && deleted.len() == delivered
+                && waiting.is_empty()
+                && !dead.is_empty()
+            {
+                let expected: BTreeMap<String, String> = placed
+                    .iter()
+                    .map(|(order, event)| (order.clone(), format!("route/{event}")))
+                    .collect();
+                assert_eq!(
+                    routes.into_iter().collect::<BTreeMap<_, _>>(),
+                    expected,
+                    "one route per order, for its OrderCreated"
+                );
+                let deleted_events: BTreeSet<String> = deleted
+                    .iter()
+                    .map(|m| {
+                        let event: Value = serde_json::from_str(&m.body).unwrap();
+                        assert_eq!(event["detail-type"], "OrderCreated", "{event}");
+                        text(&event["detail"]["eventId"])
+                    })
+                    .collect();
+                assert_eq!(
+                    deleted_events,
+                    placed.values().cloned().collect(),
+                    "every copy of every order's event handled"
+                );
+                let [dead] = dead.as_slice() else {
+                    panic!("one dead letter: {dead:?}");
+                };
+                assert_eq!(dead.id, unreadable);
+                assert_eq!(
+                    (dead.receive_count, dead.visibility_changes),
+                    (self.max_receives, self.max_receives),
+                    "hidden again at each receive"
+                );
+                return orders;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the route planner: {} of {orders} orders placed, {} routed; \
+                 {} of {delivered} deliveries deleted, {} waiting, {} dead letters",
+                placed.len(),
+                routes.len(),
+                deleted.len(),
+                waiting.len(),
+                dead.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Puts a `UserCreated` event as a version before the event-type buckets
@@ -867,11 +1077,13 @@ struct Created {
     second_purchase: String,
 }
 
-/// The clients, and how many events the commands appended.
+/// The clients, how many events the commands appended, and how many
+/// orders they placed.
 struct Flow {
     commands: CommandServiceClient<Channel>,
     queries: QueryServiceClient<Channel>,
     events: usize,
+    orders: usize,
 }
 
 impl Flow {
@@ -1040,7 +1252,7 @@ impl Flow {
     }
 
     /// A purchase that completes: its id. The process manager appends two
-    /// events at each of its two steps.
+    /// events at each of its two steps, and places an order.
     async fn purchase_completed(
         &mut self,
         request_id: &str,
@@ -1056,6 +1268,7 @@ impl Flow {
             "{done:?}"
         );
         self.events += 4;
+        self.orders += 1;
         purchase_id
     }
 
@@ -1104,6 +1317,7 @@ impl Flow {
             .unwrap()
             .into_inner();
         self.events += created.event_ids.len();
+        self.orders += 1;
         created.order_id
     }
 
@@ -1367,17 +1581,24 @@ fn check_rules_route(template: &Template, tables: &Tables, entries: &[Value]) {
             .map(|(name, _)| name.as_str())
             .collect();
         let mut expected = BTreeSet::new();
-        let (user_rule, order_rule, status_rule) = (
+        let (user_rule, order_rule, status_rule, planner_rule, route_rule) = (
             tables.event_rule(event_rules::USER_EVENTS),
             tables.event_rule(event_rules::ORDER_EVENTS),
             tables.event_rule(event_rules::ORDERS_WITH_STATUS),
+            tables.event_rule(event_rules::ROUTE_PLANNER),
+            tables.event_rule(event_rules::ROUTE_EVENTS),
         );
         match event["detail-type"].as_str().unwrap() {
             "UserCreated" | "UserProfileUpdated" => {
                 expected.insert(user_rule.as_str());
             }
+            // Every order, and the route planner's copy.
             "OrderCreated" => {
                 expected.insert(order_rule.as_str());
+                expected.insert(planner_rule.as_str());
+            }
+            "RouteCreated" => {
+                expected.insert(route_rule.as_str());
             }
             "OrderStatusUpdated" => {
                 expected.insert(order_rule.as_str());
@@ -1634,6 +1855,54 @@ fn the_roles_keep_the_sides_apart_and_trust_only_their_service_account() {
         );
     }
 
+    // Only the route planner uses SQS, and only its own queue: it receives,
+    // deletes, and hides again a message it failed; it sends nothing, and
+    // reads neither its dead-letter queue (SQS itself moves messages there)
+    // nor another queue.
+    let planner_queue = format!(
+        "arn:aws:sqs:{REGION}:{ACCOUNT}:{}-route-planner",
+        tables.prefix
+    );
+    for role in &roles {
+        let queues: BTreeSet<(&str, &str)> = role
+            .allows
+            .iter()
+            .filter(|a| a.action.to_lowercase().starts_with("sqs:"))
+            .map(|a| (a.action.as_str(), a.resource.as_str()))
+            .collect();
+        let expected: BTreeSet<(&str, &str)> = match role.logical_id.as_str() {
+            "RoutePlannerRole" => [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+            ]
+            .into_iter()
+            .map(|action| (action, planner_queue.as_str()))
+            .collect(),
+            _ => BTreeSet::new(),
+        };
+        assert_eq!(queues, expected, "{} and SQS", role.logical_id);
+    }
+    // And the route planner touches no table, nor anything but its queue:
+    // it records routes through the command service.
+    let planner = role(&roles, "RoutePlannerRole");
+    for allow in &planner.allows {
+        assert!(
+            !allow.action.to_lowercase().starts_with("dynamodb:")
+                && !allow.resource.starts_with("arn:aws:dynamodb:"),
+            "the route planner touches no table: {allow}"
+        );
+    }
+    assert_eq!(
+        covering(planner, &[&event_store_side[..], &read_side[..]].concat()),
+        Vec::<String>::new()
+    );
+    assert!(
+        planner.allows.iter().all(|a| a.resource == planner_queue),
+        "the route planner's queue alone: {:?}",
+        planner.allows
+    );
+
     // Each role is assumed by its binary's ServiceAccount through IRSA, and
     // by nothing else.
     for (binary, id) in BINARIES {
@@ -1663,7 +1932,6 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
     let tables = Tables::new(prefix.clone());
     let bus = template.property("EventBus", "Name");
     assert_eq!(bus, tables.event_bus());
-    let dead_letter = template.resolve(&json!({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}));
 
     // The archive keeps the bus's events for the configured days.
     let archive = template.resolve(
@@ -1679,6 +1947,18 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
     );
     assert_eq!(archive["RetentionDays"], "30");
 
+    // Every queue, by its ARN: (logical id, properties).
+    let queues: BTreeMap<String, (String, Value)> = template
+        .resources_of_type("AWS::SQS::Queue")
+        .map(|(id, queue)| {
+            let arn = template.resolve(&json!({"Fn::GetAtt": [id, "Arn"]}));
+            (
+                arn.as_str().unwrap().to_owned(),
+                (id.to_owned(), template.resolve(&queue["Properties"])),
+            )
+        })
+        .collect();
+
     // Which rules may send to which queue, from the queue policies.
     let mut senders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, policy) in template.resources_of_type("AWS::SQS::QueuePolicy") {
@@ -1693,21 +1973,25 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
                 "{id}"
             );
             assert_eq!(statement["Action"], "sqs:SendMessage", "{id}");
-            let queue = statement["Resource"].as_str().unwrap().to_owned();
-            let rules = match &statement["Condition"]["ArnEquals"]["aws:SourceArn"] {
-                Value::String(rule) => vec![rule.clone()],
-                Value::Array(rules) => rules
+            let strings = |value: &Value| match value {
+                Value::String(one) => vec![one.clone()],
+                Value::Array(many) => many
                     .iter()
                     .map(|r| r.as_str().unwrap().to_owned())
                     .collect(),
-                other => panic!("{id}: no aws:SourceArn condition: {other}"),
+                other => panic!("{id}: {other}"),
             };
-            senders.entry(queue).or_default().extend(rules);
+            let rules = strings(&statement["Condition"]["ArnEquals"]["aws:SourceArn"]);
+            for queue in strings(&statement["Resource"]) {
+                senders.entry(queue).or_default().extend(rules.clone());
+            }
         }
     }
 
     let mut names = BTreeSet::new();
-    let mut rule_arns = BTreeSet::new();
+    let mut targets = BTreeSet::new();
+    // Each dead-letter queue, and the rules whose dead letters go there.
+    let mut dead_letters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, rule) in template.resources_of_type("AWS::Events::Rule") {
         let properties = template.resolve(&rule["Properties"]);
         let name = properties["Name"].as_str().unwrap().to_owned();
@@ -1719,16 +2003,17 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
             json!(["dynabridge"]),
             "{id}"
         );
-        let targets = properties["Targets"].as_array().unwrap();
-        assert_eq!(targets.len(), 1, "{id}: one queue per rule");
-        let target = &targets[0];
+        let rule_targets = properties["Targets"].as_array().unwrap();
+        assert_eq!(rule_targets.len(), 1, "{id}: one queue per rule");
+        let target = &rule_targets[0];
         let queue = target["Arn"].as_str().unwrap();
+        assert!(queues.contains_key(queue), "{id}: {queue} is no queue");
+        let dead_letter = target["DeadLetterConfig"]["Arn"].as_str().unwrap();
         assert!(
-            queue.starts_with(&format!("arn:aws:sqs:{REGION}:{ACCOUNT}:")),
-            "{id}: {queue}"
+            queues.contains_key(dead_letter),
+            "{id}: {dead_letter} is no queue"
         );
         assert_ne!(queue, dead_letter, "{id}");
-        assert_eq!(target["DeadLetterConfig"]["Arn"], dead_letter, "{id}");
         assert!(
             target["RetryPolicy"]["MaximumRetryAttempts"].is_number(),
             "{id}"
@@ -1743,7 +2028,11 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
             "{id}: its queue accepts this rule only"
         );
         names.insert(name);
-        rule_arns.insert(arn);
+        targets.insert(queue.to_owned());
+        dead_letters
+            .entry(dead_letter.to_owned())
+            .or_default()
+            .insert(arn);
     }
     assert_eq!(
         names,
@@ -1752,45 +2041,101 @@ fn the_rules_deliver_to_their_queues_with_retries_and_a_dead_letter_queue() {
             .map(|rule| tables.event_rule(rule))
             .collect()
     );
+    for (dead_letter, rules) in &dead_letters {
+        assert!(
+            !targets.contains(dead_letter),
+            "{dead_letter}: a rule's queue and a dead-letter queue"
+        );
+        assert_eq!(
+            senders.get(dead_letter),
+            Some(rules),
+            "{dead_letter} accepts the rules whose dead letters go there"
+        );
+    }
     assert_eq!(
-        senders.get(dead_letter.as_str().unwrap()),
-        Some(&rule_arns),
-        "the dead-letter queue accepts every rule"
+        senders.keys().cloned().collect::<BTreeSet<_>>(),
+        targets
+            .union(&dead_letters.keys().cloned().collect())
+            .cloned()
+            .collect(),
+        "a policy for every queue EventBridge sends to, and no other"
     );
-    assert_eq!(senders.len(), 4, "one policy per queue: {senders:?}");
+    // A queue whose consumer can fail a message (the route planner's) gives
+    // up on it after its receives: SQS moves it to a dead-letter queue of
+    // its own, which no rule sends to.
+    let mut redriven = BTreeSet::new();
+    for (arn, (id, properties)) in &queues {
+        let redrive = &properties["RedrivePolicy"];
+        if redrive.is_null() {
+            continue;
+        }
+        assert!(targets.contains(arn), "{id}: redriven, but no rule's queue");
+        let dead_letter = redrive["deadLetterTargetArn"].as_str().unwrap();
+        assert!(
+            queues.contains_key(dead_letter) && !targets.contains(dead_letter),
+            "{id}: {redrive}"
+        );
+        assert!(
+            redrive["maxReceiveCount"].as_u64().is_some_and(|n| n >= 1),
+            "{id}: {redrive}"
+        );
+        redriven.insert(dead_letter.to_owned());
+    }
+    let planner_dead_letters =
+        template.resolve(&json!({"Fn::GetAtt": ["RoutePlannerDeadLetterQueue", "Arn"]}));
+    assert!(
+        redriven.contains(planner_dead_letters.as_str().unwrap()),
+        "the route planner's queue is redriven: {redriven:?}"
+    );
 
-    // The queue every rule's dead letters go to is the one the alarm
-    // watches (an SQS ARN ends with the queue's name).
-    let (_, dead_letter_name) = dead_letter.as_str().unwrap().rsplit_once(':').unwrap();
-    let alarm = dead_letter_alarm(&template);
+    // The dead-letter queues the alarms watch (an SQS ARN ends with the
+    // queue's name): every one.
+    let watched: BTreeSet<String> = dead_letter_alarms(&template)
+        .iter()
+        .map(|alarm| {
+            let dimensions = alarm["Dimensions"].as_array().unwrap();
+            let [dimension] = dimensions.as_slice() else {
+                panic!("one dimension: {alarm}");
+            };
+            assert_eq!(dimension["Name"], "QueueName", "{alarm}");
+            dimension["Value"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let every_dead_letter: BTreeSet<&String> = dead_letters.keys().chain(&redriven).collect();
+    for dead_letter in &every_dead_letter {
+        let id = &queues[*dead_letter].0;
+        let (_, name) = dead_letter.rsplit_once(':').unwrap();
+        assert!(watched.contains(name), "{id}: watched by an alarm");
+    }
     assert_eq!(
-        alarm["Dimensions"],
-        json!([{ "Name": "QueueName", "Value": dead_letter_name }])
+        watched.len(),
+        every_dead_letter.len(),
+        "an alarm on each dead-letter queue, and on no other queue"
     );
 }
 
-/// The template's one CloudWatch alarm, resolved, checked to go off as soon
-/// as the queue of its `QueueName` dimension holds a message.
-fn dead_letter_alarm(template: &Template) -> Value {
+/// The template's CloudWatch alarms on queues, resolved, each checked to go
+/// off as soon as the queue of its `QueueName` dimension holds a message;
+/// at least one.
+fn dead_letter_alarms(template: &Template) -> Vec<Value> {
     let alarms: Vec<Value> = template
         .resources_of_type("AWS::CloudWatch::Alarm")
         .map(|(_, alarm)| template.resolve(&alarm["Properties"]))
         .filter(|alarm| alarm["Namespace"] == "AWS/SQS")
         .collect();
-    let [alarm] = alarms.as_slice() else {
-        panic!("one alarm on a queue: {alarms:?}");
-    };
-    assert_eq!(alarm["Namespace"], "AWS/SQS");
-    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
-    assert_eq!(alarm["Statistic"], "Maximum");
-    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
-    assert_eq!(alarm["Threshold"], 0);
-    assert_eq!(alarm["EvaluationPeriods"], 1, "the first period with one");
-    assert!(
-        alarm.get("DatapointsToAlarm").is_none() && alarm.get("Metrics").is_none(),
-        "no other way to go off: {alarm}"
-    );
-    alarm.clone()
+    assert!(!alarms.is_empty(), "an alarm on a queue");
+    for alarm in &alarms {
+        assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+        assert_eq!(alarm["Statistic"], "Maximum");
+        assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+        assert_eq!(alarm["Threshold"], 0);
+        assert_eq!(alarm["EvaluationPeriods"], 1, "the first period with one");
+        assert!(
+            alarm.get("DatapointsToAlarm").is_none() && alarm.get("Metrics").is_none(),
+            "no other way to go off: {alarm}"
+        );
+    }
+    alarms
 }
 
 #[test]
@@ -1798,19 +2143,21 @@ fn the_dead_letter_alarm_notifies_the_topic_given_and_no_one_otherwise() {
     let prefix = unique_prefix();
     let actions = ["AlarmActions", "OKActions", "InsufficientDataActions"];
 
-    let silent = dead_letter_alarm(&load_template(&prefix));
-    for key in actions {
-        assert!(silent.get(key).is_none(), "{key} without a topic: {silent}");
+    for silent in dead_letter_alarms(&load_template(&prefix)) {
+        for key in actions {
+            assert!(silent.get(key).is_none(), "{key} without a topic: {silent}");
+        }
     }
 
     let topic = format!("arn:aws:sns:{REGION}:{ACCOUNT}:on-call");
-    let told = dead_letter_alarm(&load_template_with(
+    for told in dead_letter_alarms(&load_template_with(
         &prefix,
         &[("DeadLetterAlarmTopicArn", &topic)],
-    ));
-    assert_eq!(told["AlarmActions"], json!([topic]), "when it goes off");
-    assert_eq!(told["OKActions"], json!([topic]), "when it clears");
-    assert!(told.get("InsufficientDataActions").is_none(), "{told}");
+    )) {
+        assert_eq!(told["AlarmActions"], json!([topic]), "when it goes off");
+        assert_eq!(told["OKActions"], json!([topic]), "when it clears");
+        assert!(told.get("InsufficientDataActions").is_none(), "{told}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,7 +147,8 @@ impl fmt::Display for Request {
 
 /// The IAM request of one line of a call log (see
 /// `dynabridge_aws::record_calls_to`), in the template's account and
-/// region. A transaction item is authorised as its single-item action.
+/// region. A transaction item is authorised as its single-item action, an
+/// SQS call on the queue's ARN (the call names the queue by its URL).
 pub fn request(line: &str, region: &str, account: &str) -> Request {
     let (call, resource) = line
         .split_once(' ')
@@ -155,6 +156,11 @@ pub fn request(line: &str, region: &str, account: &str) -> Request {
     let (service, operation) = call
         .split_once(':')
         .unwrap_or_else(|| panic!("call log line {line:?}"));
+    assert!(
+        !(service == "sqs" && resource == "-"),
+        "the recorder names no queue in {line:?}: dynabridge_aws's recorder must \
+         record an SQS call on its QueueUrl"
+    );
     assert_ne!(
         resource, "-",
         "the recorder could not tell the resource of {line:?}"
@@ -177,6 +183,7 @@ pub fn request(line: &str, region: &str, account: &str) -> Request {
         match service {
             "dynamodb" => format!("arn:aws:dynamodb:{region}:{account}:table/{resource}"),
             "events" => format!("arn:aws:events:{region}:{account}:event-bus/{resource}"),
+            "sqs" => queue_arn(resource, region, account),
             other => panic!("unknown service {other} in {line:?}"),
         }
     };
@@ -184,6 +191,24 @@ pub fn request(line: &str, region: &str, account: &str) -> Request {
         action: format!("{service}:{operation}"),
         resource,
     }
+}
+
+/// The ARN of a queue named by its URL (`https://sqs.<region>.amazonaws.com
+/// /<account>/<name>`, or a stand-in's `http://<host>/<account>/<name>`)
+/// or by its name, in the given region and account.
+fn queue_arn(queue: &str, region: &str, account: &str) -> String {
+    let name = match queue.split_once("://") {
+        Some((_, rest)) => match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [_host, _account, name] => *name,
+            _ => panic!("not a queue URL: {queue}"),
+        },
+        None => queue,
+    };
+    assert!(
+        !name.is_empty() && !name.contains([':', '/', '*', '?']),
+        "not a queue: {queue}"
+    );
+    format!("arn:aws:sqs:{region}:{account}:{name}")
 }
 
 /// `arn` in the given region and account: the store the binaries ran
@@ -277,6 +302,22 @@ fn call_log_lines_become_iam_requests() {
         r.resource,
         "arn:aws:dynamodb:eu-west-1:1:table/p-event-store/stream/x"
     );
+    for queue in [
+        "https://sqs.us-east-1.amazonaws.com/000000000000/p-route-planner",
+        "http://127.0.0.1:4566/000000000000/p-route-planner",
+        "p-route-planner",
+        "arn:aws:sqs:us-east-1:000000000000:p-route-planner",
+    ] {
+        let r = request(&format!("sqs:ReceiveMessage {queue}"), "eu-west-1", "1");
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            (
+                "sqs:ReceiveMessage",
+                "arn:aws:sqs:eu-west-1:1:p-route-planner"
+            ),
+            "{queue}"
+        );
+    }
     let r = request("events:PutEvents p-events", "eu-west-1", "1");
     assert_eq!(
         (r.action.as_str(), r.resource.as_str()),

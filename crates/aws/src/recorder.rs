@@ -45,13 +45,15 @@ pub enum CallLogError {
 /// dynamodb:TransactWriteItems.ConditionCheck prefix-event-store
 /// dynamodb:GetRecords arn:aws:dynamodb:region:account:table/prefix-event-store/stream/label
 /// events:PutEvents prefix-events
+/// sqs:ReceiveMessage https://sqs.region.amazonaws.com/account/prefix-route-planner
 /// ```
 ///
 /// The service is IAM's prefix for it (DynamoDB Streams is `dynamodb`), the
 /// operation the SDK's, and the resource what IAM authorises the call on:
-/// a table, `table/index/name`, a stream ARN or a bus. A transaction is
-/// one line per item and kind. An operation is recorded once when it is
-/// sent, whether it then succeeds or not, since IAM is asked either way.
+/// a table, `table/index/name`, a stream ARN, a bus or a queue (by its
+/// URL). A transaction is one line per item and kind. An operation is
+/// recorded once when it is sent, whether it then succeeds or not, since
+/// IAM is asked either way.
 ///
 /// For tests and audits: the binaries call it when [`CALL_LOG_ENV`] is set.
 /// Clients built before, or with recording off, carry no recorder at all.
@@ -271,6 +273,13 @@ fn called_resources(operation: &str, body: &Value, stream: Option<&str>) -> Vec<
             ));
         }
         "GetRecords" => calls.push((operation.to_owned(), stream.unwrap_or("-").to_owned())),
+        // SQS: the queue, by its URL (IAM authorises the call on its ARN).
+        _ if body["QueueUrl"].is_string() => {
+            calls.push((
+                operation.to_owned(),
+                body["QueueUrl"].as_str().unwrap_or("-").to_owned(),
+            ));
+        }
         _ => {
             let resource = match body["StreamArn"].as_str() {
                 Some(arn) => arn.to_owned(),
@@ -417,9 +426,22 @@ mod tests {
     }
 
     #[test]
+    fn queue_calls_name_their_queue_url() {
+        let url = "https://sqs.r.amazonaws.com/1/p-route-planner";
+        for operation in ["ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility"] {
+            let body = json!({"QueueUrl": url, "ReceiptHandle": "h"});
+            assert_eq!(
+                called_resources(operation, &body, None),
+                pairs(&[(operation, url)])
+            );
+        }
+    }
+
+    #[test]
     fn sdk_services_map_to_iam_prefixes() {
         assert_eq!(iam_service("DynamoDB"), "dynamodb");
         assert_eq!(iam_service("DynamoDB Streams"), "dynamodb");
         assert_eq!(iam_service("EventBridge"), "events");
+        assert_eq!(iam_service("SQS"), "sqs");
     }
 }

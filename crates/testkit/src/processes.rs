@@ -38,7 +38,8 @@ fn binary(name: &str) -> PathBuf {
 pub struct Proc {
     name: String,
     child: Child,
-    /// Where it listens: its gRPC server (the projector's health server).
+    /// Where it listens: its gRPC server (the projector's and the route
+    /// planner's health server).
     pub addr: SocketAddr,
     /// Every JSON log line it wrote so far.
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
@@ -99,7 +100,7 @@ impl Proc {
 /// metrics endpoint is on a free port; its warnings and errors are shown
 /// with a failing test's output.
 pub fn spawn(name: &str, prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    start(name, prefix, None, args, env)
+    start(name, Some(prefix), None, args, env)
 }
 
 /// [`spawn`], with the binary recording its AWS calls to `call_log`.
@@ -110,19 +111,33 @@ pub fn spawn_recording(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proc {
-    start(name, prefix, Some(call_log), args, env)
+    start(name, Some(prefix), Some(call_log), args, env)
 }
 
+/// [`spawn_recording`] for a binary that reads no table (the route
+/// planner): started without `--table-prefix`.
+pub fn spawn_recording_without_tables(
+    name: &str,
+    call_log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    start(name, None, Some(call_log), args, env)
+}
+
+/// Starts `name`, on the tables of `prefix` if given.
 fn start(
     name: &str,
-    prefix: &str,
+    prefix: Option<&str>,
     call_log: Option<&Path>,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proc {
     let mut command = Command::new(binary(name));
+    if let Some(prefix) = prefix {
+        command.args(["--table-prefix", prefix]);
+    }
     command
-        .args(["--table-prefix", prefix])
         .args(args)
         .env("DYNABRIDGE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
@@ -142,6 +157,7 @@ fn start(
         .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
         .env_remove("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
         .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
+        .env_remove("AWS_ENDPOINT_URL_SQS")
         .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         // Only the call log the test asks for.
         .env_remove(dynabridge_aws::CALL_LOG_ENV)

@@ -19,9 +19,11 @@
 //! (see the deployment's README for the redrive).
 #![forbid(unsafe_code)]
 
+pub mod health;
 pub mod plan;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,6 +36,7 @@ use dynabridge_domain::StoredEvent;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::health::Health;
 use crate::plan::{Plan, plan_for};
 
 /// Flags and environment of the route planner.
@@ -74,6 +77,13 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub call_timeout_ms: u64,
+    /// Address of the gRPC health server (see [`health`]).
+    #[arg(
+        long,
+        env = "DYNABRIDGE_ROUTE_PLANNER_HEALTH_LISTEN",
+        default_value = "127.0.0.1:50056"
+    )]
+    pub health_listen: SocketAddr,
 }
 
 impl Config {
@@ -90,6 +100,16 @@ impl Config {
         }
         Ok(())
     }
+
+    /// The longest a pass of the loop may take while it works: a receive's
+    /// wait, then ten messages each with its call and two SQS calls (the
+    /// SDK's own timeouts bound those), with a margin. Liveness fails past
+    /// it.
+    pub fn liveness_window(&self) -> Duration {
+        let wait = Duration::from_secs(u64::try_from(self.wait_seconds).unwrap_or(20));
+        let call = Duration::from_millis(self.call_timeout_ms);
+        wait + 10 * (call + Duration::from_secs(10)) + Duration::from_secs(30)
+    }
 }
 
 /// Runs the route planner of `config` until `shutdown`.
@@ -98,13 +118,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(path) = std::env::var_os(dynabridge_aws::CALL_LOG_ENV) {
         dynabridge_aws::record_calls_to(path)?;
     }
+    let listener = tokio::net::TcpListener::bind(config.health_listen)
+        .await
+        .with_context(|| format!("binding the health address {}", config.health_listen))?;
     let sdk = dynabridge_aws::load_sdk_config(&config.aws, None).await;
     let commands = Channel::from_shared(config.command_endpoint.clone())
         .context("the command endpoint")?
         .connect_lazy();
+    let (health, server) = Health::serve(listener, config.liveness_window()).await?;
     Planner::new(dynabridge_aws::sqs_client(&sdk), commands, &config)
+        .with_health(health.clone())
         .run_until(shutdown)
         .await;
+    health.stop().await;
+    server.await.context("the health server task")??;
     Ok(())
 }
 
@@ -169,6 +196,20 @@ pub fn retry_delay(first: Duration, receive_count: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(MAX)
 }
 
+/// A long poll outlasts the SDK's usual timeouts (5 s an attempt, 15 s an
+/// operation): a receive may take its wait and a margin, one attempt at a
+/// time.
+fn receive_timeouts(wait_seconds: i32) -> aws_sdk_sqs::config::Builder {
+    let wait = Duration::from_secs(u64::try_from(wait_seconds).unwrap_or(20));
+    let attempt = wait + Duration::from_secs(5);
+    aws_sdk_sqs::config::Builder::default().timeout_config(
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 3)
+            .build(),
+    )
+}
+
 /// The planner's loop: receive, plan, record, delete.
 pub struct Planner {
     sqs: aws_sdk_sqs::Client,
@@ -177,6 +218,7 @@ pub struct Planner {
     wait_seconds: i32,
     retry_after: Duration,
     call_timeout: Duration,
+    health: Option<Health>,
 }
 
 impl Planner {
@@ -188,7 +230,15 @@ impl Planner {
             wait_seconds: config.wait_seconds,
             retry_after: Duration::from_millis(config.retry_after_ms),
             call_timeout: Duration::from_millis(config.call_timeout_ms),
+            health: None,
         }
+    }
+
+    /// Reports its receives and its progress to `health`.
+    #[must_use]
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Handles messages until `shutdown`; a message being handled is
@@ -198,6 +248,9 @@ impl Planner {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
         loop {
+            if let Some(health) = &self.health {
+                health.beat();
+            }
             let receive = self
                 .sqs
                 .receive_message()
@@ -205,16 +258,24 @@ impl Planner {
                 .max_number_of_messages(10)
                 .wait_time_seconds(self.wait_seconds)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .customize()
+                .config_override(receive_timeouts(self.wait_seconds))
                 .send();
             let received = tokio::select! {
                 () = &mut shutdown => break,
                 received = receive => received,
             };
+            if let Some(health) = &self.health {
+                health.received(received.is_ok()).await;
+            }
             match received {
                 Ok(out) => {
                     failures = 0;
                     for message in out.messages() {
                         self.handle(message).await;
+                        if let Some(health) = &self.health {
+                            health.beat();
+                        }
                     }
                 }
                 Err(err) => {
