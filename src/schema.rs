@@ -528,7 +528,9 @@ mod tests {
             [
                 "shop-user-events",
                 "shop-order-events",
-                "shop-orders-with-status"
+                "shop-orders-with-status",
+                "shop-route-planner",
+                "shop-route-events"
             ]
         );
     }

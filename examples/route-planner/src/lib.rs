@@ -241,8 +241,8 @@ impl Planner {
         self
     }
 
-    /// Handles messages until `shutdown`; a message being handled is
-    /// finished first.
+    /// Handles messages until `shutdown`: a receive in progress is
+    /// abandoned, the messages already received are finished first.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
         tracing::info!(queue_url = %self.queue_url, "route planner started");
         tokio::pin!(shutdown);
