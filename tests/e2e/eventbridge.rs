@@ -15,7 +15,7 @@ use dynabridge::pb;
 use dynabridge::schema::{Tables, event_rules};
 use dynabridge_aws::{AwsArgs, StaticCredentials, load_sdk_config};
 use dynabridge_provision::{
-    BusRule, EventBusOptions, RuleTarget, ensure_event_bus, ensure_rule_target,
+    BusRule, EventBus, EventBusOptions, RuleTarget, ensure_event_bus, ensure_rule_target,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -286,15 +286,7 @@ async fn an_archive_replay_delivers_the_archived_originals_again_marked() {
         publish_to_bus: true,
     })
     .await;
-    let events = dynabridge_aws::eventbridge_client(app.sdk());
-    let sqs = aws_sdk_sqs::Client::new(app.sdk());
-    let options = EventBusOptions {
-        event_source: EVENT_SOURCE.into(),
-        ..EventBusOptions::default()
-    };
-    let bus = ensure_event_bus(&events, &app.tables, &options)
-        .await
-        .expect("provision the bus");
+    let (bus, events, sqs) = provision_bus(&app).await;
     let rule = bus
         .rules
         .iter()
@@ -625,6 +617,23 @@ async fn rule_names(events: &aws_sdk_eventbridge::Client, bus: &str, prefix: &st
         .collect();
     names.sort();
     names
+}
+
+/// The bus of `app`'s tables, with its archive and rules, for the test's
+/// event source; and clients for it and for SQS.
+pub(crate) async fn provision_bus(
+    app: &crate::helpers::TestApp,
+) -> (EventBus, aws_sdk_eventbridge::Client, aws_sdk_sqs::Client) {
+    let events = dynabridge_aws::eventbridge_client(app.sdk());
+    let sqs = aws_sdk_sqs::Client::new(app.sdk());
+    let options = EventBusOptions {
+        event_source: EVENT_SOURCE.into(),
+        ..EventBusOptions::default()
+    };
+    let bus = ensure_event_bus(&events, &app.tables, &options)
+        .await
+        .expect("provision the bus");
+    (bus, events, sqs)
 }
 
 pub(crate) struct Queue {

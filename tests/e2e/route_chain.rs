@@ -15,16 +15,16 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use dynabridge::pb;
 use dynabridge_domain::{OrderId, route_id_for};
-use dynabridge_provision::{
-    BusRule, EventBusOptions, RuleTarget, ensure_event_bus, ensure_rule_target,
-};
+use dynabridge_provision::{BusRule, RuleTarget, ensure_rule_target};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::eventbridge::{Queue, allow_rules, assert_empty, create_queue, endpoint, receive};
+use crate::eventbridge::{
+    Queue, allow_rules, assert_empty, create_queue, endpoint, provision_bus, receive,
+};
 use crate::helpers::{AppOptions, EVENT_SOURCE, TestApp, eventually, spawn_app_with};
 use crate::products::create_product;
 use crate::purchases::{item, outcome, purchase};
@@ -46,15 +46,7 @@ struct Chain {
 }
 
 async fn provision_chain(app: &TestApp) -> Chain {
-    let events = dynabridge_aws::eventbridge_client(app.sdk());
-    let sqs = aws_sdk_sqs::Client::new(app.sdk());
-    let options = EventBusOptions {
-        event_source: EVENT_SOURCE.into(),
-        ..EventBusOptions::default()
-    };
-    let bus = ensure_event_bus(&events, &app.tables, &options)
-        .await
-        .expect("provision the bus");
+    let (bus, events, sqs) = provision_bus(app).await;
     let planner_rule = bus.rule(BusRule::RoutePlanner).expect("the planner's rule");
     let routes_rule = bus.rule(BusRule::RouteEvents).expect("the routes' rule");
     let events_dlq = create_queue(&sqs, &format!("{}-events-dlq", app.tables.prefix)).await;
