@@ -198,11 +198,12 @@ impl Services {
                     aws: aws.clone(),
                 },
                 health_listen: "127.0.0.1:0".parse()?,
-                idle_poll_max_ms: 20,
                 max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
                 step_batching: batching,
-                lease: dynabridge_stream::config::LeaseArgs::default(),
-                health: dynabridge_stream::config::StreamHealth::default(),
+                consumer: dynabridge_stream::config::ConsumerArgs {
+                    idle_poll_max_ms: 20,
+                    ..dynabridge_stream::config::ConsumerArgs::default()
+                },
                 metrics_listen: None,
             },
             &Host::new(sdk.clone()),

@@ -348,10 +348,11 @@ async fn trimmed_catch_up(
         event_bus: None,
         event_source: "dynabridge".into(),
         sink_path: sink.clone(),
-        idle_poll_max_ms: 100,
         max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-        lease: projector::LeaseArgs::default(),
-        health: projector::StreamHealth::default(),
+        consumer: projector::ConsumerArgs {
+            idle_poll_max_ms: 100,
+            ..projector::ConsumerArgs::default()
+        },
         metrics_listen: None,
     };
     let started = Instant::now();

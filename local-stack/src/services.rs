@@ -172,20 +172,22 @@ impl Services {
             event_bus: None,
             event_source: EVENT_SOURCE.to_owned(),
             sink_path: endpoints.sink.clone(),
-            idle_poll_max_ms: IDLE_POLL_MAX_MS,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-            lease: projector::LeaseArgs::default(),
-            health: projector::StreamHealth::default(),
+            consumer: projector::ConsumerArgs {
+                idle_poll_max_ms: IDLE_POLL_MAX_MS,
+                ..projector::ConsumerArgs::default()
+            },
             metrics_listen: None,
         };
         let process = process_manager::Config {
             store: store.clone(),
             health_listen: endpoints.process_manager_health,
-            idle_poll_max_ms: IDLE_POLL_MAX_MS,
             max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
             step_batching: true,
-            lease: projector::LeaseArgs::default(),
-            health: projector::StreamHealth::default(),
+            consumer: projector::ConsumerArgs {
+                idle_poll_max_ms: IDLE_POLL_MAX_MS,
+                ..projector::ConsumerArgs::default()
+            },
             metrics_listen: None,
         };
         let admin = admin_service::Config {

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use command_service::commands::CommandHandler;
@@ -29,7 +28,7 @@ use dynabridge_runtime::config::StoreArgs;
 use dynabridge_runtime::grpc::Listeners;
 use dynabridge_runtime::health::StoreProbe;
 use dynabridge_runtime::service::{Host, Service};
-use dynabridge_stream::config::{LeaseArgs, StreamHealth};
+use dynabridge_stream::config::ConsumerArgs;
 use dynabridge_stream::host::{ConsumerHost, ConsumerSpec, Wiring};
 use dynabridge_stream::monitor::HealthNames;
 
@@ -62,9 +61,6 @@ pub struct Config {
         default_value = "127.0.0.1:50055"
     )]
     pub health_listen: SocketAddr,
-    /// Longest pause between polls of an idle shard, in milliseconds.
-    #[arg(long, env = "DYNABRIDGE_IDLE_POLL_MAX_MS", default_value_t = 100)]
-    pub idle_poll_max_ms: u64,
     /// Purchases a shard reader takes steps for at once within a batch (at
     /// least 1); each purchase's steps stay in order.
     #[arg(
@@ -83,10 +79,9 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub step_batching: bool,
+    /// Polling, leases and health, as every consumer of the stream has.
     #[command(flatten)]
-    pub lease: LeaseArgs,
-    #[command(flatten)]
-    pub health: StreamHealth,
+    pub consumer: ConsumerArgs,
     /// Address of the Prometheus `/metrics` endpoint; none in a process
     /// that serves its registry itself.
     #[arg(
@@ -103,14 +98,10 @@ impl Config {
     /// Checks what can be checked before binding a port.
     pub fn validate(&self) -> Result<(), String> {
         self.store.validate()?;
-        if self.idle_poll_max_ms == 0 {
-            return Err("idle poll max must be at least 1 millisecond".into());
-        }
         if self.max_concurrent_steps == 0 {
             return Err("max concurrent steps must be at least 1".into());
         }
-        self.lease.validate()?;
-        self.health.validate()
+        self.consumer.validate()
     }
 }
 
@@ -165,9 +156,7 @@ impl Service for App {
             // The store check reads the idempotency table, which the
             // command path reads (GetItem) for every retried step.
             probe: StoreProbe::get_item(dynamodb, tables.idempotency(), idempotency::REQUEST_ID),
-            health: config.health,
-            lease: config.lease,
-            idle_poll_max: Duration::from_millis(config.idle_poll_max_ms),
+            args: config.consumer,
             metrics: metrics.stream.clone(),
             // It publishes nothing: no bus to wait for.
             output_found: None,

@@ -46,7 +46,7 @@ pub mod writer;
 
 // Reading the stream is the stream crate's, shared with the purchase
 // process; re-exported so that its modules read as the projector's own.
-pub use dynabridge_stream::config::{LeaseArgs, StreamHealth};
+pub use dynabridge_stream::config::{ConsumerArgs, LeaseArgs, StreamHealth};
 pub use dynabridge_stream::{
     attribute, catchup, checkpoint, control, coordinator, error, host, lease, monitor, progress,
     shard, stream,
@@ -115,9 +115,6 @@ pub struct Config {
     /// JSON-lines file the events go to when no bus is set; `-` is stdout.
     #[arg(long, env = "DYNABRIDGE_SINK_PATH", default_value = "-")]
     pub sink_path: PathBuf,
-    /// Longest pause between polls of an idle shard, in milliseconds.
-    #[arg(long, env = "DYNABRIDGE_IDLE_POLL_MAX_MS", default_value_t = 100)]
-    pub idle_poll_max_ms: u64,
     /// Read-model rows a shard reader writes at once while it applies a
     /// batch (at least 1). Each row's events are still written one after
     /// another, in order.
@@ -127,10 +124,9 @@ pub struct Config {
         default_value_t = Config::DEFAULT_MAX_CONCURRENT_WRITES
     )]
     pub max_concurrent_writes: usize,
+    /// Polling, leases and health, as every consumer of the stream has.
     #[command(flatten)]
-    pub lease: LeaseArgs,
-    #[command(flatten)]
-    pub health: StreamHealth,
+    pub consumer: ConsumerArgs,
     /// Address of the Prometheus `/metrics` endpoint; none in a process
     /// that serves its registry itself.
     #[arg(
@@ -147,9 +143,6 @@ impl Config {
     /// Checks what can be checked before binding a port.
     pub fn validate(&self) -> Result<(), String> {
         self.store.validate()?;
-        if self.idle_poll_max_ms == 0 {
-            return Err("idle poll max must be at least 1 millisecond".into());
-        }
         if self.max_concurrent_writes == 0 {
             return Err("max concurrent writes must be at least 1".into());
         }
@@ -159,8 +152,7 @@ impl Config {
         if self.event_bus.as_deref().is_some_and(str::is_empty) {
             return Err("event bus must not be empty when set".into());
         }
-        self.lease.validate()?;
-        self.health.validate()
+        self.consumer.validate()
     }
 }
 
@@ -265,7 +257,12 @@ impl Service for App {
         let registry = &host.registry;
         let tables = config.store.tables();
         let dynamodb = dynabridge_aws::dynamodb_client(&host.sdk);
-        let timing = Timing::new(Duration::from_millis(config.idle_poll_max_ms.max(1)));
+        let timing = Timing::new(
+            config
+                .consumer
+                .idle_poll_max()
+                .max(Duration::from_millis(1)),
+        );
         // Validated above; a caller that skipped that gets one at a time
         // rather than a batch that never ends.
         let max_concurrent_writes =
@@ -286,9 +283,7 @@ impl Service for App {
                 tables.user_profiles(),
                 user_profiles::USER_ID,
             ),
-            health: config.health.clone(),
-            lease: config.lease.clone(),
-            idle_poll_max: Duration::from_millis(config.idle_poll_max_ms),
+            args: config.consumer.clone(),
             metrics: metrics.stream.clone(),
             output_found: Some(bus_found),
             event_store_table: tables.event_store(),
@@ -296,7 +291,10 @@ impl Service for App {
         };
         let consumer = ConsumerHost::start(spec, host, listeners).await?;
         if let Some(check) = bus_check {
-            tokio::spawn(check.run(config.health.store.interval(), consumer.stop().clone()));
+            tokio::spawn(check.run(
+                config.consumer.health.store.interval(),
+                consumer.stop().clone(),
+            ));
         }
         Ok(Self {
             host: consumer,
@@ -420,9 +418,9 @@ mod tests {
         assert_eq!(config.sink_path, PathBuf::from("-"));
         assert_eq!(config.event_bus, None);
         assert_eq!(config.max_concurrent_writes, 32);
-        assert_eq!(config.lease, LeaseArgs::default());
-        assert_eq!(config.lease.lease_duration_ms, 10_000);
-        assert_eq!(config.lease.instance_id, None);
+        assert_eq!(config.consumer.lease, LeaseArgs::default());
+        assert_eq!(config.consumer.lease.lease_duration_ms, 10_000);
+        assert_eq!(config.consumer.lease.instance_id, None);
     }
 
     #[test]
@@ -437,6 +435,7 @@ mod tests {
             "a standby's next discovery comes first"
         );
         let named = parse(&["--instance-id", "projector-7"])
+            .consumer
             .lease
             .settings(&timing, "projector");
         assert_eq!(named.owner, "projector-7");
@@ -446,20 +445,20 @@ mod tests {
     fn health_and_metrics_have_documented_defaults() {
         let parse = |args: &[&str]| parse(args);
         let defaults = parse(&[]);
-        assert_eq!(defaults.health, StreamHealth::default());
-        assert_eq!(defaults.health.liveness_window_ms, 60_000);
-        assert_eq!(defaults.health.max_lag_ms, 60_000);
+        assert_eq!(defaults.consumer.health, StreamHealth::default());
+        assert_eq!(defaults.consumer.health.liveness_window_ms, 60_000);
+        assert_eq!(defaults.consumer.health.max_lag_ms, 60_000);
         assert_eq!(
             defaults.metrics_listen,
             Some("127.0.0.1:9093".parse().unwrap())
         );
-        assert_eq!(defaults.health.validate(), Ok(()));
+        assert_eq!(defaults.consumer.health.validate(), Ok(()));
         for args in [
             &["--liveness-window-ms", "29999"][..],
             &["--max-lag-ms", "999"],
             &["--health-check-timeout-ms", "0"],
         ] {
-            assert!(parse(args).health.validate().is_err(), "{args:?}");
+            assert!(parse(args).consumer.health.validate().is_err(), "{args:?}");
         }
         assert_eq!(LIVENESS_SERVICE, format!("{HEALTH_SERVICE}.Liveness"));
     }

@@ -181,10 +181,11 @@ impl TestApp {
             event_bus: self.options.publish_to_bus.then(|| self.tables.event_bus()),
             event_source: EVENT_SOURCE.into(),
             sink_path: self.sink_path.clone(),
-            idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-            lease: projector::LeaseArgs::default(),
-            health: projector::StreamHealth::default(),
+            consumer: projector::ConsumerArgs {
+                idle_poll_max_ms: 20,
+                ..projector::ConsumerArgs::default()
+            },
             metrics_listen: None,
         };
         self.projector =
@@ -196,11 +197,12 @@ impl TestApp {
         let config = process_manager::Config {
             store: self.store_args.clone(),
             health_listen: LOOPBACK,
-            idle_poll_max_ms: 20,
             max_concurrent_steps: process_manager::Config::DEFAULT_MAX_CONCURRENT_STEPS,
             step_batching: true,
-            lease: dynabridge_stream::config::LeaseArgs::default(),
-            health: dynabridge_stream::config::StreamHealth::default(),
+            consumer: dynabridge_stream::config::ConsumerArgs {
+                idle_poll_max_ms: 20,
+                ..dynabridge_stream::config::ConsumerArgs::default()
+            },
             metrics_listen: None,
         };
         self.process_manager = Some(

@@ -326,10 +326,12 @@ pub async fn start_projector(
         event_bus,
         event_source: "dynabridge.test".into(),
         sink_path,
-        idle_poll_max_ms: 20,
         max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-        lease: projector::LeaseArgs::default(),
-        health,
+        consumer: projector::ConsumerArgs {
+            idle_poll_max_ms: 20,
+            health,
+            ..projector::ConsumerArgs::default()
+        },
         metrics_listen: Some(LOOPBACK),
     };
     spawn_service::<projector::App>(config, sdk).await

@@ -159,3 +159,48 @@ impl StreamHealth {
         }
     }
 }
+
+/// Every flag a consumer of the stream shares: how often it polls an idle
+/// shard, its leases and its health.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct ConsumerArgs {
+    /// Longest pause between polls of an idle shard, in milliseconds.
+    #[arg(
+        long,
+        env = "DYNABRIDGE_IDLE_POLL_MAX_MS",
+        default_value_t = ConsumerArgs::DEFAULT_IDLE_POLL_MAX_MS
+    )]
+    pub idle_poll_max_ms: u64,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub health: StreamHealth,
+}
+
+impl Default for ConsumerArgs {
+    fn default() -> Self {
+        Self {
+            idle_poll_max_ms: Self::DEFAULT_IDLE_POLL_MAX_MS,
+            lease: LeaseArgs::default(),
+            health: StreamHealth::default(),
+        }
+    }
+}
+
+impl ConsumerArgs {
+    pub const DEFAULT_IDLE_POLL_MAX_MS: u64 = 100;
+
+    /// Checks what can be checked before binding a port.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_poll_max_ms == 0 {
+            return Err("idle poll max must be at least 1 millisecond".into());
+        }
+        self.lease.validate()?;
+        self.health.validate()
+    }
+
+    /// Longest pause between polls of an idle shard.
+    pub fn idle_poll_max(&self) -> Duration {
+        Duration::from_millis(self.idle_poll_max_ms)
+    }
+}

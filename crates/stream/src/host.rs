@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::batch::BatchHandler;
 use crate::catchup::EventStoreCatchUp;
 use crate::checkpoint::{CheckpointStore, DynamoCheckpoints};
-use crate::config::{LeaseArgs, StreamHealth};
+use crate::config::ConsumerArgs;
 use crate::control::{Shutdown, ShutdownTrigger, Timing};
 use crate::lease::{LeaseRecord, LeaseSettings, Leases};
 use crate::metrics::StreamMetrics;
@@ -42,10 +42,8 @@ pub struct ConsumerSpec {
     /// The store check behind readiness: a read the consumer's role may
     /// make.
     pub probe: StoreProbe,
-    pub health: StreamHealth,
-    pub lease: LeaseArgs,
-    /// Longest pause between polls of an idle shard.
-    pub idle_poll_max: Duration,
+    /// Its polling, lease and health flags.
+    pub args: ConsumerArgs,
     /// The consumer's stream metrics (registered by the consumer).
     pub metrics: StreamMetrics,
     /// Whether the consumer's output is there (the projector's bus);
@@ -122,15 +120,14 @@ impl ConsumerHost {
             names,
             lease_name,
             probe,
-            health,
-            lease,
-            idle_poll_max,
+            args,
             metrics,
             output_found,
             event_store_table,
             checkpoints_table,
         } = spec;
-        let timing = Timing::new(idle_poll_max.max(Duration::from_millis(1)));
+        let ConsumerArgs { lease, health, .. } = &args;
+        let timing = Timing::new(args.idle_poll_max().max(Duration::from_millis(1)));
         let lease = lease.settings(&timing, lease_name);
         let spec = HealthSpec {
             service: names.readiness,

@@ -18,7 +18,8 @@
 //!   read back from the event store;
 //! - [`attribute`]: stream images to event store items;
 //! - [`control`]: shutdown and backoff;
-//! - [`config`]: the flags every consumer shares (leases, health);
+//! - [`config`]: the flags every consumer shares (`ConsumerArgs`: idle
+//!   polling, leases, health);
 //! - [`host`]: what a consumer runs in: its health server, monitor,
 //!   shutdown and the wiring of the readers once the stream is found;
 //! - [`progress`], [`monitor`]: the loops' heartbeats and lag, and the

@@ -315,10 +315,11 @@ impl TestStore {
             event_bus: None,
             event_source: "dynabridge.test".into(),
             sink_path: sink.to_owned(),
-            idle_poll_max_ms: 20,
             max_concurrent_writes: projector::Config::DEFAULT_MAX_CONCURRENT_WRITES,
-            lease: projector::LeaseArgs::default(),
-            health: projector::StreamHealth::default(),
+            consumer: projector::ConsumerArgs {
+                idle_poll_max_ms: 20,
+                ..projector::ConsumerArgs::default()
+            },
             metrics_listen: None,
         }
     }
