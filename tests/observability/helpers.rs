@@ -157,13 +157,17 @@ impl Proxy {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    // The mode first: once the test has stalled or cut the
+                    // proxy, no byte that arrives after passes, however the
+                    // two are woken.
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        biased;
                         _ = until(&mut mode, |m| m != Mode::Open) => {
                             // Stalled: hold both ends, pass nothing, until
                             // cut or opened again; then drop the connection.
                             until(&mut mode, |m| m != Mode::Stalled).await;
                         }
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                     }
                 });
             }
